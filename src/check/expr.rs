@@ -1,0 +1,549 @@
+//! Checking expressions: names, operators with their shape rules, and built-in functions.
+
+use super::args::{self, Context};
+use super::model::*;
+use super::suggest::did_you_mean;
+use super::{Checker, Entry};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::shape::{self, Dim, MatmulError, Shape};
+use crate::source::Span;
+use crate::syntax::ast::{BinOp, Call, Expr, ExprKind};
+
+impl Checker {
+    /// Checks a tensor expression; `None` when it is wrong (already reported).
+    pub fn expr(&mut self, expr: &Expr) -> Option<TExpr> {
+        let checked = self.expr_or_label(expr)?;
+        if self.is_class_label(&checked) {
+            let decl = self.label_span();
+            self.report(
+                Diagnostic::new(
+                    Code::E0402,
+                    "a class label is not a tensor",
+                    expr.span,
+                    "a class index",
+                )
+                .with_label(decl, "declared as a class label here")
+                .with_note("class labels are only used by `cross_entropy` and the accuracy metric"),
+            );
+            return None;
+        }
+        Some(checked)
+    }
+
+    /// True for the class label itself.
+    pub fn is_class_label(&self, expr: &TExpr) -> bool {
+        matches!(expr.kind, TExprKind::Label)
+            && matches!(
+                self.label.as_ref().map(|l| &l.kind),
+                Some(LabelKind::Class(_))
+            )
+    }
+
+    /// Checks an expression that may be the class label (the target argument of a loss).
+    pub fn expr_or_label(&mut self, expr: &Expr) -> Option<TExpr> {
+        let span = expr.span;
+        let (kind, shape) = match &expr.kind {
+            ExprKind::Number { value, .. } => (TExprKind::Const(*value), Shape::scalar()),
+            ExprKind::Bool(_) | ExprKind::List(_) => {
+                self.wrong_type(expr, args::Ty::Tensor);
+                return None;
+            }
+            ExprKind::Name(name) => return self.name(name, span),
+            ExprKind::Neg(inner) => {
+                let inner = self.expr(inner)?;
+                let shape = inner.shape.clone();
+                (TExprKind::Unary(Unary::Neg, Box::new(inner)), shape)
+            }
+            ExprKind::Binary(op, left, right) => {
+                let (left, right) = (self.expr(left), self.expr(right));
+                return self.binary(*op, left?, right?, span);
+            }
+            ExprKind::Call(call) => return self.call(call),
+        };
+        Some(TExpr { kind, shape, span })
+    }
+
+    fn name(&mut self, name: &str, span: Span) -> Option<TExpr> {
+        let (kind, shape) = match self.scope.get(name).map(|(entry, _)| *entry) {
+            Some(Entry::Input(i)) => (TExprKind::Input(i), Shape::batched(&self.inputs[i].shape)),
+            Some(Entry::Label) => {
+                let shape = match &self
+                    .label
+                    .as_ref()
+                    .expect("label entry implies a label")
+                    .kind
+                {
+                    LabelKind::Class(_) => Shape(vec![Dim::Batch]),
+                    LabelKind::Target(dims) => Shape::batched(dims),
+                };
+                (TExprKind::Label, shape)
+            }
+            Some(Entry::Param(i)) => (TExprKind::Param(i), self.params[i].shape.clone()),
+            Some(Entry::Value(i)) => (TExprKind::Value(i), self.values[i].shape.clone()),
+            Some(Entry::Poisoned) => return None,
+            None => {
+                self.undefined(name, span);
+                return None;
+            }
+        };
+        Some(TExpr { kind, shape, span })
+    }
+
+    fn undefined(&mut self, name: &str, span: Span) {
+        let mut diagnostic = Diagnostic::new(
+            Code::E0201,
+            format!("`{name}` is not defined"),
+            span,
+            "not defined",
+        );
+        if let Some(&later) = self.later.get(name) {
+            diagnostic = diagnostic
+                .with_label(later, "defined later here")
+                .with_note("an equation can only use values defined above it");
+        } else if let Some(guess) = did_you_mean(name, self.scope.keys().map(String::as_str)) {
+            let guess = guess.to_string();
+            diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
+        } else if args::lookup(args::FUNCTIONS, name).is_some() {
+            diagnostic =
+                diagnostic.with_help(format!("`{name}` is a function: call it as `{name}(...)`"));
+        }
+        self.report(diagnostic);
+    }
+
+    fn binary(&mut self, op: BinOp, left: TExpr, right: TExpr, span: Span) -> Option<TExpr> {
+        let shape = if op == BinOp::MatMul {
+            match shape::matmul(&left.shape, &right.shape) {
+                Ok(shape) => shape,
+                Err(error) => {
+                    self.matmul_error(&left, &right, error, span);
+                    return None;
+                }
+            }
+        } else {
+            match shape::broadcast(&left.shape, &right.shape) {
+                Ok(shape) => shape,
+                Err(error) => {
+                    let diagnostic = Diagnostic::new(
+                        Code::E0302,
+                        format!("shapes {} and {} do not broadcast", left.shape, right.shape),
+                        span,
+                        format!(
+                            "dimension {} cannot match dimension {}",
+                            error.left, error.right
+                        ),
+                    );
+                    let diagnostic = self.declared_here(diagnostic, &left);
+                    let diagnostic = self.declared_here(diagnostic, &right).with_note(
+                        "shapes broadcast when, aligned from the right, each pair of dimensions is equal or one of them is 1",
+                    );
+                    self.report(diagnostic);
+                    return None;
+                }
+            }
+        };
+        let kind = match op {
+            BinOp::MatMul => TExprKind::MatMul(Box::new(left), Box::new(right)),
+            BinOp::Add => TExprKind::Binary(Binary::Add, Box::new(left), Box::new(right)),
+            BinOp::Sub => TExprKind::Binary(Binary::Sub, Box::new(left), Box::new(right)),
+            BinOp::Mul => TExprKind::Binary(Binary::Mul, Box::new(left), Box::new(right)),
+            BinOp::Div => TExprKind::Binary(Binary::Div, Box::new(left), Box::new(right)),
+        };
+        Some(TExpr { kind, shape, span })
+    }
+
+    fn matmul_error(&mut self, left: &TExpr, right: &TExpr, error: MatmulError, span: Span) {
+        let diagnostic = match error {
+            MatmulError::Rank {
+                left: is_left,
+                rank,
+            } => {
+                let operand = if is_left { left } else { right };
+                let diagnostic = Diagnostic::new(
+                    Code::E0303,
+                    format!("`@` needs vectors or matrices, found a tensor of rank {rank}"),
+                    operand.span,
+                    format!("this has shape {}", operand.shape),
+                );
+                let diagnostic = self.declared_here(diagnostic, operand);
+                if rank > 2 {
+                    diagnostic.with_help("flatten it first, e.g. `flatten(x) @ w`")
+                } else {
+                    diagnostic
+                }
+            }
+            MatmulError::Inner {
+                left: k_left,
+                right: k_right,
+            } => {
+                let mut diagnostic = Diagnostic::new(
+                    Code::E0301,
+                    "shape mismatch in matrix product",
+                    span,
+                    format!(
+                        "{} has {k_left} columns but {} has {k_right} rows",
+                        self.describe(left),
+                        self.describe(right)
+                    ),
+                );
+                diagnostic = self.declared_here(diagnostic, left);
+                diagnostic = self.declared_here(diagnostic, right);
+                if let (TExprKind::Param(_), Dim::Fixed(_)) = (&right.kind, k_left) {
+                    let mut fixed = right.shape.clone();
+                    fixed.0[0] = k_left;
+                    diagnostic = diagnostic.with_help(format!("did you mean {fixed}?"));
+                }
+                diagnostic.with_note(
+                    "in `a @ b` the last dimension of `a` must equal the first dimension of `b`",
+                )
+            }
+        };
+        self.report(diagnostic);
+    }
+
+    /// A short description of an operand: its name when it has one, else "the left side".
+    fn describe(&self, expr: &TExpr) -> String {
+        match self.decl_of(expr) {
+            Some((name, _)) => format!("`{name}`"),
+            None => format!("the operand of shape {}", expr.shape),
+        }
+    }
+
+    /// The name and declaration span of a named operand.
+    fn decl_of(&self, expr: &TExpr) -> Option<(String, Span)> {
+        let name = match expr.kind {
+            TExprKind::Input(i) => self.inputs[i].name.clone(),
+            TExprKind::Param(i) => self.params[i].name.clone(),
+            TExprKind::Value(i) => self.values[i].name.clone()?,
+            TExprKind::Label => self.label.as_ref()?.name.clone(),
+            _ => return None,
+        };
+        let span = self.scope.get(&name)?.1;
+        Some((name, span))
+    }
+
+    /// Adds a secondary label at the declaration of a named operand.
+    pub fn declared_here(&self, diagnostic: Diagnostic, expr: &TExpr) -> Diagnostic {
+        match self.decl_of(expr) {
+            Some((name, span)) if span != expr.span => {
+                diagnostic.with_label(span, format!("`{name}` has shape {}", expr.shape))
+            }
+            _ => diagnostic,
+        }
+    }
+
+    fn call(&mut self, call: &Call) -> Option<TExpr> {
+        let name = call.callee.name.as_str();
+        let Some(signature) = args::lookup(args::FUNCTIONS, name) else {
+            let mut diagnostic = Diagnostic::new(
+                Code::E0203,
+                format!("unknown function `{name}`"),
+                call.callee.span,
+                "not a function",
+            );
+            if let Some(guess) = did_you_mean(name, args::names(args::FUNCTIONS)) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
+            } else if args::lookup(args::LAYERS, name).is_some() {
+                diagnostic = diagnostic.with_help(format!(
+                    "`{name}` is a layer: use it inside `layers {{ ... }}`"
+                ));
+            }
+            self.report(diagnostic);
+            return None;
+        };
+        let bound = self.bind(signature, &call.args, call.span, Context::Call);
+        let span = call.span;
+        if args::LOSSES.contains(&name) {
+            let pred = bound.expr("pred").and_then(|e| self.expr(e));
+            let target = bound.expr("target").and_then(|e| self.expr_or_label(e));
+            return self.loss(name, pred?, target?, span);
+        }
+        let x = self.expr(bound.expr("x")?)?;
+        let rank = x.shape.rank();
+        let unary = |op| Some((TExprKind::Unary(op, Box::new(x.clone())), x.shape.clone()));
+        let (kind, shape) = match name {
+            "relu" => unary(Unary::Relu),
+            "sigmoid" => unary(Unary::Sigmoid),
+            "tanh" => unary(Unary::Tanh),
+            "exp" => unary(Unary::Exp),
+            "log" => unary(Unary::Log),
+            "abs" => unary(Unary::Abs),
+            "sqrt" => unary(Unary::Sqrt),
+            "square" => unary(Unary::Square),
+            "softmax" | "log_softmax" => {
+                let axis = self.axis(&bound, rank, -1)?;
+                let shape = x.shape.clone();
+                Some((
+                    TExprKind::Softmax {
+                        log: name == "log_softmax",
+                        axis,
+                        arg: Box::new(x),
+                    },
+                    shape,
+                ))
+            }
+            "sum" | "mean" | "max" => {
+                let op = match name {
+                    "sum" => Reduce::Sum,
+                    "mean" => Reduce::Mean,
+                    _ => Reduce::Max,
+                };
+                let axis = match bound.expr("axis") {
+                    Some(_) => Some(self.axis(&bound, rank, 0)?),
+                    None => None,
+                };
+                let shape =
+                    axis.map_or_else(Shape::scalar, |axis| shape::remove_axis(&x.shape, axis));
+                Some((
+                    TExprKind::Reduce {
+                        op,
+                        axis,
+                        arg: Box::new(x),
+                    },
+                    shape,
+                ))
+            }
+            "flatten" => {
+                let shape = flattened(&x.shape);
+                Some((TExprKind::Reshape(Box::new(x)), shape))
+            }
+            "reshape" => {
+                let target = self.int_list_arg(&bound, "shape")?;
+                let shape =
+                    self.reshape(&x, &target, bound.expr("shape").map_or(span, |e| e.span))?;
+                Some((TExprKind::Reshape(Box::new(x)), shape))
+            }
+            "transpose" => self.transpose(&bound, x, span),
+            other => unreachable!("function `{other}` is in the table but not checked"),
+        }?;
+        Some(TExpr { kind, shape, span })
+    }
+
+    fn axis(&mut self, bound: &args::Bound, rank: usize, default: i64) -> Option<usize> {
+        let given = self.int_arg(bound, "axis", Context::Call);
+        let axis = match (given, bound.expr("axis")) {
+            (Some(axis), _) => axis,
+            (None, Some(_)) => return None,
+            (None, None) => default,
+        };
+        let resolved = shape::resolve_axis(axis, rank);
+        if resolved.is_none() {
+            let span = bound.expr("axis").map_or(bound.span, |e| e.span);
+            self.report(
+                Diagnostic::new(
+                    Code::E0307,
+                    format!("axis {axis} is out of range"),
+                    span,
+                    format!("the tensor has rank {rank}"),
+                )
+                .with_note(format!(
+                    "axes run from 0 to {} (or -1 for the last)",
+                    rank.saturating_sub(1)
+                )),
+            );
+        }
+        resolved
+    }
+
+    fn reshape(&mut self, x: &TExpr, target: &[(i64, Span)], span: Span) -> Option<Shape> {
+        let fail = |this: &mut Checker, label: String| {
+            this.report(
+                Diagnostic::new(Code::E0306, format!("cannot reshape {} into this shape", x.shape), span, label)
+                    .with_note("a reshape keeps the number of elements; one dimension may be -1 and is then inferred, which is how the batch dimension is kept"),
+            );
+            None
+        };
+        let inferred: Vec<_> = target.iter().filter(|(d, _)| *d == -1).collect();
+        if inferred.len() > 1 || target.iter().any(|(d, _)| *d == 0 || *d < -1) {
+            return fail(
+                self,
+                "dimensions must be at least 1, with at most one -1".into(),
+            );
+        }
+        let known: u64 = target
+            .iter()
+            .filter(|(d, _)| *d > 0)
+            .fold(1u64, |a, (d, _)| a.saturating_mul(*d as u64));
+        let total = x.shape.elements_per_example();
+        // With a batch, the -1 must stand first and absorb exactly the batch dimension.
+        let inferred_dim = if x.shape.has_batch() {
+            if inferred.is_empty() {
+                return fail(
+                    self,
+                    "the batch dimension must be kept: write -1 for it".into(),
+                );
+            }
+            if target[0].0 != -1 || known != total {
+                return fail(self, format!("-1 must stand first for the batch, and the rest multiply to {total}, not {known}"));
+            }
+            Dim::Batch
+        } else if inferred.is_empty() && known == total {
+            Dim::Fixed(1) // unused: no -1 to fill
+        } else if !inferred.is_empty() && total % known == 0 {
+            Dim::Fixed(total / known)
+        } else {
+            return fail(self, format!("{total} elements cannot take this shape"));
+        };
+        let dims = target
+            .iter()
+            .map(|&(d, _)| {
+                if d == -1 {
+                    inferred_dim
+                } else {
+                    Dim::Fixed(d as u64)
+                }
+            })
+            .collect();
+        Some(Shape(dims))
+    }
+
+    fn transpose(
+        &mut self,
+        bound: &args::Bound,
+        x: TExpr,
+        span: Span,
+    ) -> Option<(TExprKind, Shape)> {
+        let rank = x.shape.rank();
+        let perm: Vec<usize> = match bound.expr("perm") {
+            Some(_) => {
+                let given = self.int_list_arg(bound, "perm")?;
+                given
+                    .iter()
+                    .map(|&(axis, _)| shape::resolve_axis(axis, rank).unwrap_or(usize::MAX))
+                    .collect()
+            }
+            None if rank >= 2 => {
+                let mut perm: Vec<usize> = (0..rank).collect();
+                perm.swap(rank - 2, rank - 1);
+                perm
+            }
+            None => vec![],
+        };
+        let mut sorted = perm.clone();
+        sorted.sort_unstable();
+        let problem = if rank < 2 {
+            Some(format!("a tensor of rank {rank} has nothing to transpose"))
+        } else if sorted != (0..rank).collect::<Vec<_>>() {
+            Some(format!("not a permutation of the axes 0..{rank}"))
+        } else if x.shape.has_batch() && perm[0] != 0 {
+            Some("the batch dimension must stay first".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.report(
+                Diagnostic::new(Code::E0311, "invalid transpose", span, problem).with_note(
+                    format!(
+                        "the operand has shape {}; `perm` lists each axis once",
+                        x.shape
+                    ),
+                ),
+            );
+            return None;
+        }
+        let shape = Shape(perm.iter().map(|&axis| x.shape.0[axis]).collect());
+        Some((
+            TExprKind::Transpose {
+                perm,
+                arg: Box::new(x),
+            },
+            shape,
+        ))
+    }
+
+    /// Checks a built-in loss applied to a prediction and a target.
+    pub fn loss(&mut self, name: &str, pred: TExpr, target: TExpr, span: Span) -> Option<TExpr> {
+        let kind = match name {
+            "mse" => LossKind::Mse,
+            "l1" => LossKind::L1,
+            "cross_entropy" => LossKind::CrossEntropy,
+            "binary_cross_entropy" => LossKind::BinaryCrossEntropy,
+            "hinge" => LossKind::Hinge,
+            _ => LossKind::Perceptron,
+        };
+        let class_label = self.is_class_label(&target);
+        let mismatch = |this: &Checker, message: String, label: String| {
+            let diagnostic = Diagnostic::new(Code::E0308, message, pred.span, label);
+            let diagnostic = this.declared_here(diagnostic, &target);
+            this.declared_here(diagnostic, &pred)
+        };
+        if kind == LossKind::CrossEntropy {
+            let classes = match &self.label.as_ref().map(|l| &l.kind) {
+                Some(LabelKind::Class(n)) if class_label => *n,
+                _ => {
+                    let d = mismatch(
+                        self,
+                        "`cross_entropy` needs a class label as its target".into(),
+                        "logits".into(),
+                    );
+                    self.report(d.with_help("declare the label as `label y: class(N)`"));
+                    return None;
+                }
+            };
+            let ok = pred.shape.rank() == 2 && pred.shape.0[0] == Dim::Batch;
+            if !ok || pred.shape.0[1] != Dim::Fixed(classes) {
+                let label = format!("this has shape {}", pred.shape);
+                let d = mismatch(
+                    self,
+                    format!("`cross_entropy` over {} for {classes} classes", pred.shape),
+                    label,
+                )
+                .with_note(format!(
+                    "the logits must have shape [N, {classes}]: one score per class"
+                ));
+                let d = if ok {
+                    d.with_help(format!("make the last layer produce {classes} outputs"))
+                } else {
+                    d
+                };
+                self.report(d);
+                return None;
+            }
+        } else {
+            if class_label {
+                let d = mismatch(
+                    self,
+                    format!("`{name}` needs a real-valued target, not a class label"),
+                    "prediction".into(),
+                );
+                self.report(
+                    d.with_help("declare `target y: [...]`, or use `cross_entropy` for classes"),
+                );
+                return None;
+            }
+            if pred.shape != target.shape {
+                let d = mismatch(
+                    self,
+                    format!(
+                        "`{name}` compares a prediction of shape {} with a target of shape {}",
+                        pred.shape, target.shape
+                    ),
+                    format!("this has shape {}", pred.shape),
+                )
+                .with_note(
+                    "a loss compares equal shapes; silently broadcasting them is a classic bug",
+                );
+                self.report(d);
+                return None;
+            }
+        }
+        Some(TExpr {
+            kind: TExprKind::Loss {
+                kind,
+                pred: Box::new(pred),
+                target: Box::new(target),
+            },
+            shape: Shape::scalar(),
+            span,
+        })
+    }
+}
+
+/// Flatten keeps the first (batch) dimension and multiplies the rest; a batch-less tensor
+/// becomes a vector.
+pub fn flattened(shape: &Shape) -> Shape {
+    if shape.has_batch() {
+        Shape(vec![Dim::Batch, Dim::Fixed(shape.elements_per_example())])
+    } else {
+        Shape(vec![Dim::Fixed(shape.elements_per_example())])
+    }
+}

@@ -1,0 +1,372 @@
+//! Checking `layers` blocks: each layer's arguments, its input rank, its output shape, and the
+//! parameters and running statistics it creates (named `dense1.weight`, `h.conv2.bias`, ...).
+
+use super::args::{self, Context};
+use super::expr::flattened;
+use super::model::*;
+use super::suggest::did_you_mean;
+use super::Checker;
+use crate::diagnostics::{Code, Diagnostic};
+use crate::shape::{self, Dim, Shape};
+use crate::source::Span;
+use crate::syntax::ast::{Call, LayersBlock};
+use std::collections::BTreeMap;
+
+impl Checker {
+    /// Checks a layers block whose parameters get names starting with `prefix`.
+    pub fn layers(&mut self, block: &LayersBlock, prefix: &str) -> Option<(TExpr, Vec<Layer>)> {
+        let input = match &block.input {
+            Some(expr) => self.expr(expr)?,
+            None => self.implicit_input(block.keyword)?,
+        };
+        let mut shape = input.shape.clone();
+        let mut layers = Vec::new();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for call in &block.layers {
+            let Some(signature) = args::lookup(args::LAYERS, &call.callee.name) else {
+                self.unknown_layer(call);
+                return None;
+            };
+            let count = counts.entry(signature.name).or_default();
+            *count += 1;
+            let name = format!("{prefix}{}{count}", signature.name);
+            let layer = self.layer(signature, call, &shape, name)?;
+            shape = layer.shape.clone();
+            layers.push(layer);
+        }
+        Some((input, layers))
+    }
+
+    /// The model's only input, which an unnamed `layers` block reads.
+    fn implicit_input(&mut self, keyword: Span) -> Option<TExpr> {
+        match self.inputs.as_slice() {
+            [input] => Some(TExpr {
+                kind: TExprKind::Input(0),
+                shape: Shape::batched(&input.shape),
+                span: keyword,
+            }),
+            [] => {
+                self.report(
+                    Diagnostic::new(
+                        Code::E0212,
+                        "this layers block has no input",
+                        keyword,
+                        "reads no input",
+                    )
+                    .with_help("declare one with `input x: [...]`"),
+                );
+                None
+            }
+            _ => {
+                self.report(
+                    Diagnostic::new(
+                        Code::E0212,
+                        "which input does this layers block read?",
+                        keyword,
+                        "the model has several inputs",
+                    )
+                    .with_help("name it: `layers(x) { ... }`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_layer(&mut self, call: &Call) {
+        let name = &call.callee.name;
+        let mut diagnostic = Diagnostic::new(
+            Code::E0204,
+            format!("unknown layer `{name}`"),
+            call.callee.span,
+            "not a layer",
+        );
+        if let Some(guess) = did_you_mean(name, args::names(args::LAYERS)) {
+            diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
+        } else if args::lookup(args::FUNCTIONS, name).is_some() {
+            diagnostic = diagnostic.with_help(format!(
+                "`{name}` is a function: use it in an equation, `h = {name}(...)`"
+            ));
+        } else {
+            let all: Vec<&str> = args::names(args::LAYERS).collect();
+            diagnostic = diagnostic.with_note(format!("the layers are: {}", all.join(", ")));
+        }
+        self.report(diagnostic);
+    }
+
+    fn layer(
+        &mut self,
+        signature: &'static args::Signature,
+        call: &Call,
+        input: &Shape,
+        name: String,
+    ) -> Option<Layer> {
+        let bound = self.bind(signature, &call.args, call.span, Context::Call);
+        let rank_error = |this: &mut Checker, expected: &str, help: &str| {
+            let message = format!("`{}` expects {expected}, found {input}", signature.name);
+            let diagnostic = Diagnostic::new(
+                Code::E0305,
+                message,
+                call.callee.span,
+                format!("input has shape {input}"),
+            );
+            this.report(if help.is_empty() {
+                diagnostic
+            } else {
+                diagnostic.with_help(help)
+            });
+            None
+        };
+        let (kind, shape) = match signature.name {
+            "flatten" => (LayerKind::Flatten, flattened(input)),
+            "relu" => (LayerKind::Activation(Unary::Relu), input.clone()),
+            "sigmoid" => (LayerKind::Activation(Unary::Sigmoid), input.clone()),
+            "tanh" => (LayerKind::Activation(Unary::Tanh), input.clone()),
+            "softmax" | "log_softmax" => {
+                if input.rank() == 0 {
+                    return rank_error(self, "a tensor with an axis to normalize", "");
+                }
+                (
+                    LayerKind::Softmax {
+                        log: signature.name == "log_softmax",
+                    },
+                    input.clone(),
+                )
+            }
+            "dropout" => (
+                LayerKind::Dropout {
+                    p: self.number_arg(&bound, "p", Context::Call)?,
+                },
+                input.clone(),
+            ),
+            "dense" => {
+                let units = self.count_arg(&bound, "units", Context::Call);
+                let bias = self.bool_arg(&bound, "bias").unwrap_or(true);
+                let init = self.init_arg(&bound);
+                if input.rank() != 2 {
+                    let help = if input.rank() > 2 {
+                        "add `flatten` before it"
+                    } else {
+                        ""
+                    };
+                    return rank_error(self, "[N, features]", help);
+                }
+                let (units, init) = (units?, init?);
+                let features = input.fixed_dim(1)?;
+                let weight = self.layer_param(
+                    &name,
+                    "weight",
+                    Shape::fixed(&[features, units]),
+                    init,
+                    call.span,
+                )?;
+                let bias = match bias {
+                    true => Some(self.layer_param(
+                        &name,
+                        "bias",
+                        Shape::fixed(&[units]),
+                        Init::Zeros,
+                        call.span,
+                    )?),
+                    false => None,
+                };
+                (
+                    LayerKind::Dense { weight, bias },
+                    Shape(vec![input.0[0], Dim::Fixed(units)]),
+                )
+            }
+            "conv2d" => {
+                let channels = self.count_arg(&bound, "channels", Context::Call);
+                let kernel = self.pair_arg(&bound, "kernel");
+                let stride = self.pair_or(&bound, "stride", [1, 1]);
+                let padding = self.pair_or(&bound, "padding", [0, 0]);
+                let bias = self.bool_arg(&bound, "bias").unwrap_or(true);
+                let init = self.init_arg(&bound);
+                if input.rank() != 4 {
+                    return rank_error(
+                        self,
+                        "[N, channels, height, width]",
+                        "declare the input with a channel axis, e.g. `[1, 28, 28]`",
+                    );
+                }
+                let (channels, kernel, stride, padding, init) =
+                    (channels?, kernel?, stride?, padding?, init?);
+                let out = self.window(input, kernel, stride, padding, call)?;
+                let in_channels = input.fixed_dim(1)?;
+                let weight_shape = Shape::fixed(&[channels, in_channels, kernel[0], kernel[1]]);
+                let weight = self.layer_param(&name, "weight", weight_shape, init, call.span)?;
+                let bias = match bias {
+                    true => Some(self.layer_param(
+                        &name,
+                        "bias",
+                        Shape::fixed(&[channels]),
+                        Init::Zeros,
+                        call.span,
+                    )?),
+                    false => None,
+                };
+                let shape = Shape(vec![
+                    input.0[0],
+                    Dim::Fixed(channels),
+                    Dim::Fixed(out[0]),
+                    Dim::Fixed(out[1]),
+                ]);
+                (
+                    LayerKind::Conv2d {
+                        weight,
+                        bias,
+                        stride,
+                        padding,
+                    },
+                    shape,
+                )
+            }
+            "maxpool" | "avgpool" => {
+                let kernel = self.pair_arg(&bound, "kernel");
+                let stride = kernel.and_then(|kernel| self.pair_or(&bound, "stride", kernel));
+                let padding = self.pair_or(&bound, "padding", [0, 0]);
+                if input.rank() != 4 {
+                    return rank_error(self, "[N, channels, height, width]", "");
+                }
+                let (kernel, stride, padding) = (kernel?, stride?, padding?);
+                if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
+                    let span = bound.expr("padding").map_or(call.span, |e| e.span);
+                    self.report(
+                        Diagnostic::new(Code::E0405, "pooling padding is larger than half the window", span, "too much padding")
+                            .with_note("a window of only padding would pool nothing; padding must be at most kernel / 2"),
+                    );
+                    return None;
+                }
+                let out = self.window(input, kernel, stride, padding, call)?;
+                let op = if signature.name == "maxpool" {
+                    Pool::Max
+                } else {
+                    Pool::Avg
+                };
+                let shape = Shape(vec![
+                    input.0[0],
+                    input.0[1],
+                    Dim::Fixed(out[0]),
+                    Dim::Fixed(out[1]),
+                ]);
+                (
+                    LayerKind::Pool {
+                        op,
+                        kernel,
+                        stride,
+                        padding,
+                    },
+                    shape,
+                )
+            }
+            "batchnorm" => {
+                let eps = self.number_or(&bound, "eps", 1e-5, Context::Call);
+                let momentum = self.number_or(&bound, "momentum", 0.1, Context::Call);
+                if input.rank() != 2 && input.rank() != 4 {
+                    return rank_error(self, "[N, features] or [N, channels, height, width]", "");
+                }
+                let (eps, momentum) = (eps?, momentum?);
+                let channels = Shape::fixed(&[input.fixed_dim(1)?]);
+                let gamma =
+                    self.layer_param(&name, "gamma", channels.clone(), Init::Ones, call.span)?;
+                let beta =
+                    self.layer_param(&name, "beta", channels.clone(), Init::Zeros, call.span)?;
+                let running_mean = self.state(&name, "running_mean", channels.clone(), Init::Zeros);
+                let running_var = self.state(&name, "running_var", channels, Init::Ones);
+                (
+                    LayerKind::BatchNorm {
+                        gamma,
+                        beta,
+                        running_mean,
+                        running_var,
+                        eps,
+                        momentum,
+                    },
+                    input.clone(),
+                )
+            }
+            other => unreachable!("layer `{other}` is in the table but not checked"),
+        };
+        let name = match kind {
+            LayerKind::Dense { .. } | LayerKind::Conv2d { .. } | LayerKind::BatchNorm { .. } => {
+                name
+            }
+            _ => signature.name.to_string(),
+        };
+        Some(Layer {
+            kind,
+            name,
+            input_shape: input.clone(),
+            shape,
+            span: call.span,
+        })
+    }
+
+    /// Height and width after a sliding window, or E0304 when the window does not fit.
+    fn window(
+        &mut self,
+        input: &Shape,
+        kernel: [u64; 2],
+        stride: [u64; 2],
+        padding: [u64; 2],
+        call: &Call,
+    ) -> Option<[u64; 2]> {
+        let mut out = [0; 2];
+        for axis in 0..2 {
+            let size = input.fixed_dim(2 + axis)?;
+            match shape::window_output(size, kernel[axis], stride[axis], padding[axis]) {
+                Some(n) => out[axis] = n,
+                None => {
+                    let which = ["height", "width"][axis];
+                    self.report(
+                        Diagnostic::new(
+                            Code::E0304,
+                            format!("the {} window does not fit the input", call.callee.name),
+                            call.span,
+                            format!("a {which} of {size} with padding {} is smaller than the kernel {}", padding[axis], kernel[axis]),
+                        )
+                        .with_note(format!(
+                            "output size = (size + 2·padding − kernel) / stride + 1 must be at least 1; the input here is {input}"
+                        ))
+                        .with_help("add padding, use a smaller kernel, or remove a pooling layer"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The `init` argument, defaulting to Glorot (Xavier) uniform.
+    fn init_arg(&mut self, bound: &args::Bound) -> Option<Init> {
+        match bound.expr("init") {
+            Some(expr) => self.init(expr),
+            None => Some(Init::XavierUniform),
+        }
+    }
+
+    fn layer_param(
+        &mut self,
+        layer: &str,
+        part: &str,
+        shape: Shape,
+        init: Init,
+        span: Span,
+    ) -> Option<usize> {
+        let name = format!("{layer}.{part}");
+        self.declare_param(Param {
+            name,
+            shape,
+            init,
+            span,
+        })
+    }
+
+    fn state(&mut self, layer: &str, part: &str, shape: Shape, init: Init) -> usize {
+        self.states.push(State {
+            name: format!("{layer}.{part}"),
+            shape,
+            init,
+        });
+        self.states.len() - 1
+    }
+}

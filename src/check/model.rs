@@ -1,0 +1,297 @@
+//! The checked model: every name resolved, every value shaped, every hyperparameter typed and in
+//! range. Built only by `check`; the IR builder lowers it without further checks.
+
+use crate::shape::Shape;
+use crate::source::Span;
+
+/// A model that passed every check.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub name: String,
+    pub inputs: Vec<Input>,
+    pub label: Option<Label>,
+    pub params: Vec<Param>,
+    /// Non-trained tensors carried between steps (batchnorm running statistics).
+    pub states: Vec<State>,
+    /// Equations and layers blocks in source order.
+    pub values: Vec<Value>,
+    /// The value that is the network's prediction, if any.
+    pub output: Option<usize>,
+    /// The scalar training objective, penalties excluded.
+    pub loss: TExpr,
+    pub penalties: Vec<Penalty>,
+    pub optimizer: Optimizer,
+    pub train: TrainSettings,
+    pub metric: Option<Metric>,
+}
+
+/// An input with its per-example shape.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub span: Span,
+}
+
+/// What the model is trained to predict.
+#[derive(Clone, Debug)]
+pub struct Label {
+    pub name: String,
+    pub kind: LabelKind,
+    pub span: Span,
+}
+
+/// A class index in `0..classes`, or a real-valued target of a per-example shape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LabelKind {
+    Class(u64),
+    Target(Vec<u64>),
+}
+
+/// A trained tensor.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// The declared name, or `dense1.weight` style for layer parameters.
+    pub name: String,
+    pub shape: Shape,
+    pub init: Init,
+    pub span: Span,
+}
+
+/// A non-trained tensor updated during training (running mean and variance).
+#[derive(Clone, Debug)]
+pub struct State {
+    pub name: String,
+    pub shape: Shape,
+    pub init: Init,
+}
+
+/// How a parameter's first values are drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Constant(f64),
+    Normal { mean: f64, std: f64 },
+    Uniform { low: f64, high: f64 },
+    XavierNormal,
+    XavierUniform,
+    HeNormal,
+    HeUniform,
+}
+
+/// A named equation or a layers block.
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub name: Option<String>,
+    pub kind: ValueKind,
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// How a value is computed.
+#[derive(Clone, Debug)]
+pub enum ValueKind {
+    Expr(TExpr),
+    Layers { input: TExpr, layers: Vec<Layer> },
+}
+
+/// A typed, shaped expression.
+#[derive(Clone, Debug)]
+pub struct TExpr {
+    pub kind: TExprKind,
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// The kinds of typed expression.
+#[derive(Clone, Debug)]
+pub enum TExprKind {
+    Input(usize),
+    /// The label or target; a class label's shape is `[N]` of class indices.
+    Label,
+    Param(usize),
+    Value(usize),
+    Const(f64),
+    Unary(Unary, Box<TExpr>),
+    Binary(Binary, Box<TExpr>, Box<TExpr>),
+    MatMul(Box<TExpr>, Box<TExpr>),
+    /// A reduction over one axis, or over all when `axis` is `None`.
+    Reduce {
+        op: Reduce,
+        axis: Option<usize>,
+        arg: Box<TExpr>,
+    },
+    Softmax {
+        log: bool,
+        axis: usize,
+        arg: Box<TExpr>,
+    },
+    /// Reshape (and flatten) to this expression's shape.
+    Reshape(Box<TExpr>),
+    Transpose {
+        perm: Vec<usize>,
+        arg: Box<TExpr>,
+    },
+    Loss {
+        kind: LossKind,
+        pred: Box<TExpr>,
+        target: Box<TExpr>,
+    },
+}
+
+/// Elementwise functions of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unary {
+    Neg,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Abs,
+    Sqrt,
+    Square,
+}
+
+/// Elementwise, broadcasting operations of two tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// Reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reduce {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// The built-in losses; each is the mean over the batch of a per-example loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    Mse,
+    L1,
+    CrossEntropy,
+    BinaryCrossEntropy,
+    Hinge,
+    Perceptron,
+}
+
+/// One layer of a layers block, with the shapes around it.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub kind: LayerKind,
+    /// `dense1`, `relu`, ...: the name shown in the summary and used for its parameters.
+    pub name: String,
+    pub input_shape: Shape,
+    pub shape: Shape,
+    pub span: Span,
+}
+
+/// The layers, with their parameters as indices into `Model::params` and `Model::states`.
+#[derive(Clone, Debug)]
+pub enum LayerKind {
+    Dense {
+        weight: usize,
+        bias: Option<usize>,
+    },
+    Conv2d {
+        weight: usize,
+        bias: Option<usize>,
+        stride: [u64; 2],
+        padding: [u64; 2],
+    },
+    Pool {
+        op: Pool,
+        kernel: [u64; 2],
+        stride: [u64; 2],
+        padding: [u64; 2],
+    },
+    BatchNorm {
+        gamma: usize,
+        beta: usize,
+        running_mean: usize,
+        running_var: usize,
+        eps: f64,
+        momentum: f64,
+    },
+    Dropout {
+        p: f64,
+    },
+    Activation(Unary),
+    Softmax {
+        log: bool,
+    },
+    Flatten,
+}
+
+/// Pooling kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pool {
+    Max,
+    Avg,
+}
+
+/// An L1 or L2 penalty on some parameters, added to the loss.
+#[derive(Clone, Debug)]
+pub struct Penalty {
+    pub kind: PenaltyKind,
+    pub strength: f64,
+    pub params: Vec<usize>,
+}
+
+/// `l1`: strength·Σ|w|; `l2`: strength/2·Σw² (so its gradient is strength·w, as weight decay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PenaltyKind {
+    L1,
+    L2,
+}
+
+/// The optimizer and its hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+/// Default training settings; the command line may override them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainSettings {
+    pub batch: u64,
+    pub epochs: u64,
+    pub seed: u64,
+    pub shuffle: bool,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            batch: 32,
+            epochs: 1,
+            seed: 0,
+            shuffle: true,
+        }
+    }
+}
+
+/// What is reported besides the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Accuracy,
+}

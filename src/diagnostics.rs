@@ -1,0 +1,307 @@
+//! The one diagnostic type, its stable codes, and its two renderings: codespan-reporting for people,
+//! JSON lines for editors. This is the only module that knows codespan-reporting.
+
+use crate::source::{SourceFile, Span};
+use codespan_reporting::diagnostic as cs;
+use codespan_reporting::files::SimpleFile;
+use codespan_reporting::term;
+
+macro_rules! codes {
+    ($($code:ident => $title:literal,)*) => {
+        /// A stable diagnostic code: `E` + stage digit + two digits, `W` for warnings.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code { $($code,)* }
+
+        impl Code {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [Code] = &[$(Code::$code,)*];
+
+            /// The code as printed, e.g. `E0301`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$code => stringify!($code),)* }
+            }
+
+            /// A one-line title.
+            pub fn title(self) -> &'static str {
+                match self { $(Code::$code => $title,)* }
+            }
+
+            /// The long explanation printed by `netc explain`.
+            pub fn explanation(self) -> &'static str {
+                match self {
+                    $(Code::$code => include_str!(concat!("../docs/errors/", stringify!($code), ".md")),)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    E0101 => "syntax error",
+    E0102 => "invalid number literal",
+    E0103 => "nesting too deep",
+    E0201 => "undefined name",
+    E0202 => "duplicate definition",
+    E0203 => "unknown function",
+    E0204 => "unknown layer",
+    E0205 => "unknown loss",
+    E0206 => "unknown optimizer",
+    E0207 => "unknown argument",
+    E0208 => "unknown initializer",
+    E0209 => "section given twice",
+    E0210 => "missing section",
+    E0211 => "unknown metric",
+    E0212 => "implicit operand is missing or ambiguous",
+    E0301 => "matrix product dimensions differ",
+    E0302 => "shapes do not broadcast",
+    E0303 => "matrix product needs vectors or matrices",
+    E0304 => "convolution or pooling window does not fit",
+    E0305 => "layer input has the wrong rank",
+    E0306 => "reshape changes the number of elements",
+    E0307 => "axis out of range",
+    E0308 => "prediction does not match the label or target",
+    E0309 => "loss is not a scalar",
+    E0310 => "dimension must be at least 1",
+    E0311 => "invalid permutation",
+    E0401 => "wrong argument type",
+    E0402 => "class label used as a tensor",
+    E0403 => "missing required argument",
+    E0404 => "too many positional arguments",
+    E0405 => "hyperparameter out of range",
+    E0406 => "argument given twice",
+    E0407 => "initializer does not fit the parameter's shape",
+    E0501 => "unknown training setting",
+    E0502 => "training setting out of range",
+    E0503 => "metric does not apply to this model",
+    W0201 => "parameter does not reach the loss",
+}
+
+impl Code {
+    /// Looks a code up by its printed form, case-insensitively.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// Warnings never stop compilation.
+    pub fn severity(self) -> Severity {
+        if self.as_str().starts_with('W') {
+            Severity::Warning
+        } else {
+            Severity::Error
+        }
+    }
+}
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A span with a message; the primary label marks the fault, secondary ones the other half.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+    pub primary: bool,
+}
+
+/// A problem found in a model file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub message: String,
+    pub labels: Vec<Label>,
+    pub notes: Vec<String>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic with `code` and `message` and its primary label.
+    pub fn new(
+        code: Code,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            labels: vec![Label {
+                span,
+                message: label.into(),
+                primary: true,
+            }],
+            notes: Vec::new(),
+            help: None,
+        }
+    }
+
+    /// Adds a secondary label pointing at the other half of a mismatch.
+    pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: false,
+        });
+        self
+    }
+
+    /// Adds a note stating the rule that was broken.
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// Sets the help line: a concrete fix.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Errors stop compilation; warnings do not.
+    pub fn severity(&self) -> Severity {
+        self.code.severity()
+    }
+
+    /// True for errors.
+    pub fn is_error(&self) -> bool {
+        self.severity() == Severity::Error
+    }
+
+    /// The primary span.
+    pub fn span(&self) -> Span {
+        self.labels
+            .iter()
+            .find(|label| label.primary)
+            .map_or(Span::default(), |label| label.span)
+    }
+}
+
+/// True when any diagnostic is an error.
+pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics.iter().any(Diagnostic::is_error)
+}
+
+/// Keeps a span inside the text and on character boundaries, so rendering never fails.
+fn clamp(source: &SourceFile, span: Span) -> std::ops::Range<usize> {
+    let len = source.text.len();
+    let fix = |mut at: usize| {
+        at = at.min(len);
+        while !source.text.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    };
+    let start = fix(span.start as usize);
+    start..fix(span.end as usize).max(start)
+}
+
+fn to_codespan(source: &SourceFile, diagnostic: &Diagnostic) -> cs::Diagnostic<()> {
+    let head = match diagnostic.severity() {
+        Severity::Error => cs::Diagnostic::error(),
+        Severity::Warning => cs::Diagnostic::warning(),
+    };
+    let labels = diagnostic
+        .labels
+        .iter()
+        .map(|label| {
+            let style = if label.primary {
+                cs::LabelStyle::Primary
+            } else {
+                cs::LabelStyle::Secondary
+            };
+            cs::Label::new(style, (), clamp(source, label.span)).with_message(&label.message)
+        })
+        .collect();
+    let mut notes: Vec<String> = diagnostic
+        .notes
+        .iter()
+        .map(|n| format!("note: {n}"))
+        .collect();
+    if let Some(help) = &diagnostic.help {
+        notes.push(format!("help: {help}"));
+    }
+    head.with_code(diagnostic.code.as_str())
+        .with_message(&diagnostic.message)
+        .with_labels(labels)
+        .with_notes(notes)
+}
+
+/// Renders diagnostics for a terminal, without colour (as snapshots and pipes want them).
+pub fn render(source: &SourceFile, diagnostics: &[Diagnostic]) -> String {
+    let file = SimpleFile::new(&source.name, &source.text);
+    let config = term::Config::default();
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        let rendered = term::emit_into_string(&config, &file, &to_codespan(source, diagnostic))
+            .unwrap_or_else(|_| format!("{}: {}\n", diagnostic.code.as_str(), diagnostic.message));
+        out.push_str(&rendered);
+    }
+    out
+}
+
+/// Writes diagnostics to standard error, coloured when it is a terminal.
+pub fn emit_to_stderr(source: &SourceFile, diagnostics: &[Diagnostic]) {
+    use std::io::IsTerminal;
+    use term::termcolor::{ColorChoice, StandardStream};
+    let choice = if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let mut stream = StandardStream::stderr(choice);
+    let file = SimpleFile::new(&source.name, &source.text);
+    let config = term::Config::default();
+    for diagnostic in diagnostics {
+        // A failed write to stderr leaves nothing better to report to.
+        let _ = term::emit_to_write_style(
+            &mut stream,
+            &config,
+            &file,
+            &to_codespan(source, diagnostic),
+        );
+    }
+}
+
+/// One diagnostic as a JSON object (one line), for editors.
+pub fn to_json(source: &SourceFile, diagnostic: &Diagnostic) -> String {
+    use serde_json::json;
+    let position = |span: Span| {
+        let range = clamp(source, span);
+        let (line, column) = source.line_col(range.start as u32);
+        let (end_line, end_column) = source.line_col(range.end as u32);
+        json!({
+            "line": line, "column": column, "end_line": end_line, "end_column": end_column,
+            "byte_start": range.start, "byte_end": range.end,
+        })
+    };
+    let labels: Vec<_> = diagnostic
+        .labels
+        .iter()
+        .map(|label| {
+            let mut value = position(label.span);
+            value["primary"] = json!(label.primary);
+            value["message"] = json!(label.message);
+            value
+        })
+        .collect();
+    let mut value = position(diagnostic.span());
+    let fields = json!({
+        "code": diagnostic.code.as_str(),
+        "severity": match diagnostic.severity() { Severity::Error => "error", Severity::Warning => "warning" },
+        "message": diagnostic.message,
+        "file": source.name,
+        "labels": labels,
+        "notes": diagnostic.notes,
+        "help": diagnostic.help,
+    });
+    if let (Some(object), Some(extra)) = (value.as_object_mut(), fields.as_object()) {
+        object.extend(extra.clone());
+    }
+    value.to_string()
+}

@@ -1,0 +1,385 @@
+//! The tensor graph: an append-only arena of nodes addressed by `NodeId`. A node only refers to
+//! earlier nodes, so the arena order is a topological order. `Graph::add` infers each node's
+//! shape and dtype from its operation and arguments and refuses (panics: a compiler bug) any
+//! node whose arguments do not fit, so every graph that exists is well shaped.
+
+use crate::shape::{self, Dim, Shape};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+/// The index of a node in its graph; printed `%7`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The arena index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+/// Element types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    /// Class indices.
+    I32,
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        })
+    }
+}
+
+/// A float constant usable as a hash key (compared by bit pattern).
+#[derive(Clone, Copy, Debug)]
+pub struct Scalar(pub f64);
+
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Scalar {}
+impl Hash for Scalar {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// Elementwise functions of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Abs,
+    Sqrt,
+    Square,
+}
+
+/// Elementwise functions of two tensors of the same shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// Reductions over a set of axes (the axes are removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// Pooling kinds (average pooling counts padding, as PyTorch does by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolOp {
+    Max,
+    Avg,
+}
+
+/// The primitive operations. Layer sugar, losses and softmax-style functions all lower to these.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A model input or the label, by index into `Graph::inputs`.
+    Input(usize),
+    /// A trained parameter, by index into `Graph::params`.
+    Param(usize),
+    /// A carried, untrained tensor (running statistics), by index into `Graph::states`.
+    State(usize),
+    /// A scalar constant.
+    Const(Scalar),
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// Numpy-style broadcast of the argument to this shape.
+    Broadcast(Shape),
+    Reduce(ReduceOp, Vec<usize>),
+    /// `[m, k] @ [k, n]`.
+    MatMul,
+    Reshape(Shape),
+    Transpose(Vec<usize>),
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
+    /// Class indices `[N]` to one-hot rows `[N, classes]`.
+    OneHot {
+        classes: u64,
+    },
+    /// `[N, C, H, W]` conv `[O, C, kh, kw]` → `[N, O, H', W']` (cross-correlation, as in PyTorch).
+    Conv2d {
+        stride: [u64; 2],
+        padding: [u64; 2],
+    },
+    Pool {
+        op: PoolOp,
+        kernel: [u64; 2],
+        stride: [u64; 2],
+        padding: [u64; 2],
+    },
+    /// A fresh random mask shaped like its argument: 0 with probability `p`, else 1/(1−p).
+    DropoutMask {
+        p: Scalar,
+    },
+}
+
+impl Op {
+    /// Operations that must not be merged with an identical twin.
+    fn is_random(&self) -> bool {
+        matches!(self, Op::DropoutMask { .. })
+    }
+}
+
+/// One operation with its arguments and inferred type.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    pub args: Vec<NodeId>,
+    pub shape: Shape,
+    pub dtype: DType,
+    /// The `.net` source line that produced this node (0 when none did).
+    pub line: u32,
+}
+
+/// A named tensor the graph reads: an input, a parameter or a state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decl {
+    pub name: String,
+    pub shape: Shape,
+    pub dtype: DType,
+}
+
+/// A tensor program: declarations, nodes in topological order, and named results.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    pub inputs: Vec<Decl>,
+    pub params: Vec<Decl>,
+    pub states: Vec<Decl>,
+    pub nodes: Vec<Node>,
+    /// Named results (`output`, `loss`), in order.
+    pub outputs: Vec<(String, NodeId)>,
+    /// New values of the states, computed by a training step.
+    pub state_updates: Vec<(usize, NodeId)>,
+    /// Hash-consing table: an identical (op, args) pair is built once.
+    interned: HashMap<(Op, Vec<NodeId>), NodeId>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    /// The node behind an id.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// The shape of a node.
+    pub fn shape(&self, id: NodeId) -> &Shape {
+        &self.node(id).shape
+    }
+
+    /// Appends a node (or returns its identical twin), inferring its shape and dtype.
+    /// Panics when the arguments do not fit the operation: the builder and passes only make
+    /// nodes the checker has proven well shaped.
+    pub fn add(&mut self, op: Op, args: &[NodeId], line: u32) -> NodeId {
+        let key = (op, args.to_vec());
+        if !key.0.is_random() {
+            if let Some(&id) = self.interned.get(&key) {
+                return id;
+            }
+        }
+        let (op, args) = key;
+        let (shape, dtype) = self.infer(&op, &args).unwrap_or_else(|why| {
+            panic!("internal compiler error: ill-formed node {op:?} {args:?}: {why}")
+        });
+        let id = NodeId(self.nodes.len() as u32);
+        if !op.is_random() {
+            self.interned.insert((op.clone(), args.clone()), id);
+        }
+        self.nodes.push(Node {
+            op,
+            args,
+            shape,
+            dtype,
+            line,
+        });
+        id
+    }
+
+    fn infer(&self, op: &Op, args: &[NodeId]) -> Result<(Shape, DType), String> {
+        let arity = match op {
+            Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Const(_) => 0,
+            Op::Binary(_) | Op::MatMul | Op::Conv2d { .. } => 2,
+            _ => 1,
+        };
+        if args.len() != arity {
+            return Err(format!("takes {arity} arguments, got {}", args.len()));
+        }
+        if let Some(late) = args.iter().find(|a| a.index() >= self.nodes.len()) {
+            return Err(format!("{late} does not exist yet"));
+        }
+        let arg = |i: usize| self.node(args[i]);
+        let float = |i: usize| match arg(i).dtype {
+            DType::F32 => Ok(arg(i).shape.clone()),
+            DType::I32 => Err(format!("{} is not f32", args[i])),
+        };
+        let f32 = |shape: Shape| Ok((shape, DType::F32));
+        let decl = |decls: &[Decl], i: usize| {
+            decls
+                .get(i)
+                .map(|d| (d.shape.clone(), d.dtype))
+                .ok_or("no such declaration".to_string())
+        };
+        match op {
+            Op::Input(i) => decl(&self.inputs, *i),
+            Op::Param(i) => decl(&self.params, *i),
+            Op::State(i) => decl(&self.states, *i),
+            Op::Const(_) => f32(Shape::scalar()),
+            Op::Unary(_) | Op::DropoutMask { .. } => f32(float(0)?),
+            Op::Binary(_) => {
+                let (a, b) = (float(0)?, float(1)?);
+                if a != b {
+                    return Err(format!("operands differ: {a} and {b}"));
+                }
+                f32(a)
+            }
+            Op::Broadcast(target) => {
+                let from = float(0)?;
+                match shape::broadcast(&from, target) {
+                    Ok(result) if &result == target => f32(target.clone()),
+                    _ => Err(format!("{from} does not broadcast to {target}")),
+                }
+            }
+            Op::Reduce(_, axes) => {
+                let from = float(0)?;
+                if axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a >= from.rank()) {
+                    return Err(format!("bad axes {axes:?} for {from}"));
+                }
+                f32(Shape(
+                    from.0
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !axes.contains(i))
+                        .map(|(_, d)| *d)
+                        .collect(),
+                ))
+            }
+            Op::MatMul => {
+                let (a, b) = (float(0)?, float(1)?);
+                if a.rank() != 2 || b.rank() != 2 {
+                    return Err("matmul takes matrices".into());
+                }
+                shape::matmul(&a, &b)
+                    .map_err(|e| format!("{e:?}"))
+                    .and_then(f32)
+            }
+            Op::Reshape(target) => {
+                let from = arg(0).shape.clone();
+                let same_batch = from.has_batch() == target.has_batch()
+                    && (!target.has_batch() || target.0[0] == Dim::Batch);
+                if !same_batch || from.elements_per_example() != target.elements_per_example() {
+                    return Err(format!("cannot reshape {from} to {target}"));
+                }
+                Ok((target.clone(), arg(0).dtype))
+            }
+            Op::Transpose(perm) => {
+                let from = float(0)?;
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..from.rank()).collect::<Vec<_>>() {
+                    return Err(format!("{perm:?} is not a permutation"));
+                }
+                f32(Shape(perm.iter().map(|&a| from.0[a]).collect()))
+            }
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+                let from = float(0)?;
+                if *axis >= from.rank() {
+                    return Err("axis out of range".into());
+                }
+                f32(from)
+            }
+            Op::OneHot { classes } => {
+                let from = &arg(0).shape;
+                if arg(0).dtype != DType::I32 || from.rank() != 1 {
+                    return Err("one-hot takes a vector of class indices".into());
+                }
+                f32(Shape(vec![from.0[0], Dim::Fixed(*classes)]))
+            }
+            Op::Conv2d { stride, padding } => {
+                let (x, w) = (float(0)?, float(1)?);
+                if x.rank() != 4 || w.rank() != 4 || x.0[1] != w.0[1] {
+                    return Err(format!("conv2d of {x} with {w}"));
+                }
+                let (kh, kw) = (w.fixed_dim(2).unwrap_or(0), w.fixed_dim(3).unwrap_or(0));
+                let out = window(&x, [kh, kw], *stride, *padding)?;
+                f32(Shape(vec![
+                    x.0[0],
+                    w.0[0],
+                    Dim::Fixed(out[0]),
+                    Dim::Fixed(out[1]),
+                ]))
+            }
+            Op::Pool {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let x = float(0)?;
+                if x.rank() != 4 {
+                    return Err("pooling takes [N, C, H, W]".into());
+                }
+                let out = window(&x, *kernel, *stride, *padding)?;
+                f32(Shape(vec![
+                    x.0[0],
+                    x.0[1],
+                    Dim::Fixed(out[0]),
+                    Dim::Fixed(out[1]),
+                ]))
+            }
+        }
+    }
+}
+
+fn window(
+    x: &Shape,
+    kernel: [u64; 2],
+    stride: [u64; 2],
+    padding: [u64; 2],
+) -> Result<[u64; 2], String> {
+    let mut out = [0; 2];
+    for axis in 0..2 {
+        let size = x
+            .fixed_dim(2 + axis)
+            .ok_or("spatial dimensions must be fixed")?;
+        out[axis] = shape::window_output(size, kernel[axis], stride[axis], padding[axis])
+            .ok_or("window does not fit")?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,122 @@
+//! The graph's printed form (`netc emit-ir --stage ir`): deterministic, one node per line with
+//! its type and the source line it came from, so snapshots are stable and diffs readable.
+
+use super::graph::*;
+use std::fmt::{self, Write};
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Input(i) => write!(f, "input #{i}"),
+            Op::Param(i) => write!(f, "param #{i}"),
+            Op::State(i) => write!(f, "state #{i}"),
+            Op::Const(c) => write!(f, "const {:?}", c.0),
+            Op::Unary(op) => f.write_str(match op {
+                UnaryOp::Neg => "neg",
+                UnaryOp::Relu => "relu",
+                UnaryOp::Sigmoid => "sigmoid",
+                UnaryOp::Tanh => "tanh",
+                UnaryOp::Exp => "exp",
+                UnaryOp::Log => "log",
+                UnaryOp::Abs => "abs",
+                UnaryOp::Sqrt => "sqrt",
+                UnaryOp::Square => "square",
+            }),
+            Op::Binary(op) => f.write_str(match op {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+            }),
+            Op::Broadcast(shape) => write!(f, "broadcast{shape}"),
+            Op::Reduce(op, axes) => {
+                let name = match op {
+                    ReduceOp::Sum => "sum",
+                    ReduceOp::Mean => "mean",
+                    ReduceOp::Max => "max",
+                };
+                write!(f, "{name}{axes:?}")
+            }
+            Op::MatMul => f.write_str("matmul"),
+            Op::Reshape(shape) => write!(f, "reshape{shape}"),
+            Op::Transpose(perm) => write!(f, "transpose{perm:?}"),
+            Op::Softmax { axis } => write!(f, "softmax[{axis}]"),
+            Op::LogSoftmax { axis } => write!(f, "log_softmax[{axis}]"),
+            Op::OneHot { classes } => write!(f, "onehot({classes})"),
+            Op::Conv2d { stride, padding } => {
+                write!(f, "conv2d(stride {stride:?}, padding {padding:?})")
+            }
+            Op::Pool {
+                op,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let name = match op {
+                    PoolOp::Max => "maxpool",
+                    PoolOp::Avg => "avgpool",
+                };
+                write!(
+                    f,
+                    "{name}(kernel {kernel:?}, stride {stride:?}, padding {padding:?})"
+                )
+            }
+            Op::DropoutMask { p } => write!(f, "dropout_mask(p {:?})", p.0),
+        }
+    }
+}
+
+impl fmt::Display for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "graph {} {{", self.name)?;
+        for (kind, decls) in [
+            ("input", &self.inputs),
+            ("param", &self.params),
+            ("state", &self.states),
+        ] {
+            for (i, decl) in decls.iter().enumerate() {
+                writeln!(
+                    f,
+                    "  {kind} #{i} {}: {}{}",
+                    decl.name, decl.dtype, decl.shape
+                )?;
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut text = format!("  %{i} = {}", node.op);
+            for (j, arg) in node.args.iter().enumerate() {
+                let _ = write!(text, "{}{arg}", if j == 0 { " " } else { ", " });
+            }
+            if let Some(name) = self.decl_name(&node.op) {
+                let _ = write!(text, " ({name})");
+            }
+            let typed = format!("{text:<44} : {}{}", node.dtype, node.shape);
+            if node.line > 0 {
+                writeln!(f, "{typed:<66} # line {}", node.line)?;
+            } else {
+                writeln!(f, "{typed}")?;
+            }
+        }
+        for (state, id) in &self.state_updates {
+            writeln!(f, "  update {} = {id}", self.states[*state].name)?;
+        }
+        let results: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|(name, id)| format!("{name}={id}"))
+            .collect();
+        writeln!(f, "  return {}", results.join(", "))?;
+        writeln!(f, "}}")
+    }
+}
+
+impl Graph {
+    fn decl_name(&self, op: &Op) -> Option<&str> {
+        match op {
+            Op::Input(i) => Some(&self.inputs[*i].name),
+            Op::Param(i) => Some(&self.params[*i].name),
+            Op::State(i) => Some(&self.states[*i].name),
+            _ => None,
+        }
+    }
+}

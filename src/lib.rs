@@ -1,0 +1,33 @@
+//! netc compiles a declarative neural-network model file through a one-way pipeline:
+//! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph).
+//! `diagnostics`, `source` and `shape` are shared by every stage; only `cli` does IO.
+
+pub mod diagnostics;
+pub mod shape;
+pub mod source;
+
+pub mod check;
+pub mod ir;
+pub mod syntax;
+
+pub mod cli;
+
+use diagnostics::Diagnostic;
+use source::SourceFile;
+
+/// The front end: parses and checks a file. Returns the AST and checked model when there are
+/// no errors, and every diagnostic (warnings too) either way.
+pub fn front_end(
+    source: &SourceFile,
+) -> (Option<(syntax::ast::Model, check::Model)>, Vec<Diagnostic>) {
+    let (ast, mut diagnostics) = syntax::parse(source);
+    let Some(ast) = ast else {
+        return (None, diagnostics);
+    };
+    if diagnostics::has_errors(&diagnostics) {
+        return (None, diagnostics);
+    }
+    let (model, checked) = check::check(&ast);
+    diagnostics.extend(checked);
+    (model.map(|model| (ast, model)), diagnostics)
+}

@@ -1,0 +1,185 @@
+//! Stage 1, syntax: source text in, AST out. Parses with the pest grammar in `grammar/net.pest`
+//! and reports syntax errors (E01xx) in words a user understands, never pest's rule names.
+
+pub mod ast;
+mod grammar;
+mod lower;
+pub mod print;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::source::{SourceFile, Span};
+use grammar::{NetParser, Rule};
+use pest::Parser;
+
+/// Brackets nested deeper than this are refused before parsing, so no input can exhaust the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// Parses a model file. Returns the AST when the text is well formed, and any diagnostics.
+pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
+    if let Some(diagnostic) = check_nesting(&source.text) {
+        return (None, vec![diagnostic]);
+    }
+    pest::set_error_detail(true);
+    match NetParser::parse(Rule::file, &source.text) {
+        Ok(mut pairs) => {
+            let file = pairs.next().expect("grammar: file rule matched");
+            let net = file.into_inner().next().expect("grammar: file holds a net");
+            let mut lowerer = lower::Lowerer {
+                diagnostics: Vec::new(),
+            };
+            let model = lowerer.model(net);
+            (Some(model), lowerer.diagnostics)
+        }
+        Err(error) => (None, vec![syntax_error(&source.text, &error)]),
+    }
+}
+
+fn check_nesting(text: &str) -> Option<Diagnostic> {
+    let mut open = Vec::new();
+    let mut in_comment = false;
+    for (at, c) in text.char_indices() {
+        match c {
+            '#' => in_comment = true,
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '(' | '[' | '{' => {
+                open.push(at);
+                if open.len() > MAX_NESTING {
+                    let outer = open[0];
+                    return Some(
+                        Diagnostic::new(
+                            Code::E0103,
+                            "brackets nested too deeply",
+                            Span::new(at, at + 1),
+                            "this bracket is too deep",
+                        )
+                        .with_label(Span::new(outer, outer + 1), "the outermost open bracket")
+                        .with_note(format!(
+                            "at most {MAX_NESTING} brackets may be open at once"
+                        )),
+                    );
+                }
+            }
+            ')' | ']' | '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What the user should read for a grammar rule that was expected.
+fn describe(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::kw_net => "`net`",
+        Rule::ident | Rule::path => "a name",
+        Rule::integer => "a whole number",
+        Rule::number => "a number",
+        Rule::shape => "a shape such as `[784]`",
+        Rule::expr | Rule::call | Rule::list | Rule::boolean | Rule::neg => "an expression",
+        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul => "an operator",
+        Rule::kw_input
+        | Rule::kw_label
+        | Rule::kw_target
+        | Rule::kw_param
+        | Rule::kw_layers
+        | Rule::kw_loss
+        | Rule::kw_optimizer
+        | Rule::kw_train
+        | Rule::kw_metric
+        | Rule::kw_penalty
+        | Rule::equation
+        | Rule::input_decl
+        | Rule::label_decl
+        | Rule::target_decl
+        | Rule::param_decl
+        | Rule::layers_decl
+        | Rule::loss_decl
+        | Rule::optimizer_decl
+        | Rule::train_decl
+        | Rule::metric_decl
+        | Rule::penalty_decl => {
+            "a declaration (`input`, `param`, `layers`, `loss`, ...) or `name = ...`"
+        }
+        Rule::kw_class => "`class(...)`",
+        Rule::layer => "a layer",
+        Rule::arg => "an argument",
+        Rule::call_args => "`(`",
+        Rule::EOI => "the end of the file",
+        _ => return None,
+    })
+}
+
+fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
+    use pest::error::{ErrorVariant, InputLocation};
+    let mut at = match error.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let mut expected: Vec<String> = Vec::new();
+    if let Some(attempts) = error.parse_attempts() {
+        at = attempts.max_position;
+        for stack in attempts.call_stacks() {
+            if let Some(words) = stack.deepest.get_rule().and_then(|rule| describe(*rule)) {
+                push_unique(&mut expected, words.to_string());
+            }
+        }
+        // Literal punctuation the grammar wanted; words and whitespace are covered by rules.
+        for token in attempts.expected_tokens() {
+            let token = token.to_string();
+            if !token.is_empty() && token.chars().all(|c| c.is_ascii_punctuation() && c != '#') {
+                push_unique(&mut expected, format!("`{token}`"));
+            }
+        }
+    }
+    if expected.is_empty() {
+        if let ErrorVariant::ParsingError { positives, .. } = &error.variant {
+            for rule in positives {
+                if let Some(words) = describe(*rule) {
+                    push_unique(&mut expected, words.to_string());
+                }
+            }
+        }
+    }
+    let (found, span) = found_at(text, at);
+    let message = match expected.as_slice() {
+        [] => format!("unexpected {found}"),
+        [one] => format!("expected {one}, found {found}"),
+        [init @ .., last] => format!("expected {} or {last}, found {found}", init.join(", ")),
+    };
+    let label = if span.start == span.end {
+        "expected here".to_string()
+    } else {
+        "unexpected".to_string()
+    };
+    Diagnostic::new(Code::E0101, message, span, label)
+}
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// Describes the token starting at byte `at`, and its span.
+fn found_at(text: &str, at: usize) -> (String, Span) {
+    let at = at.min(text.len());
+    let rest = &text[at..];
+    let Some(first) = rest.chars().next() else {
+        return ("the end of the file".to_string(), Span::new(at, at));
+    };
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    let len = if is_word(first) {
+        rest.find(|c: char| !is_word(c)).unwrap_or(rest.len())
+    } else {
+        first.len_utf8()
+    };
+    let token = &rest[..len];
+    let shown = match first {
+        '\n' | '\r' => "the end of the line".to_string(),
+        _ if first.is_whitespace() => "whitespace".to_string(),
+        _ => format!("`{}`", token.escape_debug()),
+    };
+    (shown, Span::new(at, at + len))
+}
