@@ -61,7 +61,7 @@ codes! {
     E0307 => "axis out of range",
     E0308 => "prediction does not match the label or target",
     E0309 => "loss is not a scalar",
-    E0310 => "dimension must be at least 1",
+    E0310 => "dimension or tensor size out of range",
     E0311 => "invalid permutation",
     E0401 => "wrong argument type",
     E0402 => "class label used as a tensor",

@@ -339,6 +339,18 @@ impl Checker {
         let mut keyword_seen = false;
         for arg in args {
             let index = match &arg.name {
+                None if context == Context::Train => {
+                    self.report(
+                        Diagnostic::new(
+                            Code::E0501,
+                            "training settings are given by name",
+                            arg.span(),
+                            "no setting named",
+                        )
+                        .with_help(format!("write e.g. `batch: {}`", source_hint(&arg.value))),
+                    );
+                    continue;
+                }
                 None => {
                     if keyword_seen {
                         self.report(Diagnostic::new(
@@ -627,4 +639,9 @@ fn expected_names(signature: &Signature) -> String {
         .map(|p| format!("`{}`", p.name))
         .collect();
     format!("`{}` takes {}", signature.name, names.join(", "))
+}
+
+/// A short rendering of a literal for help messages.
+fn source_hint(expr: &Expr) -> String {
+    crate::syntax::print::expr_text(expr)
 }

@@ -141,6 +141,10 @@ impl Checker {
                 }
             }
         };
+        // Broadcasting and matrix products are the only operations whose results outgrow their operands.
+        if !self.fits(&shape, span) {
+            return None;
+        }
         let kind = match op {
             BinOp::MatMul => TExprKind::MatMul(Box::new(left), Box::new(right)),
             BinOp::Add => TExprKind::Binary(Binary::Add, Box::new(left), Box::new(right)),
@@ -187,6 +191,9 @@ impl Checker {
                 );
                 diagnostic = self.declared_here(diagnostic, left);
                 diagnostic = self.declared_here(diagnostic, right);
+                if k_right == Dim::Batch || k_left == Dim::Batch {
+                    diagnostic = diagnostic.with_note("N is the batch dimension: a matrix product contracts features, never examples");
+                }
                 if let (TExprKind::Param(_), Dim::Fixed(_)) = (&right.kind, k_left) {
                     let mut fixed = right.shape.clone();
                     fixed.0[0] = k_left;
@@ -223,11 +230,17 @@ impl Checker {
 
     /// Adds a secondary label at the declaration of a named operand.
     pub fn declared_here(&self, diagnostic: Diagnostic, expr: &TExpr) -> Diagnostic {
-        match self.decl_of(expr) {
-            Some((name, span)) if span != expr.span => {
-                diagnostic.with_label(span, format!("`{name}` has shape {}", expr.shape))
+        let Some((name, span)) = self.decl_of(expr) else {
+            return diagnostic;
+        };
+        if span == expr.span {
+            return diagnostic;
+        }
+        match self.label.as_ref().map(|l| &l.kind) {
+            Some(LabelKind::Class(n)) if self.is_class_label(expr) => {
+                diagnostic.with_label(span, format!("`{name}` is a class label with {n} classes"))
             }
-            _ => diagnostic,
+            _ => diagnostic.with_label(span, format!("`{name}` has shape {}", expr.shape)),
         }
     }
 
@@ -378,7 +391,7 @@ impl Checker {
             Dim::Batch
         } else if inferred.is_empty() && known == total {
             Dim::Fixed(1) // unused: no -1 to fill
-        } else if !inferred.is_empty() && total % known == 0 {
+        } else if !inferred.is_empty() && total.is_multiple_of(known) {
             Dim::Fixed(total / known)
         } else {
             return fail(self, format!("{total} elements cannot take this shape"));

@@ -31,6 +31,9 @@ impl Checker {
             *count += 1;
             let name = format!("{prefix}{}{count}", signature.name);
             let layer = self.layer(signature, call, &shape, name)?;
+            if !self.fits(&layer.shape, call.span) {
+                return None;
+            }
             shape = layer.shape.clone();
             layers.push(layer);
         }
@@ -39,6 +42,9 @@ impl Checker {
 
     /// The model's only input, which an unnamed `layers` block reads.
     fn implicit_input(&mut self, keyword: Span) -> Option<TExpr> {
+        if self.inputs.len() != self.input_decls {
+            return None; // an input failed to check and was reported
+        }
         match self.inputs.as_slice() {
             [input] => Some(TExpr {
                 kind: TExprKind::Input(0),

@@ -55,6 +55,8 @@ pub struct Checker {
     /// Equations not yet reached, to explain a use before definition.
     later: BTreeMap<String, Span>,
     inputs: Vec<Input>,
+    /// Input declarations, including those that failed to check.
+    input_decls: usize,
     label: Option<Label>,
     params: Vec<Param>,
     states: Vec<State>,
@@ -85,6 +87,14 @@ impl Checker {
             let (name, value, prefix) = match item {
                 Item::Equation { name, value } => {
                     (Some(name), value.clone(), format!("{}.", name.name))
+                }
+                // A second unnamed block was reported as such; checking it would only repeat names.
+                Item::Layers(block)
+                    if sections
+                        .layers
+                        .is_some_and(|first| !std::ptr::eq(first, block)) =>
+                {
+                    continue
                 }
                 Item::Layers(block) => (None, ast::Value::Layers(block.clone()), String::new()),
                 _ => continue,
@@ -120,7 +130,7 @@ impl Checker {
             None => Some(TrainSettings::default()),
         };
         let metric = self.metric(sections.metric);
-        if self.inputs.is_empty() {
+        if self.input_decls == 0 {
             self.missing(ast, "input", "declare one, e.g. `input x: [784]`");
         }
         let loss = loss?;
@@ -148,6 +158,7 @@ impl Checker {
         for item in &ast.items {
             match item {
                 Item::Input { name, shape } => {
+                    self.input_decls += 1;
                     let shape = self.dims(shape);
                     if let Some(shape) = shape {
                         self.inputs.push(Input {
@@ -164,28 +175,17 @@ impl Checker {
                     name,
                     classes: (count, span),
                 } => {
-                    if self.once(&mut sections.label, name.span, "label or target") && *count < 2 {
+                    if *count < 2 {
                         self.report(
                             Diagnostic::new(Code::E0405, "a class label needs at least 2 classes", *span, "too few classes")
                                 .with_help("for a yes/no answer use `class(2)`, or a `target y: [1]` with `binary_cross_entropy`"),
                         );
                     }
-                    self.label = Some(Label {
-                        name: name.name.clone(),
-                        kind: LabelKind::Class(*count),
-                        span: name.span,
-                    });
-                    self.declare(name, Entry::Label);
+                    self.declare_label(&mut sections.label, name, LabelKind::Class(*count));
                 }
                 Item::Target { name, shape } => {
-                    self.once(&mut sections.label, name.span, "label or target");
                     let dims = self.dims(shape).unwrap_or_default();
-                    self.label = Some(Label {
-                        name: name.name.clone(),
-                        kind: LabelKind::Target(dims),
-                        span: name.span,
-                    });
-                    self.declare(name, Entry::Label);
+                    self.declare_label(&mut sections.label, name, LabelKind::Target(dims));
                 }
                 Item::Param { name, shape, init } => {
                     let dims = self.dims(shape);
@@ -239,19 +239,19 @@ impl Checker {
         sections
     }
 
-    /// Records the first occurrence of a section; reports later ones. True for the first.
-    fn once(&mut self, first: &mut Option<Span>, span: Span, what: &str) -> bool {
-        match first {
-            Some(earlier) => {
-                let earlier = *earlier;
-                self.twice(what, span, earlier);
-                false
-            }
-            None => {
-                *first = Some(span);
-                true
-            }
+    /// The label or target; a model has one, and a second is reported and ignored.
+    fn declare_label(&mut self, first: &mut Option<Span>, name: &Ident, kind: LabelKind) {
+        if let Some(earlier) = *first {
+            self.twice("label or target", name.span, earlier);
+            return;
         }
+        *first = Some(name.span);
+        self.label = Some(Label {
+            name: name.name.clone(),
+            kind,
+            span: name.span,
+        });
+        self.declare(name, Entry::Label);
     }
 
     fn once_with<T>(&mut self, first: &mut Option<(T, Span)>, item: (T, Span), what: &str) {
@@ -278,12 +278,17 @@ impl Checker {
     }
 
     fn missing(&mut self, ast: &ast::Model, what: &str, help: &str) {
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
         self.report(
             Diagnostic::new(
                 Code::E0210,
                 format!("the model has no {what}"),
                 ast.name.span,
-                format!("`{}` needs a {what}", ast.name.name),
+                format!("`{}` needs {article} {what}", ast.name.name),
             )
             .with_help(help),
         );
@@ -313,6 +318,9 @@ impl Checker {
             name: param.name.clone(),
             span: param.span,
         };
+        if !self.fits(&param.shape, param.span) {
+            return None;
+        }
         let index = self.params.len();
         self.declare(&ident, Entry::Param(index)).then(|| {
             self.params.push(param);
@@ -338,7 +346,28 @@ impl Checker {
                 );
             }
         }
-        ok.then(|| shape.dims.iter().map(|&(d, _)| d).collect())
+        let dims: Vec<u64> = shape.dims.iter().map(|&(d, _)| d).collect();
+        (ok && self.fits(&Shape::fixed(&dims), shape.span)).then_some(dims)
+    }
+
+    /// No tensor may hold more than 2^34 elements (64 GiB of f32, per example when batched):
+    /// beyond that a shape is a typo, and sizes stay far from overflowing 64-bit arithmetic.
+    pub fn fits(&mut self, shape: &Shape, span: Span) -> bool {
+        const MAX_ELEMENTS: u64 = 1 << 34;
+        let elements = shape.elements_per_example();
+        if elements <= MAX_ELEMENTS {
+            return true;
+        }
+        self.report(
+            Diagnostic::new(
+                Code::E0310,
+                format!("a tensor of shape {shape} is too large"),
+                span,
+                "too many elements",
+            )
+            .with_note("a tensor (one example's worth, when batched) holds at most 2^34 elements"),
+        );
+        false
     }
 
     fn value(&mut self, name: Option<&Ident>, value: &ast::Value, prefix: &str) -> Option<usize> {
@@ -388,11 +417,21 @@ impl Checker {
                     return None;
                 }
                 let pred = match output {
-                    Some(i) => TExpr {
-                        kind: TExprKind::Value(i),
-                        shape: self.values[i].shape.clone(),
-                        span: self.values[i].span,
-                    },
+                    Some(i) => {
+                        // Point at the layer that produces the prediction, not the whole block.
+                        let value = &self.values[i];
+                        let span = match &value.kind {
+                            ValueKind::Layers { layers, .. } => {
+                                layers.last().map_or(value.span, |l| l.span)
+                            }
+                            ValueKind::Expr(_) => value.span,
+                        };
+                        TExpr {
+                            kind: TExprKind::Value(i),
+                            shape: value.shape.clone(),
+                            span,
+                        }
+                    }
                     None if output_poisoned => return None,
                     None => {
                         self.report(
@@ -420,7 +459,7 @@ impl Checker {
                         LabelKind::Class(_) => Shape(vec![crate::shape::Dim::Batch]),
                         LabelKind::Target(dims) => Shape::batched(dims),
                     },
-                    span: label.span,
+                    span: value.span,
                 };
                 self.loss(name, pred, target, value.span)?
             }

@@ -26,7 +26,7 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
         rows.push(Row {
             name: format!("{} (input)", input.name),
             line: source.line_of(input.span.start),
-            bytes: 4 * shape.elements_per_example(),
+            bytes: shape.elements_per_example().saturating_mul(4),
             shape,
             params: 0,
             flops: 0,
@@ -54,7 +54,7 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
                         .into_iter()
                         .filter(|&p| !std::mem::replace(&mut counted[p], true))
                         .map(|p| model.params[p].shape.elements_per_example())
-                        .sum();
+                        .fold(0u64, u64::saturating_add);
                     rows.push(Row {
                         name: match &value.name {
                             Some(block) if !layer.name.starts_with(&format!("{block}.")) => {
@@ -66,7 +66,7 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
                         shape: layer.shape.clone(),
                         params,
                         flops: layer_flops(layer, model),
-                        bytes: 4 * layer.shape.elements_per_example(),
+                        bytes: layer.shape.elements_per_example().saturating_mul(4),
                     });
                 }
             }
@@ -87,9 +87,9 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
         .params
         .iter()
         .map(|p| p.shape.elements_per_example())
-        .sum();
-    let total_flops: u64 = rows.iter().map(|r| r.flops).sum();
-    let total_bytes: u64 = rows.iter().map(|r| r.bytes).sum();
+        .fold(0u64, u64::saturating_add);
+    let total_flops = rows.iter().map(|r| r.flops).fold(0u64, u64::saturating_add);
+    let total_bytes = rows.iter().map(|r| r.bytes).fold(0u64, u64::saturating_add);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -131,14 +131,14 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
         out,
         "parameters: {} ({} as f32)",
         thousands(total_params),
-        bytes(4 * total_params)
+        bytes(total_params.saturating_mul(4))
     );
     if !model.states.is_empty() {
         let state: u64 = model
             .states
             .iter()
             .map(|s| s.shape.elements_per_example())
-            .sum();
+            .fold(0u64, u64::saturating_add);
         let _ = writeln!(out, "running statistics: {}", thousands(state));
     }
     out
@@ -150,7 +150,9 @@ fn tally(expr: &TExpr, model: &Model, counted: &mut [bool], row: &mut Row) {
     let (flops, stored) = match &expr.kind {
         TExprKind::Param(p) => {
             if !std::mem::replace(&mut counted[*p], true) {
-                row.params += model.params[*p].shape.elements_per_example();
+                row.params = row
+                    .params
+                    .saturating_add(model.params[*p].shape.elements_per_example());
             }
             (0, false)
         }
@@ -158,15 +160,21 @@ fn tally(expr: &TExpr, model: &Model, counted: &mut [bool], row: &mut Row) {
             (0, false)
         }
         TExprKind::Unary(..) | TExprKind::Binary(..) => (out, true),
-        TExprKind::MatMul(a, _) => (2 * out * a.shape.last().map_or(1, dim_size), true),
+        TExprKind::MatMul(a, _) => (
+            out.saturating_mul(2)
+                .saturating_mul(a.shape.last().map_or(1, dim_size)),
+            true,
+        ),
         TExprKind::Reduce { arg, .. } => (arg.shape.elements_per_example(), true),
-        TExprKind::Softmax { .. } => (4 * out, true),
+        TExprKind::Softmax { .. } => (out.saturating_mul(4), true),
         TExprKind::Reshape(_) | TExprKind::Transpose { .. } => (0, false),
-        TExprKind::Loss { pred, .. } => (4 * pred.shape.elements_per_example(), false),
+        TExprKind::Loss { pred, .. } => {
+            (pred.shape.elements_per_example().saturating_mul(4), false)
+        }
     };
-    row.flops += flops;
+    row.flops = row.flops.saturating_add(flops);
     if stored && expr.shape.has_batch() {
-        row.bytes += 4 * out;
+        row.bytes = row.bytes.saturating_add(out.saturating_mul(4));
     }
     match &expr.kind {
         TExprKind::Unary(_, a)
@@ -197,21 +205,26 @@ fn layer_flops(layer: &Layer, model: &Model) -> u64 {
     let out = layer.shape.elements_per_example();
     let bias = |b: &Option<usize>| if b.is_some() { out } else { 0 };
     match &layer.kind {
-        LayerKind::Dense { weight, bias: b } => {
-            2 * model.params[*weight].shape.elements_per_example() + bias(b)
-        }
+        LayerKind::Dense { weight, bias: b } => model.params[*weight]
+            .shape
+            .elements_per_example()
+            .saturating_mul(2)
+            .saturating_add(bias(b)),
         LayerKind::Conv2d {
             weight, bias: b, ..
         } => {
             // Each output element is a dot product over in_channels·kh·kw weights.
             let w = &model.params[*weight].shape;
             let per_output = w.elements_per_example() / w.fixed_dim(0).unwrap_or(1);
-            2 * per_output * out + bias(b)
+            per_output
+                .saturating_mul(2)
+                .saturating_mul(out)
+                .saturating_add(bias(b))
         }
-        LayerKind::Pool { kernel, .. } => kernel[0] * kernel[1] * out,
-        LayerKind::BatchNorm { .. } => 4 * out,
+        LayerKind::Pool { kernel, .. } => kernel[0].saturating_mul(kernel[1]).saturating_mul(out),
+        LayerKind::BatchNorm { .. } => out.saturating_mul(4),
         LayerKind::Dropout { .. } | LayerKind::Activation(_) => out,
-        LayerKind::Softmax { .. } => 4 * out,
+        LayerKind::Softmax { .. } => out.saturating_mul(4),
         LayerKind::Flatten => 0,
     }
 }
@@ -220,7 +233,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -165,7 +165,7 @@ impl Builder<'_> {
 
     fn expr(&mut self, expr: &TExpr) -> NodeId {
         self.at(expr.span);
-        let id = match &expr.kind {
+        match &expr.kind {
             TExprKind::Input(i) => self.add(Op::Input(*i), &[]),
             TExprKind::Label => self.add(Op::Input(self.model.inputs.len()), &[]),
             TExprKind::Param(i) => self.add(Op::Param(*i), &[]),
@@ -235,8 +235,7 @@ impl Builder<'_> {
                 self.at(expr.span);
                 self.loss(*kind, p, t)
             }
-        };
-        id
+        }
     }
 
     /// `a @ b`, with vectors made into one-row or one-column matrices and back.

@@ -126,11 +126,32 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
             }
         }
         // Literal punctuation the grammar wanted; words and whitespace are covered by rules.
-        for token in attempts.expected_tokens() {
-            let token = token.to_string();
-            if !token.is_empty() && token.chars().all(|c| c.is_ascii_punctuation() && c != '#') {
-                push_unique(&mut expected, format!("`{token}`"));
+        let tokens: Vec<String> = attempts
+            .expected_tokens()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let has = |t: &str| tokens.iter().any(|x| x == t);
+        for token in &tokens {
+            match token.as_str() {
+                "+" | "*" | "/" | "@" => push_unique(&mut expected, "an operator".to_string()),
+                // `(` and `[` together are the starts of an operand; `-` is covered either way.
+                "(" | "[" if has("(") && has("[") => {
+                    push_unique(&mut expected, "an expression".to_string())
+                }
+                "-" | "_" | "#" => {}
+                t if !t.is_empty() && t.chars().all(|c| c.is_ascii_punctuation()) => {
+                    push_unique(&mut expected, format!("`{t}`"))
+                }
+                _ => {}
             }
+        }
+        // After a complete operand, a call's `(` or a keyword's `:` is rarely what was meant.
+        if expected.iter().any(|e| e == "an operator") {
+            expected.retain(|e| e != "an expression" && e != "`(`" && e != "`:`");
+        }
+        if expected.iter().any(|e| e == "an expression") {
+            expected.retain(|e| e != "a name" && e != "a number");
         }
     }
     if expected.is_empty() {
@@ -153,7 +174,36 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     } else {
         "unexpected".to_string()
     };
-    Diagnostic::new(Code::E0101, message, span, label)
+    let diagnostic = Diagnostic::new(Code::E0101, message, span, label);
+    if text.get(span.range()) != Some("=") {
+        return diagnostic;
+    }
+    // Newlines are not significant, so a missing piece shows up at the next `name =`.
+    let before = text[..span.start as usize].trim_end();
+    let word_start = before
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let word = &before[word_start..];
+    const KEYWORDS: &[&str] = &[
+        "net",
+        "input",
+        "label",
+        "target",
+        "param",
+        "layers",
+        "loss",
+        "optimizer",
+        "train",
+        "metric",
+        "penalty",
+    ];
+    if KEYWORDS.contains(&word) {
+        diagnostic.with_help(format!(
+            "`{word}` is a keyword and cannot name a value; choose another name"
+        ))
+    } else {
+        diagnostic.with_help("is the statement before this one incomplete?")
+    }
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {
@@ -164,12 +214,19 @@ fn push_unique(list: &mut Vec<String>, item: String) {
 
 /// Describes the token starting at byte `at`, and its span.
 fn found_at(text: &str, at: usize) -> (String, Span) {
-    let at = at.min(text.len());
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    // A failure inside a word (`nett`, `1e400`) is reported for the whole word.
+    while let Some(prev) = text[..at].chars().next_back().filter(|&c| is_word(c)) {
+        at -= prev.len_utf8();
+    }
     let rest = &text[at..];
     let Some(first) = rest.chars().next() else {
         return ("the end of the file".to_string(), Span::new(at, at));
     };
-    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
     let len = if is_word(first) {
         rest.find(|c: char| !is_word(c)).unwrap_or(rest.len())
     } else {

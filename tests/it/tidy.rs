@@ -1,0 +1,113 @@
+//! Project rules checked mechanically: every diagnostic code is documented and tested, and no
+//! pipeline stage imports a later one.
+
+use netc::diagnostics::Code;
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_code_is_explained_with_an_example() {
+    for code in Code::ALL {
+        let text = code.explanation();
+        assert!(
+            text.starts_with(&format!("# {}: ", code.as_str())),
+            "docs/errors/{}.md must start with `# CODE: title`",
+            code.as_str()
+        );
+        assert!(
+            text.contains("```"),
+            "docs/errors/{}.md needs an example",
+            code.as_str()
+        );
+        assert!(
+            text.lines().count() >= 8,
+            "docs/errors/{}.md is too thin to explain anything",
+            code.as_str()
+        );
+    }
+}
+
+#[test]
+fn every_code_has_a_bad_input() {
+    let mut covered = std::collections::BTreeSet::new();
+    for topic in std::fs::read_dir(root().join("tests/ui")).expect("tests/ui exists") {
+        for file in std::fs::read_dir(topic.expect("readable").path()).expect("readable topic") {
+            let text =
+                std::fs::read_to_string(file.expect("readable").path()).expect("readable case");
+            if let Some(code) = crate::ui::header_code(&text) {
+                covered.insert(code);
+            }
+        }
+    }
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .filter(|c| !covered.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes without a case in tests/ui: {missing:?}"
+    );
+    let cases = walk(&root().join("tests/ui")).len();
+    assert!(cases >= 50, "the bad-input corpus has only {cases} cases");
+}
+
+/// Data flows one way: syntax → check → ir. A stage may use earlier stages, never later ones.
+#[test]
+fn stages_only_import_earlier_stages() {
+    let order = ["syntax", "check", "ir"];
+    for (i, stage) in order.iter().enumerate() {
+        for file in walk(&root().join("src").join(stage)) {
+            let text = std::fs::read_to_string(&file).expect("readable source");
+            for later in &order[i + 1..] {
+                for pattern in [
+                    format!("crate::{later}::"),
+                    format!("crate::{later};"),
+                    format!("crate::{{{later}"),
+                ] {
+                    assert!(
+                        !text.contains(&pattern),
+                        "{} uses the later stage `{later}`",
+                        file.display()
+                    );
+                }
+            }
+            assert!(
+                !text.contains("crate::cli"),
+                "{} uses the CLI",
+                file.display()
+            );
+        }
+    }
+    // Only the syntax stage knows pest; only diagnostics.rs knows codespan-reporting.
+    for file in walk(&root().join("src")) {
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        let path = file.to_string_lossy();
+        if !path.contains("src/syntax") {
+            assert!(!text.contains("pest::"), "{path} uses pest outside syntax/");
+        }
+        if !path.ends_with("diagnostics.rs") {
+            assert!(
+                !text.contains("codespan_reporting"),
+                "{path} uses codespan-reporting"
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable directory") {
+        let path = entry.expect("readable entry").path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
