@@ -66,7 +66,11 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
                         shape: layer.shape.clone(),
                         params,
                         flops: layer_flops(layer, model),
-                        bytes: layer.shape.elements_per_example().saturating_mul(4),
+                        // A flatten is a view of its input: it stores nothing new.
+                        bytes: match layer.kind {
+                            LayerKind::Flatten => 0,
+                            _ => layer.shape.elements_per_example().saturating_mul(4),
+                        },
                     });
                 }
             }
