@@ -174,6 +174,47 @@ pub fn window_output(size: u64, kernel: u64, stride: u64, padding: u64) -> Optio
     Some((padded - kernel) / stride + 1)
 }
 
+/// A 2-D sliding window, as convolution and pooling use over `[N, C, H, W]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub kernel: [u64; 2],
+    pub stride: [u64; 2],
+    pub padding: [u64; 2],
+}
+
+impl Window {
+    /// `[N, C, H, W]` → `[N, channels, H', W']`; on failure, the axis (0 height, 1 width) where the
+    /// window does not fit.
+    pub fn apply(&self, input: &Shape, channels: Dim) -> Result<Shape, usize> {
+        if input.rank() != 4 {
+            return Err(0);
+        }
+        let mut dims = vec![input.0[0], channels];
+        for axis in 0..2 {
+            let size = input.fixed_dim(2 + axis).ok_or(axis)?;
+            let out = window_output(
+                size,
+                self.kernel[axis],
+                self.stride[axis],
+                self.padding[axis],
+            )
+            .ok_or(axis)?;
+            dims.push(Dim::Fixed(out));
+        }
+        Ok(Shape(dims))
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel {:?}, stride {:?}, padding {:?}",
+            self.kernel, self.stride, self.padding
+        )
+    }
+}
+
 /// The shape left after removing `axis` (a reduction without kept dimensions).
 pub fn remove_axis(shape: &Shape, axis: usize) -> Shape {
     let mut dims = shape.0.clone();

@@ -7,7 +7,7 @@ use super::model::*;
 use super::suggest::did_you_mean;
 use super::Checker;
 use crate::diagnostics::{Code, Diagnostic};
-use crate::shape::{self, Dim, Shape};
+use crate::shape::{Dim, Shape, Window};
 use crate::source::Span;
 use crate::syntax::ast::{Call, LayersBlock};
 use std::collections::BTreeMap;
@@ -196,7 +196,12 @@ impl Checker {
                 }
                 let (channels, kernel, stride, padding, init) =
                     (channels?, kernel?, stride?, padding?, init?);
-                let out = self.window(input, kernel, stride, padding, call)?;
+                let window = Window {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let shape = self.window(input, window, Dim::Fixed(channels), call)?;
                 let in_channels = input.fixed_dim(1)?;
                 let weight_shape = Shape::fixed(&[channels, in_channels, kernel[0], kernel[1]]);
                 let weight = self.layer_param(&name, "weight", weight_shape, init, call.span)?;
@@ -210,18 +215,11 @@ impl Checker {
                     )?),
                     false => None,
                 };
-                let shape = Shape(vec![
-                    input.0[0],
-                    Dim::Fixed(channels),
-                    Dim::Fixed(out[0]),
-                    Dim::Fixed(out[1]),
-                ]);
                 (
                     LayerKind::Conv2d {
                         weight,
                         bias,
-                        stride,
-                        padding,
+                        window,
                     },
                     shape,
                 )
@@ -242,27 +240,18 @@ impl Checker {
                     );
                     return None;
                 }
-                let out = self.window(input, kernel, stride, padding, call)?;
                 let op = if signature.name == "maxpool" {
                     Pool::Max
                 } else {
                     Pool::Avg
                 };
-                let shape = Shape(vec![
-                    input.0[0],
-                    input.0[1],
-                    Dim::Fixed(out[0]),
-                    Dim::Fixed(out[1]),
-                ]);
-                (
-                    LayerKind::Pool {
-                        op,
-                        kernel,
-                        stride,
-                        padding,
-                    },
-                    shape,
-                )
+                let window = Window {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let shape = self.window(input, window, input.0[1], call)?;
+                (LayerKind::Pool { op, window }, shape)
             }
             "batchnorm" => {
                 let eps = self.number_or(&bound, "eps", 1e-5, Context::Call);
@@ -307,39 +296,36 @@ impl Checker {
         })
     }
 
-    /// Height and width after a sliding window, or E0304 when the window does not fit.
+    /// The output of a sliding window, or E0304 when the window does not fit.
     fn window(
         &mut self,
         input: &Shape,
-        kernel: [u64; 2],
-        stride: [u64; 2],
-        padding: [u64; 2],
+        window: Window,
+        channels: Dim,
         call: &Call,
-    ) -> Option<[u64; 2]> {
-        let mut out = [0; 2];
-        for axis in 0..2 {
-            let size = input.fixed_dim(2 + axis)?;
-            match shape::window_output(size, kernel[axis], stride[axis], padding[axis]) {
-                Some(n) => out[axis] = n,
-                None => {
-                    let which = ["height", "width"][axis];
-                    self.report(
-                        Diagnostic::new(
-                            Code::E0304,
-                            format!("the {} window does not fit the input", call.callee.name),
-                            call.span,
-                            format!("a {which} of {size} with padding {} is smaller than the kernel {}", padding[axis], kernel[axis]),
-                        )
-                        .with_note(format!(
-                            "output size = (size + 2·padding − kernel) / stride + 1 must be at least 1; the input here is {input}"
-                        ))
-                        .with_help("add padding, use a smaller kernel, or remove a pooling layer"),
-                    );
-                    return None;
-                }
-            }
-        }
-        Some(out)
+    ) -> Option<Shape> {
+        let axis = match window.apply(input, channels) {
+            Ok(shape) => return Some(shape),
+            Err(axis) => axis,
+        };
+        let size = input.fixed_dim(2 + axis)?;
+        let which = ["height", "width"][axis];
+        self.report(
+            Diagnostic::new(
+                Code::E0304,
+                format!("the {} window does not fit the input", call.callee.name),
+                call.span,
+                format!(
+                    "a {which} of {size} with padding {} is smaller than the kernel {}",
+                    window.padding[axis], window.kernel[axis]
+                ),
+            )
+            .with_note(format!(
+                "output size = (size + 2·padding − kernel) / stride + 1 must be at least 1; the input here is {input}"
+            ))
+            .with_help("add padding, use a smaller kernel, or remove a pooling layer"),
+        );
+        None
     }
 
     /// The `init` argument, defaulting to Glorot (Xavier) uniform.

@@ -1,7 +1,7 @@
 //! The checked model: every name resolved, every value shaped, every hyperparameter typed and in
 //! range. Built only by `check`; the IR builder lowers it without further checks.
 
-use crate::shape::Shape;
+use crate::shape::{Shape, Window};
 use crate::source::Span;
 
 /// A model that passed every check.
@@ -203,14 +203,11 @@ pub enum LayerKind {
     Conv2d {
         weight: usize,
         bias: Option<usize>,
-        stride: [u64; 2],
-        padding: [u64; 2],
+        window: Window,
     },
     Pool {
         op: Pool,
-        kernel: [u64; 2],
-        stride: [u64; 2],
-        padding: [u64; 2],
+        window: Window,
     },
     BatchNorm {
         gamma: usize,

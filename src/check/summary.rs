@@ -225,7 +225,9 @@ fn layer_flops(layer: &Layer, model: &Model) -> u64 {
                 .saturating_mul(out)
                 .saturating_add(bias(b))
         }
-        LayerKind::Pool { kernel, .. } => kernel[0].saturating_mul(kernel[1]).saturating_mul(out),
+        LayerKind::Pool { window, .. } => window.kernel[0]
+            .saturating_mul(window.kernel[1])
+            .saturating_mul(out),
         LayerKind::BatchNorm { .. } => out.saturating_mul(4),
         LayerKind::Dropout { .. } | LayerKind::Activation(_) => out,
         LayerKind::Softmax { .. } => out.saturating_mul(4),

@@ -370,17 +370,10 @@ impl Builder<'_> {
             LayerKind::Conv2d {
                 weight,
                 bias,
-                stride,
-                padding,
+                window,
             } => {
                 let w = self.add(Op::Param(*weight), &[]);
-                let y = self.add(
-                    Op::Conv2d {
-                        stride: *stride,
-                        padding: *padding,
-                    },
-                    &[x, w],
-                );
+                let y = self.add(Op::Conv2d(*window), &[x, w]);
                 match bias {
                     Some(b) => {
                         let b = self.add(Op::Param(*b), &[]);
@@ -390,25 +383,12 @@ impl Builder<'_> {
                     None => y,
                 }
             }
-            LayerKind::Pool {
-                op,
-                kernel,
-                stride,
-                padding,
-            } => {
+            LayerKind::Pool { op, window } => {
                 let op = match op {
                     m::Pool::Max => PoolOp::Max,
                     m::Pool::Avg => PoolOp::Avg,
                 };
-                self.add(
-                    Op::Pool {
-                        op,
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                    },
-                    &[x],
-                )
+                self.add(Op::Pool(op, *window), &[x])
             }
             LayerKind::BatchNorm {
                 gamma,

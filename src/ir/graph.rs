@@ -3,7 +3,7 @@
 //! shape and dtype from its operation and arguments and refuses (panics: a compiler bug) any
 //! node whose arguments do not fit, so every graph that exists is well shaped.
 
-use crate::shape::{self, Dim, Shape};
+use crate::shape::{self, Dim, Shape, Window};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -127,16 +127,8 @@ pub enum Op {
         classes: u64,
     },
     /// `[N, C, H, W]` conv `[O, C, kh, kw]` → `[N, O, H', W']` (cross-correlation, as in PyTorch).
-    Conv2d {
-        stride: [u64; 2],
-        padding: [u64; 2],
-    },
-    Pool {
-        op: PoolOp,
-        kernel: [u64; 2],
-        stride: [u64; 2],
-        padding: [u64; 2],
-    },
+    Conv2d(Window),
+    Pool(PoolOp, Window),
     /// A fresh random mask shaped like its argument: 0 with probability `p`, else 1/(1−p).
     DropoutMask {
         p: Scalar,
@@ -331,55 +323,28 @@ impl Graph {
                 }
                 f32(Shape(vec![from.0[0], Dim::Fixed(*classes)]))
             }
-            Op::Conv2d { stride, padding } => {
+            Op::Conv2d(window) => {
                 let (x, w) = (float(0)?, float(1)?);
-                if x.rank() != 4 || w.rank() != 4 || x.0[1] != w.0[1] {
+                let kernel = [w.fixed_dim(2), w.fixed_dim(3)];
+                if x.rank() != 4
+                    || w.rank() != 4
+                    || x.0[1] != w.0[1]
+                    || kernel != window.kernel.map(Some)
+                {
                     return Err(format!("conv2d of {x} with {w}"));
                 }
-                let (kh, kw) = (w.fixed_dim(2).unwrap_or(0), w.fixed_dim(3).unwrap_or(0));
-                let out = window(&x, [kh, kw], *stride, *padding)?;
-                f32(Shape(vec![
-                    x.0[0],
-                    w.0[0],
-                    Dim::Fixed(out[0]),
-                    Dim::Fixed(out[1]),
-                ]))
+                window
+                    .apply(&x, w.0[0])
+                    .map_err(|_| "window does not fit".to_string())
+                    .and_then(f32)
             }
-            Op::Pool {
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
+            Op::Pool(_, window) => {
                 let x = float(0)?;
-                if x.rank() != 4 {
-                    return Err("pooling takes [N, C, H, W]".into());
-                }
-                let out = window(&x, *kernel, *stride, *padding)?;
-                f32(Shape(vec![
-                    x.0[0],
-                    x.0[1],
-                    Dim::Fixed(out[0]),
-                    Dim::Fixed(out[1]),
-                ]))
+                window
+                    .apply(&x, x.0.get(1).copied().unwrap_or(Dim::Fixed(0)))
+                    .map_err(|_| "window does not fit".to_string())
+                    .and_then(f32)
             }
         }
     }
-}
-
-fn window(
-    x: &Shape,
-    kernel: [u64; 2],
-    stride: [u64; 2],
-    padding: [u64; 2],
-) -> Result<[u64; 2], String> {
-    let mut out = [0; 2];
-    for axis in 0..2 {
-        let size = x
-            .fixed_dim(2 + axis)
-            .ok_or("spatial dimensions must be fixed")?;
-        out[axis] = shape::window_output(size, kernel[axis], stride[axis], padding[axis])
-            .ok_or("window does not fit")?;
-    }
-    Ok(out)
 }

@@ -43,23 +43,13 @@ impl fmt::Display for Op {
             Op::Softmax { axis } => write!(f, "softmax[{axis}]"),
             Op::LogSoftmax { axis } => write!(f, "log_softmax[{axis}]"),
             Op::OneHot { classes } => write!(f, "onehot({classes})"),
-            Op::Conv2d { stride, padding } => {
-                write!(f, "conv2d(stride {stride:?}, padding {padding:?})")
-            }
-            Op::Pool {
-                op,
-                kernel,
-                stride,
-                padding,
-            } => {
+            Op::Conv2d(window) => write!(f, "conv2d({window})"),
+            Op::Pool(op, window) => {
                 let name = match op {
                     PoolOp::Max => "maxpool",
                     PoolOp::Avg => "avgpool",
                 };
-                write!(
-                    f,
-                    "{name}(kernel {kernel:?}, stride {stride:?}, padding {padding:?})"
-                )
+                write!(f, "{name}({window})")
             }
             Op::DropoutMask { p } => write!(f, "dropout_mask(p {:?})", p.0),
         }
