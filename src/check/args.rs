@@ -2,7 +2,7 @@
 //! penalties, training settings) and the one binder that matches call arguments against them:
 //! unknown, repeated, missing and surplus arguments, argument types and value ranges.
 
-use super::suggest::did_you_mean;
+use super::suggest::suggest;
 use super::Checker;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
@@ -398,16 +398,10 @@ impl Checker {
                                     format!("unknown training setting `{}`", name.name)
                                 }
                             };
-                            let mut diagnostic =
-                                Diagnostic::new(code, what, name.span, "unknown name");
-                            diagnostic =
-                                match did_you_mean(&name.name, params.iter().map(|p| p.name)) {
-                                    Some(guess) => {
-                                        diagnostic.with_help(format!("did you mean `{guess}`?"))
-                                    }
-                                    None => diagnostic.with_note(expected_names(signature)),
-                                };
-                            self.report(diagnostic);
+                            let diagnostic = Diagnostic::new(code, what, name.span, "unknown name");
+                            let names = params.iter().map(|p| p.name);
+                            let kind = format!("arguments of `{}`", signature.name);
+                            self.report(suggest(diagnostic, &name.name, &kind, names));
                             continue;
                         }
                     }
@@ -626,19 +620,6 @@ impl Checker {
             format!("expected {}", ty.describe()),
         ));
     }
-}
-
-/// "expected one of: a, b, c" for a signature's parameters.
-fn expected_names(signature: &Signature) -> String {
-    if signature.params.is_empty() {
-        return format!("`{}` takes no arguments", signature.name);
-    }
-    let names: Vec<String> = signature
-        .params
-        .iter()
-        .map(|p| format!("`{}`", p.name))
-        .collect();
-    format!("`{}` takes {}", signature.name, names.join(", "))
 }
 
 /// A short rendering of a literal for help messages.

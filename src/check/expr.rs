@@ -2,7 +2,7 @@
 
 use super::args::{self, Context};
 use super::model::*;
-use super::suggest::did_you_mean;
+use super::suggest::{did_you_mean, suggest};
 use super::{Checker, Entry};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::shape::{self, Dim, MatmulError, Shape};
@@ -253,12 +253,14 @@ impl Checker {
                 call.callee.span,
                 "not a function",
             );
-            if let Some(guess) = did_you_mean(name, args::names(args::FUNCTIONS)) {
-                diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
-            } else if args::lookup(args::LAYERS, name).is_some() {
+            if args::lookup(args::LAYERS, name).is_some()
+                && did_you_mean(name, args::names(args::FUNCTIONS)).is_none()
+            {
                 diagnostic = diagnostic.with_help(format!(
                     "`{name}` is a layer: use it inside `layers {{ ... }}`"
                 ));
+            } else {
+                diagnostic = suggest(diagnostic, name, "functions", args::names(args::FUNCTIONS));
             }
             self.report(diagnostic);
             return None;

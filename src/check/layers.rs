@@ -4,7 +4,7 @@
 use super::args::{self, Context};
 use super::expr::flattened;
 use super::model::*;
-use super::suggest::did_you_mean;
+use super::suggest::{did_you_mean, suggest};
 use super::Checker;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::shape::{Dim, Shape, Window};
@@ -86,15 +86,14 @@ impl Checker {
             call.callee.span,
             "not a layer",
         );
-        if let Some(guess) = did_you_mean(name, args::names(args::LAYERS)) {
-            diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
-        } else if args::lookup(args::FUNCTIONS, name).is_some() {
+        if args::lookup(args::FUNCTIONS, name).is_some()
+            && did_you_mean(name, args::names(args::LAYERS)).is_none()
+        {
             diagnostic = diagnostic.with_help(format!(
                 "`{name}` is a function: use it in an equation, `h = {name}(...)`"
             ));
         } else {
-            let all: Vec<&str> = args::names(args::LAYERS).collect();
-            diagnostic = diagnostic.with_note(format!("the layers are: {}", all.join(", ")));
+            diagnostic = suggest(diagnostic, name, "layers", args::names(args::LAYERS));
         }
         self.report(diagnostic);
     }

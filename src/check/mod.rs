@@ -20,7 +20,7 @@ use crate::syntax::ast::{self, ExprKind, Ident, Item};
 use args::Context;
 use model::*;
 use std::collections::BTreeMap;
-use suggest::did_you_mean;
+use suggest::suggest;
 
 /// Checks a parsed model. Returns the checked model when there are no errors, and all
 /// diagnostics (warnings included) in source order.
@@ -488,47 +488,34 @@ impl Checker {
     }
 
     fn unknown_loss(&mut self, name: &str, span: Span) {
-        let mut diagnostic = Diagnostic::new(
+        let diagnostic = Diagnostic::new(
             Code::E0205,
             format!("unknown loss `{name}`"),
             span,
             "not a loss",
         );
-        diagnostic = match did_you_mean(name, LOSSES.iter().copied()) {
-            Some(guess) => diagnostic.with_help(format!("did you mean `{guess}`?")),
-            None => diagnostic.with_note(format!("the losses are: {}", LOSSES.join(", "))),
-        };
-        self.report(diagnostic);
+        self.report(suggest(diagnostic, name, "losses", LOSSES.iter().copied()));
     }
 
     /// An initializer: `zeros`, `normal(0, 0.01)`, `xavier`, ...
     fn init(&mut self, expr: &ast::Expr) -> Option<Init> {
-        let (callee, call_args, span) = match &expr.kind {
-            ExprKind::Name(name) => (
-                Ident {
-                    name: name.clone(),
-                    span: expr.span,
-                },
-                &[][..],
-                expr.span,
-            ),
-            ExprKind::Call(call) => (call.callee.clone(), &call.args[..], call.span),
-            _ => {
-                self.wrong_type(expr, args::Ty::Init);
-                return None;
-            }
+        let Some((callee, call_args, span)) = callee(expr) else {
+            self.wrong_type(expr, args::Ty::Init);
+            return None;
         };
         let Some(signature) = args::lookup(INITS, &callee.name) else {
-            let mut diagnostic = Diagnostic::new(
+            let diagnostic = Diagnostic::new(
                 Code::E0208,
                 format!("unknown initializer `{}`", callee.name),
                 callee.span,
                 "not an initializer",
             );
-            if let Some(guess) = did_you_mean(&callee.name, args::names(INITS)) {
-                diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
-            }
-            self.report(diagnostic);
+            self.report(suggest(
+                diagnostic,
+                &callee.name,
+                "initializers",
+                args::names(INITS),
+            ));
             return None;
         };
         let bound = self.bind(signature, call_args, span, Context::Call);
@@ -617,17 +604,18 @@ impl Checker {
             return None;
         };
         let Some(signature) = args::lookup(PENALTIES, &call.callee.name) else {
-            let mut diagnostic = Diagnostic::new(
+            let diagnostic = Diagnostic::new(
                 Code::E0203,
                 format!("unknown penalty `{}`", call.callee.name),
                 call.callee.span,
                 "not a penalty",
             );
-            diagnostic = match did_you_mean(&call.callee.name, args::names(PENALTIES)) {
-                Some(guess) => diagnostic.with_help(format!("did you mean `{guess}`?")),
-                None => diagnostic.with_note("the penalties are `l1` and `l2`"),
-            };
-            self.report(diagnostic);
+            self.report(suggest(
+                diagnostic,
+                &call.callee.name,
+                "penalties",
+                args::names(PENALTIES),
+            ));
             return None;
         };
         let bound = self.bind(signature, &call.args, call.span, Context::Call);
@@ -691,52 +679,38 @@ impl Checker {
 
     fn undefined_param(&mut self, name: &str, span: Span) {
         let params: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
-        let mut diagnostic = Diagnostic::new(
+        let diagnostic = Diagnostic::new(
             Code::E0201,
             format!("no parameter `{name}`"),
             span,
             "not defined",
         );
-        diagnostic = match did_you_mean(name, params.iter().copied()) {
-            Some(guess) => diagnostic.with_help(format!("did you mean `{guess}`?")),
-            None => diagnostic.with_note(format!("the parameters are: {}", params.join(", "))),
-        };
-        self.report(diagnostic);
+        self.report(suggest(diagnostic, name, "parameters", params));
     }
 
     fn optimizer(&mut self, value: &ast::Expr) -> Option<Optimizer> {
-        let (callee, call_args, span) = match &value.kind {
-            ExprKind::Name(name) => (
-                Ident {
-                    name: name.clone(),
-                    span: value.span,
-                },
-                &[][..],
+        let Some((callee, call_args, span)) = callee(value) else {
+            self.report(Diagnostic::new(
+                Code::E0401,
+                "expected an optimizer such as `sgd(lr: 0.1)`",
                 value.span,
-            ),
-            ExprKind::Call(call) => (call.callee.clone(), &call.args[..], call.span),
-            _ => {
-                self.report(Diagnostic::new(
-                    Code::E0401,
-                    "expected an optimizer such as `sgd(lr: 0.1)`",
-                    value.span,
-                    "not an optimizer",
-                ));
-                return None;
-            }
+                "not an optimizer",
+            ));
+            return None;
         };
         let Some(signature) = args::lookup(OPTIMIZERS, &callee.name) else {
-            let mut diagnostic = Diagnostic::new(
+            let diagnostic = Diagnostic::new(
                 Code::E0206,
                 format!("unknown optimizer `{}`", callee.name),
                 callee.span,
                 "not an optimizer",
             );
-            diagnostic = match did_you_mean(&callee.name, args::names(OPTIMIZERS)) {
-                Some(guess) => diagnostic.with_help(format!("did you mean `{guess}`?")),
-                None => diagnostic.with_note("the optimizers are `sgd` and `adam`"),
-            };
-            self.report(diagnostic);
+            self.report(suggest(
+                diagnostic,
+                &callee.name,
+                "optimizers",
+                args::names(OPTIMIZERS),
+            ));
             return None;
         };
         let bound = self.bind(signature, call_args, span, Context::Call);
@@ -810,17 +784,18 @@ impl Checker {
             );
         };
         if !METRICS.contains(&name.name.as_str()) {
-            let mut diagnostic = Diagnostic::new(
+            let diagnostic = Diagnostic::new(
                 Code::E0211,
                 format!("unknown metric `{}`", name.name),
                 name.span,
                 "not a metric",
             );
-            diagnostic = match did_you_mean(&name.name, METRICS.iter().copied()) {
-                Some(guess) => diagnostic.with_help(format!("did you mean `{guess}`?")),
-                None => diagnostic.with_note(format!("the metrics are: {}", METRICS.join(", "))),
-            };
-            self.report(diagnostic);
+            self.report(suggest(
+                diagnostic,
+                &name.name,
+                "metrics",
+                METRICS.iter().copied(),
+            ));
             return None;
         }
         match label {
@@ -907,6 +882,22 @@ impl Checker {
 
     fn label_span(&self) -> Span {
         self.label.as_ref().map_or(Span::default(), |l| l.span)
+    }
+}
+
+/// A name or a call, as initializers and optimizers are written: its callee, arguments and span.
+fn callee(expr: &ast::Expr) -> Option<(Ident, &[ast::Arg], Span)> {
+    match &expr.kind {
+        ExprKind::Name(name) => Some((
+            Ident {
+                name: name.clone(),
+                span: expr.span,
+            },
+            &[],
+            expr.span,
+        )),
+        ExprKind::Call(call) => Some((call.callee.clone(), &call.args, call.span)),
+        _ => None,
     }
 }
 
