@@ -6,7 +6,10 @@ pub mod diagnostics;
 pub mod shape;
 pub mod source;
 
+pub mod autodiff;
 pub mod check;
+pub mod gradcheck;
+pub mod interp;
 pub mod ir;
 pub mod syntax;
 

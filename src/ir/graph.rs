@@ -70,6 +70,10 @@ pub enum UnaryOp {
     Abs,
     Sqrt,
     Square,
+    /// 1 where the argument is positive, else 0 (the derivative of relu).
+    Step,
+    /// −1, 0 or 1 (the derivative of abs).
+    Sign,
 }
 
 /// Elementwise functions of two tensors of the same shape.
@@ -79,6 +83,8 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// 1 where the operands are equal, else 0 (routes a max's gradient to its arg-max).
+    Equal,
 }
 
 /// Reductions over a set of axes (the axes are removed).
@@ -107,6 +113,11 @@ pub enum Op {
     State(usize),
     /// A scalar constant.
     Const(Scalar),
+    /// A scalar set by the runtime each step (learning rate, step number), by index into
+    /// `Graph::hypers`.
+    Hyper(usize),
+    /// The number of examples in the current batch, as a scalar.
+    BatchSize,
     Unary(UnaryOp),
     Binary(BinaryOp),
     /// Numpy-style broadcast of the argument to this shape.
@@ -129,6 +140,14 @@ pub enum Op {
     /// `[N, C, H, W]` conv `[O, C, kh, kw]` → `[N, O, H', W']` (cross-correlation, as in PyTorch).
     Conv2d(Window),
     Pool(PoolOp, Window),
+    /// The gradient of a convolution with respect to its input `[N, C, H, W]`, from the
+    /// output gradient and the weight.
+    Conv2dGradInput(Window, Shape),
+    /// The gradient of a convolution with respect to its weight, from the input and the output
+    /// gradient.
+    Conv2dGradWeight(Window),
+    /// The gradient of pooling with respect to its input, from the input and the output gradient.
+    PoolGrad(PoolOp, Window),
     /// A fresh random mask shaped like its argument: 0 with probability `p`, else 1/(1−p).
     DropoutMask {
         p: Scalar,
@@ -173,6 +192,12 @@ pub struct Graph {
     pub outputs: Vec<(String, NodeId)>,
     /// New values of the states, computed by a training step.
     pub state_updates: Vec<(usize, NodeId)>,
+    /// The loss's gradient with respect to each parameter (after `autodiff`).
+    pub gradients: Vec<(usize, NodeId)>,
+    /// New values of the parameters (after the optimizer step is added).
+    pub param_updates: Vec<(usize, NodeId)>,
+    /// Names of the scalars the runtime supplies each step.
+    pub hypers: Vec<String>,
     /// Hash-consing table: an identical (op, args) pair is built once.
     interned: HashMap<(Op, Vec<NodeId>), NodeId>,
 }
@@ -189,6 +214,14 @@ impl Graph {
     /// The node behind an id.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id.index()]
+    }
+
+    /// The node of a named result (`loss`, `output`).
+    pub fn result(&self, name: &str) -> Option<NodeId> {
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, id)| id)
     }
 
     /// The shape of a node.
@@ -226,8 +259,18 @@ impl Graph {
 
     fn infer(&self, op: &Op, args: &[NodeId]) -> Result<(Shape, DType), String> {
         let arity = match op {
-            Op::Input(_) | Op::Param(_) | Op::State(_) | Op::Const(_) => 0,
-            Op::Binary(_) | Op::MatMul | Op::Conv2d { .. } => 2,
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::State(_)
+            | Op::Const(_)
+            | Op::Hyper(_)
+            | Op::BatchSize => 0,
+            Op::Binary(_)
+            | Op::MatMul
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(..)
+            | Op::Conv2dGradWeight(_)
+            | Op::PoolGrad(..) => 2,
             _ => 1,
         };
         if args.len() != arity {
@@ -252,7 +295,9 @@ impl Graph {
             Op::Input(i) => decl(&self.inputs, *i),
             Op::Param(i) => decl(&self.params, *i),
             Op::State(i) => decl(&self.states, *i),
-            Op::Const(_) => f32(Shape::scalar()),
+            Op::Const(_) | Op::BatchSize => f32(Shape::scalar()),
+            Op::Hyper(i) if *i < self.hypers.len() => f32(Shape::scalar()),
+            Op::Hyper(i) => Err(format!("no hyperparameter #{i}")),
             Op::Unary(_) | Op::DropoutMask { .. } => f32(float(0)?),
             Op::Binary(_) => {
                 let (a, b) = (float(0)?, float(1)?);
@@ -337,6 +382,42 @@ impl Graph {
                     .apply(&x, w.0[0])
                     .map_err(|_| "window does not fit".to_string())
                     .and_then(f32)
+            }
+            Op::Conv2dGradInput(window, input) => {
+                let (dy, w) = (float(0)?, float(1)?);
+                match window.apply(input, w.0[0]) {
+                    Ok(out) if out == dy && w.rank() == 4 && input.0.get(1) == w.0.get(1) => {
+                        f32(input.clone())
+                    }
+                    _ => Err(format!(
+                        "conv2d input gradient of {dy} with {w} for {input}"
+                    )),
+                }
+            }
+            Op::Conv2dGradWeight(window) => {
+                let (x, dy) = (float(0)?, float(1)?);
+                let expected = window.apply(&x, dy.0.get(1).copied().unwrap_or(Dim::Fixed(0)));
+                if expected.as_ref() != Ok(&dy) {
+                    return Err(format!("conv2d weight gradient of {x} with {dy}"));
+                }
+                let k = window.kernel;
+                f32(Shape(vec![
+                    dy.0[1],
+                    x.0[1],
+                    Dim::Fixed(k[0]),
+                    Dim::Fixed(k[1]),
+                ]))
+            }
+            Op::PoolGrad(_, window) => {
+                let (x, dy) = (float(0)?, float(1)?);
+                if window
+                    .apply(&x, x.0.get(1).copied().unwrap_or(Dim::Fixed(0)))
+                    .as_ref()
+                    != Ok(&dy)
+                {
+                    return Err(format!("pooling gradient of {x} with {dy}"));
+                }
+                f32(x)
             }
             Op::Pool(_, window) => {
                 let x = float(0)?;

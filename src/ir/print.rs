@@ -21,12 +21,15 @@ impl fmt::Display for Op {
                 UnaryOp::Abs => "abs",
                 UnaryOp::Sqrt => "sqrt",
                 UnaryOp::Square => "square",
+                UnaryOp::Step => "step",
+                UnaryOp::Sign => "sign",
             }),
             Op::Binary(op) => f.write_str(match op {
                 BinaryOp::Add => "add",
                 BinaryOp::Sub => "sub",
                 BinaryOp::Mul => "mul",
                 BinaryOp::Div => "div",
+                BinaryOp::Equal => "equal",
             }),
             Op::Broadcast(shape) => write!(f, "broadcast{shape}"),
             Op::Reduce(op, axes) => {
@@ -43,22 +46,31 @@ impl fmt::Display for Op {
             Op::Softmax { axis } => write!(f, "softmax[{axis}]"),
             Op::LogSoftmax { axis } => write!(f, "log_softmax[{axis}]"),
             Op::OneHot { classes } => write!(f, "onehot({classes})"),
+            Op::Hyper(i) => write!(f, "hyper #{i}"),
+            Op::BatchSize => f.write_str("batch_size"),
             Op::Conv2d(window) => write!(f, "conv2d({window})"),
-            Op::Pool(op, window) => {
-                let name = match op {
-                    PoolOp::Max => "maxpool",
-                    PoolOp::Avg => "avgpool",
-                };
-                write!(f, "{name}({window})")
-            }
+            Op::Conv2dGradInput(window, _) => write!(f, "conv2d_grad_input({window})"),
+            Op::Conv2dGradWeight(window) => write!(f, "conv2d_grad_weight({window})"),
+            Op::Pool(op, window) => write!(f, "{}({window})", pool_name(*op)),
+            Op::PoolGrad(op, window) => write!(f, "{}_grad({window})", pool_name(*op)),
             Op::DropoutMask { p } => write!(f, "dropout_mask(p {:?})", p.0),
         }
+    }
+}
+
+fn pool_name(op: PoolOp) -> &'static str {
+    match op {
+        PoolOp::Max => "maxpool",
+        PoolOp::Avg => "avgpool",
     }
 }
 
 impl fmt::Display for Graph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "graph {} {{", self.name)?;
+        for (i, name) in self.hypers.iter().enumerate() {
+            writeln!(f, "  hyper #{i} {name}: f32[]")?;
+        }
         for (kind, decls) in [
             ("input", &self.inputs),
             ("param", &self.params),
@@ -87,6 +99,12 @@ impl fmt::Display for Graph {
                 writeln!(f, "{typed}")?;
             }
         }
+        for (param, id) in &self.gradients {
+            writeln!(f, "  grad {} = {id}", self.params[*param].name)?;
+        }
+        for (param, id) in &self.param_updates {
+            writeln!(f, "  update {} = {id}", self.params[*param].name)?;
+        }
         for (state, id) in &self.state_updates {
             writeln!(f, "  update {} = {id}", self.states[*state].name)?;
         }
@@ -106,6 +124,7 @@ impl Graph {
             Op::Input(i) => Some(&self.inputs[*i].name),
             Op::Param(i) => Some(&self.params[*i].name),
             Op::State(i) => Some(&self.states[*i].name),
+            Op::Hyper(i) => Some(&self.hypers[*i]),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 //! `tests/ui/` is a new case.
 
 mod cli;
+mod gradcheck;
 mod models;
 mod mutate;
 mod tidy;

@@ -1,0 +1,171 @@
+//! One vector-Jacobian product per operation, nothing else: given a node and the gradient of the
+//! loss with respect to it, the gradients with respect to each of its arguments.
+
+use super::emit::Emitter;
+use crate::ir::{BinaryOp, NodeId, Op, ReduceOp, UnaryOp};
+
+/// The contributions of `node`'s gradient `g` to its arguments, as (argument position, gradient).
+/// Operations with no differentiable inputs contribute nothing.
+pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId) -> Vec<(usize, NodeId)> {
+    let n = e.graph.node(node).clone();
+    let arg = |i: usize| n.args[i];
+    match &n.op {
+        Op::Input(_)
+        | Op::Param(_)
+        | Op::State(_)
+        | Op::Const(_)
+        | Op::Hyper(_)
+        | Op::BatchSize
+        | Op::OneHot { .. }
+        | Op::DropoutMask { .. }
+        // Gradients of gradients are never needed: netc differentiates once.
+        | Op::Conv2dGradInput(..)
+        | Op::Conv2dGradWeight(_)
+        | Op::PoolGrad(..) => vec![],
+        Op::Unary(op) => {
+            let (x, y) = (arg(0), node);
+            let dx = match op {
+                // d(−x) = −g
+                UnaryOp::Neg => e.neg(g),
+                // d relu(x) = g · [x > 0]
+                UnaryOp::Relu => {
+                    let step = e.unary(UnaryOp::Step, x);
+                    e.mul(g, step)
+                }
+                // d σ(x) = g · y · (1 − y)
+                UnaryOp::Sigmoid => {
+                    let one = e.scalar(1.0);
+                    let rest = e.sub(one, y);
+                    let slope = e.mul(y, rest);
+                    e.mul(g, slope)
+                }
+                // d tanh(x) = g · (1 − y²)
+                UnaryOp::Tanh => {
+                    let one = e.scalar(1.0);
+                    let y2 = e.unary(UnaryOp::Square, y);
+                    let slope = e.sub(one, y2);
+                    e.mul(g, slope)
+                }
+                // d exp(x) = g · y
+                UnaryOp::Exp => e.mul(g, y),
+                // d log(x) = g / x
+                UnaryOp::Log => e.div(g, x),
+                // d |x| = g · sign(x)
+                UnaryOp::Abs => {
+                    let sign = e.unary(UnaryOp::Sign, x);
+                    e.mul(g, sign)
+                }
+                // d √x = g / (2y)
+                UnaryOp::Sqrt => {
+                    let twice = e.scale(y, 2.0);
+                    e.div(g, twice)
+                }
+                // d x² = g · 2x
+                UnaryOp::Square => {
+                    let twice = e.scale(x, 2.0);
+                    e.mul(g, twice)
+                }
+                // Piecewise constant: zero almost everywhere.
+                UnaryOp::Step | UnaryOp::Sign => return vec![],
+            };
+            vec![(0, dx)]
+        }
+        Op::Binary(op) => {
+            let (a, b) = (arg(0), arg(1));
+            match op {
+                BinaryOp::Add => vec![(0, g), (1, g)],
+                BinaryOp::Sub => {
+                    let minus = e.neg(g);
+                    vec![(0, g), (1, minus)]
+                }
+                // d(a·b) = (g·b, g·a)
+                BinaryOp::Mul => {
+                    let da = e.mul(g, b);
+                    let db = e.mul(g, a);
+                    vec![(0, da), (1, db)]
+                }
+                // d(a/b) = (g/b, −(g/b)·(a/b))
+                BinaryOp::Div => {
+                    let da = e.div(g, b);
+                    let scaled = e.mul(da, node);
+                    let db = e.neg(scaled);
+                    vec![(0, da), (1, db)]
+                }
+                BinaryOp::Equal => vec![],
+            }
+        }
+        // A broadcast's gradient is a sum over the stretched axes.
+        Op::Broadcast(_) => {
+            let from = e.shape(arg(0));
+            vec![(0, e.sum_to(g, &from))]
+        }
+        Op::Reduce(op, axes) => {
+            let x = arg(0);
+            let full = e.shape(x);
+            let spread = e.unreduce(g, &full, axes);
+            let dx = match op {
+                ReduceOp::Sum => spread,
+                // d mean = g / count, spread over the reduced axes
+                ReduceOp::Mean => {
+                    let count = e.count(&full, axes);
+                    e.div(spread, count)
+                }
+                // d max = g where x attains the max (every tied element receives it)
+                ReduceOp::Max => {
+                    let max = e.unreduce(node, &full, axes);
+                    let mask = e.binary(BinaryOp::Equal, x, max);
+                    e.mul(spread, mask)
+                }
+            };
+            vec![(0, dx)]
+        }
+        // d(A·B) = (G·Bᵀ, Aᵀ·G)
+        Op::MatMul => {
+            let (a, b) = (arg(0), arg(1));
+            let bt = e.transpose(b);
+            let da = e.op(Op::MatMul, &[g, bt]);
+            let at = e.transpose(a);
+            let db = e.op(Op::MatMul, &[at, g]);
+            vec![(0, da), (1, db)]
+        }
+        Op::Reshape(_) => {
+            let from = e.shape(arg(0));
+            vec![(0, e.reshape(g, &from))]
+        }
+        Op::Transpose(perm) => {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            vec![(0, e.op(Op::Transpose(inverse), &[g]))]
+        }
+        // d softmax = y · (g − Σ g·y)
+        Op::Softmax { axis } => {
+            let y = node;
+            let full = e.shape(y);
+            let gy = e.mul(g, y);
+            let total = e.sum(gy, vec![*axis]);
+            let total = e.unreduce(total, &full, &[*axis]);
+            let centred = e.sub(g, total);
+            vec![(0, e.mul(y, centred))]
+        }
+        // d log_softmax = g − softmax(x) · Σ g
+        Op::LogSoftmax { axis } => {
+            let x = arg(0);
+            let full = e.shape(x);
+            let p = e.op(Op::Softmax { axis: *axis }, &[x]);
+            let total = e.sum(g, vec![*axis]);
+            let total = e.unreduce(total, &full, &[*axis]);
+            let spread = e.mul(p, total);
+            vec![(0, e.sub(g, spread))]
+        }
+        Op::Conv2d(window) => {
+            let (x, w) = (arg(0), arg(1));
+            let x_shape = e.shape(x);
+            let dx = e.op(Op::Conv2dGradInput(*window, x_shape), &[g, w]);
+            let dw = e.op(Op::Conv2dGradWeight(*window), &[x, g]);
+            vec![(0, dx), (1, dw)]
+        }
+        Op::Pool(op, window) => vec![(0, e.op(Op::PoolGrad(*op, *window), &[arg(0), g]))],
+    }
+}
