@@ -56,6 +56,12 @@ enum Stage {
     Ast,
     /// The forward tensor graph.
     Ir,
+    /// The forward graph with the loss's gradient for every parameter.
+    Grad,
+    /// The whole training step: forward, gradients and the optimizer update.
+    Step,
+    /// The training step (or, with `--mode eval`, the evaluation graph) after simplification.
+    Opt,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,6 +119,22 @@ pub fn run() -> i32 {
                     };
                     print!("{}", ir::build(&model, &source, mode));
                 }
+                Stage::Grad => {
+                    let forward = ir::build(&model, &source, ir::Mode::Train);
+                    print!("{}", crate::autodiff::differentiate(&forward));
+                }
+                Stage::Step => {
+                    let forward = ir::build(&model, &source, ir::Mode::Train);
+                    let grads = crate::autodiff::differentiate(&forward);
+                    print!(
+                        "{}",
+                        crate::autodiff::step::train_step(&grads, &model.optimizer)
+                    );
+                }
+                Stage::Opt => match mode {
+                    ModeArg::Train => print!("{}", crate::train_graph(&model, &source)),
+                    ModeArg::Eval => print!("{}", crate::eval_graph(&model, &source)),
+                },
             }
             0
         }

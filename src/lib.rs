@@ -11,12 +11,26 @@ pub mod check;
 pub mod gradcheck;
 pub mod interp;
 pub mod ir;
+pub mod opt;
 pub mod syntax;
 
 pub mod cli;
 
 use diagnostics::Diagnostic;
 use source::SourceFile;
+
+/// The optimized training step of a checked model: forward, gradients, optimizer update.
+pub fn train_graph(model: &check::Model, source: &SourceFile) -> ir::Graph {
+    let forward = ir::build(model, source, ir::Mode::Train);
+    let step = autodiff::step::train_step(&autodiff::differentiate(&forward), &model.optimizer);
+    opt::optimize(&step)
+}
+
+/// The optimized evaluation graph of a checked model: output and loss, no dropout, running
+/// statistics.
+pub fn eval_graph(model: &check::Model, source: &SourceFile) -> ir::Graph {
+    opt::optimize(&ir::build(model, source, ir::Mode::Eval))
+}
 
 /// The front end: parses and checks a file. Returns the AST and checked model when there are
 /// no errors, and every diagnostic (warnings too) either way.

@@ -40,13 +40,19 @@ pub fn differentiate(forward: &Graph) -> Graph {
         }
         let id = NodeId(i as u32);
         let line = graph.node(id).line;
+        let wanted: Vec<bool> = graph
+            .node(id)
+            .args
+            .iter()
+            .map(|a| depends[a.index()])
+            .collect();
         let mut emitter = Emitter {
             graph: &mut graph,
             line,
         };
-        for (position, contribution) in rules::vjp(&mut emitter, id, g) {
+        for (position, contribution) in rules::vjp(&mut emitter, id, g, &wanted) {
             let target = emitter.graph.node(id).args[position];
-            if !depends[target.index()] {
+            if !wanted[position] {
                 continue;
             }
             grads[target.index()] = Some(match grads[target.index()] {

@@ -4,9 +4,9 @@
 use super::emit::Emitter;
 use crate::ir::{BinaryOp, NodeId, Op, ReduceOp, UnaryOp};
 
-/// The contributions of `node`'s gradient `g` to its arguments, as (argument position, gradient).
-/// Operations with no differentiable inputs contribute nothing.
-pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId) -> Vec<(usize, NodeId)> {
+/// The contributions of `node`'s gradient `g` to the arguments that `wanted` selects, as
+/// (argument position, gradient). Operations with no differentiable inputs contribute nothing.
+pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId, wanted: &[bool]) -> Vec<(usize, NodeId)> {
     let n = e.graph.node(node).clone();
     let arg = |i: usize| n.args[i];
     match &n.op {
@@ -72,27 +72,40 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId) -> Vec<(usize, NodeId)> {
         }
         Op::Binary(op) => {
             let (a, b) = (arg(0), arg(1));
+            let mut out = Vec::new();
             match op {
-                BinaryOp::Add => vec![(0, g), (1, g)],
-                BinaryOp::Sub => {
-                    let minus = e.neg(g);
-                    vec![(0, g), (1, minus)]
+                BinaryOp::Add | BinaryOp::Sub => {
+                    if wanted[0] {
+                        out.push((0, g));
+                    }
+                    if wanted[1] {
+                        let db = if *op == BinaryOp::Sub { e.neg(g) } else { g };
+                        out.push((1, db));
+                    }
                 }
                 // d(a·b) = (g·b, g·a)
                 BinaryOp::Mul => {
-                    let da = e.mul(g, b);
-                    let db = e.mul(g, a);
-                    vec![(0, da), (1, db)]
+                    if wanted[0] {
+                        out.push((0, e.mul(g, b)));
+                    }
+                    if wanted[1] {
+                        out.push((1, e.mul(g, a)));
+                    }
                 }
                 // d(a/b) = (g/b, −(g/b)·(a/b))
                 BinaryOp::Div => {
                     let da = e.div(g, b);
-                    let scaled = e.mul(da, node);
-                    let db = e.neg(scaled);
-                    vec![(0, da), (1, db)]
+                    if wanted[0] {
+                        out.push((0, da));
+                    }
+                    if wanted[1] {
+                        let scaled = e.mul(da, node);
+                        out.push((1, e.neg(scaled)));
+                    }
                 }
-                BinaryOp::Equal => vec![],
+                BinaryOp::Equal => {}
             }
+            out
         }
         // A broadcast's gradient is a sum over the stretched axes.
         Op::Broadcast(_) => {
@@ -122,11 +135,16 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId) -> Vec<(usize, NodeId)> {
         // d(A·B) = (G·Bᵀ, Aᵀ·G)
         Op::MatMul => {
             let (a, b) = (arg(0), arg(1));
-            let bt = e.transpose(b);
-            let da = e.op(Op::MatMul, &[g, bt]);
-            let at = e.transpose(a);
-            let db = e.op(Op::MatMul, &[at, g]);
-            vec![(0, da), (1, db)]
+            let mut out = Vec::new();
+            if wanted[0] {
+                let bt = e.transpose(b);
+                out.push((0, e.op(Op::MatMul, &[g, bt])));
+            }
+            if wanted[1] {
+                let at = e.transpose(a);
+                out.push((1, e.op(Op::MatMul, &[at, g])));
+            }
+            out
         }
         Op::Reshape(_) => {
             let from = e.shape(arg(0));
@@ -161,10 +179,15 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId) -> Vec<(usize, NodeId)> {
         }
         Op::Conv2d(window) => {
             let (x, w) = (arg(0), arg(1));
-            let x_shape = e.shape(x);
-            let dx = e.op(Op::Conv2dGradInput(*window, x_shape), &[g, w]);
-            let dw = e.op(Op::Conv2dGradWeight(*window), &[x, g]);
-            vec![(0, dx), (1, dw)]
+            let mut out = Vec::new();
+            if wanted[0] {
+                let x_shape = e.shape(x);
+                out.push((0, e.op(Op::Conv2dGradInput(*window, x_shape), &[g, w])));
+            }
+            if wanted[1] {
+                out.push((1, e.op(Op::Conv2dGradWeight(*window), &[x, g])));
+            }
+            out
         }
         Op::Pool(op, window) => vec![(0, e.op(Op::PoolGrad(*op, *window), &[arg(0), g]))],
     }

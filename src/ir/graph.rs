@@ -216,6 +216,47 @@ impl Graph {
         &self.nodes[id.index()]
     }
 
+    /// A graph with the same name, declarations and step scalars, and no nodes or results.
+    pub fn empty_like(&self) -> Graph {
+        Graph {
+            name: self.name.clone(),
+            inputs: self.inputs.clone(),
+            params: self.params.clone(),
+            states: self.states.clone(),
+            hypers: self.hypers.clone(),
+            ..Graph::default()
+        }
+    }
+
+    /// Every result node: outputs, gradients, parameter and state updates.
+    pub fn results(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let outputs = self.outputs.iter().map(|(_, id)| *id);
+        let gradients = self.gradients.iter().map(|(_, id)| *id);
+        let params = self.param_updates.iter().map(|(_, id)| *id);
+        let states = self.state_updates.iter().map(|(_, id)| *id);
+        outputs.chain(gradients).chain(params).chain(states)
+    }
+
+    /// Copies the results of `from` into this graph, through `map` from old to new nodes.
+    pub fn map_results(&mut self, from: &Graph, map: impl Fn(NodeId) -> NodeId) {
+        self.outputs = from
+            .outputs
+            .iter()
+            .map(|(name, id)| (name.clone(), map(*id)))
+            .collect();
+        self.gradients = from.gradients.iter().map(|&(i, id)| (i, map(id))).collect();
+        self.param_updates = from
+            .param_updates
+            .iter()
+            .map(|&(i, id)| (i, map(id)))
+            .collect();
+        self.state_updates = from
+            .state_updates
+            .iter()
+            .map(|&(i, id)| (i, map(id)))
+            .collect();
+    }
+
     /// The node of a named result (`loss`, `output`).
     pub fn result(&self, name: &str) -> Option<NodeId> {
         self.outputs

@@ -5,6 +5,7 @@ mod cli;
 mod gradcheck;
 mod models;
 mod mutate;
+mod step;
 mod tidy;
 mod ui;
 

@@ -20,6 +20,14 @@ fn models_check_and_lower() {
         insta::assert_snapshot!("ast", ast.to_string());
         insta::assert_snapshot!("summary", check::summary::summary(&model, &source));
         insta::assert_snapshot!("ir", train.to_string());
+        let grad = netc::autodiff::differentiate(&train);
+        insta::assert_snapshot!("grad", grad.to_string());
+        insta::assert_snapshot!(
+            "step",
+            netc::autodiff::step::train_step(&grad, &model.optimizer).to_string()
+        );
+        insta::assert_snapshot!("opt", netc::train_graph(&model, &source).to_string());
+        insta::assert_snapshot!("opt_eval", netc::eval_graph(&model, &source).to_string());
         if eval.to_string() != train.to_string() {
             insta::assert_snapshot!("ir_eval", eval.to_string());
         }

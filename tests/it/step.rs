@@ -1,0 +1,172 @@
+//! The training step: simplification keeps every value, and small cases match closed forms
+//! worked out by hand.
+
+use crate::load;
+use netc::check::model::LabelKind;
+use netc::interp::{self, Bindings, Tensor};
+use netc::{autodiff, gradcheck, ir, opt};
+use std::path::Path;
+
+fn model(file: &str) -> (netc::check::Model, netc::source::SourceFile) {
+    let source = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(file));
+    let (checked, _) = netc::front_end(&source);
+    (checked.expect("model checks").1, source)
+}
+
+fn classes(model: &netc::check::Model) -> Vec<Option<u64>> {
+    let mut classes = vec![None; model.inputs.len()];
+    if let Some(label) = &model.label {
+        classes.push(match label.kind {
+            LabelKind::Class(n) => Some(n),
+            LabelKind::Target(_) => None,
+        });
+    }
+    classes
+}
+
+/// Every result of a step graph, in a fixed order.
+fn results(graph: &ir::Graph, bind: &Bindings<f64>) -> Vec<Tensor<f64>> {
+    let wanted: Vec<_> = graph.results().collect();
+    interp::run(graph, bind, &wanted, false).expect("unchecked runs finish")
+}
+
+#[test]
+fn simplification_keeps_every_value() {
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("models/")
+    {
+        let path = entry.expect("readable").path();
+        let file = format!(
+            "models/{}",
+            path.file_name().expect("a file").to_string_lossy()
+        );
+        let (model, source) = model(&file);
+        let forward = ir::build(&model, &source, ir::Mode::Train);
+        let raw = autodiff::step::train_step(&autodiff::differentiate(&forward), &model.optimizer);
+        let optimized = opt::optimize(&raw);
+        assert!(
+            optimized.nodes.len() < raw.nodes.len(),
+            "{file}: nothing was simplified"
+        );
+        let [inputs, params, _] = gradcheck::random_bindings(&raw, 5, &classes(&model), 3);
+        let states: Vec<Tensor<f64>> = raw
+            .states
+            .iter()
+            .map(|d| Tensor::full(&interp::dims(&d.shape, 5), 0.5))
+            .collect();
+        let bind = Bindings {
+            batch: 5,
+            inputs: &inputs,
+            params: &params,
+            states: &states,
+            hypers: &[0.1, 3.0],
+            seed: 9,
+        };
+        let (a, b) = (results(&raw, &bind), results(&optimized, &bind));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            for (u, v) in x.data.iter().zip(&y.data) {
+                assert!(
+                    (u - v).abs() <= 1e-9 * u.abs().max(1.0),
+                    "{file}: {u} became {v}"
+                );
+            }
+        }
+    }
+}
+
+/// With `loss mse(x @ w + b, y)`, d/dw = 2·Xᵀ(Xw + b − y)/n and d/db = 2·Σ(Xw + b − y)/n
+/// (netc's mse is the plain mean of squares, without d2l's factor ½).
+#[test]
+fn linear_regression_gradient_is_the_closed_form() {
+    let (model, source) = model("models/linreg.net");
+    let graph = autodiff::differentiate(&ir::build(&model, &source, ir::Mode::Train));
+    let n = 4;
+    let x = Tensor::new(vec![n, 2], vec![1.0, 2.0, -1.0, 0.5, 3.0, -2.0, 0.0, 1.5]);
+    let y = Tensor::new(vec![n, 1], vec![1.0, -2.0, 0.5, 3.0]);
+    let w = Tensor::new(vec![2, 1], vec![0.3, -0.7]);
+    let b = Tensor::new(vec![1], vec![0.2]);
+    let bind = Bindings {
+        batch: n,
+        inputs: &[x.clone(), y.clone()],
+        params: &[w.clone(), b.clone()],
+        states: &[],
+        hypers: &[],
+        seed: 0,
+    };
+    let wanted: Vec<_> = graph.gradients.iter().map(|&(_, id)| id).collect();
+    let got = interp::run(&graph, &bind, &wanted, false).expect("runs");
+    let residual: Vec<f64> = (0..n)
+        .map(|i| x.data[2 * i] * w.data[0] + x.data[2 * i + 1] * w.data[1] + b.data[0] - y.data[i])
+        .collect();
+    for j in 0..2 {
+        let expected: f64 =
+            2.0 * (0..n).map(|i| x.data[2 * i + j] * residual[i]).sum::<f64>() / n as f64;
+        assert!(
+            (got[0].data[j] - expected).abs() < 1e-12,
+            "dw[{j}] = {} but Xᵀ(Xw−y)·2/n = {expected}",
+            got[0].data[j]
+        );
+    }
+    let expected_b = 2.0 * residual.iter().sum::<f64>() / n as f64;
+    assert!((got[1].data[0] - expected_b).abs() < 1e-12);
+}
+
+/// One SGD step of softmax regression by hand: W ← W − lr·Xᵀ(softmax(XW + b) − onehot(y))/n.
+#[test]
+fn one_sgd_step_of_softmax_regression_matches_a_hand_computation() {
+    let (model, source) = model("models/softmax.net");
+    let graph = netc::train_graph(&model, &source);
+    let (n, d, k) = (2, 784, 10);
+    let x: Vec<f64> = (0..n * d)
+        .map(|i| ((i * 37 % 101) as f64) / 101.0)
+        .collect();
+    let labels = [3.0, 7.0];
+    let w: Vec<f64> = (0..d * k)
+        .map(|i| ((i * 13 % 17) as f64 - 8.0) / 400.0)
+        .collect();
+    let b: Vec<f64> = (0..k).map(|i| i as f64 / 100.0).collect();
+    let lr = 0.1;
+    let inputs = [
+        Tensor::new(vec![n, 1, 28, 28], x.clone()),
+        Tensor::new(vec![n], labels.to_vec()),
+    ];
+    let params = [
+        Tensor::new(vec![d, k], w.clone()),
+        Tensor::new(vec![k], b.clone()),
+    ];
+    let bind = Bindings {
+        batch: n,
+        inputs: &inputs,
+        params: &params,
+        states: &[],
+        hypers: &[lr, 1.0],
+        seed: 0,
+    };
+    let wanted: Vec<_> = graph.param_updates.iter().map(|&(_, id)| id).collect();
+    let got = interp::run(&graph, &bind, &wanted, false).expect("runs");
+    // The hand computation.
+    let mut delta = vec![0.0; n * k];
+    for i in 0..n {
+        let logits: Vec<f64> = (0..k)
+            .map(|c| b[c] + (0..d).map(|j| x[i * d + j] * w[j * k + c]).sum::<f64>())
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let total: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+        for c in 0..k {
+            let p = (logits[c] - max).exp() / total;
+            delta[i * k + c] = (p - f64::from(labels[i] as usize == c)) / n as f64;
+        }
+    }
+    for j in 0..d {
+        for c in 0..k {
+            let grad: f64 = (0..n).map(|i| x[i * d + j] * delta[i * k + c]).sum();
+            let expected = w[j * k + c] - lr * grad;
+            assert!((got[0].data[j * k + c] - expected).abs() < 1e-12);
+        }
+    }
+    for c in 0..k {
+        let expected = b[c] - lr * (0..n).map(|i| delta[i * k + c]).sum::<f64>();
+        assert!((got[1].data[c] - expected).abs() < 1e-12);
+    }
+}
