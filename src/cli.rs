@@ -1,8 +1,13 @@
-//! The command line: `netc check`, `netc emit-ir`, `netc explain`. Exit codes: 0 clean
-//! (warnings allowed), 1 when the model has errors, 2 for usage errors.
+//! The command line: `netc check`, `emit-ir`, `run`, `eval`, `predict`, `gradcheck`, `explain`.
+//! Exit codes: 0 success (warnings allowed), 1 when the model or data has errors, 2 for usage
+//! errors.
 
+use crate::check::model::{LabelKind, Model, Optimizer};
+use crate::data::{Source, Split};
 use crate::diagnostics::{self, Code, Diagnostic};
+use crate::interp::Tensor;
 use crate::ir;
+use crate::runtime::{self, Reporter, RunSettings, Session};
 use crate::source::SourceFile;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -40,8 +45,89 @@ enum Command {
         #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
         message_format: MessageFormat,
     },
+    /// Train a model on a data set.
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Epochs to train (default: the model's `train` block).
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Examples per step (default: the model's `train` block).
+        #[arg(long)]
+        batch: Option<u64>,
+        /// Learning rate (default: the model's optimizer).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Seed for initialization, shuffling and dropout (default: the model's `train` block).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
+        /// Also write each epoch's figures to this file as JSON lines.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Save a checkpoint here when training ends (or stops).
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Continue from a checkpoint saved by `--save`.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
+    /// Report loss and accuracy of saved weights on the test split.
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        weights: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Print predicted against true labels for test examples.
+    Predict {
+        file: PathBuf,
+        #[arg(long)]
+        weights: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// How many examples to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Check the model's symbolic gradients against finite differences (f64).
+    Gradcheck {
+        file: PathBuf,
+        /// Take the batch from this data source instead of random numbers.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Examples in the checked batch.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+    },
     /// Explain an error code, e.g. `netc explain E0301`.
     Explain { code: String },
+}
+
+#[derive(clap::Args)]
+struct DataArgs {
+    /// fmnist, linear, beans, xor, or a path to a .csv file.
+    #[arg(long)]
+    data: String,
+    /// Where the Fashion-MNIST IDX files are (default: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The target column of a CSV file.
+    #[arg(long)]
+    target: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The reference interpreter.
+    Interp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +224,114 @@ pub fn run() -> i32 {
             }
             0
         }
+        Command::Run {
+            file,
+            data,
+            epochs,
+            batch,
+            lr,
+            seed,
+            backend: Backend::Interp,
+            log,
+            save,
+            resume,
+        } => {
+            let Some(source) = read(&file) else { return 1 };
+            let Some(model) = front_end(&source) else {
+                return 1;
+            };
+            let defaults = model.train;
+            let model_lr = match model.optimizer {
+                Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+            };
+            let settings = RunSettings {
+                epochs: epochs.unwrap_or(defaults.epochs),
+                batch: batch.unwrap_or(defaults.batch).max(1) as usize,
+                lr: lr.unwrap_or(model_lr),
+                seed: seed.unwrap_or(defaults.seed),
+                shuffle: defaults.shuffle,
+            };
+            let outcome = train(
+                &source,
+                &model,
+                &data,
+                settings,
+                seed.is_some(),
+                log,
+                save,
+                resume,
+            );
+            finish(&source, outcome)
+        }
+        Command::Eval {
+            file,
+            weights,
+            data,
+        } => {
+            let Some(source) = read(&file) else { return 1 };
+            let Some(model) = front_end(&source) else {
+                return 1;
+            };
+            let outcome = (|| {
+                let split = load(&data, model.train.seed)?;
+                let mut session = Session::new(&model, &source, 0);
+                session.restore(&weights)?;
+                runtime::fits(&model, &split.test)?;
+                let score = session.evaluate(&split.test, model.train.batch as usize);
+                match score.accuracy {
+                    Some(acc) => println!(
+                        "test_loss {:.6}  test_acc {acc:.4}  ({} examples)",
+                        score.loss, split.test.len
+                    ),
+                    None => println!("test_loss {:.6}  ({} examples)", score.loss, split.test.len),
+                }
+                Ok(())
+            })();
+            finish(&source, outcome)
+        }
+        Command::Predict {
+            file,
+            weights,
+            data,
+            limit,
+        } => {
+            let Some(source) = read(&file) else { return 1 };
+            let Some(model) = front_end(&source) else {
+                return 1;
+            };
+            let outcome = (|| {
+                let split = load(&data, model.train.seed)?;
+                let mut session = Session::new(&model, &source, 0);
+                session.restore(&weights)?;
+                runtime::fits(&model, &split.test)?;
+                print_predictions(&session, &split, limit);
+                Ok(())
+            })();
+            finish(&source, outcome)
+        }
+        Command::Gradcheck {
+            file,
+            data,
+            data_dir,
+            target,
+            batch,
+        } => {
+            let Some(source) = read(&file) else { return 1 };
+            let Some(model) = front_end(&source) else {
+                return 1;
+            };
+            finish(
+                &source,
+                gradcheck(
+                    &source,
+                    &model,
+                    data.as_deref(),
+                    data_dir,
+                    target,
+                    batch.max(1),
+                ),
+            )
+        }
         Command::Explain { code } => match Code::parse(&code) {
             Some(code) => {
                 print!("{}", code.explanation());
@@ -148,6 +342,224 @@ pub fn run() -> i32 {
                 2
             }
         },
+    }
+}
+
+/// Parses and checks, printing diagnostics; the model when it has no errors.
+fn front_end(source: &SourceFile) -> Option<Model> {
+    let (checked, diagnostics) = crate::front_end(source);
+    report(source, &diagnostics, MessageFormat::Human);
+    checked.map(|(_, model)| model)
+}
+
+/// Prints a run's error, if any, and gives the exit code.
+fn finish(source: &SourceFile, outcome: Result<(), Diagnostic>) -> i32 {
+    match outcome {
+        Ok(()) => 0,
+        Err(diagnostic) => {
+            report(source, &[diagnostic], MessageFormat::Human);
+            1
+        }
+    }
+}
+
+fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {
+    Source::parse(&args.data, args.data_dir.as_deref(), args.target.as_deref())?.load(seed)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train(
+    source: &SourceFile,
+    model: &Model,
+    data: &DataArgs,
+    mut settings: RunSettings,
+    seed_given: bool,
+    log: Option<PathBuf>,
+    save: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> Result<(), Diagnostic> {
+    let split = load(data, settings.seed)?;
+    let mut session = Session::new(model, source, settings.seed);
+    if let Some(path) = &resume {
+        let checkpoint = session.restore(path)?;
+        if !seed_given {
+            settings.seed = checkpoint.seed;
+        }
+        eprintln!(
+            "resuming {} after epoch {} (step {})",
+            path.display(),
+            checkpoint.epoch,
+            checkpoint.step
+        );
+    }
+    let log = match log {
+        Some(path) => Some(std::fs::File::create(&path).map_err(|e| {
+            crate::data::error(
+                Code::E0504,
+                format!("cannot create the log {}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    let mut reporter = Reporter::new(log, false);
+    let outcome = session.fit(&split, &settings, &mut reporter);
+    reporter.finish();
+    // The last good weights are saved even when training stopped early.
+    if let Some(path) = &save {
+        session.save(path, settings.seed)?;
+        eprintln!(
+            "saved {} (epoch {}, step {})",
+            path.display(),
+            session.epoch,
+            session.step
+        );
+    }
+    outcome
+}
+
+fn print_predictions(session: &Session, split: &Split, limit: usize) {
+    let test = &split.test;
+    let shown = limit.min(test.len);
+    let subset = crate::data::Dataset {
+        len: shown,
+        feature_dims: test.feature_dims.clone(),
+        features: test.features[..shown * test.feature_size()].to_vec(),
+        target_dims: test.target_dims.clone(),
+        targets: test.targets[..shown * test.target_size()].to_vec(),
+    };
+    let name = |class: usize| match &split.class_names {
+        Some(names) => names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string()),
+        None => class.to_string(),
+    };
+    println!("{:>5}  {:<14} {:<14}", "index", "predicted", "true");
+    let mut row = 0;
+    for (_, output) in session.predict(&subset, 256) {
+        let Some(output) = output else { break };
+        let per = output.data.len() / output.dims[0].max(1);
+        for values in output.data.chunks(per) {
+            let truth = subset.targets[row * subset.target_size()];
+            let (predicted, actual) = match session.model.label.as_ref().map(|l| &l.kind) {
+                Some(LabelKind::Class(_)) => {
+                    let best = values
+                        .iter()
+                        .enumerate()
+                        .fold(0, |b, (i, &v)| if v > values[b] { i } else { b });
+                    (name(best), name(truth as usize))
+                }
+                _ => (format!("{:.4}", values[0]), format!("{truth:.4}")),
+            };
+            let classes = matches!(
+                session.model.label.as_ref().map(|l| &l.kind),
+                Some(LabelKind::Class(_))
+            );
+            let mark = if classes && predicted != actual {
+                "  ✗"
+            } else {
+                ""
+            };
+            println!("{row:>5}  {predicted:<14} {actual:<14}{mark}");
+            row += 1;
+        }
+    }
+}
+
+fn gradcheck(
+    source: &SourceFile,
+    model: &Model,
+    data: Option<&str>,
+    data_dir: Option<PathBuf>,
+    target: Option<String>,
+    batch: usize,
+) -> Result<(), Diagnostic> {
+    let forward = ir::build(model, source, ir::Mode::Train);
+    let mut classes = vec![None; model.inputs.len()];
+    if let Some(label) = &model.label {
+        classes.push(match label.kind {
+            LabelKind::Class(n) => Some(n),
+            LabelKind::Target(_) => None,
+        });
+    }
+    let [mut inputs, params, states] =
+        crate::gradcheck::random_bindings(&forward, batch, &classes, model.train.seed);
+    let session = Session::new(model, source, model.train.seed);
+    // Start from the model's own initialization, nudged off zero so no unit sits on a kink.
+    let params: Vec<_> = session
+        .params
+        .iter()
+        .zip(params)
+        .map(|(init, noise)| {
+            Tensor::new(
+                init.dims.clone(),
+                init.data
+                    .iter()
+                    .zip(&noise.data)
+                    .map(|(&w, n)| w as f64 + 0.01 * n)
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut batch = batch;
+    if let Some(name) = data {
+        let split =
+            Source::parse(name, data_dir.as_deref(), target.as_deref())?.load(model.train.seed)?;
+        runtime::fits(model, &split.train)?;
+        batch = batch.min(split.train.len);
+        let rows: Vec<usize> = (0..batch).collect();
+        let size = split.train.feature_size();
+        let t = split.train.target_size();
+        inputs = vec![
+            Tensor::new(
+                crate::interp::dims(&forward.inputs[0].shape, batch),
+                rows.iter()
+                    .flat_map(|&r| {
+                        split.train.features[r * size..(r + 1) * size]
+                            .iter()
+                            .map(|&v| v as f64)
+                    })
+                    .collect(),
+            ),
+            Tensor::new(
+                crate::interp::dims(&forward.inputs[1].shape, batch),
+                rows.iter()
+                    .flat_map(|&r| {
+                        split.train.targets[r * t..(r + 1) * t]
+                            .iter()
+                            .map(|&v| v as f64)
+                    })
+                    .collect(),
+            ),
+        ];
+    }
+    let problem = crate::gradcheck::Problem {
+        forward: &forward,
+        batch,
+        inputs,
+        params,
+        states,
+        seed: model.train.seed,
+    };
+    let results = crate::gradcheck::check(&problem, 20);
+    println!("{:<28} {:>10} {:>12}", "parameter", "checked", "rel. error");
+    for r in &results {
+        println!("{:<28} {:>10} {:>12.2e}", r.name, r.checked, r.error);
+    }
+    let worst = results.iter().max_by(|a, b| a.error.total_cmp(&b.error));
+    match worst {
+        Some(w) if w.error >= 1e-5 => Err(crate::data::error(
+            Code::E0509,
+            format!("the gradient of `{}` is off by {:.2e}", w.name, w.error),
+        )),
+        Some(w) => {
+            println!("worst: {} at {:.2e} (below 1e-5)", w.name, w.error);
+            Ok(())
+        }
+        None => {
+            println!("the model has no parameters");
+            Ok(())
+        }
     }
 }
 

@@ -73,6 +73,12 @@ codes! {
     E0501 => "unknown training setting",
     E0502 => "training setting out of range",
     E0503 => "metric does not apply to this model",
+    E0504 => "data source not found",
+    E0505 => "malformed data file",
+    E0506 => "bad CSV record",
+    E0507 => "data does not fit the model",
+    E0508 => "checkpoint does not fit the model",
+    E0509 => "training diverged",
     W0201 => "parameter does not reach the loss",
 }
 

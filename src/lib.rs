@@ -8,10 +8,12 @@ pub mod source;
 
 pub mod autodiff;
 pub mod check;
+pub mod data;
 pub mod gradcheck;
 pub mod interp;
 pub mod ir;
 pub mod opt;
+pub mod runtime;
 pub mod syntax;
 
 pub mod cli;

@@ -2,11 +2,13 @@
 //! `tests/ui/` is a new case.
 
 mod cli;
+mod data;
 mod gradcheck;
 mod models;
 mod mutate;
 mod step;
 mod tidy;
+mod train;
 mod ui;
 
 use netc::source::SourceFile;

@@ -1,0 +1,126 @@
+//! Data sets: Fashion-MNIST from its IDX files, CSV tables, and synthetic sets made from a seed.
+//! Every problem with the data (a missing or malformed file, a bad record) is an E05xx
+//! diagnostic naming the file and the record, never a panic.
+
+mod csv;
+mod idx;
+mod synthetic;
+
+use crate::diagnostics::{Code, Diagnostic};
+use std::path::{Path, PathBuf};
+
+/// Where Debian's `dataset-fashion-mnist` puts the files.
+pub const FMNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST's class names, by label.
+pub const FMNIST_CLASSES: [&str; 10] = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+];
+
+/// Examples: features and targets (class indices or real values), row-major, f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub len: usize,
+    /// One example's feature dimensions.
+    pub feature_dims: Vec<usize>,
+    pub features: Vec<f32>,
+    /// One example's target dimensions (`[]` for a class index).
+    pub target_dims: Vec<usize>,
+    pub targets: Vec<f32>,
+}
+
+impl Dataset {
+    /// Elements per example of the features.
+    pub fn feature_size(&self) -> usize {
+        self.feature_dims.iter().product()
+    }
+
+    /// Elements per example of the targets.
+    pub fn target_size(&self) -> usize {
+        self.target_dims.iter().product()
+    }
+}
+
+/// A training set and a held-out test set.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub train: Dataset,
+    pub test: Dataset,
+    /// Class names by index, when the source has them.
+    pub class_names: Option<Vec<String>>,
+}
+
+/// A named data source, as given to `--data`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Fmnist { dir: PathBuf },
+    Csv { path: PathBuf, target: String },
+    Linear,
+    Beans,
+    Xor,
+}
+
+impl Source {
+    /// Reads `--data NAME` with the options that go with it.
+    pub fn parse(
+        name: &str,
+        data_dir: Option<&Path>,
+        target: Option<&str>,
+    ) -> Result<Source, Diagnostic> {
+        Ok(match name {
+            "fmnist" | "fashion-mnist" => Source::Fmnist {
+                dir: data_dir.map_or_else(|| PathBuf::from(FMNIST_DIR), Path::to_path_buf),
+            },
+            "linear" => Source::Linear,
+            "beans" => Source::Beans,
+            "xor" => Source::Xor,
+            path if path.ends_with(".csv") => Source::Csv {
+                path: PathBuf::from(path),
+                target: target
+                    .ok_or_else(|| {
+                        error(Code::E0506, format!("{path}: which column is the target?"))
+                            .with_help("name it with `--target COLUMN`")
+                    })?
+                    .to_string(),
+            },
+            other => {
+                return Err(
+                    error(Code::E0504, format!("unknown data source `{other}`")).with_note(
+                        "the sources are fmnist, linear, beans, xor, or a path to a .csv file",
+                    ),
+                )
+            }
+        })
+    }
+
+    /// Loads the source. Synthetic sets and the CSV split are drawn from `seed`.
+    pub fn load(&self, seed: u64) -> Result<Split, Diagnostic> {
+        match self {
+            Source::Fmnist { dir } => idx::fashion_mnist(dir),
+            Source::Csv { path, target } => csv::load(path, target, seed),
+            Source::Linear => Ok(synthetic::linear(seed)),
+            Source::Beans => Ok(synthetic::beans(seed)),
+            Source::Xor => Ok(synthetic::xor()),
+        }
+    }
+}
+
+/// A data diagnostic: not tied to a place in the model file, so it has no label.
+pub fn error(code: Code, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        code,
+        message: message.into(),
+        labels: Vec::new(),
+        notes: Vec::new(),
+        help: None,
+    }
+}

@@ -1,0 +1,80 @@
+//! Synthetic data sets drawn from a seed, as in d2l's chapters on linear models.
+
+use super::{Dataset, Split};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+fn table(rows: Vec<(Vec<f32>, f32)>) -> Dataset {
+    Dataset {
+        len: rows.len(),
+        feature_dims: vec![rows.first().map_or(0, |r| r.0.len())],
+        features: rows.iter().flat_map(|r| r.0.iter().copied()).collect(),
+        target_dims: vec![1],
+        targets: rows.iter().map(|r| r.1).collect(),
+    }
+}
+
+/// d2l's linear regression data: x ~ N(0, 1)², y = x·[2, −3.4] + 4.2 + N(0, 0.01²); 1000
+/// training and 200 test examples.
+pub fn linear(seed: u64) -> Split {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let unit = Normal::new(0.0f64, 1.0).expect("valid normal");
+    let noise = Normal::new(0.0f64, 0.01).expect("valid normal");
+    let mut draw = |n: usize| {
+        table(
+            (0..n)
+                .map(|_| {
+                    let x = [unit.sample(&mut rng), unit.sample(&mut rng)];
+                    let y = 2.0 * x[0] - 3.4 * x[1] + 4.2 + noise.sample(&mut rng);
+                    (vec![x[0] as f32, x[1] as f32], y as f32)
+                })
+                .collect(),
+        )
+    };
+    Split {
+        train: draw(1000),
+        test: draw(200),
+        class_names: None,
+    }
+}
+
+/// Bean size against toxicity: x ~ U(0, 2), y = 0.7·x + 0.5 + N(0, 0.05²); 200 training and
+/// 50 test examples.
+pub fn beans(seed: u64) -> Split {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0f64, 0.05).expect("valid normal");
+    let mut draw = |n: usize| {
+        table(
+            (0..n)
+                .map(|_| {
+                    let x: f64 = rng.random::<f64>() * 2.0;
+                    (
+                        vec![x as f32],
+                        (0.7 * x + 0.5 + noise.sample(&mut rng)) as f32,
+                    )
+                })
+                .collect(),
+        )
+    };
+    Split {
+        train: draw(200),
+        test: draw(50),
+        class_names: None,
+    }
+}
+
+/// The four XOR points, for training and testing alike.
+pub fn xor() -> Split {
+    let points = table(vec![
+        (vec![0.0, 0.0], 0.0),
+        (vec![0.0, 1.0], 1.0),
+        (vec![1.0, 0.0], 1.0),
+        (vec![1.0, 1.0], 0.0),
+    ]);
+    Split {
+        train: points.clone(),
+        test: points,
+        class_names: None,
+    }
+}

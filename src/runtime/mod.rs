@@ -1,0 +1,404 @@
+//! Stage 6, runtime: a checked model and a data set in, a trained model out. Runs the
+//! optimized training step batch by batch (shuffled from the seed each epoch, a partial last
+//! batch included), reports each epoch, evaluates on the held-out set, stops with a diagnostic
+//! when the loss stops being finite, and saves and resumes checkpoints exactly.
+
+pub mod checkpoint;
+mod init;
+mod report;
+
+use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
+use crate::data::{error, Dataset, Split};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::interp::{self, Bindings, Tensor};
+use crate::ir::{Graph, NodeId};
+use crate::source::SourceFile;
+use checkpoint::Checkpoint;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+pub use report::{EpochReport, Reporter};
+
+/// Settings of one training run (the model's `train` block, overridden from the command line).
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub epochs: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+    pub shuffle: bool,
+}
+
+/// A model compiled for training and evaluation, with its current weights.
+pub struct Session<'a> {
+    pub model: &'a Model,
+    pub source: &'a SourceFile,
+    pub train: Graph,
+    pub eval: Graph,
+    pub hash: String,
+    pub params: Vec<Tensor<f32>>,
+    pub states: Vec<Tensor<f32>>,
+    pub step: u64,
+    pub epoch: u64,
+}
+
+/// Loss and accuracy over a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+}
+
+impl<'a> Session<'a> {
+    /// Compiles the model's training and evaluation graphs and draws its first weights.
+    pub fn new(model: &'a Model, source: &'a SourceFile, seed: u64) -> Session<'a> {
+        let train = crate::train_graph(model, source);
+        let eval = crate::eval_graph(model, source);
+        let hash = checkpoint::model_hash(&train);
+        let shapes: Vec<_> = train.states.iter().map(|d| d.shape.clone()).collect();
+        let (params, states) = init::initial(model, &shapes, seed);
+        Session {
+            model,
+            source,
+            train,
+            eval,
+            hash,
+            params,
+            states,
+            step: 0,
+            epoch: 0,
+        }
+    }
+
+    /// Replaces the weights and position with a checkpoint's, after checking it fits.
+    pub fn restore(&mut self, path: &std::path::Path) -> Result<Checkpoint, Diagnostic> {
+        let checkpoint = checkpoint::load(path, &self.train, &self.hash)?;
+        self.params = checkpoint.params.clone();
+        self.states = checkpoint.states.clone();
+        self.step = checkpoint.step;
+        self.epoch = checkpoint.epoch;
+        Ok(checkpoint)
+    }
+
+    /// Saves the current weights and position.
+    pub fn save(&self, path: &std::path::Path, seed: u64) -> Result<(), Diagnostic> {
+        let checkpoint = Checkpoint {
+            model_hash: self.hash.clone(),
+            params: self.params.clone(),
+            states: self.states.clone(),
+            step: self.step,
+            epoch: self.epoch,
+            seed,
+        };
+        checkpoint::save(path, &self.train, &checkpoint)
+    }
+
+    /// Trains until `settings.epochs` epochs are done, reporting each. On divergence the weights
+    /// of the last good step are kept and the error is returned.
+    pub fn fit(
+        &mut self,
+        data: &Split,
+        settings: &RunSettings,
+        reporter: &mut Reporter,
+    ) -> Result<(), Diagnostic> {
+        fits(self.model, &data.train)?;
+        fits(self.model, &data.test)?;
+        let loss = self
+            .train
+            .result("loss")
+            .expect("training graphs have a loss");
+        let output = self.train.result("output");
+        while self.epoch < settings.epochs {
+            let epoch = self.epoch + 1;
+            let started = std::time::Instant::now();
+            let mut order: Vec<usize> = (0..data.train.len).collect();
+            if settings.shuffle {
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                    settings.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                ));
+            }
+            let (mut total_loss, mut correct) = (0.0, 0usize);
+            let batches = order.len().div_ceil(settings.batch);
+            reporter.start_epoch(epoch, batches as u64);
+            for (index, rows) in order.chunks(settings.batch).enumerate() {
+                let step = self.step + 1;
+                let inputs = batch_tensors(&self.train, &data.train, rows);
+                let hypers = [settings.lr, step as f64];
+                let bind = Bindings {
+                    batch: rows.len(),
+                    inputs: &inputs,
+                    params: &self.params,
+                    states: &self.states,
+                    hypers: &hypers,
+                    seed: step_seed(settings.seed, step),
+                };
+                let mut wanted = vec![loss];
+                wanted.extend(output);
+                wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
+                wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
+                let mut values =
+                    interp::run(&self.train, &bind, &wanted, false).expect("unchecked runs finish");
+                let step_loss = values[0].item() as f64;
+                if !step_loss.is_finite() {
+                    return Err(self.diverged(&bind, epoch, index + 1));
+                }
+                if let Some(out) = output.map(|_| &values[1]) {
+                    correct += self.correct(out, &inputs[1]);
+                }
+                let rest = values.split_off(1 + usize::from(output.is_some()));
+                let (params, states) = rest.split_at(self.params.len());
+                for (&(p, _), value) in self.train.param_updates.iter().zip(params) {
+                    self.params[p] = value.clone();
+                }
+                for (&(s, _), value) in self.train.state_updates.iter().zip(states) {
+                    self.states[s] = value.clone();
+                }
+                total_loss += step_loss * rows.len() as f64;
+                self.step = step;
+                reporter.advance();
+            }
+            self.epoch = epoch;
+            let test = self.evaluate(&data.test, settings.batch);
+            let seconds = started.elapsed().as_secs_f64();
+            let accuracy = self
+                .model
+                .metric
+                .map(|_| correct as f64 / data.train.len as f64);
+            reporter.finish_epoch(&EpochReport {
+                epoch,
+                train_loss: total_loss / data.train.len as f64,
+                train_accuracy: accuracy,
+                test_loss: test.loss,
+                test_accuracy: test.accuracy,
+                seconds,
+                examples_per_second: data.train.len as f64 / seconds,
+            });
+        }
+        Ok(())
+    }
+
+    /// The loss and accuracy on a data set, with the evaluation graph, in batches.
+    pub fn evaluate(&self, data: &Dataset, batch: usize) -> Score {
+        let predictions = self.predict(data, batch);
+        let (mut loss, mut correct) = (0.0, 0);
+        for (rows, (batch_loss, outputs)) in (0..data.len)
+            .collect::<Vec<_>>()
+            .chunks(batch)
+            .zip(predictions)
+        {
+            loss += batch_loss * rows.len() as f64;
+            if let Some(out) = outputs {
+                correct += self.correct(&out, &batch_targets(&self.eval, data, rows));
+            }
+        }
+        let accuracy = self.model.metric.map(|_| correct as f64 / data.len as f64);
+        Score {
+            loss: loss / data.len as f64,
+            accuracy,
+        }
+    }
+
+    /// The evaluation graph's loss and output for each batch of a data set, in order.
+    pub fn predict(&self, data: &Dataset, batch: usize) -> Vec<(f64, Option<Tensor<f32>>)> {
+        let loss = self
+            .eval
+            .result("loss")
+            .expect("evaluation graphs have a loss");
+        let output = self.eval.result("output");
+        let rows: Vec<usize> = (0..data.len).collect();
+        rows.chunks(batch)
+            .map(|rows| {
+                let inputs = batch_tensors(&self.eval, data, rows);
+                let model_states = &self.states[..self.eval.states.len()];
+                let bind = Bindings {
+                    batch: rows.len(),
+                    inputs: &inputs,
+                    params: &self.params,
+                    states: model_states,
+                    hypers: &[],
+                    seed: 0,
+                };
+                let mut wanted = vec![loss];
+                wanted.extend(output);
+                let mut values =
+                    interp::run(&self.eval, &bind, &wanted, false).expect("unchecked runs finish");
+                let out = output.map(|_| values.remove(1));
+                (values[0].item() as f64, out)
+            })
+            .collect()
+    }
+
+    /// How many predictions in a batch are right.
+    fn correct(&self, output: &Tensor<f32>, targets: &Tensor<f32>) -> usize {
+        let rows = output.dims.first().copied().unwrap_or(0);
+        match &self.model.label.as_ref().map(|l| &l.kind) {
+            Some(LabelKind::Class(classes)) => {
+                let classes = *classes as usize;
+                (0..rows)
+                    .filter(|&r| {
+                        argmax(&output.data[r * classes..(r + 1) * classes])
+                            == targets.data[r] as usize
+                    })
+                    .count()
+            }
+            _ if signed_targets(self.model) => (0..rows)
+                .filter(|&r| (output.data[r] >= 0.0) == (targets.data[r] >= 0.0))
+                .count(),
+            _ => (0..rows)
+                .filter(|&r| (output.data[r] >= 0.5) == (targets.data[r] >= 0.5))
+                .count(),
+        }
+    }
+
+    /// Re-runs a diverged step with checks to name the first operation that went non-finite.
+    fn diverged(&self, bind: &Bindings<f32>, epoch: u64, step: usize) -> Diagnostic {
+        let loss = self
+            .train
+            .result("loss")
+            .expect("training graphs have a loss");
+        let mut diagnostic = error(
+            Code::E0509,
+            format!("the loss is not finite at epoch {epoch}, step {step}"),
+        );
+        if let Err(interp::NonFinite(node)) = interp::run(&self.train, bind, &[loss], true) {
+            diagnostic = diagnostic.with_note(describe_node(&self.train, node, self.source));
+        }
+        diagnostic
+            .with_note("the weights of the last good step are kept")
+            .with_help("lower the learning rate (`--lr`), or check the scale of the inputs")
+    }
+}
+
+/// "the first non-finite value came from `exp` at models/x.net line 13".
+fn describe_node(graph: &Graph, node: NodeId, source: &SourceFile) -> String {
+    let n = graph.node(node);
+    let op = n.op.to_string();
+    let op = op.split(['(', '[', ' ']).next().unwrap_or("");
+    match n.line {
+        0 => format!("the first non-finite value came from `{op}` ({node})"),
+        line => format!(
+            "the first non-finite value came from `{op}` ({node}) at {} line {line}",
+            source.name
+        ),
+    }
+}
+
+/// Hinge and perceptron models use ±1 targets; accuracy compares signs.
+fn signed_targets(model: &Model) -> bool {
+    matches!(
+        model.loss.kind,
+        TExprKind::Loss {
+            kind: LossKind::Hinge | LossKind::Perceptron,
+            ..
+        }
+    )
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+}
+
+/// A per-step seed for dropout masks: depends only on the run's seed and the step number.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step
+}
+
+/// The features and targets of some rows, as batch tensors shaped as the graph declares them.
+fn batch_tensors(graph: &Graph, data: &Dataset, rows: &[usize]) -> [Tensor<f32>; 2] {
+    let size = data.feature_size();
+    let x = Tensor::new(
+        interp::dims(&graph.inputs[0].shape, rows.len()),
+        rows.iter()
+            .flat_map(|&r| data.features[r * size..(r + 1) * size].iter().copied())
+            .collect(),
+    );
+    [x, batch_targets(graph, data, rows)]
+}
+
+fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
+    let size = data.target_size();
+    Tensor::new(
+        interp::dims(&graph.inputs[1].shape, rows.len()),
+        rows.iter()
+            .flat_map(|&r| data.targets[r * size..(r + 1) * size].iter().copied())
+            .collect(),
+    )
+}
+
+/// Checks that a data set's examples fit the model's input and label (E0507), pointing at the
+/// declaration in the model file.
+pub fn fits(model: &Model, data: &Dataset) -> Result<(), Diagnostic> {
+    let [input] = model.inputs.as_slice() else {
+        return Err(error(
+            Code::E0507,
+            "data sources feed models with exactly one input",
+        ));
+    };
+    let declared: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
+    if declared != data.feature_dims {
+        let flat: usize = data.feature_dims.iter().product();
+        let mut d = crate::diagnostics::Diagnostic::new(
+            Code::E0507,
+            format!(
+                "the data's examples have shape {:?}, but `{}` is declared {:?}",
+                data.feature_dims, input.name, declared
+            ),
+            input.span,
+            format!("declared {declared:?}"),
+        );
+        if declared.iter().product::<usize>() == flat {
+            d = d.with_help(format!(
+                "declare `input {}: {:?}` and flatten it in the model",
+                input.name, data.feature_dims
+            ));
+        }
+        return Err(d);
+    }
+    let Some(label) = &model.label else {
+        return Ok(());
+    };
+    match &label.kind {
+        LabelKind::Class(classes) => {
+            if !data.target_dims.is_empty() && data.target_dims != [1] {
+                return Err(Diagnostic::new(
+                    Code::E0507,
+                    "the data's targets are not class indices",
+                    label.span,
+                    "a class label",
+                ));
+            }
+            if let Some((row, &bad)) = data
+                .targets
+                .iter()
+                .enumerate()
+                .find(|&(_, &t)| t < 0.0 || t.fract() != 0.0 || t as u64 >= *classes)
+            {
+                return Err(Diagnostic::new(
+                    Code::E0507,
+                    format!("record {row} has label {bad}, which is not a class in 0..{classes}"),
+                    label.span,
+                    format!("{classes} classes declared here"),
+                ));
+            }
+        }
+        LabelKind::Target(dims) => {
+            let declared: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+            let found = if data.target_dims.is_empty() {
+                vec![]
+            } else {
+                data.target_dims.clone()
+            };
+            if declared != found && !(found.is_empty() && declared == [1]) {
+                return Err(Diagnostic::new(
+                    Code::E0507,
+                    format!("the data's targets have shape {found:?}, but `{}` is declared {declared:?}", label.name),
+                    label.span,
+                    format!("declared {declared:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Training end to end on the interpreter: synthetic problems with known answers, checkpoints
+//! that round-trip exactly, resumed runs equal to uninterrupted ones bit for bit, and a
+//! diverging run stopped with a diagnostic.
+
+use crate::load;
+use netc::data::Source;
+use netc::runtime::{Reporter, RunSettings, Session};
+use std::path::Path;
+
+fn model(file: &str) -> (netc::check::Model, netc::source::SourceFile) {
+    let source = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(file));
+    let (checked, _) = netc::front_end(&source);
+    (checked.expect("model checks").1, source)
+}
+
+fn settings(model: &netc::check::Model, epochs: u64) -> RunSettings {
+    let lr = match model.optimizer {
+        netc::check::model::Optimizer::Sgd { lr, .. }
+        | netc::check::model::Optimizer::Adam { lr, .. } => lr,
+    };
+    RunSettings {
+        epochs,
+        batch: model.train.batch as usize,
+        lr,
+        seed: model.train.seed,
+        shuffle: true,
+    }
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("netc-train-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn linear_regression_recovers_w_and_b_in_three_epochs() {
+    let (model, source) = model("models/linreg.net");
+    let data = Source::Linear
+        .load(model.train.seed)
+        .expect("synthetic data");
+    let mut session = Session::new(&model, &source, model.train.seed);
+    session
+        .fit(&data, &settings(&model, 3), &mut Reporter::new(None, true))
+        .expect("trains");
+    let (w, b) = (&session.params[0].data, session.params[1].data[0]);
+    assert!(
+        (w[0] - 2.0).abs() < 0.01 && (w[1] + 3.4).abs() < 0.01,
+        "w = {w:?}"
+    );
+    assert!((b - 4.2).abs() < 0.01, "b = {b}");
+}
+
+#[test]
+fn beans_fit_the_line() {
+    let (model, source) = model("models/beans.net");
+    let data = Source::Beans
+        .load(model.train.seed)
+        .expect("synthetic data");
+    let mut session = Session::new(&model, &source, model.train.seed);
+    session
+        .fit(
+            &data,
+            &settings(&model, model.train.epochs),
+            &mut Reporter::new(None, true),
+        )
+        .expect("trains");
+    let (w, b) = (session.params[0].data[0], session.params[1].data[0]);
+    assert!(
+        (w - 0.7).abs() < 0.05 && (b - 0.5).abs() < 0.05,
+        "y ≈ {w}·x + {b}"
+    );
+}
+
+#[test]
+fn xor_is_learned_exactly() {
+    let (model, source) = model("models/xor.net");
+    let data = Source::Xor.load(0).expect("synthetic data");
+    let mut session = Session::new(&model, &source, model.train.seed);
+    let mut reporter = Reporter::new(None, true);
+    session
+        .fit(&data, &settings(&model, model.train.epochs), &mut reporter)
+        .expect("trains");
+    assert_eq!(
+        reporter.history.last().and_then(|r| r.test_accuracy),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn saved_weights_evaluate_to_the_same_accuracy() {
+    let (model, source) = model("models/xor.net");
+    let data = Source::Xor.load(0).expect("synthetic data");
+    let mut session = Session::new(&model, &source, 1);
+    let mut reporter = Reporter::new(None, true);
+    session
+        .fit(&data, &settings(&model, 40), &mut reporter)
+        .expect("trains");
+    let path = temp("xor.safetensors");
+    session.save(&path, 1).expect("saves");
+    let mut restored = Session::new(&model, &source, 99);
+    restored.restore(&path).expect("restores");
+    let last = reporter.history.last().expect("an epoch ran");
+    let score = restored.evaluate(&data.test, 4);
+    assert_eq!(score.loss, last.test_loss);
+    assert_eq!(score.accuracy, last.test_accuracy);
+    assert_eq!(restored.params, session.params);
+    std::fs::remove_file(path).ok();
+}
+
+/// Four epochs in one run equal two epochs, saved, then resumed for two more: bit for bit,
+/// with dropout and momentum state in play.
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let source = netc::source::SourceFile::new(
+        "resume.net",
+        "net resume {
+            input x: [2]
+            target y: [1]
+            layers { dense(8) tanh dropout(0.3) dense(1) sigmoid }
+            loss mse
+            optimizer adam(lr: 0.05)
+            train { batch: 3, epochs: 4, seed: 5 }
+        }",
+    );
+    let (checked, _) = netc::front_end(&source);
+    let model = checked.expect("model checks").1;
+    let data = Source::Xor.load(0).expect("synthetic data");
+    let quiet = || Reporter::new(None, true);
+
+    let mut whole = Session::new(&model, &source, 5);
+    whole
+        .fit(&data, &settings(&model, 4), &mut quiet())
+        .expect("trains");
+
+    let mut first = Session::new(&model, &source, 5);
+    first
+        .fit(&data, &settings(&model, 2), &mut quiet())
+        .expect("trains");
+    let path = temp("resume.safetensors");
+    first.save(&path, 5).expect("saves");
+    let mut resumed = Session::new(&model, &source, 12345);
+    resumed.restore(&path).expect("restores");
+    resumed
+        .fit(&data, &settings(&model, 4), &mut quiet())
+        .expect("trains");
+
+    assert_eq!(resumed.step, whole.step);
+    assert_eq!(
+        resumed.params, whole.params,
+        "parameters differ after resuming"
+    );
+    assert_eq!(
+        resumed.states, whole.states,
+        "optimizer state differs after resuming"
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_checkpoint_from_another_model_is_refused() {
+    let (xor, xor_source) = model("models/xor.net");
+    let (beans, beans_source) = model("models/beans.net");
+    let path = temp("other.safetensors");
+    Session::new(&xor, &xor_source, 0)
+        .save(&path, 0)
+        .expect("saves");
+    let error = Session::new(&beans, &beans_source, 0)
+        .restore(&path)
+        .expect_err("a different model");
+    assert_eq!(error.code, netc::diagnostics::Code::E0508);
+    assert!(
+        error.notes.iter().any(|n| n.contains("dense1.weight")),
+        "{:?}",
+        error.notes
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_diverging_run_names_the_operation_and_keeps_the_last_good_weights() {
+    let source = netc::source::SourceFile::new(
+        "diverge.net",
+        "net diverge {
+            input x: [2]
+            target y: [1]
+            param w: [2, 1] = ones
+            o = exp(x @ w)
+            loss mse(o, y)
+            optimizer sgd(lr: 1000)
+        }",
+    );
+    let (checked, _) = netc::front_end(&source);
+    let model = checked.expect("model checks").1;
+    let data = Source::Linear.load(0).expect("synthetic data");
+    let mut session = Session::new(&model, &source, 0);
+    let before = session.params.clone();
+    let error = session
+        .fit(&data, &settings(&model, 1), &mut Reporter::new(None, true))
+        .expect_err("diverges");
+    assert_eq!(error.code, netc::diagnostics::Code::E0509);
+    assert!(
+        error.notes.iter().any(|n| n.contains("diverge.net line")),
+        "{:?}",
+        error.notes
+    );
+    assert!(session
+        .params
+        .iter()
+        .all(|p| p.data.iter().all(|v| v.is_finite())));
+    if session.step == 0 {
+        assert_eq!(
+            session.params, before,
+            "the first step diverged: the initial weights stay"
+        );
+    }
+}
+
+/// The full Fashion-MNIST runs of the issue, when the data set is installed: softmax regression
+/// for 10 epochs and the MLP for one, on the interpreter.
+#[test]
+fn fashion_mnist_trains_on_the_interpreter() {
+    let source = Source::Fmnist {
+        dir: netc::data::FMNIST_DIR.into(),
+    };
+    let data = match source.load(0) {
+        Ok(data) => data,
+        // CI installs the data set, so there a missing one is a failure, not a skip.
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "skipped: {} (apt-get install dataset-fashion-mnist)",
+                e.message
+            );
+            return;
+        }
+        Err(e) => panic!("{}", e.message),
+    };
+    let (softmax, softmax_source) = model("models/softmax.net");
+    let mut session = Session::new(&softmax, &softmax_source, softmax.train.seed);
+    let mut reporter = Reporter::new(None, true);
+    session
+        .fit(&data, &settings(&softmax, 10), &mut reporter)
+        .expect("trains");
+    let accuracy = reporter
+        .history
+        .last()
+        .and_then(|r| r.test_accuracy)
+        .expect("accuracy");
+    assert!(
+        accuracy >= 0.80,
+        "softmax regression reached {accuracy} after 10 epochs"
+    );
+}
