@@ -113,7 +113,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct DataArgs {
-    /// fmnist, linear, beans, xor, or a path to a .csv file.
+    /// fmnist, linear, beans, xor, separable, or a path to a .csv file.
     #[arg(long)]
     data: String,
     /// Where the Fashion-MNIST IDX files are (default: /usr/share/datasets/fashion-mnist).

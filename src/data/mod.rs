@@ -67,6 +67,7 @@ pub enum Source {
     Linear,
     Beans,
     Xor,
+    Separable,
 }
 
 impl Source {
@@ -83,6 +84,7 @@ impl Source {
             "linear" => Source::Linear,
             "beans" => Source::Beans,
             "xor" => Source::Xor,
+            "separable" => Source::Separable,
             path if path.ends_with(".csv") => Source::Csv {
                 path: PathBuf::from(path),
                 target: target
@@ -92,13 +94,10 @@ impl Source {
                     })?
                     .to_string(),
             },
-            other => {
-                return Err(
-                    error(Code::E0504, format!("unknown data source `{other}`")).with_note(
-                        "the sources are fmnist, linear, beans, xor, or a path to a .csv file",
-                    ),
-                )
-            }
+            other => return Err(error(Code::E0504, format!("unknown data source `{other}`"))
+                .with_note(
+                "the sources are fmnist, linear, beans, xor, separable, or a path to a .csv file",
+            )),
         })
     }
 
@@ -110,6 +109,7 @@ impl Source {
             Source::Linear => Ok(synthetic::linear(seed)),
             Source::Beans => Ok(synthetic::beans(seed)),
             Source::Xor => Ok(synthetic::xor()),
+            Source::Separable => Ok(synthetic::separable(seed)),
         }
     }
 }

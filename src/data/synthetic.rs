@@ -64,6 +64,30 @@ pub fn beans(seed: u64) -> Split {
     }
 }
 
+/// Two linearly separable classes with targets −1 and +1: x ~ N(0, 1)², labelled by the side
+/// of the line 2·x₁ − 3·x₂ + 0.5 = 0, keeping only points at least 0.5 from it; 500 training and
+/// 100 test examples.
+pub fn separable(seed: u64) -> Split {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let unit = Normal::new(0.0f64, 1.0).expect("valid normal");
+    let mut draw = |n: usize| {
+        let mut rows = Vec::with_capacity(n);
+        while rows.len() < n {
+            let x = [unit.sample(&mut rng), unit.sample(&mut rng)];
+            let score = 2.0 * x[0] - 3.0 * x[1] + 0.5;
+            if score.abs() >= 0.5 {
+                rows.push((vec![x[0] as f32, x[1] as f32], score.signum() as f32));
+            }
+        }
+        table(rows)
+    };
+    Split {
+        train: draw(500),
+        test: draw(100),
+        class_names: None,
+    }
+}
+
 /// The four XOR points, for training and testing alike.
 pub fn xor() -> Split {
     let points = table(vec![

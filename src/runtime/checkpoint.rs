@@ -10,6 +10,9 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The `format` recorded in every checkpoint.
+const FORMAT: &str = "netc-checkpoint-1";
+
 /// Everything a run needs to continue exactly where it stopped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -55,14 +58,17 @@ pub fn save(path: &Path, graph: &Graph, checkpoint: &Checkpoint) -> Result<(), D
             )
         })
         .collect();
-    let metadata = HashMap::from([
-        ("format".to_string(), "netc-checkpoint-1".to_string()),
-        ("model".to_string(), graph.name.clone()),
-        ("model_hash".to_string(), checkpoint.model_hash.clone()),
-        ("step".to_string(), checkpoint.step.to_string()),
-        ("epoch".to_string(), checkpoint.epoch.to_string()),
-        ("seed".to_string(), checkpoint.seed.to_string()),
-    ]);
+    // One metadata entry holding sorted JSON: a map of several entries would be written in
+    // hash order, and the same run would not give the same bytes.
+    let netc = serde_json::json!({
+        "format": FORMAT,
+        "model": graph.name,
+        "model_hash": checkpoint.model_hash,
+        "step": checkpoint.step,
+        "epoch": checkpoint.epoch,
+        "seed": checkpoint.seed,
+    });
+    let metadata = HashMap::from([("netc".to_string(), netc.to_string())]);
     let encoded = safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| error(Code::E0508, format!("cannot encode the checkpoint: {e}")))?;
     let temporary = path.with_extension("safetensors.partial");
@@ -86,8 +92,13 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         )
     };
     let (_, header) = SafeTensors::read_metadata(&buffer).map_err(|e| not_ours(e.to_string()))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some("netc-checkpoint-1") {
+    let meta: serde_json::Value = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("netc"))
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    if meta["format"] != FORMAT {
         return Err(not_ours("it has no netc metadata".into()));
     }
     let tensors = SafeTensors::deserialize(&buffer).map_err(|e| not_ours(e.to_string()))?;
@@ -133,15 +144,15 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(mismatch)?;
-    let found_hash = meta.get("model_hash").cloned().unwrap_or_default();
+    let found_hash = meta["model_hash"].as_str().unwrap_or_default().to_string();
     if found_hash != expected_hash {
         return Err(mismatch(format!(
             "the parameters match, but the model's layers, functions or optimizer differ (model hash {found_hash} in the checkpoint, {expected_hash} now)"
         )));
     }
     let number = |key: &str| {
-        meta.get(key)
-            .and_then(|v| v.parse::<u64>().ok())
+        meta[key]
+            .as_u64()
             .ok_or_else(|| not_ours(format!("`{key}` is missing")))
     };
     Ok(Checkpoint {

@@ -127,3 +127,181 @@ fn summary_is_printed_on_request() {
         "784·256 + 256 + 256·10 + 10 parameters: {stdout}"
     );
 }
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("netc-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn run_trains_logs_saves_and_the_same_seed_gives_the_same_bytes() {
+    let (log, first, second) = (
+        temp("run.jsonl"),
+        temp("a.safetensors"),
+        temp("b.safetensors"),
+    );
+    let args = |save: &std::path::Path| {
+        vec![
+            "run",
+            "models/linreg.net",
+            "--data",
+            "linear",
+            "--log",
+            log.to_str().expect("utf-8"),
+            "--save",
+            save.to_str().expect("utf-8"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args(&first))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("epoch")).count(),
+        3,
+        "{stdout}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .expect("log written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_acc",
+        "test_loss",
+        "seconds",
+    ] {
+        assert!(lines[2].get(key).is_some(), "log lacks {key}");
+    }
+    assert!(
+        lines[2]["train_acc"].is_null()
+            && lines[2]["test_loss"].as_f64().is_some_and(|l| l < 0.001)
+    );
+
+    let again = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args(&second))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(&first).expect("saved"),
+        std::fs::read(&second).expect("saved"),
+        "same seed, different weights"
+    );
+
+    let eval = netc(&[
+        "eval",
+        "models/linreg.net",
+        "--weights",
+        first.to_str().expect("utf-8"),
+        "--data",
+        "linear",
+    ]);
+    assert_eq!(eval.status.code(), Some(0), "{}", text(&eval.stderr));
+    let expected = format!(
+        "test_loss {:.6}",
+        lines[2]["test_loss"].as_f64().expect("a number")
+    );
+    assert!(
+        text(&eval.stdout).contains(&expected),
+        "{} vs {expected}",
+        text(&eval.stdout)
+    );
+
+    let resumed = netc(&[
+        "run",
+        "models/linreg.net",
+        "--data",
+        "linear",
+        "--resume",
+        first.to_str().expect("utf-8"),
+        "--epochs",
+        "4",
+    ]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stdout).starts_with("epoch   4"),
+        "{}",
+        text(&resumed.stdout)
+    );
+    for f in [log, first, second] {
+        std::fs::remove_file(f).ok();
+    }
+}
+
+#[test]
+fn predict_and_gradcheck_report_per_example_and_per_parameter() {
+    let weights = temp("xor.safetensors");
+    let run = netc(&[
+        "run",
+        "models/xor.net",
+        "--data",
+        "xor",
+        "--save",
+        weights.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let predict = netc(&[
+        "predict",
+        "models/xor.net",
+        "--weights",
+        weights.to_str().expect("utf-8"),
+        "--data",
+        "xor",
+        "--limit",
+        "4",
+    ]);
+    assert_eq!(predict.status.code(), Some(0), "{}", text(&predict.stderr));
+    assert_eq!(
+        text(&predict.stdout).lines().count(),
+        5,
+        "a header and four rows: {}",
+        text(&predict.stdout)
+    );
+    std::fs::remove_file(weights).ok();
+
+    let check = netc(&["gradcheck", "models/xor.net"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    let stdout = text(&check.stdout);
+    assert!(
+        stdout.contains("dense1.weight") && stdout.contains("worst"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn data_errors_exit_one_with_their_code() {
+    let missing = netc(&[
+        "run",
+        "models/mlp.net",
+        "--data",
+        "fmnist",
+        "--data-dir",
+        "/nonexistent/netc",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = text(&missing.stderr);
+    assert!(
+        stderr.contains("error[E0504]") && stderr.contains("dataset-fashion-mnist"),
+        "{stderr}"
+    );
+
+    let misfit = netc(&["run", "models/mlp.net", "--data", "linear"]);
+    assert_eq!(misfit.status.code(), Some(1));
+    let stderr = text(&misfit.stderr);
+    assert!(
+        stderr.contains("error[E0507]") && stderr.contains("models/mlp.net:3:11"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
