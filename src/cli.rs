@@ -434,7 +434,7 @@ fn print_predictions(session: &Session, split: &Split, limit: usize) {
             .unwrap_or_else(|| class.to_string()),
         None => class.to_string(),
     };
-    println!("{:>5}  {:<14} {:<14}", "index", "predicted", "true");
+    println!("{:>5}  {:<14} true", "index", "predicted");
     let mut row = 0;
     for (_, output) in session.predict(&subset, 256) {
         let Some(output) = output else { break };
@@ -460,7 +460,10 @@ fn print_predictions(session: &Session, split: &Split, limit: usize) {
             } else {
                 ""
             };
-            println!("{row:>5}  {predicted:<14} {actual:<14}{mark}");
+            println!(
+                "{}",
+                format!("{row:>5}  {predicted:<14} {actual:<14}{mark}").trim_end()
+            );
             row += 1;
         }
     }
