@@ -272,11 +272,7 @@ pub fn run() -> i32 {
             let Some(model) = front_end(&source) else {
                 return 1;
             };
-            let outcome = (|| {
-                let split = load(&data, model.train.seed)?;
-                let mut session = Session::new(&model, &source, 0);
-                session.restore(&weights)?;
-                runtime::fits(&model, &split.test)?;
+            let outcome = restored(&source, &model, &weights, &data).map(|(session, split)| {
                 let score = session.evaluate(&split.test, model.train.batch as usize);
                 match score.accuracy {
                     Some(acc) => println!(
@@ -285,8 +281,7 @@ pub fn run() -> i32 {
                     ),
                     None => println!("test_loss {:.6}  ({} examples)", score.loss, split.test.len),
                 }
-                Ok(())
-            })();
+            });
             finish(&source, outcome)
         }
         Command::Predict {
@@ -299,14 +294,8 @@ pub fn run() -> i32 {
             let Some(model) = front_end(&source) else {
                 return 1;
             };
-            let outcome = (|| {
-                let split = load(&data, model.train.seed)?;
-                let mut session = Session::new(&model, &source, 0);
-                session.restore(&weights)?;
-                runtime::fits(&model, &split.test)?;
-                print_predictions(&session, &split, limit);
-                Ok(())
-            })();
+            let outcome = restored(&source, &model, &weights, &data)
+                .map(|(session, split)| print_predictions(&session, &split, limit));
             finish(&source, outcome)
         }
         Command::Gradcheck {
@@ -361,6 +350,20 @@ fn finish(source: &SourceFile, outcome: Result<(), Diagnostic>) -> i32 {
             1
         }
     }
+}
+
+/// A session holding saved weights, and the data to use them on (checked to fit).
+fn restored<'a>(
+    source: &'a SourceFile,
+    model: &'a Model,
+    weights: &Path,
+    data: &DataArgs,
+) -> Result<(Session<'a>, Split), Diagnostic> {
+    let split = load(data, model.train.seed)?;
+    let mut session = Session::new(model, source, 0);
+    session.restore(weights)?;
+    runtime::fits(model, &split.test)?;
+    Ok((session, split))
 }
 
 fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {

@@ -141,37 +141,10 @@ pub fn conv2d<T: Real>(
     window: &Window,
     out_dims: &[usize],
 ) -> Tensor<T> {
-    let [n, c, h, wd] = [x.dims[0], x.dims[1], x.dims[2], x.dims[3]];
-    let [o, _, kh, kw] = [w.dims[0], w.dims[1], w.dims[2], w.dims[3]];
-    let [oh, ow] = [out_dims[2], out_dims[3]];
     let mut out = Tensor::full(out_dims, T::default());
-    for b in 0..n {
-        for f in 0..o {
-            for y in 0..oh {
-                for z in 0..ow {
-                    let mut acc = T::default();
-                    for ch in 0..c {
-                        for i in 0..kh {
-                            let Some(sy) = source(y, i, window.stride[0], window.padding[0], h)
-                            else {
-                                continue;
-                            };
-                            for j in 0..kw {
-                                let Some(sz) =
-                                    source(z, j, window.stride[1], window.padding[1], wd)
-                                else {
-                                    continue;
-                                };
-                                acc += x.data[((b * c + ch) * h + sy) * wd + sz]
-                                    * w.data[((f * c + ch) * kh + i) * kw + j];
-                            }
-                        }
-                    }
-                    out.data[((b * o + f) * oh + y) * ow + z] = acc;
-                }
-            }
-        }
-    }
+    conv_triples(&x.dims, &w.dims, out_dims, window, |xi, wi, yi| {
+        out.data[yi] += x.data[xi] * w.data[wi]
+    });
     out
 }
 
