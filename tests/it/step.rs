@@ -170,3 +170,175 @@ fn one_sgd_step_of_softmax_regression_matches_a_hand_computation() {
         assert!((got[1].data[c] - expected).abs() < 1e-12);
     }
 }
+
+fn inline(text: &str) -> (netc::check::Model, netc::source::SourceFile) {
+    let source = netc::source::SourceFile::new("inline.net", text);
+    let (checked, diagnostics) = netc::front_end(&source);
+    let model = checked
+        .unwrap_or_else(|| panic!("{}", netc::diagnostics::render(&source, &diagnostics)))
+        .1;
+    (model, source)
+}
+
+/// Batch normalization: a training step moves the running statistics 10% of the way to the
+/// batch's mean and (biased) variance; evaluation normalizes with the running statistics.
+#[test]
+fn batchnorm_keeps_running_statistics_and_evaluates_with_them() {
+    let (model, source) = inline(
+        "net bn { input x: [2] target y: [2] layers { batchnorm(momentum: 0.1) } loss mse optimizer sgd(lr: 0.1) }",
+    );
+    let train = netc::train_graph(&model, &source);
+    let x: Tensor<f64> = Tensor::new(vec![4, 2], vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 6.0, 40.0]);
+    let y = Tensor::full(&[4, 2], 0.0);
+    let params = [Tensor::full(&[2], 1.0), Tensor::full(&[2], 0.0)];
+    let states = [
+        Tensor::new(vec![2], vec![0.5, 0.5]),
+        Tensor::new(vec![2], vec![2.0, 2.0]),
+    ];
+    let bind = Bindings {
+        batch: 4,
+        inputs: &[x.clone(), y.clone()],
+        params: &params,
+        states: &states,
+        hypers: &[0.1, 1.0],
+        seed: 0,
+    };
+    let wanted: Vec<_> = train.state_updates.iter().map(|&(_, id)| id).collect();
+    let updated = interp::run(&train, &bind, &wanted, false).expect("runs");
+    // Feature 0: mean 3, biased variance (4 + 1 + 0 + 9) / 4 = 3.5. Feature 1: mean 25, variance 125.
+    let expected = [
+        [0.9 * 0.5 + 0.1 * 3.0, 0.9 * 0.5 + 0.1 * 25.0],
+        [0.9 * 2.0 + 0.1 * 3.5, 0.9 * 2.0 + 0.1 * 125.0],
+    ];
+    for (got, want) in updated.iter().zip(expected) {
+        for (g, w) in got.data.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "running statistic {g}, expected {w}");
+        }
+    }
+    let eval = netc::eval_graph(&model, &source);
+    let output = eval.result("output").expect("an output");
+    let bind = Bindings {
+        batch: 4,
+        inputs: &[x.clone(), y],
+        params: &params,
+        states: &states,
+        hypers: &[],
+        seed: 0,
+    };
+    let out = &interp::run(&eval, &bind, &[output], false).expect("runs")[0];
+    for (i, (&o, &v)) in out.data.iter().zip(&x.data).enumerate() {
+        let expected = (v - 0.5) / (2.0f64 + 1e-5).sqrt();
+        assert!(
+            (o - expected).abs() < 1e-12,
+            "element {i}: {o}, expected {expected}"
+        );
+    }
+}
+
+/// Dropout: in training each element is zeroed with probability p and the rest scaled by
+/// 1/(1 − p), the mask fixed by the step's seed; in evaluation it is the identity.
+#[test]
+fn dropout_drops_p_scales_the_rest_and_is_off_in_evaluation() {
+    let (model, source) =
+        inline("net d { input x: [100] target y: [100] layers { dropout(0.3) } loss mse optimizer sgd(lr: 0.1) }");
+    let forward = ir::build(&model, &source, ir::Mode::Train);
+    let output = forward.result("output").expect("an output");
+    let x: Tensor<f64> = Tensor::full(&[100, 100], 1.0);
+    let y: Tensor<f64> = Tensor::full(&[100, 100], 0.0);
+    let run = |graph: &ir::Graph, seed: u64| {
+        let bind = Bindings {
+            batch: 100,
+            inputs: &[x.clone(), y.clone()],
+            params: &[],
+            states: &[],
+            hypers: &[],
+            seed,
+        };
+        interp::run(graph, &bind, &[output], false)
+            .expect("runs")
+            .remove(0)
+    };
+    let mask = run(&forward, 1);
+    let dropped = mask.data.iter().filter(|&&v| v == 0.0).count() as f64 / 10_000.0;
+    assert!(
+        (dropped - 0.3).abs() < 0.02,
+        "dropped {dropped} of the elements"
+    );
+    assert!(mask
+        .data
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-12));
+    assert_eq!(run(&forward, 1), mask, "the same seed gives the same mask");
+    assert_ne!(run(&forward, 2), mask, "another step gives another mask");
+    let eval = ir::build(&model, &source, ir::Mode::Eval);
+    let output = eval.result("output").expect("an output");
+    let bind = Bindings {
+        batch: 100,
+        inputs: &[x.clone(), y.clone()],
+        params: &[],
+        states: &[],
+        hypers: &[],
+        seed: 1,
+    };
+    assert_eq!(
+        interp::run(&eval, &bind, &[output], false).expect("runs")[0],
+        x
+    );
+}
+
+/// The update rules by hand, on a loss whose gradient is exactly 3: SGD with Nesterov momentum
+/// and weight decay, and Adam with bias correction at step 3.
+#[test]
+fn optimizer_updates_match_the_textbook_rules() {
+    let update = |optimizer: &str, w: f64, states: &[f64], hypers: [f64; 2]| {
+        let (model, source) = inline(&format!(
+            "net o {{ input x: [1] param w: [1] loss sum(w * 3) optimizer {optimizer} }}"
+        ));
+        let graph = netc::train_graph(&model, &source);
+        let states: Vec<Tensor<f64>> = states
+            .iter()
+            .map(|&s| Tensor::new(vec![1], vec![s]))
+            .collect();
+        let bind = Bindings {
+            batch: 1,
+            inputs: &[Tensor::full(&[1, 1], 0.0)],
+            params: &[Tensor::new(vec![1], vec![w])],
+            states: &states,
+            hypers: &hypers,
+            seed: 0,
+        };
+        let wanted: Vec<_> = graph
+            .results()
+            .skip(graph.outputs.len() + graph.gradients.len())
+            .collect();
+        interp::run(&graph, &bind, &wanted, false)
+            .expect("runs")
+            .iter()
+            .map(|t| t.data[0])
+            .collect::<Vec<f64>>()
+    };
+    // SGD: g' = g + λw; v ← μv + g'; w ← w − lr·(g' + μv)
+    let got = update(
+        "sgd(lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.1)",
+        2.0,
+        &[0.5],
+        [0.1, 1.0],
+    );
+    let g = 3.0 + 0.1 * 2.0;
+    let v = 0.9 * 0.5 + g;
+    assert!(
+        (got[0] - (2.0 - 0.1 * (g + 0.9 * v))).abs() < 1e-12,
+        "{got:?}"
+    );
+    assert!((got[1] - v).abs() < 1e-12);
+    // Adam: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; w ← w − lr·m̂/(√v̂ + ε)
+    let got = update("adam(lr: 0.01)", 2.0, &[0.2, 0.05], [0.01, 3.0]);
+    let m = 0.9 * 0.2 + 0.1 * 3.0;
+    let v = 0.999 * 0.05 + 0.001 * 9.0;
+    let (m_hat, v_hat) = (m / (1.0 - 0.9f64.powi(3)), v / (1.0 - 0.999f64.powi(3)));
+    assert!(
+        (got[0] - (2.0 - 0.01 * m_hat / (v_hat.sqrt() + 1e-8))).abs() < 1e-12,
+        "{got:?}"
+    );
+    assert!((got[1] - m).abs() < 1e-12 && (got[2] - v).abs() < 1e-12);
+}
