@@ -62,7 +62,7 @@ enum Command {
         /// Seed for initialization, shuffling and dropout (default: the model's `train` block).
         #[arg(long)]
         seed: Option<u64>,
-        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
         /// Also write each epoch's figures to this file as JSON lines.
         #[arg(long)]
@@ -124,8 +124,12 @@ struct DataArgs {
     target: Option<String>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Backend {
+    /// Native code when the model compiles, else the interpreter.
+    Auto,
+    /// Native code generated with Cranelift.
+    Jit,
     /// The reference interpreter.
     Interp,
 }
@@ -231,7 +235,7 @@ pub fn run() -> i32 {
             batch,
             lr,
             seed,
-            backend: Backend::Interp,
+            backend,
             log,
             save,
             resume,
@@ -251,16 +255,14 @@ pub fn run() -> i32 {
                 seed: seed.unwrap_or(defaults.seed),
                 shuffle: defaults.shuffle,
             };
-            let outcome = train(
-                &source,
-                &model,
-                &data,
-                settings,
-                seed.is_some(),
+            let options = RunOptions {
+                seed_given: seed.is_some(),
+                backend,
                 log,
                 save,
                 resume,
-            );
+            };
+            let outcome = train(&source, &model, &data, settings, options);
             finish(&source, outcome)
         }
         Command::Eval {
@@ -272,7 +274,7 @@ pub fn run() -> i32 {
             let Some(model) = front_end(&source) else {
                 return 1;
             };
-            let outcome = restored(&source, &model, &weights, &data).map(|(session, split)| {
+            let outcome = restored(&source, &model, &weights, &data).map(|(mut session, split)| {
                 let score = session.evaluate(&split.test, model.train.batch as usize);
                 match score.accuracy {
                     Some(acc) => println!(
@@ -295,7 +297,7 @@ pub fn run() -> i32 {
                 return 1;
             };
             let outcome = restored(&source, &model, &weights, &data)
-                .map(|(session, split)| print_predictions(&session, &split, limit));
+                .map(|(mut session, split)| print_predictions(&mut session, &split, limit));
             finish(&source, outcome)
         }
         Command::Gradcheck {
@@ -370,17 +372,29 @@ fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {
     Source::parse(&args.data, args.data_dir.as_deref(), args.target.as_deref())?.load(seed)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How `netc run` runs, beyond the training settings.
+struct RunOptions {
+    seed_given: bool,
+    backend: Backend,
+    log: Option<PathBuf>,
+    save: Option<PathBuf>,
+    resume: Option<PathBuf>,
+}
+
 fn train(
     source: &SourceFile,
     model: &Model,
     data: &DataArgs,
     mut settings: RunSettings,
-    seed_given: bool,
-    log: Option<PathBuf>,
-    save: Option<PathBuf>,
-    resume: Option<PathBuf>,
+    options: RunOptions,
 ) -> Result<(), Diagnostic> {
+    let RunOptions {
+        seed_given,
+        backend,
+        log,
+        save,
+        resume,
+    } = options;
     let split = load(data, settings.seed)?;
     let mut session = Session::new(model, source, settings.seed);
     if let Some(path) = &resume {
@@ -404,6 +418,24 @@ fn train(
         })?),
         None => None,
     };
+    if backend != Backend::Interp {
+        match session.compile(settings.batch) {
+            Ok(took) => eprintln!(
+                "compiled the training and evaluation steps in {:.1} ms",
+                took.as_secs_f64() * 1e3
+            ),
+            Err(why) if backend == Backend::Auto => {
+                eprintln!("note: running on the interpreter: {}", why.0)
+            }
+            Err(why) => {
+                return Err(crate::data::error(
+                    Code::E0510,
+                    format!("the JIT cannot compile this model: {}", why.0),
+                )
+                .with_help("run it with `--backend interp`"))
+            }
+        }
+    }
     let mut reporter = Reporter::new(log, false);
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
@@ -420,7 +452,7 @@ fn train(
     outcome
 }
 
-fn print_predictions(session: &Session, split: &Split, limit: usize) {
+fn print_predictions(session: &mut Session, split: &Split, limit: usize) {
     let test = &split.test;
     let shown = limit.min(test.len);
     let subset = crate::data::Dataset {

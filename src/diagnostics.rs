@@ -79,6 +79,7 @@ codes! {
     E0507 => "data does not fit the model",
     E0508 => "checkpoint does not fit the model",
     E0509 => "training diverged",
+    E0510 => "the JIT cannot compile this model",
     W0201 => "parameter does not reach the loss",
 }
 

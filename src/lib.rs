@@ -1,6 +1,9 @@
 //! netc compiles a declarative neural-network model file through a one-way pipeline:
-//! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph).
-//! `diagnostics`, `source` and `shape` are shared by every stage; only `cli` does IO.
+//! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph)
+//! → `autodiff` (+ gradients and the optimizer step) → `opt` (simplified) → `interp` or
+//! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source` and `shape`
+//! are shared by every stage; only `cli`, `data` and `runtime` do IO.
+#![deny(unsafe_code)]
 
 pub mod diagnostics;
 pub mod shape;
@@ -8,6 +11,7 @@ pub mod source;
 
 pub mod autodiff;
 pub mod check;
+pub mod codegen;
 pub mod data;
 pub mod gradcheck;
 pub mod interp;

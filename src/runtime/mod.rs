@@ -8,6 +8,7 @@ mod init;
 mod report;
 
 use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
+use crate::codegen::{Compiled, Unsupported};
 use crate::data::{error, Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::interp::{self, Bindings, Tensor};
@@ -40,6 +41,42 @@ pub struct Session<'a> {
     pub states: Vec<Tensor<f32>>,
     pub step: u64,
     pub epoch: u64,
+    pub engine: Engine,
+}
+
+/// How a session executes its graphs: the reference interpreter, or both graphs compiled to
+/// native code for batches up to a size.
+pub enum Engine {
+    Interp,
+    Jit {
+        train: Box<Compiled>,
+        eval: Box<Compiled>,
+    },
+}
+
+/// Which of a session's graphs a run is for.
+#[derive(Clone, Copy)]
+enum Graphs {
+    Train,
+    Eval,
+}
+
+impl Engine {
+    fn run(
+        &mut self,
+        graph: &Graph,
+        bind: &Bindings<f32>,
+        wanted: &[NodeId],
+        which: Graphs,
+    ) -> Vec<Tensor<f32>> {
+        match (self, which) {
+            (Engine::Interp, _) => {
+                interp::run(graph, bind, wanted, false).expect("unchecked runs finish")
+            }
+            (Engine::Jit { train, .. }, Graphs::Train) => train.run(bind, wanted),
+            (Engine::Jit { eval, .. }, Graphs::Eval) => eval.run(bind, wanted),
+        }
+    }
 }
 
 /// Loss and accuracy over a data set.
@@ -67,7 +104,27 @@ impl<'a> Session<'a> {
             states,
             step: 0,
             epoch: 0,
+            engine: Engine::Interp,
         }
+    }
+
+    /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
+    pub fn compile(&mut self, batch: usize) -> Result<std::time::Duration, Unsupported> {
+        let started = std::time::Instant::now();
+        let loss = |g: &Graph| g.result("loss").expect("graphs have a loss");
+        let mut train_wanted = vec![loss(&self.train)];
+        train_wanted.extend(self.train.result("output"));
+        train_wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
+        train_wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
+        let mut eval_wanted = vec![loss(&self.eval)];
+        eval_wanted.extend(self.eval.result("output"));
+        let train = Compiled::new(&self.train, batch, &train_wanted)?;
+        let eval = Compiled::new(&self.eval, batch, &eval_wanted)?;
+        self.engine = Engine::Jit {
+            train: Box::new(train),
+            eval: Box::new(eval),
+        };
+        Ok(started.elapsed())
     }
 
     /// Replaces the weights and position with a checkpoint's, after checking it fits.
@@ -108,6 +165,10 @@ impl<'a> Session<'a> {
             .result("loss")
             .expect("training graphs have a loss");
         let output = self.train.result("output");
+        let mut train_wanted = vec![loss];
+        train_wanted.extend(output);
+        train_wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
+        train_wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
         while self.epoch < settings.epochs {
             let epoch = self.epoch + 1;
             let started = std::time::Instant::now();
@@ -132,12 +193,9 @@ impl<'a> Session<'a> {
                     hypers: &hypers,
                     seed: step_seed(settings.seed, step),
                 };
-                let mut wanted = vec![loss];
-                wanted.extend(output);
-                wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
-                wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
-                let mut values =
-                    interp::run(&self.train, &bind, &wanted, false).expect("unchecked runs finish");
+                let mut values = self
+                    .engine
+                    .run(&self.train, &bind, &train_wanted, Graphs::Train);
                 let step_loss = values[0].item() as f64;
                 if !step_loss.is_finite() {
                     return Err(self.diverged(&bind, epoch, index + 1));
@@ -178,7 +236,7 @@ impl<'a> Session<'a> {
     }
 
     /// The loss and accuracy on a data set, with the evaluation graph, in batches.
-    pub fn evaluate(&self, data: &Dataset, batch: usize) -> Score {
+    pub fn evaluate(&mut self, data: &Dataset, batch: usize) -> Score {
         let predictions = self.predict(data, batch);
         let (mut loss, mut correct) = (0.0, 0);
         for (rows, (batch_loss, outputs)) in (0..data.len)
@@ -199,12 +257,14 @@ impl<'a> Session<'a> {
     }
 
     /// The evaluation graph's loss and output for each batch of a data set, in order.
-    pub fn predict(&self, data: &Dataset, batch: usize) -> Vec<(f64, Option<Tensor<f32>>)> {
+    pub fn predict(&mut self, data: &Dataset, batch: usize) -> Vec<(f64, Option<Tensor<f32>>)> {
         let loss = self
             .eval
             .result("loss")
             .expect("evaluation graphs have a loss");
         let output = self.eval.result("output");
+        let mut wanted = vec![loss];
+        wanted.extend(output);
         let rows: Vec<usize> = (0..data.len).collect();
         rows.chunks(batch)
             .map(|rows| {
@@ -218,10 +278,7 @@ impl<'a> Session<'a> {
                     hypers: &[],
                     seed: 0,
                 };
-                let mut wanted = vec![loss];
-                wanted.extend(output);
-                let mut values =
-                    interp::run(&self.eval, &bind, &wanted, false).expect("unchecked runs finish");
+                let mut values = self.engine.run(&self.eval, &bind, &wanted, Graphs::Eval);
                 let out = output.map(|_| values.remove(1));
                 (values[0].item() as f64, out)
             })

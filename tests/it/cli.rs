@@ -305,3 +305,64 @@ fn data_errors_exit_one_with_their_code() {
     );
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn the_jit_trains_what_it_compiles_and_refuses_the_rest_with_e0510() {
+    let jit = netc(&[
+        "run",
+        "models/xor.net",
+        "--data",
+        "xor",
+        "--backend",
+        "jit",
+        "--epochs",
+        "3",
+    ]);
+    assert_eq!(jit.status.code(), Some(0), "{}", text(&jit.stderr));
+    assert!(text(&jit.stderr).contains("compiled the training and evaluation steps"));
+    let interp = netc(&[
+        "run",
+        "models/xor.net",
+        "--data",
+        "xor",
+        "--backend",
+        "interp",
+        "--epochs",
+        "3",
+    ]);
+    // Epoch, loss and accuracy columns; the timings differ.
+    let figures = |out: &Output| {
+        text(&out.stdout)
+            .lines()
+            .map(|l| l.split("  ").take(4).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        figures(&jit),
+        figures(&interp),
+        "the JIT and the interpreter report the same epochs"
+    );
+
+    // A convolution fed by the two XOR features: not compiled yet.
+    let dir = std::env::temp_dir().join(format!("netc-jit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let model = dir.join("conv.net");
+    std::fs::write(
+        &model,
+        "net conv {\n  input x: [2]\n  target y: [1]\n  h = layers(reshape(x, [-1, 1, 1, 2])) { conv2d(1, kernel: 1) flatten dense(1) }\n  loss mse(h, y)\n  optimizer sgd(lr: 0.1)\n}\n",
+    )
+    .expect("write model");
+    let model = model.to_str().expect("utf-8");
+    let refused = netc(&["run", model, "--data", "xor", "--backend", "jit"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    let code = netc::diagnostics::Code::E0510.as_str();
+    assert!(
+        text(&refused.stderr).contains(&format!("error[{code}]")),
+        "{}",
+        text(&refused.stderr)
+    );
+    let auto = netc(&["run", model, "--data", "xor", "--epochs", "1"]);
+    assert_eq!(auto.status.code(), Some(0), "{}", text(&auto.stderr));
+    assert!(text(&auto.stderr).contains("running on the interpreter"));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod data;
 mod gradcheck;
+mod jit;
 mod models;
 mod mutate;
 mod step;

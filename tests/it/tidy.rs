@@ -42,9 +42,9 @@ fn every_code_has_a_bad_input() {
             }
         }
     }
-    // Data and training errors are not about a model file: their cases build broken data sets
-    // and runs in tests/it/data.rs and tests/it/train.rs.
-    let runtime_cases = ["tests/it/data.rs", "tests/it/train.rs"]
+    // Data, training and backend errors are not about a model file: their cases build broken
+    // data sets and runs in tests/it/data.rs, train.rs and cli.rs.
+    let runtime_cases = ["tests/it/data.rs", "tests/it/train.rs", "tests/it/cli.rs"]
         .map(|f| std::fs::read_to_string(root().join(f)).expect("readable test file"))
         .join("\n");
     let missing: Vec<&str> = Code::ALL
@@ -62,12 +62,12 @@ fn every_code_has_a_bad_input() {
     assert!(cases >= 50, "the bad-input corpus has only {cases} cases");
 }
 
-/// Data flows one way: syntax → check → ir → autodiff → opt → interp → data → runtime. A
-/// stage may use earlier stages, never later ones.
+/// Data flows one way: syntax → check → ir → autodiff → opt → interp → codegen → data →
+/// runtime. A stage may use earlier stages, never later ones.
 #[test]
 fn stages_only_import_earlier_stages() {
     let order = [
-        "syntax", "check", "ir", "autodiff", "opt", "interp", "data", "runtime",
+        "syntax", "check", "ir", "autodiff", "opt", "interp", "codegen", "data", "runtime",
     ];
     for (i, stage) in order.iter().enumerate() {
         for file in walk(&root().join("src").join(stage)) {
@@ -98,6 +98,12 @@ fn stages_only_import_earlier_stages() {
         let path = file.to_string_lossy();
         if !path.contains("src/syntax") {
             assert!(!text.contains("pest::"), "{path} uses pest outside syntax/");
+        }
+        if !path.contains("src/codegen") {
+            assert!(
+                !text.contains("cranelift"),
+                "{path} uses Cranelift outside codegen/"
+            );
         }
         if !path.ends_with("diagnostics.rs") {
             assert!(

@@ -1,0 +1,221 @@
+//! The JIT: compiles a lowered plan with cranelift-jit for this machine and calls it. This is
+//! the one place that turns generated code into a Rust function pointer.
+#![allow(unsafe_code)]
+
+use super::lower::{self, IMPORTS};
+use super::plan::{Base, Plan, Unsupported};
+use crate::interp::{Bindings, Tensor};
+use crate::ir::{Graph, NodeId};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+type Entry = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64);
+
+extern "C" fn netc_gemm(
+    m: i64,
+    n: i64,
+    k: i64,
+    dst: *mut f32,
+    dst_rs: i64,
+    lhs: *const f32,
+    lhs_cs: i64,
+    lhs_rs: i64,
+    rhs: *const f32,
+    rhs_cs: i64,
+    rhs_rs: i64,
+) {
+    // SAFETY: the planner gives every operand a buffer of at least m·k, k·n and m·n elements
+    // at these strides for the current batch, checked against the arena and the bound tensors
+    // before the entry point runs.
+    unsafe {
+        gemm::gemm(
+            m as usize,
+            n as usize,
+            k as usize,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+extern "C" fn netc_expf(x: f32) -> f32 {
+    x.exp()
+}
+
+extern "C" fn netc_logf(x: f32) -> f32 {
+    x.ln()
+}
+
+extern "C" fn netc_tanhf(x: f32) -> f32 {
+    x.tanh()
+}
+
+/// A graph compiled to native code, with its arena.
+pub struct Compiled {
+    graph: Graph,
+    plan: Plan,
+    max_batch: usize,
+    arena: Vec<f32>,
+    entry: Entry,
+    /// The generated Cranelift IR, for `emit-ir --stage clif`.
+    pub clif: String,
+    // Owns the executable memory `entry` points into.
+    _module: JITModule,
+}
+
+impl Compiled {
+    /// Compiles `graph` for batches of up to `max_batch`, with `wanted` nodes readable after a run.
+    pub fn new(
+        graph: &Graph,
+        max_batch: usize,
+        wanted: &[NodeId],
+    ) -> Result<Compiled, Unsupported> {
+        let plan = super::plan::plan(graph, max_batch, wanted)?;
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").expect("a known setting");
+        let isa = cranelift_native::builder()
+            .map_err(|e| Unsupported(format!("no code generator for this machine: {e}")))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| Unsupported(format!("no code generator for this machine: {e}")))?;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        let helpers: [*const u8; 4] = [
+            netc_gemm as *const u8,
+            netc_expf as *const u8,
+            netc_logf as *const u8,
+            netc_tanhf as *const u8,
+        ];
+        for (name, address) in IMPORTS.iter().zip(helpers) {
+            builder.symbol(*name, address);
+        }
+        let mut module = JITModule::new(builder);
+        let config = module.target_config();
+        let pointer = config.pointer_type();
+        let signatures = lower::import_signatures(|| module.make_signature(), pointer);
+        let import_ids: Vec<_> = IMPORTS
+            .iter()
+            .zip(&signatures)
+            .map(|(name, sig)| {
+                module
+                    .declare_function(name, Linkage::Import, sig)
+                    .expect("distinct imports")
+            })
+            .collect();
+        let entry_sig = lower::entry_signature(|| module.make_signature(), pointer);
+        let id = module
+            .declare_function("step", Linkage::Export, &entry_sig)
+            .expect("one entry point");
+        let mut context = module.make_context();
+        context.func.signature = entry_sig;
+        let imports: Vec<_> = import_ids
+            .iter()
+            .map(|&f| module.declare_func_in_func(f, &mut context.func))
+            .collect();
+        lower::lower(graph, &plan, &mut context.func, &imports, config);
+        let clif = context.func.display().to_string();
+        module.define_function(id, &mut context).map_err(|e| {
+            Unsupported(format!(
+                "internal compiler error: Cranelift rejected the step: {e:?}\n{clif}"
+            ))
+        })?;
+        module.clear_context(&mut context);
+        module
+            .finalize_definitions()
+            .map_err(|e| Unsupported(format!("internal compiler error: {e}")))?;
+        let code = module.get_finalized_function(id);
+        // SAFETY: `code` was compiled from `entry_signature`, which is `Entry` in the system ABI.
+        let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+        Ok(Compiled {
+            graph: graph.clone(),
+            arena: vec![0.0; plan.arena.max(1)],
+            plan,
+            max_batch,
+            entry,
+            clif,
+            _module: module,
+        })
+    }
+
+    /// Runs the step on a batch and returns the `wanted` nodes (as given to `new`). Every bound
+    /// tensor is checked against its declared shape first, so generated code only touches
+    /// memory of the sizes it was planned for.
+    pub fn run(&mut self, bind: &Bindings<f32>, wanted: &[NodeId]) -> Vec<Tensor<f32>> {
+        let (batch, hypers, seed) = (bind.batch, bind.hypers, bind.seed);
+        let (inputs, params, states) = (bind.inputs, bind.params, bind.states);
+        assert!(
+            batch >= 1 && batch <= self.max_batch,
+            "batch {batch} outside 1..={}",
+            self.max_batch
+        );
+        let declared = self
+            .graph
+            .inputs
+            .iter()
+            .chain(&self.graph.params)
+            .chain(&self.graph.states);
+        let bound: Vec<&Tensor<f32>> = inputs.iter().chain(params).chain(states).collect();
+        assert_eq!(
+            bound.len(),
+            declared.clone().count(),
+            "every declared tensor is bound"
+        );
+        for (decl, tensor) in declared.zip(&bound) {
+            assert_eq!(
+                tensor.dims,
+                crate::interp::dims(&decl.shape, batch),
+                "`{}` does not have its declared shape",
+                decl.name
+            );
+        }
+        assert!(
+            hypers.len() >= self.graph.hypers.len(),
+            "every step scalar is bound"
+        );
+        let pointers: Vec<*const f32> = bound.iter().map(|t| t.data.as_ptr()).collect();
+        let hypers: Vec<f32> = hypers.iter().map(|&h| h as f32).collect();
+        // SAFETY: sizes were checked above; the arena holds the plan for `max_batch` ≥ `batch`.
+        unsafe {
+            (self.entry)(
+                pointers.as_ptr(),
+                self.arena.as_mut_ptr(),
+                batch as i64,
+                hypers.as_ptr(),
+                seed as i64,
+            )
+        };
+        wanted
+            .iter()
+            .map(|id| {
+                let view = self.plan.views[id.index()]
+                    .as_ref()
+                    .expect("every node is planned");
+                let Base::Buffer(buffer) = view.base else {
+                    unreachable!("wanted nodes end in buffers")
+                };
+                let dims = crate::interp::dims(self.graph.shape(*id), batch);
+                let start = self.plan.buffers[buffer];
+                let len: usize = dims.iter().product();
+                Tensor::new(dims, self.arena[start..start + len].to_vec())
+            })
+            .collect()
+    }
+
+    /// Floats in the arena (for the largest batch).
+    pub fn arena_len(&self) -> usize {
+        self.plan.arena
+    }
+}

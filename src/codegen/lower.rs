@@ -1,0 +1,544 @@
+//! Lowering a plan to one Cranelift function: every kernel becomes a loop nest over its output
+//! (or input, for reductions); matrix products call the imported `netc_gemm`; `exp`, `log` and
+//! `tanh` call the same Rust functions the interpreter uses, so results match it exactly
+//! everywhere except inside matrix products, whose summation order differs.
+
+use super::plan::{Base, Kernel, Plan, Sym, View};
+use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, Value,
+};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+/// The imported helpers, in the order `lower` expects their references.
+pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_expf", "netc_logf", "netc_tanhf"];
+
+/// Signatures of the imported helpers, in `IMPORTS` order.
+pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> Vec<Signature> {
+    let gemm = {
+        let mut s = make();
+        for ty in [
+            types::I64,
+            types::I64,
+            types::I64,
+            pointer,
+            types::I64,
+            pointer,
+            types::I64,
+            types::I64,
+            pointer,
+            types::I64,
+            types::I64,
+        ] {
+            s.params.push(AbiParam::new(ty));
+        }
+        s
+    };
+    let unary = {
+        let mut s = make();
+        s.params.push(AbiParam::new(types::F32));
+        s.returns.push(AbiParam::new(types::F32));
+        s
+    };
+    vec![gemm, unary.clone(), unary.clone(), unary]
+}
+
+/// The entry point's signature: `(pointers, arena, batch, hypers, seed)`.
+pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+    let mut s = make();
+    for ty in [pointer, pointer, types::I64, pointer, types::I64] {
+        s.params.push(AbiParam::new(ty));
+    }
+    s
+}
+
+/// Fills `func` (whose signature is the entry signature) with the plan's kernels.
+pub fn lower(
+    graph: &Graph,
+    plan: &Plan,
+    func: &mut Function,
+    imports: &[FuncRef],
+    config: TargetFrontendConfig,
+) {
+    let pointer = config.pointer_type();
+    let mut context = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(func, &mut context);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let l = Lowerer {
+        graph,
+        plan,
+        imports,
+        pointer,
+        pointers: params[0],
+        arena: params[1],
+        batch: params[2],
+        hypers: params[3],
+        seed: params[4],
+    };
+    for kernel in &plan.kernels {
+        l.kernel(&mut b, kernel);
+    }
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(config);
+}
+
+struct Lowerer<'a> {
+    graph: &'a Graph,
+    plan: &'a Plan,
+    imports: &'a [FuncRef],
+    pointer: types::Type,
+    pointers: Value,
+    arena: Value,
+    batch: Value,
+    hypers: Value,
+    seed: Value,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// A view ready to read inside a loop: a base address and strides as values, or a scalar.
+enum Reader {
+    Memory { base: Value, strides: Vec<Value> },
+    Scalar(Value),
+}
+
+impl Lowerer<'_> {
+    fn sym(&self, b: &mut FunctionBuilder, s: Sym) -> Value {
+        let coef = b.ins().iconst(types::I64, s.coef);
+        if s.batch {
+            b.ins().imul(coef, self.batch)
+        } else {
+            coef
+        }
+    }
+
+    fn buffer_address(&self, b: &mut FunctionBuilder, buffer: usize) -> Value {
+        let offset = (self.plan.buffers[buffer] * 4) as i64;
+        b.ins().iadd_imm_s(self.arena, offset)
+    }
+
+    fn reader(&self, b: &mut FunctionBuilder, view: &View) -> Reader {
+        let base = match view.base {
+            Base::External(slot) => {
+                b.ins()
+                    .load(self.pointer, flags(), self.pointers, (slot * 8) as i32)
+            }
+            Base::Buffer(buffer) => self.buffer_address(b, buffer),
+            Base::Const(c) => return Reader::Scalar(b.ins().f32const(c)),
+            Base::Hyper(k) => {
+                return Reader::Scalar(b.ins().load(
+                    types::F32,
+                    flags(),
+                    self.hypers,
+                    (k * 4) as i32,
+                ))
+            }
+            Base::BatchSize => {
+                return Reader::Scalar(b.ins().fcvt_from_sint(types::F32, self.batch))
+            }
+        };
+        let strides = view.strides.iter().map(|&s| self.sym(b, s)).collect();
+        Reader::Memory { base, strides }
+    }
+
+    fn read(&self, b: &mut FunctionBuilder, reader: &Reader, index: &[Value]) -> Value {
+        match reader {
+            Reader::Scalar(v) => *v,
+            Reader::Memory { base, strides } => {
+                let address = self.address(b, *base, strides, index);
+                b.ins().load(types::F32, flags(), address, 0)
+            }
+        }
+    }
+
+    /// `base + 4·Σ index·stride`.
+    fn address(
+        &self,
+        b: &mut FunctionBuilder,
+        base: Value,
+        strides: &[Value],
+        index: &[Value],
+    ) -> Value {
+        let mut offset = b.ins().iconst(types::I64, 0);
+        for (&i, &s) in index.iter().zip(strides) {
+            let term = b.ins().imul(i, s);
+            offset = b.ins().iadd(offset, term);
+        }
+        let bytes = b.ins().ishl_imm_u(offset, 2);
+        b.ins().iadd(base, bytes)
+    }
+
+    fn contiguous(&self, b: &mut FunctionBuilder, dims: &[Value]) -> Vec<Value> {
+        let mut strides = vec![b.ins().iconst(types::I64, 1); dims.len()];
+        for i in (0..dims.len().saturating_sub(1)).rev() {
+            strides[i] = b.ins().imul(strides[i + 1], dims[i + 1]);
+        }
+        strides
+    }
+
+    fn call(&self, b: &mut FunctionBuilder, import: usize, args: &[Value]) -> Option<Value> {
+        let call = b.ins().call(self.imports[import], args);
+        b.inst_results(call).first().copied()
+    }
+
+    fn kernel(&self, b: &mut FunctionBuilder, kernel: &Kernel) {
+        let node = self.graph.node(kernel.node());
+        match kernel {
+            Kernel::Map {
+                out,
+                args,
+                node: id,
+            } => {
+                let dims: Vec<Value> = super::plan::dims(&node.shape)
+                    .iter()
+                    .map(|&d| self.sym(b, d))
+                    .collect();
+                let out_base = self.buffer_address(b, *out);
+                let out_strides = self.contiguous(b, &dims);
+                let readers: Vec<Reader> = args.iter().map(|a| self.reader(b, a)).collect();
+                let stream = b.ins().iconst(types::I64, id.0 as i64);
+                loops(b, &dims, &mut |b, index| {
+                    let values: Vec<Value> =
+                        readers.iter().map(|r| self.read(b, r, index)).collect();
+                    let value = self.map(b, &node.op, &values, index, &out_strides, stream);
+                    let address = self.address(b, out_base, &out_strides, index);
+                    b.ins().store(flags(), value, address, 0);
+                });
+            }
+            Kernel::Gemm {
+                out,
+                a,
+                b: rhs,
+                m,
+                n,
+                k,
+                ..
+            } => {
+                let (
+                    Reader::Memory {
+                        base: lhs,
+                        strides: ls,
+                    },
+                    Reader::Memory {
+                        base: rhs_base,
+                        strides: rs,
+                    },
+                ) = (self.reader(b, a), self.reader(b, rhs))
+                else {
+                    unreachable!("the planner gives GEMM memory operands")
+                };
+                let (m, n, k) = (self.sym(b, *m), self.sym(b, *n), self.sym(b, *k));
+                let dst = self.buffer_address(b, *out);
+                self.call(
+                    b,
+                    0,
+                    &[m, n, k, dst, n, lhs, ls[1], ls[0], rhs_base, rs[1], rs[0]],
+                );
+            }
+            Kernel::Reduce {
+                out,
+                op,
+                input,
+                input_dims,
+                axes,
+                ..
+            } => {
+                let in_dims: Vec<Value> = input_dims.iter().map(|&d| self.sym(b, d)).collect();
+                let out_dims: Vec<Value> = in_dims
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect();
+                let out_base = self.buffer_address(b, *out);
+                let out_contiguous = self.contiguous(b, &out_dims);
+                let zero = b.ins().iconst(types::I64, 0);
+                let mut kept = out_contiguous.iter();
+                let out_strides: Vec<Value> = (0..in_dims.len())
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            zero
+                        } else {
+                            *kept.next().expect("one stride per kept axis")
+                        }
+                    })
+                    .collect();
+                let init = b.ins().f32const(if *op == ReduceOp::Max {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                });
+                loops(b, &out_dims, &mut |b, index| {
+                    let address = self.address(b, out_base, &out_contiguous, index);
+                    b.ins().store(flags(), init, address, 0);
+                });
+                let reader = self.reader(b, input);
+                loops(b, &in_dims, &mut |b, index| {
+                    let v = self.read(b, &reader, index);
+                    let address = self.address(b, out_base, &out_strides, index);
+                    let current = b.ins().load(types::F32, flags(), address, 0);
+                    let next = match op {
+                        ReduceOp::Max => {
+                            let greater = b.ins().fcmp(FloatCC::GreaterThan, v, current);
+                            b.ins().select(greater, v, current)
+                        }
+                        _ => b.ins().fadd(current, v),
+                    };
+                    b.ins().store(flags(), next, address, 0);
+                });
+                if *op == ReduceOp::Mean {
+                    let count = axes.iter().fold(b.ins().iconst(types::I64, 1), |acc, &a| {
+                        b.ins().imul(acc, in_dims[a])
+                    });
+                    let count = b.ins().fcvt_from_sint(types::F32, count);
+                    loops(b, &out_dims, &mut |b, index| {
+                        let address = self.address(b, out_base, &out_contiguous, index);
+                        let v = b.ins().load(types::F32, flags(), address, 0);
+                        let mean = b.ins().fdiv(v, count);
+                        b.ins().store(flags(), mean, address, 0);
+                    });
+                }
+            }
+            Kernel::Softmax {
+                out,
+                input,
+                rows,
+                len,
+                log,
+                ..
+            } => {
+                let Reader::Memory {
+                    base: input_base, ..
+                } = self.reader(b, input)
+                else {
+                    unreachable!("softmax reads memory")
+                };
+                let out_base = self.buffer_address(b, *out);
+                let rows = self.sym(b, *rows);
+                let len_v = b.ins().iconst(types::I64, *len);
+                let one = b.ins().iconst(types::I64, 1);
+                let row_strides = [len_v, one];
+                loops(b, &[rows], &mut |b, row| {
+                    let at = |b: &mut FunctionBuilder, base: Value, j: Value| {
+                        self.address(b, base, &row_strides, &[row[0], j])
+                    };
+                    let lowest = b_f32(b, f32::NEG_INFINITY);
+                    let max = fold(b, len_v, lowest, &mut |b, j, m| {
+                        let address = at(b, input_base, j);
+                        let x = b.ins().load(types::F32, flags(), address, 0);
+                        let greater = b.ins().fcmp(FloatCC::GreaterThan, x, m);
+                        b.ins().select(greater, x, m)
+                    });
+                    let zero = b_f32(b, 0.0);
+                    let total = fold(b, len_v, zero, &mut |b, j, t| {
+                        let address = at(b, input_base, j);
+                        let x = b.ins().load(types::F32, flags(), address, 0);
+                        let shifted = b.ins().fsub(x, max);
+                        let e = self.call(b, 1, &[shifted]).expect("expf returns");
+                        b.ins().fadd(t, e)
+                    });
+                    let log_total = if *log {
+                        self.call(b, 2, &[total])
+                    } else {
+                        None
+                    };
+                    loops(b, &[len_v], &mut |b, j| {
+                        let address = at(b, input_base, j[0]);
+                        let x = b.ins().load(types::F32, flags(), address, 0);
+                        let shifted = b.ins().fsub(x, max);
+                        let value = match log_total {
+                            Some(lt) => b.ins().fsub(shifted, lt),
+                            None => {
+                                let e = self.call(b, 1, &[shifted]).expect("expf returns");
+                                b.ins().fdiv(e, total)
+                            }
+                        };
+                        let target = at(b, out_base, j[0]);
+                        b.ins().store(flags(), value, target, 0);
+                    });
+                });
+            }
+        }
+    }
+
+    /// One element of an elementwise kernel.
+    fn map(
+        &self,
+        b: &mut FunctionBuilder,
+        op: &Op,
+        args: &[Value],
+        index: &[Value],
+        out_strides: &[Value],
+        stream: Value,
+    ) -> Value {
+        let (zero, one) = (b_f32(b, 0.0), b_f32(b, 1.0));
+        let select = |b: &mut FunctionBuilder,
+                      cc: FloatCC,
+                      x: Value,
+                      y: Value,
+                      then: Value,
+                      otherwise: Value| {
+            let c = b.ins().fcmp(cc, x, y);
+            b.ins().select(c, then, otherwise)
+        };
+        match op {
+            Op::Unary(u) => {
+                let x = args[0];
+                match u {
+                    UnaryOp::Neg => b.ins().fneg(x),
+                    UnaryOp::Relu => select(b, FloatCC::GreaterThan, x, zero, x, zero),
+                    UnaryOp::Sigmoid => {
+                        let minus = b.ins().fneg(x);
+                        let e = self.call(b, 1, &[minus]).expect("expf returns");
+                        let denominator = b.ins().fadd(one, e);
+                        b.ins().fdiv(one, denominator)
+                    }
+                    UnaryOp::Tanh => self.call(b, 3, &[x]).expect("tanhf returns"),
+                    UnaryOp::Exp => self.call(b, 1, &[x]).expect("expf returns"),
+                    UnaryOp::Log => self.call(b, 2, &[x]).expect("logf returns"),
+                    UnaryOp::Abs => b.ins().fabs(x),
+                    UnaryOp::Sqrt => b.ins().sqrt(x),
+                    UnaryOp::Square => b.ins().fmul(x, x),
+                    UnaryOp::Step => select(b, FloatCC::GreaterThan, x, zero, one, zero),
+                    UnaryOp::Sign => {
+                        let minus_one = b_f32(b, -1.0);
+                        let negative = select(b, FloatCC::LessThan, x, zero, minus_one, zero);
+                        select(b, FloatCC::GreaterThan, x, zero, one, negative)
+                    }
+                }
+            }
+            Op::Binary(op) => {
+                let (x, y) = (args[0], args[1]);
+                match op {
+                    BinaryOp::Add => b.ins().fadd(x, y),
+                    BinaryOp::Sub => b.ins().fsub(x, y),
+                    BinaryOp::Mul => b.ins().fmul(x, y),
+                    BinaryOp::Div => b.ins().fdiv(x, y),
+                    BinaryOp::Equal => select(b, FloatCC::Equal, x, y, one, zero),
+                }
+            }
+            Op::OneHot { .. } => {
+                let class = b.ins().fcvt_to_sint_sat(types::I64, args[0]);
+                let hit = b.ins().icmp(IntCC::Equal, class, index[1]);
+                b.ins().select(hit, one, zero)
+            }
+            Op::DropoutMask { p } => {
+                let flat = index.iter().zip(out_strides).fold(
+                    b.ins().iconst(types::I64, 0),
+                    |acc, (&i, &s)| {
+                        let term = b.ins().imul(i, s);
+                        b.ins().iadd(acc, term)
+                    },
+                );
+                let u = self.uniform(b, stream, flat);
+                let p_v = b.ins().f64const(p.0);
+                let keep = b_f32(b, (1.0 / (1.0 - p.0)) as f32);
+                let dropped = b.ins().fcmp(FloatCC::LessThan, u, p_v);
+                b.ins().select(dropped, zero, keep)
+            }
+            // A copy of a view.
+            _ => args[0],
+        }
+    }
+
+    /// The interpreter's counter-based uniform number for (step seed, stream, index).
+    fn uniform(&self, b: &mut FunctionBuilder, stream: Value, index: Value) -> Value {
+        let mul = |b: &mut FunctionBuilder, x: Value, c: u64| {
+            let c = b.ins().iconst(types::I64, c as i64);
+            b.ins().imul(x, c)
+        };
+        let mix = |b: &mut FunctionBuilder, z: Value, shift: i64| {
+            let shifted = b.ins().ushr_imm_u(z, shift);
+            b.ins().bxor(z, shifted)
+        };
+        let s = mul(b, stream, 0x9e37_79b9_7f4a_7c15);
+        let i = mul(b, index, 0xd1b5_4a32_d192_ed03);
+        let z = b.ins().bxor(self.seed, s);
+        let z = b.ins().bxor(z, i);
+        let z = mix(b, z, 30);
+        let z = mul(b, z, 0xbf58_476d_1ce4_e5b9);
+        let z = mix(b, z, 27);
+        let z = mul(b, z, 0x94d0_49bb_1331_11eb);
+        let z = mix(b, z, 31);
+        let top = b.ins().ushr_imm_u(z, 11);
+        let as_float = b.ins().fcvt_from_uint(types::F64, top);
+        let scale = b.ins().f64const(1.0 / (1u64 << 53) as f64);
+        b.ins().fmul(as_float, scale)
+    }
+}
+
+fn b_f32(b: &mut FunctionBuilder, v: f32) -> Value {
+    b.ins().f32const(v)
+}
+
+/// A loop nest over `dims`, calling `body` with the indices.
+fn loops(
+    b: &mut FunctionBuilder,
+    dims: &[Value],
+    body: &mut dyn FnMut(&mut FunctionBuilder, &[Value]),
+) {
+    fn nest(
+        b: &mut FunctionBuilder,
+        dims: &[Value],
+        index: &mut Vec<Value>,
+        body: &mut dyn FnMut(&mut FunctionBuilder, &[Value]),
+    ) {
+        let Some((&dim, rest)) = dims.split_first() else {
+            body(b, index);
+            return;
+        };
+        let header = b.create_block();
+        b.append_block_param(header, types::I64);
+        let inner = b.create_block();
+        let done = b.create_block();
+        let zero = b.ins().iconst(types::I64, 0);
+        b.ins().jump(header, &[zero.into()]);
+        b.switch_to_block(header);
+        let i = b.block_params(header)[0];
+        let more = b.ins().icmp(IntCC::SignedLessThan, i, dim);
+        b.ins().brif(more, inner, &[], done, &[]);
+        b.switch_to_block(inner);
+        index.push(i);
+        nest(b, rest, index, body);
+        index.pop();
+        let next = b.ins().iadd_imm_s(i, 1);
+        b.ins().jump(header, &[next.into()]);
+        b.switch_to_block(done);
+    }
+    nest(b, dims, &mut Vec::new(), body);
+}
+
+/// A reduction loop `acc = f(j, acc)` for j in 0..len, returning the final value.
+fn fold(
+    b: &mut FunctionBuilder,
+    len: Value,
+    init: Value,
+    f: &mut dyn FnMut(&mut FunctionBuilder, Value, Value) -> Value,
+) -> Value {
+    let header = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.append_block_param(header, types::F32);
+    let inner = b.create_block();
+    let done = b.create_block();
+    b.append_block_param(done, types::F32);
+    let zero = b.ins().iconst(types::I64, 0);
+    b.ins().jump(header, &[zero.into(), init.into()]);
+    b.switch_to_block(header);
+    let (j, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
+    let more = b.ins().icmp(IntCC::SignedLessThan, j, len);
+    b.ins().brif(more, inner, &[], done, &[acc.into()]);
+    b.switch_to_block(inner);
+    let next_acc = f(b, j, acc);
+    let next = b.ins().iadd_imm_s(j, 1);
+    b.ins().jump(header, &[next.into(), next_acc.into()]);
+    b.switch_to_block(done);
+    b.block_params(done)[0]
+}

@@ -1,0 +1,99 @@
+//! The Cranelift backend against the reference interpreter: the same step, the same bindings,
+//! every result within 1e-5 relative to the tensor's largest element (absolute below 1e-3),
+//! at batch sizes 1, 7 (a partial batch) and 8.
+
+use crate::load;
+use netc::codegen::Compiled;
+use netc::interp::{self, Bindings, Tensor};
+use std::path::Path;
+
+fn classes(model: &netc::check::Model) -> Vec<Option<u64>> {
+    let mut classes = vec![None; model.inputs.len()];
+    if let Some(label) = &model.label {
+        classes.push(match label.kind {
+            netc::check::model::LabelKind::Class(n) => Some(n),
+            netc::check::model::LabelKind::Target(_) => None,
+        });
+    }
+    classes
+}
+
+fn f32s(tensors: Vec<Tensor<f64>>) -> Vec<Tensor<f32>> {
+    tensors.iter().map(Tensor::cast).collect()
+}
+
+#[test]
+fn compiled_steps_match_the_interpreter() {
+    let mut compiled_models = 0;
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("models/")
+    {
+        let source = load(&entry.expect("readable").path());
+        let model = netc::front_end(&source).0.expect("models check").1;
+        for graph in [
+            netc::train_graph(&model, &source),
+            netc::eval_graph(&model, &source),
+        ] {
+            let wanted: Vec<_> = graph.results().collect();
+            let mut compiled = match Compiled::new(&graph, 8, &wanted) {
+                Ok(c) => c,
+                Err(why) if why.0.contains("not compiled yet") => continue,
+                Err(why) => panic!("{}: {}", source.name, why.0),
+            };
+            compiled_models += 1;
+            for batch in [1, 7, 8] {
+                // Inputs are random; weights and states come from the model's own initialization,
+                // so values have the magnitudes training sees.
+                let [inputs, _, _] =
+                    netc::gradcheck::random_bindings(&graph, batch, &classes(&model), batch as u64);
+                let inputs = f32s(inputs);
+                let session = netc::runtime::Session::new(&model, &source, 5);
+                let params = session.params.clone();
+                let states = session.states[..graph.states.len()].to_vec();
+                let lr = match model.optimizer {
+                    netc::check::model::Optimizer::Sgd { lr, .. }
+                    | netc::check::model::Optimizer::Adam { lr, .. } => lr,
+                };
+                let hypers = [lr, 2.0];
+                let bind = Bindings {
+                    batch,
+                    inputs: &inputs,
+                    params: &params,
+                    states: &states,
+                    hypers: &hypers,
+                    seed: 3,
+                };
+                let expected = interp::run(&graph, &bind, &wanted, false).expect("runs");
+                let got = compiled.run(&bind, &wanted);
+                let adam = matches!(model.optimizer, netc::check::model::Optimizer::Adam { .. });
+                let first_update = graph.outputs.len() + graph.gradients.len();
+                for (k, ((e, g), id)) in expected.iter().zip(&got).zip(&wanted).enumerate() {
+                    assert_eq!(e.dims, g.dims);
+                    // Where a gradient is of the order of Adam's ε, its step m̂/(√v̂ + ε) is
+                    // ill-conditioned: such elements of Adam's parameter updates are skipped.
+                    let gradient = (adam
+                        && (first_update..first_update + graph.param_updates.len()).contains(&k))
+                    .then(|| &expected[graph.outputs.len() + (k - first_update)]);
+                    // Relative to the tensor's largest element (and absolute below 1e-3): a matrix
+                    // product sums in another order, and an element that cancels to near zero
+                    // carries the rounding of the terms it cancelled.
+                    let scale = e.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                    for (j, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
+                        if gradient.is_some_and(|grad| grad.data[j].abs() < 1e-6) {
+                            continue;
+                        }
+                        assert!(
+                            (x - y).abs() <= 1e-5 * scale,
+                            "{} batch {batch} node {id}: interpreter {x}, compiled {y}",
+                            source.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        compiled_models >= 14,
+        "only {compiled_models} graphs compiled"
+    );
+}
