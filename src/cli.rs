@@ -64,6 +64,13 @@ enum Command {
         seed: Option<u64>,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Threads for the compiled step's matrix products (default: all cores); results do not
+        /// depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the compiled training step's time per kernel after training.
+        #[arg(long)]
+        profile: bool,
         /// Also write each epoch's figures to this file as JSON lines.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -236,6 +243,8 @@ pub fn run() -> i32 {
             lr,
             seed,
             backend,
+            threads,
+            profile,
             log,
             save,
             resume,
@@ -255,9 +264,12 @@ pub fn run() -> i32 {
                 seed: seed.unwrap_or(defaults.seed),
                 shuffle: defaults.shuffle,
             };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            crate::codegen::set_threads(threads.unwrap_or(cores));
             let options = RunOptions {
                 seed_given: seed.is_some(),
                 backend,
+                profile,
                 log,
                 save,
                 resume,
@@ -376,6 +388,7 @@ fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {
 struct RunOptions {
     seed_given: bool,
     backend: Backend,
+    profile: bool,
     log: Option<PathBuf>,
     save: Option<PathBuf>,
     resume: Option<PathBuf>,
@@ -391,6 +404,7 @@ fn train(
     let RunOptions {
         seed_given,
         backend,
+        profile,
         log,
         save,
         resume,
@@ -419,7 +433,7 @@ fn train(
         None => None,
     };
     if backend != Backend::Interp {
-        match session.compile(settings.batch) {
+        match session.compile(settings.batch, profile) {
             Ok(took) => eprintln!(
                 "compiled the training and evaluation steps in {:.1} ms",
                 took.as_secs_f64() * 1e3
@@ -439,6 +453,12 @@ fn train(
     let mut reporter = Reporter::new(log, false);
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
+    if profile {
+        match session.profile() {
+            Some(profile) => print_profile(&profile),
+            None => eprintln!("note: --profile times compiled code; this run used the interpreter"),
+        }
+    }
     // The last good weights are saved even when training stopped early.
     if let Some(path) = &save {
         session.save(path, settings.seed)?;
@@ -450,6 +470,25 @@ fn train(
         );
     }
     outcome
+}
+
+/// The kernels that took longest, with their share of the training step.
+fn print_profile(profile: &crate::codegen::Profile) {
+    let total: f64 = profile.kernels.iter().map(|(_, t)| t).sum();
+    let mut kernels: Vec<(usize, &(String, f64))> = profile.kernels.iter().enumerate().collect();
+    kernels.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    println!(
+        "profile: {:.3} s in {} kernels of the training step",
+        total,
+        profile.kernels.len()
+    );
+    println!("{:>6} {:>9} {:>6}  kernel", "#", "seconds", "share");
+    for (k, (what, seconds)) in kernels.iter().take(15) {
+        println!(
+            "{k:>6} {seconds:>9.4} {:>5.1}%  {what}",
+            100.0 * seconds / total.max(1e-12)
+        );
+    }
 }
 
 fn print_predictions(session: &mut Session, split: &Split, limit: usize) {

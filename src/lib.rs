@@ -9,16 +9,16 @@ pub mod diagnostics;
 pub mod shape;
 pub mod source;
 
-pub mod autodiff;
+pub mod syntax;
 pub mod check;
+pub mod ir;
+pub mod autodiff;
+pub mod opt;
+pub mod interp;
+pub mod gradcheck;
 pub mod codegen;
 pub mod data;
-pub mod gradcheck;
-pub mod interp;
-pub mod ir;
-pub mod opt;
 pub mod runtime;
-pub mod syntax;
 
 pub mod cli;
 

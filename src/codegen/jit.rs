@@ -9,8 +9,21 @@ use crate::ir::{Graph, NodeId};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 type Entry = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64);
+
+/// Threads for large matrix products (rayon's persistent pool); 1 runs them on the caller.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Below this many multiply-adds a second thread costs more than it saves (measured here).
+const PARALLEL_MIN: i64 = 1 << 22;
+
+/// Sets how many threads large matrix products use. Results do not depend on it: gemm splits
+/// the output into tiles and sums each in the same order whatever the count.
+pub fn set_threads(threads: usize) {
+    THREADS.store(threads.max(1), Ordering::Relaxed);
+}
 
 extern "C" fn netc_gemm(
     m: i64,
@@ -25,6 +38,12 @@ extern "C" fn netc_gemm(
     rhs_cs: i64,
     rhs_rs: i64,
 ) {
+    let threads = THREADS.load(Ordering::Relaxed);
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the planner gives every operand a buffer of at least m·k, k·n and m·n elements
     // at these strides for the current batch, checked against the arena and the bound tensors
     // before the entry point runs.
@@ -48,7 +67,7 @@ extern "C" fn netc_gemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -63,6 +82,34 @@ extern "C" fn netc_logf(x: f32) -> f32 {
 
 extern "C" fn netc_tanhf(x: f32) -> f32 {
     x.tanh()
+}
+
+thread_local! {
+    /// The running profile: nanoseconds per kernel, and the last tick.
+    static TICKS: std::cell::RefCell<(Vec<u64>, Option<(usize, std::time::Instant)>)> = const { std::cell::RefCell::new((Vec::new(), None)) };
+}
+
+/// Called by profiled code before kernel `k`: the time since the previous tick goes to the
+/// previous kernel.
+extern "C" fn netc_tick(k: i64) {
+    let now = std::time::Instant::now();
+    TICKS.with(|ticks| {
+        let (times, last) = &mut *ticks.borrow_mut();
+        if let Some((previous, at)) = last.take() {
+            if times.len() <= previous {
+                times.resize(previous + 1, 0);
+            }
+            times[previous] += now.duration_since(at).as_nanos() as u64;
+        }
+        *last = Some((k as usize, now));
+    });
+}
+
+/// Time spent in each kernel of a profiled step, with what the kernel computes.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// (description, seconds), in kernel order.
+    pub kernels: Vec<(String, f64)>,
 }
 
 /// A graph compiled to native code, with its arena.
@@ -84,6 +131,7 @@ impl Compiled {
         graph: &Graph,
         max_batch: usize,
         wanted: &[NodeId],
+        profile: bool,
     ) -> Result<Compiled, Unsupported> {
         let plan = super::plan::plan(graph, max_batch, wanted)?;
         let mut flags = settings::builder();
@@ -93,11 +141,13 @@ impl Compiled {
             .finish(settings::Flags::new(flags))
             .map_err(|e| Unsupported(format!("no code generator for this machine: {e}")))?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        let helpers: [*const u8; 4] = [
+        // One address per name in IMPORTS: the array's length is checked against it.
+        let helpers: [*const u8; IMPORTS.len()] = [
             netc_gemm as *const u8,
             netc_expf as *const u8,
             netc_logf as *const u8,
             netc_tanhf as *const u8,
+            netc_tick as *const u8,
         ];
         for (name, address) in IMPORTS.iter().zip(helpers) {
             builder.symbol(*name, address);
@@ -125,7 +175,7 @@ impl Compiled {
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
-        lower::lower(graph, &plan, &mut context.func, &imports, config);
+        lower::lower(graph, &plan, &mut context.func, &imports, config, profile);
         let clif = context.func.display().to_string();
         module.define_function(id, &mut context).map_err(|e| {
             Unsupported(format!(
@@ -212,6 +262,30 @@ impl Compiled {
                 Tensor::new(dims, self.arena[start..start + len].to_vec())
             })
             .collect()
+    }
+
+    /// The time each kernel has taken so far (profiled code only), and resets the count.
+    pub fn take_profile(&self) -> Profile {
+        let times = TICKS.with(|ticks| std::mem::take(&mut ticks.borrow_mut().0));
+        let kernels = self
+            .plan
+            .kernels
+            .iter()
+            .enumerate()
+            .map(|(k, kernel)| {
+                let node = self.graph.node(kernel.node());
+                let what = format!(
+                    "{} {} -> {}{} (line {})",
+                    kernel.kind(),
+                    kernel.node(),
+                    node.op,
+                    node.shape,
+                    node.line
+                );
+                (what, times.get(k).copied().unwrap_or(0) as f64 / 1e9)
+            })
+            .collect();
+        Profile { kernels }
     }
 
     /// Floats in the arena (for the largest batch).

@@ -13,7 +13,13 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_expf", "netc_logf", "netc_tanhf"];
+pub const IMPORTS: [&str; 5] = [
+    "netc_gemm",
+    "netc_expf",
+    "netc_logf",
+    "netc_tanhf",
+    "netc_tick",
+];
 
 /// Signatures of the imported helpers, in `IMPORTS` order.
 pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> Vec<Signature> {
@@ -42,7 +48,12 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s.returns.push(AbiParam::new(types::F32));
         s
     };
-    vec![gemm, unary.clone(), unary.clone(), unary]
+    let tick = {
+        let mut s = make();
+        s.params.push(AbiParam::new(types::I64));
+        s
+    };
+    vec![gemm, unary.clone(), unary.clone(), unary, tick]
 }
 
 /// The entry point's signature: `(pointers, arena, batch, hypers, seed)`.
@@ -61,6 +72,7 @@ pub fn lower(
     func: &mut Function,
     imports: &[FuncRef],
     config: TargetFrontendConfig,
+    profile: bool,
 ) {
     let pointer = config.pointer_type();
     let mut context = FunctionBuilderContext::new();
@@ -80,8 +92,16 @@ pub fn lower(
         hypers: params[3],
         seed: params[4],
     };
-    for kernel in &plan.kernels {
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        if profile {
+            let index = b.ins().iconst(types::I64, k as i64);
+            l.call(&mut b, 4, &[index]);
+        }
         l.kernel(&mut b, kernel);
+    }
+    if profile {
+        let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
+        l.call(&mut b, 4, &[end]);
     }
     b.ins().return_(&[]);
     b.seal_all_blocks();
@@ -197,21 +217,89 @@ impl Lowerer<'_> {
                 args,
                 node: id,
             } => {
-                let dims: Vec<Value> = super::plan::dims(&node.shape)
-                    .iter()
-                    .map(|&d| self.sym(b, d))
-                    .collect();
+                // When every operand is laid out like the output (or is a scalar), one flat loop
+                // over the elements replaces the loop nest and its index arithmetic. One-hot
+                // needs the class index, so it keeps its axes.
+                let contiguous = super::plan::contiguous(&node.shape);
+                let flat = !matches!(node.op, Op::OneHot { .. })
+                    && args.iter().all(|a| {
+                        a.strides == contiguous
+                            || a.strides.iter().all(|&s| s == Sym::ZERO)
+                                && !matches!(a.base, Base::External(_) | Base::Buffer(_))
+                    });
+                let shape_dims = super::plan::dims(&node.shape);
+                let dims: Vec<Value> = if flat {
+                    vec![self.sym(b, super::plan::product(&shape_dims))]
+                } else {
+                    shape_dims.iter().map(|&d| self.sym(b, d)).collect()
+                };
                 let out_base = self.buffer_address(b, *out);
                 let out_strides = self.contiguous(b, &dims);
-                let readers: Vec<Reader> = args.iter().map(|a| self.reader(b, a)).collect();
+                let flat_view = |a: &View| View {
+                    base: a.base,
+                    strides: if a.strides.is_empty() {
+                        vec![]
+                    } else {
+                        vec![Sym {
+                            coef: 1,
+                            batch: false,
+                        }]
+                    },
+                };
+                let readers: Vec<Reader> = args
+                    .iter()
+                    .map(|a| {
+                        if flat {
+                            self.reader(b, &flat_view(a))
+                        } else {
+                            self.reader(b, a)
+                        }
+                    })
+                    .collect();
                 let stream = b.ins().iconst(types::I64, id.0 as i64);
-                loops(b, &dims, &mut |b, index| {
+                let mut start = b.ins().iconst(types::I64, 0);
+                if flat && vectorizable(&node.op) {
+                    // Four lanes at a time up to the last multiple of four; the rest below.
+                    let lanes: Vec<Option<Value>> = readers
+                        .iter()
+                        .map(|r| match r {
+                            Reader::Scalar(v) => Some(b.ins().splat(types::F32X4, *v)),
+                            Reader::Memory { .. } => None,
+                        })
+                        .collect();
+                    let end = b.ins().band_imm_s(dims[0], -4);
+                    range(b, start, end, 4, &mut |b, i| {
+                        let values: Vec<Value> = readers
+                            .iter()
+                            .zip(&lanes)
+                            .map(|(r, splat)| match (r, splat) {
+                                (_, Some(v)) => *v,
+                                (Reader::Memory { base, .. }, None) => {
+                                    let address = self.address(b, *base, &out_strides, &[i]);
+                                    b.ins().load(types::F32X4, flags(), address, 0)
+                                }
+                                (Reader::Scalar(_), None) => unreachable!("scalars are splatted"),
+                            })
+                            .collect();
+                        let value =
+                            self.map(b, &node.op, &values, &[i], &out_strides, stream, true);
+                        let address = self.address(b, out_base, &out_strides, &[i]);
+                        b.ins().store(flags(), value, address, 0);
+                    });
+                    start = end;
+                }
+                let mut body = |b: &mut FunctionBuilder, index: &[Value]| {
                     let values: Vec<Value> =
                         readers.iter().map(|r| self.read(b, r, index)).collect();
-                    let value = self.map(b, &node.op, &values, index, &out_strides, stream);
+                    let value = self.map(b, &node.op, &values, index, &out_strides, stream, false);
                     let address = self.address(b, out_base, &out_strides, index);
                     b.ins().store(flags(), value, address, 0);
-                });
+                };
+                if flat {
+                    range(b, start, dims[0], 1, &mut |b, i| body(b, &[i]));
+                } else {
+                    loops(b, &dims, &mut body);
+                }
             }
             Kernel::Gemm {
                 out,
@@ -378,8 +466,19 @@ impl Lowerer<'_> {
         index: &[Value],
         out_strides: &[Value],
         stream: Value,
+        vector: bool,
     ) -> Value {
-        let (zero, one) = (b_f32(b, 0.0), b_f32(b, 1.0));
+        let constant = |b: &mut FunctionBuilder, v: f32| {
+            let scalar = b_f32(b, v);
+            if vector {
+                b.ins().splat(types::F32X4, scalar)
+            } else {
+                scalar
+            }
+        };
+        let b_f32 = constant;
+        let (zero, one) = (constant(b, 0.0), constant(b, 1.0));
+        // A float `select` branches; on four lanes the compare's mask selects without branching.
         let select = |b: &mut FunctionBuilder,
                       cc: FloatCC,
                       x: Value,
@@ -387,7 +486,12 @@ impl Lowerer<'_> {
                       then: Value,
                       otherwise: Value| {
             let c = b.ins().fcmp(cc, x, y);
-            b.ins().select(c, then, otherwise)
+            if vector {
+                let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), c);
+                b.ins().bitselect(mask, then, otherwise)
+            } else {
+                b.ins().select(c, then, otherwise)
+            }
         };
         match op {
             Op::Unary(u) => {
@@ -473,6 +577,44 @@ impl Lowerer<'_> {
         let scale = b.ins().f64const(1.0 / (1u64 << 53) as f64);
         b.ins().fmul(as_float, scale)
     }
+}
+
+/// Elementwise operations that run on four lanes (no calls, no per-element random numbers).
+fn vectorizable(op: &Op) -> bool {
+    match op {
+        Op::Unary(u) => !matches!(
+            u,
+            UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp | UnaryOp::Log
+        ),
+        Op::Binary(_) => true,
+        Op::DropoutMask { .. } | Op::OneHot { .. } => false,
+        // A copy.
+        _ => true,
+    }
+}
+
+/// A loop `for i in (start..end).step_by(step)`.
+fn range(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value),
+) {
+    let header = b.create_block();
+    b.append_block_param(header, types::I64);
+    let inner = b.create_block();
+    let done = b.create_block();
+    b.ins().jump(header, &[start.into()]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    let more = b.ins().icmp(IntCC::SignedLessThan, i, end);
+    b.ins().brif(more, inner, &[], done, &[]);
+    b.switch_to_block(inner);
+    body(b, i);
+    let next = b.ins().iadd_imm_s(i, step);
+    b.ins().jump(header, &[next.into()]);
+    b.switch_to_block(done);
 }
 
 fn b_f32(b: &mut FunctionBuilder, v: f32) -> Value {

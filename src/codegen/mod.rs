@@ -10,5 +10,5 @@ mod jit;
 mod lower;
 mod plan;
 
-pub use jit::Compiled;
+pub use jit::{set_threads, Compiled, Profile};
 pub use plan::Unsupported;

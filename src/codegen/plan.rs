@@ -158,6 +158,16 @@ impl Kernel {
         }
     }
 
+    /// A one-word name of the kernel's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Kernel::Map { .. } => "map",
+            Kernel::Gemm { .. } => "gemm",
+            Kernel::Reduce { .. } => "reduce",
+            Kernel::Softmax { .. } => "softmax",
+        }
+    }
+
     fn reads(&self) -> Vec<&View> {
         match self {
             Kernel::Map { args, .. } => args.iter().collect(),

@@ -109,7 +109,11 @@ impl<'a> Session<'a> {
     }
 
     /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
-    pub fn compile(&mut self, batch: usize) -> Result<std::time::Duration, Unsupported> {
+    pub fn compile(
+        &mut self,
+        batch: usize,
+        profile: bool,
+    ) -> Result<std::time::Duration, Unsupported> {
         let started = std::time::Instant::now();
         let loss = |g: &Graph| g.result("loss").expect("graphs have a loss");
         let mut train_wanted = vec![loss(&self.train)];
@@ -118,13 +122,21 @@ impl<'a> Session<'a> {
         train_wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
         let mut eval_wanted = vec![loss(&self.eval)];
         eval_wanted.extend(self.eval.result("output"));
-        let train = Compiled::new(&self.train, batch, &train_wanted)?;
-        let eval = Compiled::new(&self.eval, batch, &eval_wanted)?;
+        let train = Compiled::new(&self.train, batch, &train_wanted, profile)?;
+        let eval = Compiled::new(&self.eval, batch, &eval_wanted, false)?;
         self.engine = Engine::Jit {
             train: Box::new(train),
             eval: Box::new(eval),
         };
         Ok(started.elapsed())
+    }
+
+    /// The training step's time per kernel so far, when it was compiled with profiling.
+    pub fn profile(&self) -> Option<crate::codegen::Profile> {
+        match &self.engine {
+            Engine::Jit { train, .. } => Some(train.take_profile()),
+            Engine::Interp => None,
+        }
     }
 
     /// Replaces the weights and position with a checkpoint's, after checking it fits.

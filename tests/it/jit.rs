@@ -35,7 +35,7 @@ fn compiled_steps_match_the_interpreter() {
             netc::eval_graph(&model, &source),
         ] {
             let wanted: Vec<_> = graph.results().collect();
-            let mut compiled = match Compiled::new(&graph, 8, &wanted) {
+            let mut compiled = match Compiled::new(&graph, 8, &wanted, false) {
                 Ok(c) => c,
                 Err(why) if why.0.contains("not compiled yet") => continue,
                 Err(why) => panic!("{}: {}", source.name, why.0),
