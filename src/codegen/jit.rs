@@ -84,9 +84,17 @@ extern "C" fn netc_tanhf(x: f32) -> f32 {
     x.tanh()
 }
 
+/// The running profile of this thread's compiled steps.
+#[derive(Default)]
+struct Ticks {
+    /// Nanoseconds per kernel.
+    times: Vec<u64>,
+    /// The kernel that started at the last tick, and when.
+    last: Option<(usize, std::time::Instant)>,
+}
+
 thread_local! {
-    /// The running profile: nanoseconds per kernel, and the last tick.
-    static TICKS: std::cell::RefCell<(Vec<u64>, Option<(usize, std::time::Instant)>)> = const { std::cell::RefCell::new((Vec::new(), None)) };
+    static TICKS: std::cell::RefCell<Ticks> = std::cell::RefCell::new(Ticks::default());
 }
 
 /// Called by profiled code before kernel `k`: the time since the previous tick goes to the
@@ -94,14 +102,14 @@ thread_local! {
 extern "C" fn netc_tick(k: i64) {
     let now = std::time::Instant::now();
     TICKS.with(|ticks| {
-        let (times, last) = &mut *ticks.borrow_mut();
-        if let Some((previous, at)) = last.take() {
-            if times.len() <= previous {
-                times.resize(previous + 1, 0);
+        let ticks = &mut *ticks.borrow_mut();
+        if let Some((previous, at)) = ticks.last.take() {
+            if ticks.times.len() <= previous {
+                ticks.times.resize(previous + 1, 0);
             }
-            times[previous] += now.duration_since(at).as_nanos() as u64;
+            ticks.times[previous] += now.duration_since(at).as_nanos() as u64;
         }
-        *last = Some((k as usize, now));
+        ticks.last = Some((k as usize, now));
     });
 }
 
@@ -266,7 +274,7 @@ impl Compiled {
 
     /// The time each kernel has taken so far (profiled code only), and resets the count.
     pub fn take_profile(&self) -> Profile {
-        let times = TICKS.with(|ticks| std::mem::take(&mut ticks.borrow_mut().0));
+        let times = TICKS.with(|ticks| std::mem::take(&mut ticks.borrow_mut().times));
         let kernels = self
             .plan
             .kernels

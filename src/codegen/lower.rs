@@ -124,6 +124,16 @@ fn flags() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
+/// Where an elementwise value is computed: its loop indices, the output's strides, the random
+/// stream of its node, and whether it is four lanes wide.
+#[derive(Clone, Copy)]
+struct Element<'a> {
+    index: &'a [Value],
+    out_strides: &'a [Value],
+    stream: Value,
+    vector: bool,
+}
+
 /// A view ready to read inside a loop: a base address and strides as values, or a scalar.
 enum Reader {
     Memory { base: Value, strides: Vec<Value> },
@@ -281,8 +291,13 @@ impl Lowerer<'_> {
                                 (Reader::Scalar(_), None) => unreachable!("scalars are splatted"),
                             })
                             .collect();
-                        let value =
-                            self.map(b, &node.op, &values, &[i], &out_strides, stream, true);
+                        let at = Element {
+                            index: &[i],
+                            out_strides: &out_strides,
+                            stream,
+                            vector: true,
+                        };
+                        let value = self.map(b, &node.op, &values, &at);
                         let address = self.address(b, out_base, &out_strides, &[i]);
                         b.ins().store(flags(), value, address, 0);
                     });
@@ -291,7 +306,13 @@ impl Lowerer<'_> {
                 let mut body = |b: &mut FunctionBuilder, index: &[Value]| {
                     let values: Vec<Value> =
                         readers.iter().map(|r| self.read(b, r, index)).collect();
-                    let value = self.map(b, &node.op, &values, index, &out_strides, stream, false);
+                    let at = Element {
+                        index,
+                        out_strides: &out_strides,
+                        stream,
+                        vector: false,
+                    };
+                    let value = self.map(b, &node.op, &values, &at);
                     let address = self.address(b, out_base, &out_strides, index);
                     b.ins().store(flags(), value, address, 0);
                 };
@@ -458,16 +479,13 @@ impl Lowerer<'_> {
     }
 
     /// One element of an elementwise kernel.
-    fn map(
-        &self,
-        b: &mut FunctionBuilder,
-        op: &Op,
-        args: &[Value],
-        index: &[Value],
-        out_strides: &[Value],
-        stream: Value,
-        vector: bool,
-    ) -> Value {
+    fn map(&self, b: &mut FunctionBuilder, op: &Op, args: &[Value], at: &Element) -> Value {
+        let Element {
+            index,
+            out_strides,
+            stream,
+            vector,
+        } = *at;
         let constant = |b: &mut FunctionBuilder, v: f32| {
             let scalar = b_f32(b, v);
             if vector {
