@@ -159,6 +159,8 @@ enum Stage {
     Step,
     /// The training step (or, with `--mode eval`, the evaluation graph) after simplification.
     Opt,
+    /// The generated Cranelift IR of the optimized step, with the kernel each node became.
+    Clif,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -227,6 +229,29 @@ pub fn run() -> i32 {
                         "{}",
                         crate::autodiff::step::train_step(&grads, &model.optimizer)
                     );
+                }
+                Stage::Clif => {
+                    let graph = match mode {
+                        ModeArg::Train => crate::train_graph(&model, &source),
+                        ModeArg::Eval => crate::eval_graph(&model, &source),
+                    };
+                    let wanted: Vec<_> = graph.results().collect();
+                    match crate::codegen::Compiled::new(
+                        &graph,
+                        model.train.batch as usize,
+                        &wanted,
+                        false,
+                    ) {
+                        Ok(compiled) => print!("{}", compiled.listing()),
+                        Err(why) => {
+                            let diagnostic = crate::data::error(
+                                Code::E0510,
+                                format!("the JIT cannot compile this model: {}", why.0),
+                            );
+                            report(&source, &[diagnostic], message_format);
+                            return 1;
+                        }
+                    }
                 }
                 Stage::Opt => match mode {
                     ModeArg::Train => print!("{}", crate::train_graph(&model, &source)),

@@ -281,19 +281,51 @@ impl Compiled {
             .iter()
             .enumerate()
             .map(|(k, kernel)| {
-                let node = self.graph.node(kernel.node());
-                let what = format!(
-                    "{} {} -> {}{} (line {})",
-                    kernel.kind(),
-                    kernel.node(),
-                    node.op,
-                    node.shape,
-                    node.line
-                );
-                (what, times.get(k).copied().unwrap_or(0) as f64 / 1e9)
+                (
+                    self.describe(kernel),
+                    times.get(k).copied().unwrap_or(0) as f64 / 1e9,
+                )
             })
             .collect();
         Profile { kernels }
+    }
+
+    /// The printed program: one comment line per kernel naming the IR node it computes and
+    /// its buffer, then the Cranelift IR of the step.
+    pub fn listing(&self) -> String {
+        let mut out = format!(
+            "; {} kernels, arena of {} floats\n",
+            self.plan.kernels.len(),
+            self.plan.arena
+        );
+        for (k, kernel) in self.plan.kernels.iter().enumerate() {
+            out += &format!("; kernel {k}: {}\n", self.describe(kernel));
+        }
+        out + &self.clif
+    }
+
+    fn describe(&self, kernel: &super::plan::Kernel) -> String {
+        let node = self.graph.node(kernel.node());
+        let place = match self.plan.views[kernel.node().index()]
+            .as_ref()
+            .map(|v| v.base)
+        {
+            Some(Base::Buffer(b)) => format!(" -> arena[{}..]", self.plan.buffers[b]),
+            _ => String::new(),
+        };
+        let line = if node.line > 0 {
+            format!(" (line {})", node.line)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} {} = {} : {}{}{line}{place}",
+            kernel.kind(),
+            kernel.node(),
+            node.op,
+            node.dtype,
+            node.shape
+        )
     }
 
     /// Floats in the arena (for the largest batch).

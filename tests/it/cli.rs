@@ -114,6 +114,15 @@ fn emit_ir_prints_each_stage() {
     assert!(!text(&eval.stdout).contains("dropout_mask"));
     let train = netc(&["emit-ir", "models/mlp_dropout.net", "--mode", "train"]);
     assert!(text(&train.stdout).contains("dropout_mask"));
+    let clif = netc(&["emit-ir", "models/mlp.net", "--stage", "clif"]);
+    assert_eq!(clif.status.code(), Some(0), "{}", text(&clif.stderr));
+    let listing = text(&clif.stdout);
+    assert!(
+        listing.contains("; kernel 0: gemm")
+            && listing.contains("function")
+            && listing.contains("f32x4"),
+        "{listing}"
+    );
 }
 
 #[test]
