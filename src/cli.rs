@@ -100,6 +100,17 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// Measure training speed: compile time, step and epoch times, GFLOP/s, peak memory.
+    Bench {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Steps timed one by one for the median.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Check the model's symbolic gradients against finite differences (f64).
     Gradcheck {
         file: PathBuf,
@@ -337,6 +348,23 @@ pub fn run() -> i32 {
                 .map(|(mut session, split)| print_predictions(&mut session, &split, limit));
             finish(&source, outcome)
         }
+        Command::Bench {
+            file,
+            data,
+            steps,
+            threads,
+        } => {
+            let Some(source) = read(&file) else { return 1 };
+            let Some(model) = front_end(&source) else {
+                return 1;
+            };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            crate::codegen::set_threads(threads.unwrap_or(cores));
+            finish(
+                &source,
+                bench(&source, &model, &data, steps, threads.unwrap_or(cores)),
+            )
+        }
         Command::Gradcheck {
             file,
             data,
@@ -495,6 +523,100 @@ fn train(
         );
     }
     outcome
+}
+
+/// Times the compiled training step: compile time, the median of `steps` single steps, one
+/// whole epoch, the matrix products' GFLOP/s over that epoch, and the process's peak memory.
+fn bench(
+    source: &SourceFile,
+    model: &Model,
+    data: &DataArgs,
+    steps: usize,
+    threads: usize,
+) -> Result<(), Diagnostic> {
+    let split = load(data, model.train.seed)?;
+    runtime::fits(model, &split.train)?;
+    let batch = model.train.batch as usize;
+    let mut session = Session::new(model, source, model.train.seed);
+    let compile = session.compile(batch, false).map_err(|why| {
+        crate::data::error(
+            Code::E0510,
+            format!("the JIT cannot compile this model: {}", why.0),
+        )
+    })?;
+    let lr = match model.optimizer {
+        Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+    };
+    let settings = |epochs| RunSettings {
+        epochs,
+        batch,
+        lr,
+        seed: model.train.seed,
+        shuffle: true,
+    };
+    // Single steps: train on one batch at a time and keep each step's time.
+    let one_batch = crate::data::Split {
+        train: split.train.head(batch),
+        test: split.test.head(1),
+        class_names: None,
+    };
+    let mut times = Vec::with_capacity(steps);
+    for epoch in 1..=steps as u64 {
+        let started = std::time::Instant::now();
+        session.fit(&one_batch, &settings(epoch), &mut Reporter::new(None, true))?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    // One whole epoch, as `netc run` trains it (test evaluation excluded).
+    let train_len = split.train.len;
+    let epoch_data = crate::data::Split {
+        train: split.train,
+        test: split.test.head(1),
+        class_names: None,
+    };
+    let mut fresh = Session::new(model, source, model.train.seed);
+    fresh
+        .compile(batch, false)
+        .map_err(|why| crate::data::error(Code::E0510, why.0))?;
+    let started = std::time::Instant::now();
+    fresh.fit(&epoch_data, &settings(1), &mut Reporter::new(None, true))?;
+    let epoch = started.elapsed().as_secs_f64();
+    let full = train_len / batch;
+    let rest = train_len % batch;
+    let flops = fresh.step_flops(batch).unwrap_or(0.0) * full as f64
+        + if rest > 0 {
+            fresh.step_flops(rest).unwrap_or(0.0)
+        } else {
+            0.0
+        };
+    println!(
+        "model        {} ({train_len} examples, batch {batch}, {threads} threads)",
+        model.name
+    );
+    println!(
+        "compile      {:.1} ms (training and evaluation steps)",
+        compile.as_secs_f64() * 1e3
+    );
+    println!("step         {:.3} ms median of {steps}", median * 1e3);
+    println!("epoch        {epoch:.3} s");
+    println!(
+        "matmul       {:.1} GFLOP per epoch, {:.1} GFLOP/s",
+        flops / 1e9,
+        flops / epoch / 1e9
+    );
+    match peak_memory_kib() {
+        Some(kib) => println!("peak memory  {:.0} MB", kib as f64 / 1024.0),
+        None => println!("peak memory  unknown (no /proc/self/status)"),
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory, from Linux's /proc.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The kernels that took longest, with their share of the training step.

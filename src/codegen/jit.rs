@@ -328,6 +328,21 @@ impl Compiled {
         )
     }
 
+    /// The floating-point operations of the matrix products in one run at `batch` (2·m·n·k each).
+    pub fn gemm_flops(&self, batch: usize) -> f64 {
+        self.plan
+            .kernels
+            .iter()
+            .map(|kernel| match kernel {
+                super::plan::Kernel::Gemm { m, n, k, .. } => {
+                    let b = batch as i64;
+                    2.0 * m.at(b) as f64 * n.at(b) as f64 * k.at(b) as f64
+                }
+                _ => 0.0,
+            })
+            .sum()
+    }
+
     /// Floats in the arena (for the largest batch).
     pub fn arena_len(&self) -> usize {
         self.plan.arena

@@ -44,6 +44,18 @@ impl Dataset {
         self.feature_dims.iter().product()
     }
 
+    /// The first `n` examples (all of them when there are fewer).
+    pub fn head(&self, n: usize) -> Dataset {
+        let n = n.min(self.len);
+        Dataset {
+            len: n,
+            feature_dims: self.feature_dims.clone(),
+            features: self.features[..n * self.feature_size()].to_vec(),
+            target_dims: self.target_dims.clone(),
+            targets: self.targets[..n * self.target_size()].to_vec(),
+        }
+    }
+
     /// Elements per example of the targets.
     pub fn target_size(&self) -> usize {
         self.target_dims.iter().product()

@@ -139,6 +139,14 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The matrix-product FLOPs of one training step at `batch`, when compiled.
+    pub fn step_flops(&self, batch: usize) -> Option<f64> {
+        match &self.engine {
+            Engine::Jit { train, .. } => Some(train.gemm_flops(batch)),
+            Engine::Interp => None,
+        }
+    }
+
     /// Replaces the weights and position with a checkpoint's, after checking it fits.
     pub fn restore(&mut self, path: &std::path::Path) -> Result<Checkpoint, Diagnostic> {
         let checkpoint = checkpoint::load(path, &self.train, &self.hash)?;

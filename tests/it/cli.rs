@@ -375,3 +375,20 @@ fn the_jit_trains_what_it_compiles_and_refuses_the_rest_with_e0510() {
     assert!(text(&auto.stderr).contains("running on the interpreter"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn bench_prints_its_figures() {
+    let out = netc(&[
+        "bench",
+        "models/linreg.net",
+        "--data",
+        "linear",
+        "--steps",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for figure in ["compile", "step", "epoch", "GFLOP/s", "peak memory"] {
+        assert!(stdout.contains(figure), "no {figure} in:\n{stdout}");
+    }
+}
