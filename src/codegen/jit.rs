@@ -318,8 +318,24 @@ impl Compiled {
         } else {
             String::new()
         };
+        let fused = match kernel {
+            super::plan::Kernel::Map { expr, .. } => {
+                let inner: Vec<String> = expr
+                    .nodes()
+                    .iter()
+                    .skip(1)
+                    .map(|n| format!("{n} {}", self.graph.node(*n).op))
+                    .collect();
+                if inner.is_empty() {
+                    String::new()
+                } else {
+                    format!(", fusing {}", inner.join(", "))
+                }
+            }
+            _ => String::new(),
+        };
         format!(
-            "{} {} = {} : {}{}{line}{place}",
+            "{} {} = {} : {}{}{fused}{line}{place}",
             kernel.kind(),
             kernel.node(),
             node.op,

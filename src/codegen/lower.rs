@@ -3,8 +3,8 @@
 //! `tanh` call the same Rust functions the interpreter uses, so results match it exactly
 //! everywhere except inside matrix products, whose summation order differs.
 
-use super::plan::{Base, Kernel, Plan, Sym, View};
-use crate::ir::{BinaryOp, Graph, Op, ReduceOp, UnaryOp};
+use super::plan::{Base, Expr, Kernel, Plan, Sym, View};
+use crate::ir::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, Value,
@@ -124,13 +124,12 @@ fn flags() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
-/// Where an elementwise value is computed: its loop indices, the output's strides, the random
-/// stream of its node, and whether it is four lanes wide.
+/// Where an elementwise value is computed: its loop indices, the output's strides, and whether
+/// it is four lanes wide.
 #[derive(Clone, Copy)]
 struct Element<'a> {
     index: &'a [Value],
     out_strides: &'a [Value],
-    stream: Value,
     vector: bool,
 }
 
@@ -223,15 +222,17 @@ impl Lowerer<'_> {
         let node = self.graph.node(kernel.node());
         match kernel {
             Kernel::Map {
-                out,
-                args,
-                node: id,
+                out, args, expr, ..
             } => {
                 // When every operand is laid out like the output (or is a scalar), one flat loop
                 // over the elements replaces the loop nest and its index arithmetic. One-hot
                 // needs the class index, so it keeps its axes.
                 let contiguous = super::plan::contiguous(&node.shape);
-                let flat = !matches!(node.op, Op::OneHot { .. })
+                let applied = expr.nodes();
+                let op_of = |n: &NodeId| &self.graph.node(*n).op;
+                let flat = !applied
+                    .iter()
+                    .any(|n| matches!(op_of(n), Op::OneHot { .. }))
                     && args.iter().all(|a| {
                         a.strides == contiguous
                             || a.strides.iter().all(|&s| s == Sym::ZERO)
@@ -266,9 +267,8 @@ impl Lowerer<'_> {
                         }
                     })
                     .collect();
-                let stream = b.ins().iconst(types::I64, id.0 as i64);
                 let mut start = b.ins().iconst(types::I64, 0);
-                if flat && vectorizable(&node.op) {
+                if flat && applied.iter().all(|n| vectorizable(op_of(n))) {
                     // Four lanes at a time up to the last multiple of four; the rest below.
                     let lanes: Vec<Option<Value>> = readers
                         .iter()
@@ -294,10 +294,9 @@ impl Lowerer<'_> {
                         let at = Element {
                             index: &[i],
                             out_strides: &out_strides,
-                            stream,
                             vector: true,
                         };
-                        let value = self.map(b, &node.op, &values, &at);
+                        let value = self.evaluate(b, expr, &values, &at);
                         let address = self.address(b, out_base, &out_strides, &[i]);
                         b.ins().store(flags(), value, address, 0);
                     });
@@ -309,10 +308,9 @@ impl Lowerer<'_> {
                     let at = Element {
                         index,
                         out_strides: &out_strides,
-                        stream,
                         vector: false,
                     };
-                    let value = self.map(b, &node.op, &values, &at);
+                    let value = self.evaluate(b, expr, &values, &at);
                     let address = self.address(b, out_base, &out_strides, index);
                     b.ins().store(flags(), value, address, 0);
                 };
@@ -478,14 +476,34 @@ impl Lowerer<'_> {
         }
     }
 
-    /// One element of an elementwise kernel.
-    fn map(&self, b: &mut FunctionBuilder, op: &Op, args: &[Value], at: &Element) -> Value {
+    /// One element of a fused expression: its reads combined by the nodes it applies.
+    fn evaluate(
+        &self,
+        b: &mut FunctionBuilder,
+        expr: &Expr,
+        values: &[Value],
+        at: &Element,
+    ) -> Value {
+        match expr {
+            Expr::Read(i) => values[*i],
+            Expr::Apply(node, children) => {
+                let args: Vec<Value> = children
+                    .iter()
+                    .map(|c| self.evaluate(b, c, values, at))
+                    .collect();
+                self.map(b, *node, &args, at)
+            }
+        }
+    }
+
+    /// One element of a node's elementwise operation.
+    fn map(&self, b: &mut FunctionBuilder, node: NodeId, args: &[Value], at: &Element) -> Value {
         let Element {
             index,
             out_strides,
-            stream,
             vector,
         } = *at;
+        let op = &self.graph.node(node).op;
         let constant = |b: &mut FunctionBuilder, v: f32| {
             let scalar = b_f32(b, v);
             if vector {
@@ -560,6 +578,7 @@ impl Lowerer<'_> {
                         b.ins().iadd(acc, term)
                     },
                 );
+                let stream = b.ins().iconst(types::I64, node.0 as i64);
                 let u = self.uniform(b, stream, flat);
                 let p_v = b.ins().f64const(p.0);
                 let keep = b_f32(b, (1.0 / (1.0 - p.0)) as f32);

@@ -107,15 +107,46 @@ impl View {
     }
 }
 
+/// How an elementwise kernel combines its arguments, per element.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// Argument `i` of the kernel.
+    Read(usize),
+    /// A node's operation applied to sub-expressions.
+    Apply(NodeId, Vec<Expr>),
+}
+
+impl Expr {
+    /// Every node applied in the expression, outermost first.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            Expr::Read(_) => vec![],
+            Expr::Apply(node, children) => std::iter::once(*node)
+                .chain(children.iter().flat_map(Expr::nodes))
+                .collect(),
+        }
+    }
+
+    fn shifted(self, by: usize) -> Expr {
+        match self {
+            Expr::Read(i) => Expr::Read(i + by),
+            Expr::Apply(node, children) => {
+                Expr::Apply(node, children.into_iter().map(|c| c.shifted(by)).collect())
+            }
+        }
+    }
+}
+
 /// One step of the compiled program.
 #[derive(Clone, Debug)]
 pub enum Kernel {
-    /// An elementwise computation over `node`'s shape, written to `out` (contiguous); the
-    /// argument views are in the output's axes.
+    /// An elementwise computation over `node`'s shape, written to `out` (contiguous): `expr`
+    /// combines the `args` (views in the output's axes), fusing a chain of operations.
     Map {
         node: NodeId,
         out: usize,
         args: Vec<View>,
+        expr: Expr,
     },
     /// `out = a @ b`: `a` is `[m, k]` and `b` `[k, n]`, both strided.
     Gemm {
@@ -199,9 +230,11 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
     let mut p = Planner {
         graph,
         views: vec![None; graph.nodes.len()],
+        pending: vec![None; graph.nodes.len()],
         kernels: Vec::new(),
         sizes: Vec::new(),
     };
+    let fusible = fusible(graph, wanted);
     let externals = [graph.inputs.len(), graph.params.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
         let id = NodeId(i as u32);
@@ -237,18 +270,40 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     strides,
                 }
             }
-            Op::Unary(_) | Op::Binary(_) | Op::DropoutMask { .. } => {
-                let args = if matches!(node.op, Op::DropoutMask { .. }) {
-                    vec![]
-                } else {
-                    node.args.iter().map(|&a| p.view(a).clone()).collect()
-                };
+            Op::Unary(_) | Op::Binary(_) => {
+                // Fuse: an argument that is itself elementwise and used only here is inlined.
+                let mut args = Vec::new();
+                let mut children = Vec::new();
+                for &a in &node.args {
+                    match p.pending[a.index()].take() {
+                        Some((expr, leaves)) => {
+                            children.push(expr.shifted(args.len()));
+                            args.extend(leaves);
+                        }
+                        None => {
+                            children.push(Expr::Read(args.len()));
+                            args.push(p.view(a).clone());
+                        }
+                    }
+                }
+                let expr = Expr::Apply(id, children);
+                if fusible[i] {
+                    p.pending[i] = Some((expr, args));
+                    continue;
+                }
                 p.kernel(id, |out| Kernel::Map {
                     node: id,
                     out,
                     args,
+                    expr,
                 })
             }
+            Op::DropoutMask { .. } => p.kernel(id, |out| Kernel::Map {
+                node: id,
+                out,
+                args: vec![],
+                expr: Expr::Apply(id, vec![]),
+            }),
             Op::OneHot { .. } => {
                 // The labels, read along the batch axis only.
                 let labels = p.contiguous_view(node.args[0]);
@@ -260,6 +315,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     node: id,
                     out,
                     args,
+                    expr: Expr::Apply(id, vec![Expr::Read(0)]),
                 })
             }
             Op::MatMul => {
@@ -334,6 +390,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                 node: id,
                 out,
                 args: vec![view],
+                expr: Expr::Read(0),
             });
             p.views[id.index()] = Some(copy);
         }
@@ -350,6 +407,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
 struct Planner<'a> {
     graph: &'a Graph,
     views: Vec<Option<View>>,
+    /// Elementwise nodes waiting to be inlined into their one consumer: expression and leaves.
+    pending: Vec<Option<(Expr, Vec<View>)>>,
     kernels: Vec<Kernel>,
     sizes: Vec<Sym>,
 }
@@ -358,7 +417,7 @@ impl Planner<'_> {
     fn view(&self, id: NodeId) -> &View {
         self.views[id.index()]
             .as_ref()
-            .expect("arguments are planned first")
+            .unwrap_or_else(|| panic!("{id} = {} is not planned", self.graph.node(id).op))
     }
 
     fn external(&self, slot: usize, shape: &Shape) -> View {
@@ -392,6 +451,7 @@ impl Planner<'_> {
             node: id,
             out,
             args: vec![view],
+            expr: Expr::Read(0),
         });
         self.views[id.index()] = Some(copy.clone());
         copy
@@ -405,6 +465,7 @@ impl Planner<'_> {
                 node: id,
                 out,
                 args: vec![view],
+                expr: Expr::Read(0),
             });
             self.views[id.index()] = Some(copy.clone());
             return copy;
@@ -430,6 +491,30 @@ impl Planner<'_> {
             strides,
         }
     }
+}
+
+/// Elementwise nodes to inline into their consumer: used exactly once, by an elementwise
+/// node (of the same shape, as elementwise operands always are), and not a result.
+fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
+    let elementwise = |op: &Op| matches!(op, Op::Unary(_) | Op::Binary(_));
+    let mut uses = vec![0usize; graph.nodes.len()];
+    let mut consumer_elementwise = vec![true; graph.nodes.len()];
+    for node in &graph.nodes {
+        for a in &node.args {
+            uses[a.index()] += 1;
+            consumer_elementwise[a.index()] &= elementwise(&node.op);
+        }
+    }
+    let mut result = vec![false; graph.nodes.len()];
+    for id in wanted {
+        result[id.index()] = true;
+    }
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| elementwise(&n.op) && uses[i] == 1 && consumer_elementwise[i] && !result[i])
+        .collect()
 }
 
 /// Places buffers in one arena: a buffer's space is reused after its last reader, first fit;
