@@ -732,30 +732,10 @@ fn gradcheck(
         runtime::fits(model, &split.train)?;
         batch = batch.min(split.train.len);
         let rows: Vec<usize> = (0..batch).collect();
-        let size = split.train.feature_size();
-        let t = split.train.target_size();
-        inputs = vec![
-            Tensor::new(
-                crate::interp::dims(&forward.inputs[0].shape, batch),
-                rows.iter()
-                    .flat_map(|&r| {
-                        split.train.features[r * size..(r + 1) * size]
-                            .iter()
-                            .map(|&v| v as f64)
-                    })
-                    .collect(),
-            ),
-            Tensor::new(
-                crate::interp::dims(&forward.inputs[1].shape, batch),
-                rows.iter()
-                    .flat_map(|&r| {
-                        split.train.targets[r * t..(r + 1) * t]
-                            .iter()
-                            .map(|&v| v as f64)
-                    })
-                    .collect(),
-            ),
-        ];
+        inputs = runtime::batch_tensors(&forward, &split.train, &rows)
+            .iter()
+            .map(Tensor::cast)
+            .collect();
     }
     let problem = crate::gradcheck::Problem {
         forward: &forward,

@@ -386,13 +386,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
         let shape = graph.shape(id).clone();
         let view = p.view(id).clone();
         if !matches!(view.base, Base::Buffer(_)) || !view.is_contiguous(&shape) {
-            let copy = p.kernel(id, |out| Kernel::Map {
-                node: id,
-                out,
-                args: vec![view],
-                expr: Expr::Read(0),
-            });
-            p.views[id.index()] = Some(copy);
+            p.materialize(id, view);
         }
     }
     let (buffers, arena) = allocate(&p.kernels, &p.sizes, &p.views, wanted, max_batch);
@@ -447,6 +441,11 @@ impl Planner<'_> {
         if view.is_contiguous(&shape) || (view.is_scalar() && shape.rank() == 0) {
             return view;
         }
+        self.materialize(id, view)
+    }
+
+    /// Copies a view into a contiguous buffer of its own, which later readers of `id` then use.
+    fn materialize(&mut self, id: NodeId, view: View) -> View {
         let copy = self.kernel(id, |out| Kernel::Map {
             node: id,
             out,
@@ -461,14 +460,7 @@ impl Planner<'_> {
     fn gemm_view(&mut self, id: NodeId) -> View {
         let view = self.view(id).clone();
         if view.is_scalar() || view.strides.contains(&Sym::ZERO) {
-            let copy = self.kernel(id, |out| Kernel::Map {
-                node: id,
-                out,
-                args: vec![view],
-                expr: Expr::Read(0),
-            });
-            self.views[id.index()] = Some(copy.clone());
-            return copy;
+            return self.materialize(id, view);
         }
         view
     }

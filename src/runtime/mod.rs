@@ -383,7 +383,7 @@ fn step_seed(seed: u64, step: u64) -> u64 {
 }
 
 /// The features and targets of some rows, as batch tensors shaped as the graph declares them.
-fn batch_tensors(graph: &Graph, data: &Dataset, rows: &[usize]) -> [Tensor<f32>; 2] {
+pub fn batch_tensors(graph: &Graph, data: &Dataset, rows: &[usize]) -> [Tensor<f32>; 2] {
     let size = data.feature_size();
     let x = Tensor::new(
         interp::dims(&graph.inputs[0].shape, rows.len()),
