@@ -223,13 +223,14 @@ impl<'a> Session<'a> {
                 if let Some(out) = output.map(|_| &values[1]) {
                     correct += self.correct(out, &inputs[1]);
                 }
-                let rest = values.split_off(1 + usize::from(output.is_some()));
-                let (params, states) = rest.split_at(self.params.len());
-                for (&(p, _), value) in self.train.param_updates.iter().zip(params) {
-                    self.params[p] = value.clone();
+                let mut updates = values
+                    .split_off(1 + usize::from(output.is_some()))
+                    .into_iter();
+                for (&(p, _), value) in self.train.param_updates.iter().zip(updates.by_ref()) {
+                    self.params[p] = value;
                 }
-                for (&(s, _), value) in self.train.state_updates.iter().zip(states) {
-                    self.states[s] = value.clone();
+                for (&(s, _), value) in self.train.state_updates.iter().zip(updates) {
+                    self.states[s] = value;
                 }
                 total_loss += step_loss * rows.len() as f64;
                 self.step = step;
