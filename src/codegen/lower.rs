@@ -174,6 +174,10 @@ impl Lowerer<'_> {
                 return Reader::Scalar(b.ins().fcvt_from_sint(types::F32, self.batch))
             }
         };
+        // One element broadcast everywhere (zero strides): read it once, before the loop.
+        if view.strides.iter().all(|&s| s == Sym::ZERO) {
+            return Reader::Scalar(b.ins().load(types::F32, flags(), base, 0));
+        }
         let strides = view.strides.iter().map(|&s| self.sym(b, s)).collect();
         Reader::Memory { base, strides }
     }
@@ -234,9 +238,7 @@ impl Lowerer<'_> {
                     .iter()
                     .any(|n| matches!(op_of(n), Op::OneHot { .. }))
                     && args.iter().all(|a| {
-                        a.strides == contiguous
-                            || a.strides.iter().all(|&s| s == Sym::ZERO)
-                                && !matches!(a.base, Base::External(_) | Base::Buffer(_))
+                        a.strides == contiguous || a.strides.iter().all(|&s| s == Sym::ZERO)
                     });
                 let shape_dims = super::plan::dims(&node.shape);
                 let dims: Vec<Value> = if flat {
@@ -246,9 +248,10 @@ impl Lowerer<'_> {
                 };
                 let out_base = self.buffer_address(b, *out);
                 let out_strides = self.contiguous(b, &dims);
+                // Over the flat index a contiguous operand has stride 1; a broadcast one stays 0.
                 let flat_view = |a: &View| View {
                     base: a.base,
-                    strides: if a.strides.is_empty() {
+                    strides: if a.strides.iter().all(|&s| s == Sym::ZERO) {
                         vec![]
                     } else {
                         vec![Sym {
@@ -387,20 +390,40 @@ impl Lowerer<'_> {
                     let address = self.address(b, out_base, &out_contiguous, index);
                     b.ins().store(flags(), init, address, 0);
                 });
+                let combine = |b: &mut FunctionBuilder, current: Value, v: Value| match op {
+                    ReduceOp::Max => {
+                        let greater = b.ins().fcmp(FloatCC::GreaterThan, v, current);
+                        b.ins().select(greater, v, current)
+                    }
+                    _ => b.ins().fadd(current, v),
+                };
+                let row_major: Vec<Sym> = (0..input_dims.len())
+                    .map(|i| super::plan::product(&input_dims[i + 1..]))
+                    .collect();
                 let reader = self.reader(b, input);
-                loops(b, &in_dims, &mut |b, index| {
-                    let v = self.read(b, &reader, index);
-                    let address = self.address(b, out_base, &out_strides, index);
-                    let current = b.ins().load(types::F32, flags(), address, 0);
-                    let next = match op {
-                        ReduceOp::Max => {
-                            let greater = b.ins().fcmp(FloatCC::GreaterThan, v, current);
-                            b.ins().select(greater, v, current)
-                        }
-                        _ => b.ins().fadd(current, v),
-                    };
-                    b.ins().store(flags(), next, address, 0);
-                });
+                match &reader {
+                    // A reduction of a whole contiguous tensor keeps its sum in a register, in
+                    // the same order as the interpreter.
+                    Reader::Memory { base, .. }
+                        if out_dims.is_empty() && input.strides == row_major =>
+                    {
+                        let total = self.sym(b, super::plan::product(input_dims));
+                        let one = b.ins().iconst(types::I64, 1);
+                        let sum = fold(b, total, init, &mut |b, j, acc| {
+                            let address = self.address(b, *base, &[one], &[j]);
+                            let v = b.ins().load(types::F32, flags(), address, 0);
+                            combine(b, acc, v)
+                        });
+                        b.ins().store(flags(), sum, out_base, 0);
+                    }
+                    _ => loops(b, &in_dims, &mut |b, index| {
+                        let v = self.read(b, &reader, index);
+                        let address = self.address(b, out_base, &out_strides, index);
+                        let current = b.ins().load(types::F32, flags(), address, 0);
+                        let next = combine(b, current, v);
+                        b.ins().store(flags(), next, address, 0);
+                    }),
+                }
                 if *op == ReduceOp::Mean {
                     let count = axes.iter().fold(b.ins().iconst(types::I64, 1), |acc, &a| {
                         b.ins().imul(acc, in_dims[a])
