@@ -385,24 +385,27 @@ fn step_seed(seed: u64, step: u64) -> u64 {
 
 /// The features and targets of some rows, as batch tensors shaped as the graph declares them.
 pub fn batch_tensors(graph: &Graph, data: &Dataset, rows: &[usize]) -> [Tensor<f32>; 2] {
-    let size = data.feature_size();
     let x = Tensor::new(
         interp::dims(&graph.inputs[0].shape, rows.len()),
-        rows.iter()
-            .flat_map(|&r| data.features[r * size..(r + 1) * size].iter().copied())
-            .collect(),
+        gather(&data.features, data.feature_size(), rows),
     );
     [x, batch_targets(graph, data, rows)]
 }
 
 fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
-    let size = data.target_size();
     Tensor::new(
         interp::dims(&graph.inputs[1].shape, rows.len()),
-        rows.iter()
-            .flat_map(|&r| data.targets[r * size..(r + 1) * size].iter().copied())
-            .collect(),
+        gather(&data.targets, data.target_size(), rows),
     )
+}
+
+/// The given rows of a row-major table, one slice copy per row.
+fn gather(table: &[f32], width: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &r in rows {
+        out.extend_from_slice(&table[r * width..(r + 1) * width]);
+    }
+    out
 }
 
 /// Checks that a data set's examples fit the model's input and label (E0507), pointing at the
