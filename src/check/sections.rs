@@ -1,0 +1,508 @@
+//! The checker's single sections and their helpers: the loss, initializers, penalties, the
+//! optimizer, the training settings and the metric, and the warning for parameters the loss
+//! never reaches.
+
+use super::args::{self, Context};
+use super::model::*;
+use super::suggest::suggest;
+use super::{Checker, Entry, FUNCTIONS, INITS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::shape::Shape;
+use crate::source::Span;
+use crate::syntax::ast::{self, ExprKind, Ident, Item};
+
+impl Checker {
+    /// `loss NAME` applies a built-in loss to the network output and the label; anything
+    /// else is an expression that must be a scalar.
+    pub(super) fn loss_item(
+        &mut self,
+        value: &ast::Expr,
+        output: Option<usize>,
+        output_poisoned: bool,
+    ) -> Option<TExpr> {
+        let loss = match &value.kind {
+            ExprKind::Name(name) if !self.scope.contains_key(name) => {
+                if !LOSSES.contains(&name.as_str()) {
+                    self.unknown_loss(name, value.span);
+                    return None;
+                }
+                let pred = match output {
+                    Some(i) => {
+                        // Point at the layer that produces the prediction, not the whole block.
+                        let value = &self.values[i];
+                        let span = match &value.kind {
+                            ValueKind::Layers { layers, .. } => {
+                                layers.last().map_or(value.span, |l| l.span)
+                            }
+                            ValueKind::Expr(_) => value.span,
+                        };
+                        TExpr {
+                            kind: TExprKind::Value(i),
+                            shape: value.shape.clone(),
+                            span,
+                        }
+                    }
+                    None if output_poisoned => return None,
+                    None => {
+                        self.report(
+                            Diagnostic::new(Code::E0212, format!("`{name}` has no prediction to score"), value.span, "needs the network output")
+                                .with_help("add a `layers { ... }` block or an equation, or write the loss out: `loss mse(o, y)`"),
+                        );
+                        return None;
+                    }
+                };
+                let Some(label) = &self.label else {
+                    self.report(
+                        Diagnostic::new(
+                            Code::E0212,
+                            format!("`{name}` has nothing to compare with"),
+                            value.span,
+                            "needs a label or target",
+                        )
+                        .with_help("declare `label y: class(N)` or `target y: [...]`"),
+                    );
+                    return None;
+                };
+                let target = TExpr {
+                    kind: TExprKind::Label,
+                    shape: match &label.kind {
+                        LabelKind::Class(_) => Shape(vec![crate::shape::Dim::Batch]),
+                        LabelKind::Target(dims) => Shape::batched(dims),
+                    },
+                    span: value.span,
+                };
+                self.loss(name, pred, target, value.span)?
+            }
+            ExprKind::Call(call)
+                if args::lookup(FUNCTIONS, &call.callee.name).is_none()
+                    && !self.scope.contains_key(&call.callee.name) =>
+            {
+                self.unknown_loss(&call.callee.name, call.callee.span);
+                return None;
+            }
+            _ => self.expr(value)?,
+        };
+        if loss.shape.rank() != 0 {
+            self.report(
+                Diagnostic::new(
+                    Code::E0309,
+                    "the loss must be a scalar",
+                    value.span,
+                    format!("this has shape {}", loss.shape),
+                )
+                .with_help("reduce it, e.g. `mean(...)`"),
+            );
+            return None;
+        }
+        Some(loss)
+    }
+
+    pub(super) fn unknown_loss(&mut self, name: &str, span: Span) {
+        let diagnostic = Diagnostic::new(
+            Code::E0205,
+            format!("unknown loss `{name}`"),
+            span,
+            "not a loss",
+        );
+        self.report(suggest(diagnostic, name, "losses", LOSSES.iter().copied()));
+    }
+
+    /// An initializer: `zeros`, `normal(0, 0.01)`, `xavier`, ...
+    pub(super) fn init(&mut self, expr: &ast::Expr) -> Option<Init> {
+        let Some((callee, call_args, span)) = callee(expr) else {
+            self.wrong_type(expr, args::Ty::Init);
+            return None;
+        };
+        let Some(signature) = args::lookup(INITS, &callee.name) else {
+            let diagnostic = Diagnostic::new(
+                Code::E0208,
+                format!("unknown initializer `{}`", callee.name),
+                callee.span,
+                "not an initializer",
+            );
+            self.report(suggest(
+                diagnostic,
+                &callee.name,
+                "initializers",
+                args::names(INITS),
+            ));
+            return None;
+        };
+        let bound = self.bind(signature, call_args, span, Context::Call);
+        Some(match signature.name {
+            "zeros" => Init::Zeros,
+            "ones" => Init::Ones,
+            "constant" => Init::Constant(self.number_arg(&bound, "value", Context::Call)?),
+            "normal" => {
+                let mean = self.number_or(&bound, "mean", 0.0, Context::Call);
+                let std = self.number_or(&bound, "std", 1.0, Context::Call);
+                Init::Normal {
+                    mean: mean?,
+                    std: std?,
+                }
+            }
+            "uniform" => {
+                let low = self.number_or(&bound, "low", 0.0, Context::Call)?;
+                let high = self.number_or(&bound, "high", 1.0, Context::Call)?;
+                if low >= high {
+                    self.report(
+                        Diagnostic::new(
+                            Code::E0405,
+                            "`uniform` needs low < high",
+                            span,
+                            format!("low is {low}, high is {high}"),
+                        )
+                        .with_help(format!("write `uniform({high}, {low})`")),
+                    );
+                    return None;
+                }
+                Init::Uniform { low, high }
+            }
+            "xavier" | "xavier_uniform" | "glorot" | "glorot_uniform" => Init::XavierUniform,
+            "xavier_normal" | "glorot_normal" => Init::XavierNormal,
+            "he" | "he_normal" | "kaiming" | "kaiming_normal" => Init::HeNormal,
+            "he_uniform" | "kaiming_uniform" => Init::HeUniform,
+            other => unreachable!("initializer `{other}` is in the table but not checked"),
+        })
+    }
+
+    /// Fan-based initializers need a matrix `[fan_in, fan_out]` or a convolution kernel.
+    pub(super) fn init_fits(&mut self, init: Init, shape: &Shape, span: Span) -> bool {
+        let fan_based = matches!(
+            init,
+            Init::XavierNormal | Init::XavierUniform | Init::HeNormal | Init::HeUniform
+        );
+        if fan_based && shape.rank() != 2 && shape.rank() != 4 {
+            self.report(
+                Diagnostic::new(Code::E0407, format!("this initializer needs a matrix or a kernel, not {shape}"), span, "initialized here")
+                    .with_note("Xavier and He draw from the fan-in and fan-out, which are defined for [in, out] matrices and [out, in, kh, kw] kernels")
+                    .with_help("use `zeros` or `normal(0, 0.01)` for vectors"),
+            );
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn penalties(&mut self, ast: &ast::Model) -> Option<Vec<Penalty>> {
+        let mut penalties = Some(Vec::new());
+        for item in &ast.items {
+            let Item::Penalty { value, .. } = item else {
+                continue;
+            };
+            let penalty = self.penalty(value);
+            penalties = penalties.zip(penalty).map(|(mut all, one)| {
+                all.push(one);
+                all
+            });
+        }
+        penalties
+    }
+
+    pub(super) fn penalty(&mut self, value: &ast::Expr) -> Option<Penalty> {
+        let ExprKind::Call(call) = &value.kind else {
+            self.report(
+                Diagnostic::new(
+                    Code::E0401,
+                    "expected a penalty such as `l2(0.0001)`",
+                    value.span,
+                    "not a penalty call",
+                )
+                .with_note(
+                    "the penalties are `l1(strength, on: [...])` and `l2(strength, on: [...])`",
+                ),
+            );
+            return None;
+        };
+        let Some(signature) = args::lookup(PENALTIES, &call.callee.name) else {
+            let diagnostic = Diagnostic::new(
+                Code::E0203,
+                format!("unknown penalty `{}`", call.callee.name),
+                call.callee.span,
+                "not a penalty",
+            );
+            self.report(suggest(
+                diagnostic,
+                &call.callee.name,
+                "penalties",
+                args::names(PENALTIES),
+            ));
+            return None;
+        };
+        let bound = self.bind(signature, &call.args, call.span, Context::Call);
+        let strength = self.number_arg(&bound, "strength", Context::Call);
+        let params = match bound.expr("on") {
+            Some(on) => self.param_names(on),
+            // By default a penalty covers the weights (rank ≥ 2), not biases or batchnorm scales.
+            None => Some(
+                (0..self.params.len())
+                    .filter(|&i| self.params[i].shape.rank() >= 2)
+                    .collect(),
+            ),
+        };
+        let kind = if signature.name == "l1" {
+            PenaltyKind::L1
+        } else {
+            PenaltyKind::L2
+        };
+        Some(Penalty {
+            kind,
+            strength: strength?,
+            params: params?,
+        })
+    }
+
+    pub(super) fn param_names(&mut self, expr: &ast::Expr) -> Option<Vec<usize>> {
+        let items: Vec<&ast::Expr> = match &expr.kind {
+            ExprKind::List(items) => items.iter().collect(),
+            _ => vec![expr],
+        };
+        let mut params = Some(Vec::new());
+        for item in items {
+            let found = match &item.kind {
+                ExprKind::Name(name) => match self.scope.get(name).map(|(entry, _)| *entry) {
+                    Some(Entry::Param(i)) => Some(i),
+                    Some(Entry::Poisoned) => None,
+                    Some(_) => {
+                        self.report(
+                            Diagnostic::new(Code::E0401, format!("`{name}` is not a parameter"), item.span, "not a parameter")
+                                .with_note("penalties apply to parameters: `param` declarations and layer parameters such as `dense1.weight`"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.undefined_param(name, item.span);
+                        None
+                    }
+                },
+                _ => {
+                    self.wrong_type(item, args::Ty::Names);
+                    None
+                }
+            };
+            params = params.zip(found).map(|(mut all, one)| {
+                all.push(one);
+                all
+            });
+        }
+        params
+    }
+
+    pub(super) fn undefined_param(&mut self, name: &str, span: Span) {
+        let params: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+        let diagnostic = Diagnostic::new(
+            Code::E0201,
+            format!("no parameter `{name}`"),
+            span,
+            "not defined",
+        );
+        self.report(suggest(diagnostic, name, "parameters", params));
+    }
+
+    pub(super) fn optimizer(&mut self, value: &ast::Expr) -> Option<Optimizer> {
+        let Some((callee, call_args, span)) = callee(value) else {
+            self.report(Diagnostic::new(
+                Code::E0401,
+                "expected an optimizer such as `sgd(lr: 0.1)`",
+                value.span,
+                "not an optimizer",
+            ));
+            return None;
+        };
+        let Some(signature) = args::lookup(OPTIMIZERS, &callee.name) else {
+            let diagnostic = Diagnostic::new(
+                Code::E0206,
+                format!("unknown optimizer `{}`", callee.name),
+                callee.span,
+                "not an optimizer",
+            );
+            self.report(suggest(
+                diagnostic,
+                &callee.name,
+                "optimizers",
+                args::names(OPTIMIZERS),
+            ));
+            return None;
+        };
+        let bound = self.bind(signature, call_args, span, Context::Call);
+        let weight_decay = self.number_or(&bound, "weight_decay", 0.0, Context::Call);
+        if signature.name == "sgd" {
+            let lr = self.number_arg(&bound, "lr", Context::Call);
+            let momentum = self.number_or(&bound, "momentum", 0.0, Context::Call);
+            let nesterov = self.bool_arg(&bound, "nesterov").unwrap_or(false);
+            if nesterov && momentum == Some(0.0) {
+                let at = bound.expr("nesterov").map_or(span, |e| e.span);
+                self.report(
+                    Diagnostic::new(
+                        Code::E0405,
+                        "Nesterov momentum needs `momentum` above 0",
+                        at,
+                        "nesterov is on",
+                    )
+                    .with_help("add e.g. `momentum: 0.9`"),
+                );
+                return None;
+            }
+            Some(Optimizer::Sgd {
+                lr: lr?,
+                momentum: momentum?,
+                nesterov,
+                weight_decay: weight_decay?,
+            })
+        } else {
+            let lr = self.number_or(&bound, "lr", 0.001, Context::Call);
+            let beta1 = self.number_or(&bound, "beta1", 0.9, Context::Call);
+            let beta2 = self.number_or(&bound, "beta2", 0.999, Context::Call);
+            let eps = self.number_or(&bound, "eps", 1e-8, Context::Call);
+            Some(Optimizer::Adam {
+                lr: lr?,
+                beta1: beta1?,
+                beta2: beta2?,
+                eps: eps?,
+                weight_decay: weight_decay?,
+            })
+        }
+    }
+
+    pub(super) fn train(&mut self, settings: &[ast::Arg], keyword: Span) -> Option<TrainSettings> {
+        let bound = self.bind(&TRAIN, settings, keyword, Context::Train);
+        let defaults = TrainSettings::default();
+        let setting = |this: &mut Checker, name: &str, default: u64| match bound.expr(name) {
+            Some(_) => this.count_arg(&bound, name, Context::Train),
+            None => Some(default),
+        };
+        let batch = setting(self, "batch", defaults.batch);
+        let epochs = setting(self, "epochs", defaults.epochs);
+        let seed = setting(self, "seed", defaults.seed);
+        let shuffle = match bound.expr("shuffle") {
+            Some(_) => self.bool_arg(&bound, "shuffle"),
+            None => Some(defaults.shuffle),
+        };
+        Some(TrainSettings {
+            batch: batch?,
+            epochs: epochs?,
+            seed: seed?,
+            shuffle: shuffle?,
+        })
+    }
+
+    /// The metric; classification models report accuracy unless told otherwise.
+    pub(super) fn metric(&mut self, given: Option<(&Ident, Span)>) -> Option<Option<Metric>> {
+        let label = self.label.as_ref().map(|l| (l.kind.clone(), l.span));
+        let Some((name, _)) = given else {
+            return Some(
+                matches!(label, Some((LabelKind::Class(_), _))).then_some(Metric::Accuracy),
+            );
+        };
+        if !METRICS.contains(&name.name.as_str()) {
+            let diagnostic = Diagnostic::new(
+                Code::E0211,
+                format!("unknown metric `{}`", name.name),
+                name.span,
+                "not a metric",
+            );
+            self.report(suggest(
+                diagnostic,
+                &name.name,
+                "metrics",
+                METRICS.iter().copied(),
+            ));
+            return None;
+        }
+        match label {
+            Some((LabelKind::Class(_), _)) => {}
+            Some((LabelKind::Target(dims), _)) if dims == [1] => {}
+            Some((LabelKind::Target(dims), span)) => {
+                self.report(
+                    Diagnostic::new(Code::E0503, "accuracy needs classes", name.span, "cannot be measured here")
+                        .with_label(span, format!("the target has shape {}", Shape::fixed(&dims)))
+                        .with_note("accuracy applies to a class label, or to a target of shape [1] holding 0/1 or -1/+1"),
+                );
+                return None;
+            }
+            None => {
+                self.report(Diagnostic::new(
+                    Code::E0503,
+                    "accuracy needs a label",
+                    name.span,
+                    "nothing to compare with",
+                ));
+                return None;
+            }
+        }
+        Some(Some(Metric::Accuracy))
+    }
+
+    /// Warns about parameters that the loss does not depend on: they would never change.
+    pub(super) fn unused_params(&mut self, loss: &TExpr) {
+        let mut reached = vec![false; self.params.len()];
+        let mut seen_values = vec![false; self.values.len()];
+        self.mark(loss, &mut reached, &mut seen_values);
+        for (param, reached) in self.params.iter().zip(reached) {
+            if !reached {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::W0201,
+                        format!("`{}` does not reach the loss", param.name),
+                        param.span,
+                        "never used by the loss",
+                    )
+                    .with_note("its gradient is always zero, so training never changes it"),
+                );
+            }
+        }
+    }
+
+    pub(super) fn mark(&self, expr: &TExpr, reached: &mut [bool], seen: &mut [bool]) {
+        match &expr.kind {
+            TExprKind::Param(i) => reached[*i] = true,
+            TExprKind::Value(i) => self.mark_value(*i, reached, seen),
+            TExprKind::Input(_) | TExprKind::Label | TExprKind::Const(_) => {}
+            TExprKind::Unary(_, a)
+            | TExprKind::Reduce { arg: a, .. }
+            | TExprKind::Softmax { arg: a, .. }
+            | TExprKind::Reshape(a)
+            | TExprKind::Transpose { arg: a, .. } => self.mark(a, reached, seen),
+            TExprKind::Binary(_, a, b)
+            | TExprKind::MatMul(a, b)
+            | TExprKind::Loss {
+                pred: a, target: b, ..
+            } => {
+                self.mark(a, reached, seen);
+                self.mark(b, reached, seen);
+            }
+        }
+    }
+
+    pub(super) fn mark_value(&self, index: usize, reached: &mut [bool], seen: &mut [bool]) {
+        if std::mem::replace(&mut seen[index], true) {
+            return;
+        }
+        match &self.values[index].kind {
+            ValueKind::Expr(expr) => self.mark(expr, reached, seen),
+            ValueKind::Layers { input, layers } => {
+                self.mark(input, reached, seen);
+                for layer in layers {
+                    for param in layer.kind.params() {
+                        reached[param] = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A name or a call, as initializers and optimizers are written: its callee, arguments and span.
+pub(super) fn callee(expr: &ast::Expr) -> Option<(Ident, &[ast::Arg], Span)> {
+    match &expr.kind {
+        ExprKind::Name(name) => Some((
+            Ident {
+                name: name.clone(),
+                span: expr.span,
+            },
+            &[],
+            expr.span,
+        )),
+        ExprKind::Call(call) => Some((call.callee.clone(), &call.args, call.span)),
+        _ => None,
+    }
+}

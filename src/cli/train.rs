@@ -1,0 +1,363 @@
+//! The commands that load data and run models: `run`, `eval`, `predict`, `bench` and
+//! `gradcheck`.
+
+use super::{Backend, DataArgs};
+use crate::check::model::{LabelKind, Model, Optimizer};
+use crate::data::{Source, Split};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::interp::Tensor;
+use crate::ir;
+use crate::runtime::{self, Reporter, RunSettings, Session};
+use crate::source::SourceFile;
+use std::path::{Path, PathBuf};
+
+/// A session holding saved weights, and the data to use them on (checked to fit).
+pub(super) fn restored<'a>(
+    source: &'a SourceFile,
+    model: &'a Model,
+    weights: &Path,
+    data: &DataArgs,
+) -> Result<(Session<'a>, Split), Diagnostic> {
+    let split = load(data, model.train.seed)?;
+    let mut session = Session::new(model, source, 0);
+    session.restore(weights)?;
+    runtime::fits(model, &split.test)?;
+    Ok((session, split))
+}
+
+pub(super) fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {
+    Source::parse(&args.data, args.data_dir.as_deref(), args.target.as_deref())?.load(seed)
+}
+
+/// How `netc run` runs, beyond the training settings.
+pub(super) struct RunOptions {
+    pub(super) seed_given: bool,
+    pub(super) backend: Backend,
+    pub(super) profile: bool,
+    pub(super) log: Option<PathBuf>,
+    pub(super) save: Option<PathBuf>,
+    pub(super) resume: Option<PathBuf>,
+}
+
+pub(super) fn train(
+    source: &SourceFile,
+    model: &Model,
+    data: &DataArgs,
+    mut settings: RunSettings,
+    options: RunOptions,
+) -> Result<(), Diagnostic> {
+    let RunOptions {
+        seed_given,
+        backend,
+        profile,
+        log,
+        save,
+        resume,
+    } = options;
+    let split = load(data, settings.seed)?;
+    let mut session = Session::new(model, source, settings.seed);
+    if let Some(path) = &resume {
+        let checkpoint = session.restore(path)?;
+        if !seed_given {
+            settings.seed = checkpoint.seed;
+        }
+        eprintln!(
+            "resuming {} after epoch {} (step {})",
+            path.display(),
+            checkpoint.epoch,
+            checkpoint.step
+        );
+    }
+    let log = match log {
+        Some(path) => Some(std::fs::File::create(&path).map_err(|e| {
+            crate::data::error(
+                Code::E0504,
+                format!("cannot create the log {}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    if backend != Backend::Interp {
+        match session.compile(settings.batch, profile) {
+            Ok(took) => eprintln!(
+                "compiled the training and evaluation steps in {:.1} ms",
+                took.as_secs_f64() * 1e3
+            ),
+            Err(why) if backend == Backend::Auto => {
+                eprintln!("note: running on the interpreter: {}", why.0)
+            }
+            Err(why) => {
+                return Err(crate::data::error(
+                    Code::E0510,
+                    format!("the JIT cannot compile this model: {}", why.0),
+                )
+                .with_help("run it with `--backend interp`"))
+            }
+        }
+    }
+    let mut reporter = Reporter::new(log, false);
+    let outcome = session.fit(&split, &settings, &mut reporter);
+    reporter.finish();
+    if profile {
+        match session.profile() {
+            Some(profile) => print_profile(&profile),
+            None => eprintln!("note: --profile times compiled code; this run used the interpreter"),
+        }
+    }
+    // The last good weights are saved even when training stopped early.
+    if let Some(path) = &save {
+        session.save(path, settings.seed)?;
+        eprintln!(
+            "saved {} (epoch {}, step {})",
+            path.display(),
+            session.epoch,
+            session.step
+        );
+    }
+    outcome
+}
+
+/// Times the compiled training step: compile time, the median of `steps` single steps, one
+/// whole epoch, the matrix products' GFLOP/s over that epoch, and the process's peak memory.
+pub(super) fn bench(
+    source: &SourceFile,
+    model: &Model,
+    data: &DataArgs,
+    steps: usize,
+    threads: usize,
+) -> Result<(), Diagnostic> {
+    let split = load(data, model.train.seed)?;
+    runtime::fits(model, &split.train)?;
+    let batch = model.train.batch as usize;
+    let mut session = Session::new(model, source, model.train.seed);
+    let compile = session.compile(batch, false).map_err(|why| {
+        crate::data::error(
+            Code::E0510,
+            format!("the JIT cannot compile this model: {}", why.0),
+        )
+    })?;
+    let lr = match model.optimizer {
+        Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+    };
+    let settings = |epochs| RunSettings {
+        epochs,
+        batch,
+        lr,
+        seed: model.train.seed,
+        shuffle: true,
+    };
+    // Single steps: train on one batch at a time and keep each step's time.
+    let one_batch = crate::data::Split {
+        train: split.train.head(batch),
+        test: split.test.head(1),
+        class_names: None,
+    };
+    let mut times = Vec::with_capacity(steps);
+    for epoch in 1..=steps as u64 {
+        let started = std::time::Instant::now();
+        session.fit(&one_batch, &settings(epoch), &mut Reporter::new(None, true))?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    // One whole epoch, as `netc run` trains it (test evaluation excluded).
+    let train_len = split.train.len;
+    let epoch_data = crate::data::Split {
+        train: split.train,
+        test: split.test.head(1),
+        class_names: None,
+    };
+    let mut fresh = Session::new(model, source, model.train.seed);
+    fresh
+        .compile(batch, false)
+        .map_err(|why| crate::data::error(Code::E0510, why.0))?;
+    let started = std::time::Instant::now();
+    fresh.fit(&epoch_data, &settings(1), &mut Reporter::new(None, true))?;
+    let epoch = started.elapsed().as_secs_f64();
+    let full = train_len / batch;
+    let rest = train_len % batch;
+    let flops = fresh.step_flops(batch).unwrap_or(0.0) * full as f64
+        + if rest > 0 {
+            fresh.step_flops(rest).unwrap_or(0.0)
+        } else {
+            0.0
+        };
+    println!(
+        "model        {} ({train_len} examples, batch {batch}, {threads} threads)",
+        model.name
+    );
+    println!(
+        "compile      {:.1} ms (training and evaluation steps)",
+        compile.as_secs_f64() * 1e3
+    );
+    println!("step         {:.3} ms median of {steps}", median * 1e3);
+    println!("epoch        {epoch:.3} s");
+    println!(
+        "matmul       {:.1} GFLOP per epoch, {:.1} GFLOP/s",
+        flops / 1e9,
+        flops / epoch / 1e9
+    );
+    match peak_memory_kib() {
+        Some(kib) => println!("peak memory  {:.0} MB", kib as f64 / 1024.0),
+        None => println!("peak memory  unknown (no /proc/self/status)"),
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory, from Linux's /proc.
+pub(super) fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The kernels that took longest, with their share of the training step.
+pub(super) fn print_profile(profile: &crate::codegen::Profile) {
+    let total: f64 = profile.kernels.iter().map(|(_, t)| t).sum();
+    let mut kernels: Vec<(usize, &(String, f64))> = profile.kernels.iter().enumerate().collect();
+    kernels.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    println!(
+        "profile: {:.3} s in {} kernels of the training step",
+        total,
+        profile.kernels.len()
+    );
+    println!("{:>6} {:>9} {:>6}  kernel", "#", "seconds", "share");
+    for (k, (what, seconds)) in kernels.iter().take(15) {
+        println!(
+            "{k:>6} {seconds:>9.4} {:>5.1}%  {what}",
+            100.0 * seconds / total.max(1e-12)
+        );
+    }
+}
+
+pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usize) {
+    let test = &split.test;
+    let shown = limit.min(test.len);
+    let subset = crate::data::Dataset {
+        len: shown,
+        feature_dims: test.feature_dims.clone(),
+        features: test.features[..shown * test.feature_size()].to_vec(),
+        target_dims: test.target_dims.clone(),
+        targets: test.targets[..shown * test.target_size()].to_vec(),
+    };
+    let name = |class: usize| match &split.class_names {
+        Some(names) => names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string()),
+        None => class.to_string(),
+    };
+    println!("{:>5}  {:<14} true", "index", "predicted");
+    let mut row = 0;
+    for (_, output) in session.predict(&subset, 256) {
+        let Some(output) = output else { break };
+        let per = output.data.len() / output.dims[0].max(1);
+        for values in output.data.chunks(per) {
+            let truth = subset.targets[row * subset.target_size()];
+            let (predicted, actual) = match session.model.label.as_ref().map(|l| &l.kind) {
+                Some(LabelKind::Class(_)) => {
+                    let best = values
+                        .iter()
+                        .enumerate()
+                        .fold(0, |b, (i, &v)| if v > values[b] { i } else { b });
+                    (name(best), name(truth as usize))
+                }
+                _ => (format!("{:.4}", values[0]), format!("{truth:.4}")),
+            };
+            let classes = matches!(
+                session.model.label.as_ref().map(|l| &l.kind),
+                Some(LabelKind::Class(_))
+            );
+            let mark = if classes && predicted != actual {
+                "  ✗"
+            } else {
+                ""
+            };
+            println!(
+                "{}",
+                format!("{row:>5}  {predicted:<14} {actual:<14}{mark}").trim_end()
+            );
+            row += 1;
+        }
+    }
+}
+
+pub(super) fn gradcheck(
+    source: &SourceFile,
+    model: &Model,
+    data: Option<&str>,
+    data_dir: Option<PathBuf>,
+    target: Option<String>,
+    batch: usize,
+) -> Result<bool, Diagnostic> {
+    let forward = ir::build(model, source, ir::Mode::Train);
+    let mut classes = vec![None; model.inputs.len()];
+    if let Some(label) = &model.label {
+        classes.push(match label.kind {
+            LabelKind::Class(n) => Some(n),
+            LabelKind::Target(_) => None,
+        });
+    }
+    let [mut inputs, params, states] =
+        crate::gradcheck::random_bindings(&forward, batch, &classes, model.train.seed);
+    let session = Session::new(model, source, model.train.seed);
+    // Start from the model's own initialization, nudged off zero so no unit sits on a kink.
+    let params: Vec<_> = session
+        .params
+        .iter()
+        .zip(params)
+        .map(|(init, noise)| {
+            Tensor::new(
+                init.dims.clone(),
+                init.data
+                    .iter()
+                    .zip(&noise.data)
+                    .map(|(&w, n)| w as f64 + 0.01 * n)
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut batch = batch;
+    if let Some(name) = data {
+        let split =
+            Source::parse(name, data_dir.as_deref(), target.as_deref())?.load(model.train.seed)?;
+        runtime::fits(model, &split.train)?;
+        batch = batch.min(split.train.len);
+        let rows: Vec<usize> = (0..batch).collect();
+        inputs = runtime::batch_tensors(&forward, &split.train, &rows)
+            .iter()
+            .map(Tensor::cast)
+            .collect();
+    }
+    let problem = crate::gradcheck::Problem {
+        forward: &forward,
+        batch,
+        inputs,
+        params,
+        states,
+        seed: model.train.seed,
+    };
+    let results = crate::gradcheck::check(&problem, 20);
+    println!("{:<28} {:>10} {:>12}", "parameter", "checked", "rel. error");
+    for r in &results {
+        println!("{:<28} {:>10} {:>12.2e}", r.name, r.checked, r.error);
+    }
+    let worst = results.iter().max_by(|a, b| a.error.total_cmp(&b.error));
+    match worst {
+        Some(w) if w.error >= 1e-5 => {
+            println!(
+                "FAILED: the gradient of {} is off by {:.2e} (the bound is 1e-5)",
+                w.name, w.error
+            );
+            Ok(false)
+        }
+        Some(w) => {
+            println!("worst: {} at {:.2e} (below 1e-5)", w.name, w.error);
+            Ok(true)
+        }
+        None => {
+            println!("the model has no parameters");
+            Ok(true)
+        }
+    }
+}
