@@ -286,8 +286,7 @@ pub fn run() -> i32 {
             save,
             resume,
         } => {
-            let Some(source) = read(&file) else { return 1 };
-            let Some(model) = front_end(&source) else {
+            let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
             let defaults = model.train;
@@ -319,8 +318,7 @@ pub fn run() -> i32 {
             weights,
             data,
         } => {
-            let Some(source) = read(&file) else { return 1 };
-            let Some(model) = front_end(&source) else {
+            let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
             let outcome = restored(&source, &model, &weights, &data).map(|(mut session, split)| {
@@ -341,8 +339,7 @@ pub fn run() -> i32 {
             data,
             limit,
         } => {
-            let Some(source) = read(&file) else { return 1 };
-            let Some(model) = front_end(&source) else {
+            let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
             let outcome = restored(&source, &model, &weights, &data)
@@ -355,8 +352,7 @@ pub fn run() -> i32 {
             steps,
             threads,
         } => {
-            let Some(source) = read(&file) else { return 1 };
-            let Some(model) = front_end(&source) else {
+            let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -373,8 +369,7 @@ pub fn run() -> i32 {
             target,
             batch,
         } => {
-            let Some(source) = read(&file) else { return 1 };
-            let Some(model) = front_end(&source) else {
+            let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
             match gradcheck(
@@ -402,6 +397,13 @@ pub fn run() -> i32 {
             }
         },
     }
+}
+
+/// Reads, parses and checks a model file, printing diagnostics; the model when it has no errors.
+fn checked_model(path: &Path) -> Option<(SourceFile, Model)> {
+    let source = read(path)?;
+    let model = front_end(&source)?;
+    Some((source, model))
 }
 
 /// Parses and checks, printing diagnostics; the model when it has no errors.
