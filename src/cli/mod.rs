@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         batch: Option<u64>,
         /// Learning rate (default: the model's optimizer).
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         lr: Option<f64>,
         /// Seed for initialization, shuffling and dropout (default: the model's `train` block).
         #[arg(long)]
@@ -105,8 +105,8 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         /// Steps timed one by one for the median.
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        steps: u32,
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -359,7 +359,13 @@ pub fn run() -> i32 {
             crate::codegen::set_threads(threads.unwrap_or(cores));
             finish(
                 &source,
-                bench(&source, &model, &data, steps, threads.unwrap_or(cores)),
+                bench(
+                    &source,
+                    &model,
+                    &data,
+                    steps as usize,
+                    threads.unwrap_or(cores),
+                ),
             )
         }
         Command::Gradcheck {
@@ -396,6 +402,14 @@ pub fn run() -> i32 {
                 2
             }
         },
+    }
+}
+
+/// A finite number above 0, for `--lr`.
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("`{text}` is not a number above 0")),
     }
 }
 

@@ -49,6 +49,45 @@ fn usage_errors_exit_two() {
         Some(2)
     );
     assert_eq!(netc(&["explain", "E9999"]).status.code(), Some(2));
+    assert_eq!(
+        netc(&[
+            "run",
+            "models/linreg.net",
+            "--data",
+            "linear",
+            "--lr",
+            "nan"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        netc(&[
+            "run",
+            "models/linreg.net",
+            "--data",
+            "linear",
+            "--lr",
+            "-0.1"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        netc(&[
+            "bench",
+            "models/linreg.net",
+            "--data",
+            "linear",
+            "--steps",
+            "0"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
 }
 
 #[test]
