@@ -351,15 +351,12 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
             Op::Softmax { axis } | Op::LogSoftmax { axis } => {
                 let shape = graph.shape(node.args[0]);
                 if *axis + 1 != shape.rank() {
-                    return Err(Unsupported(format!(
-                        "softmax over axis {axis} of {shape} (only the last axis is compiled)"
-                    )));
+                    return Err(Unsupported(format!("a softmax over axis {axis} of {shape} is not compiled yet (only the last axis is)")));
                 }
                 let input = p.contiguous_view(node.args[0]);
-                let len = shape
-                    .fixed_dim(*axis)
-                    .ok_or_else(|| Unsupported("softmax over the batch axis".into()))?
-                    as i64;
+                let len = shape.fixed_dim(*axis).ok_or_else(|| {
+                    Unsupported("a softmax over the batch axis is not compiled yet".into())
+                })? as i64;
                 let rows = product(&dims(&Shape(shape.0[..*axis].to_vec())));
                 let log = matches!(node.op, Op::LogSoftmax { .. });
                 p.kernel(id, |out| Kernel::Softmax {
