@@ -120,9 +120,15 @@ pub struct Profile {
     pub kernels: Vec<(String, f64)>,
 }
 
+/// Why a compiled step refused to run: its bindings do not match what it was compiled for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected(pub String);
+
 /// A graph compiled to native code, with its arena.
 pub struct Compiled {
     graph: Graph,
+    /// The results kept after a run, as given to `new`.
+    wanted: Vec<NodeId>,
     plan: Plan,
     max_batch: usize,
     arena: Vec<f32>,
@@ -199,6 +205,7 @@ impl Compiled {
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
         Ok(Compiled {
             graph: graph.clone(),
+            wanted: wanted.to_vec(),
             arena: vec![0.0; plan.arena.max(1)],
             plan,
             max_batch,
@@ -208,17 +215,28 @@ impl Compiled {
         })
     }
 
-    /// Runs the step on a batch and returns the `wanted` nodes (as given to `new`). Every bound
-    /// tensor is checked against its declared shape first, so generated code only touches
-    /// memory of the sizes it was planned for.
-    pub fn run(&mut self, bind: &Bindings<f32>, wanted: &[NodeId]) -> Vec<Tensor<f32>> {
+    /// Runs the step on a batch and returns the `wanted` nodes, which must be those given to
+    /// `new`. The batch size and every bound tensor are checked first, and a mismatch is
+    /// rejected before any generated code runs, so it only touches memory of the sizes it was
+    /// planned for.
+    pub fn run(
+        &mut self,
+        bind: &Bindings<f32>,
+        wanted: &[NodeId],
+    ) -> Result<Vec<Tensor<f32>>, Rejected> {
         let (batch, hypers, seed) = (bind.batch, bind.hypers, bind.seed);
         let (inputs, params, states) = (bind.inputs, bind.params, bind.states);
-        assert!(
-            batch >= 1 && batch <= self.max_batch,
-            "batch {batch} outside 1..={}",
-            self.max_batch
-        );
+        if batch < 1 || batch > self.max_batch {
+            return Err(Rejected(format!(
+                "a batch of {batch} examples; this step was compiled for 1 to {}",
+                self.max_batch
+            )));
+        }
+        if wanted != self.wanted.as_slice() {
+            return Err(Rejected(
+                "results other than those the step was compiled to keep".into(),
+            ));
+        }
         let declared = self
             .graph
             .inputs
@@ -226,23 +244,20 @@ impl Compiled {
             .chain(&self.graph.params)
             .chain(&self.graph.states);
         let bound: Vec<&Tensor<f32>> = inputs.iter().chain(params).chain(states).collect();
-        assert_eq!(
-            bound.len(),
-            declared.clone().count(),
-            "every declared tensor is bound"
-        );
-        for (decl, tensor) in declared.zip(&bound) {
-            assert_eq!(
-                tensor.dims,
-                crate::interp::dims(&decl.shape, batch),
-                "`{}` does not have its declared shape",
-                decl.name
-            );
+        if bound.len() != declared.clone().count() || hypers.len() < self.graph.hypers.len() {
+            return Err(Rejected(
+                "not every declared tensor and step scalar is bound".into(),
+            ));
         }
-        assert!(
-            hypers.len() >= self.graph.hypers.len(),
-            "every step scalar is bound"
-        );
+        for (decl, tensor) in declared.zip(&bound) {
+            let dims = crate::interp::dims(&decl.shape, batch);
+            if tensor.dims != dims || tensor.data.len() != dims.iter().product::<usize>() {
+                return Err(Rejected(format!(
+                    "`{}` has dimensions {:?}, not {dims:?}",
+                    decl.name, tensor.dims
+                )));
+            }
+        }
         let pointers: Vec<*const f32> = bound.iter().map(|t| t.data.as_ptr()).collect();
         let hypers: Vec<f32> = hypers.iter().map(|&h| h as f32).collect();
         // SAFETY: sizes were checked above; the arena holds the plan for `max_batch` ≥ `batch`.
@@ -255,7 +270,7 @@ impl Compiled {
                 seed as i64,
             )
         };
-        wanted
+        Ok(wanted
             .iter()
             .map(|id| {
                 let view = self.plan.views[id.index()]
@@ -269,7 +284,7 @@ impl Compiled {
                 let len: usize = dims.iter().product();
                 Tensor::new(dims, self.arena[start..start + len].to_vec())
             })
-            .collect()
+            .collect())
     }
 
     /// The time each kernel has taken so far (profiled code only), and resets the count.

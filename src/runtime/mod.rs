@@ -73,8 +73,13 @@ impl Engine {
             (Engine::Interp, _) => {
                 interp::run(graph, bind, wanted, false).expect("unchecked runs finish")
             }
-            (Engine::Jit { train, .. }, Graphs::Train) => train.run(bind, wanted),
-            (Engine::Jit { eval, .. }, Graphs::Eval) => eval.run(bind, wanted),
+            // The session binds the graph's declared shapes and asks for what it compiled.
+            (Engine::Jit { train, .. }, Graphs::Train) => train
+                .run(bind, wanted)
+                .expect("the session binds what it compiled"),
+            (Engine::Jit { eval, .. }, Graphs::Eval) => eval
+                .run(bind, wanted)
+                .expect("the session binds what it compiled"),
         }
     }
 }

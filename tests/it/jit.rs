@@ -73,7 +73,7 @@ fn compiled_steps_match_the_interpreter() {
                     seed: 3,
                 };
                 let expected = interp::run(&graph, &bind, &wanted, false).expect("runs");
-                let got = compiled.run(&bind, &wanted);
+                let got = compiled.run(&bind, &wanted).expect("bindings fit");
                 let adam = matches!(model.optimizer, netc::check::model::Optimizer::Adam { .. });
                 let first_update = graph.outputs.len() + graph.gradients.len();
                 for (k, ((e, g), id)) in expected.iter().zip(&got).zip(&wanted).enumerate() {
@@ -105,4 +105,38 @@ fn compiled_steps_match_the_interpreter() {
         compiled_models >= 14,
         "only {compiled_models} graphs compiled"
     );
+}
+
+/// A binding that does not fit is rejected before any generated code runs.
+#[test]
+fn mismatched_bindings_are_rejected() {
+    let source = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.net"));
+    let model = netc::front_end(&source).0.expect("checks").1;
+    let graph = netc::train_graph(&model, &source);
+    let wanted: Vec<_> = graph.results().collect();
+    let mut compiled = Compiled::new(&graph, 4, &wanted, false).expect("compiles");
+    let session = netc::runtime::Session::new(&model, &source, 0);
+    let run =
+        |compiled: &mut Compiled, batch: usize, x: Tensor<f32>, wanted: &[netc::ir::NodeId]| {
+            let inputs = [x, Tensor::full(&[batch, 1], 0.0)];
+            let bind = Bindings {
+                batch,
+                inputs: &inputs,
+                params: &session.params,
+                states: &session.states,
+                hypers: &[0.1, 1.0],
+                seed: 0,
+            };
+            compiled.run(&bind, wanted)
+        };
+    assert!(run(&mut compiled, 4, Tensor::full(&[4, 2], 0.5), &wanted).is_ok());
+    let too_big = run(&mut compiled, 5, Tensor::full(&[5, 2], 0.5), &wanted)
+        .expect_err("batch above the compiled size");
+    assert!(too_big.0.contains("1 to 4"), "{}", too_big.0);
+    let wrong = run(&mut compiled, 4, Tensor::full(&[4, 3], 0.5), &wanted)
+        .expect_err("three features for two");
+    assert!(wrong.0.contains("`x`"), "{}", wrong.0);
+    let other =
+        run(&mut compiled, 4, Tensor::full(&[4, 2], 0.5), &wanted[..1]).expect_err("other results");
+    assert!(other.0.contains("compiled to keep"), "{}", other.0);
 }
