@@ -460,14 +460,14 @@ impl Lowerer<'_> {
                     let at = |b: &mut FunctionBuilder, base: Value, j: Value| {
                         self.address(b, base, &row_strides, &[row[0], j])
                     };
-                    let lowest = b_f32(b, f32::NEG_INFINITY);
+                    let lowest = f32_const(b, f32::NEG_INFINITY);
                     let max = fold(b, len_v, lowest, &mut |b, j, m| {
                         let address = at(b, input_base, j);
                         let x = b.ins().load(types::F32, flags(), address, 0);
                         let greater = b.ins().fcmp(FloatCC::GreaterThan, x, m);
                         b.ins().select(greater, x, m)
                     });
-                    let zero = b_f32(b, 0.0);
+                    let zero = f32_const(b, 0.0);
                     let total = fold(b, len_v, zero, &mut |b, j, t| {
                         let address = at(b, input_base, j);
                         let x = b.ins().load(types::F32, flags(), address, 0);
@@ -528,14 +528,13 @@ impl Lowerer<'_> {
         } = *at;
         let op = &self.graph.node(node).op;
         let constant = |b: &mut FunctionBuilder, v: f32| {
-            let scalar = b_f32(b, v);
+            let scalar = f32_const(b, v);
             if vector {
                 b.ins().splat(types::F32X4, scalar)
             } else {
                 scalar
             }
         };
-        let b_f32 = constant;
         let (zero, one) = (constant(b, 0.0), constant(b, 1.0));
         // A float `select` branches; on four lanes the compare's mask selects without branching.
         let select = |b: &mut FunctionBuilder,
@@ -572,7 +571,7 @@ impl Lowerer<'_> {
                     UnaryOp::Square => b.ins().fmul(x, x),
                     UnaryOp::Step => select(b, FloatCC::GreaterThan, x, zero, one, zero),
                     UnaryOp::Sign => {
-                        let minus_one = b_f32(b, -1.0);
+                        let minus_one = constant(b, -1.0);
                         let negative = select(b, FloatCC::LessThan, x, zero, minus_one, zero);
                         select(b, FloatCC::GreaterThan, x, zero, one, negative)
                     }
@@ -604,7 +603,7 @@ impl Lowerer<'_> {
                 let stream = b.ins().iconst(types::I64, node.0 as i64);
                 let u = self.uniform(b, stream, flat);
                 let p_v = b.ins().f64const(p.0);
-                let keep = b_f32(b, (1.0 / (1.0 - p.0)) as f32);
+                let keep = constant(b, (1.0 / (1.0 - p.0)) as f32);
                 let dropped = b.ins().fcmp(FloatCC::LessThan, u, p_v);
                 b.ins().select(dropped, zero, keep)
             }
@@ -677,7 +676,8 @@ fn range(
     b.switch_to_block(done);
 }
 
-fn b_f32(b: &mut FunctionBuilder, v: f32) -> Value {
+/// A scalar f32 constant.
+fn f32_const(b: &mut FunctionBuilder, v: f32) -> Value {
     b.ins().f32const(v)
 }
 
@@ -697,23 +697,12 @@ fn loops(
             body(b, index);
             return;
         };
-        let header = b.create_block();
-        b.append_block_param(header, types::I64);
-        let inner = b.create_block();
-        let done = b.create_block();
         let zero = b.ins().iconst(types::I64, 0);
-        b.ins().jump(header, &[zero.into()]);
-        b.switch_to_block(header);
-        let i = b.block_params(header)[0];
-        let more = b.ins().icmp(IntCC::SignedLessThan, i, dim);
-        b.ins().brif(more, inner, &[], done, &[]);
-        b.switch_to_block(inner);
-        index.push(i);
-        nest(b, rest, index, body);
-        index.pop();
-        let next = b.ins().iadd_imm_s(i, 1);
-        b.ins().jump(header, &[next.into()]);
-        b.switch_to_block(done);
+        range(b, zero, dim, 1, &mut |b, i| {
+            index.push(i);
+            nest(b, rest, index, body);
+            index.pop();
+        });
     }
     nest(b, dims, &mut Vec::new(), body);
 }
