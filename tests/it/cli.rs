@@ -40,54 +40,39 @@ fn warnings_do_not_fail_check() {
 
 #[test]
 fn usage_errors_exit_two() {
-    assert_eq!(netc(&["check"]).status.code(), Some(2));
-    assert_eq!(netc(&["frobnicate"]).status.code(), Some(2));
-    assert_eq!(
-        netc(&["emit-ir", "models/mlp.net", "--stage", "nonsense"])
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(netc(&["explain", "E9999"]).status.code(), Some(2));
-    assert_eq!(
-        netc(&[
+    let cases: [&[&str]; 7] = [
+        &["check"],
+        &["frobnicate"],
+        &["emit-ir", "models/mlp.net", "--stage", "nonsense"],
+        &["explain", "E9999"],
+        &[
             "run",
             "models/linreg.net",
             "--data",
             "linear",
             "--lr",
-            "nan"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    assert_eq!(
-        netc(&[
+            "nan",
+        ],
+        &[
             "run",
             "models/linreg.net",
             "--data",
             "linear",
             "--lr",
-            "-0.1"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    assert_eq!(
-        netc(&[
+            "-0.1",
+        ],
+        &[
             "bench",
             "models/linreg.net",
             "--data",
             "linear",
             "--steps",
-            "0"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
+            "0",
+        ],
+    ];
+    for args in cases {
+        assert_eq!(netc(args).status.code(), Some(2), "netc {}", args.join(" "));
+    }
 }
 
 #[test]
