@@ -29,9 +29,7 @@ fn update(graph: &mut Graph, optimizer: &Optimizer, param: usize, gradient: Node
     let line = graph.node(gradient).line;
     let w = graph.add(Op::Param(param), &[], 0);
     let lr = graph.add(Op::Hyper(LR), &[], 0);
-    let weight_decay = match *optimizer {
-        Optimizer::Sgd { weight_decay, .. } | Optimizer::Adam { weight_decay, .. } => weight_decay,
-    };
+    let weight_decay = optimizer.weight_decay();
     let mut e = Emitter { graph, line };
     // L2 weight decay folded into the gradient, as PyTorch's SGD and Adam do: g' = g + λ·w
     let g = if weight_decay > 0.0 {

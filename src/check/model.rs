@@ -267,6 +267,24 @@ pub enum Optimizer {
     },
 }
 
+impl Optimizer {
+    /// The learning rate the model declares (the command line may override it).
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+
+    /// The L2 weight decay folded into the gradient.
+    pub fn weight_decay(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { weight_decay, .. } | Optimizer::Adam { weight_decay, .. } => {
+                weight_decay
+            }
+        }
+    }
+}
+
 /// Default training settings; the command line may override them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainSettings {

@@ -2,7 +2,7 @@
 //! `explain`. Exit codes: 0 success (warnings allowed), 1 when the model or data has errors, 2
 //! for usage errors.
 
-use crate::check::model::{Model, Optimizer};
+use crate::check::model::Model;
 use crate::diagnostics::{self, Code, Diagnostic};
 use crate::ir;
 use crate::runtime::RunSettings;
@@ -290,9 +290,7 @@ pub fn run() -> i32 {
                 return 1;
             };
             let defaults = model.train;
-            let model_lr = match model.optimizer {
-                Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
-            };
+            let model_lr = model.optimizer.lr();
             let settings = RunSettings {
                 epochs: epochs.unwrap_or(defaults.epochs),
                 batch: batch.unwrap_or(defaults.batch).max(1) as usize,

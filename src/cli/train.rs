@@ -2,7 +2,7 @@
 //! `gradcheck`.
 
 use super::{Backend, DataArgs};
-use crate::check::model::{LabelKind, Model, Optimizer};
+use crate::check::model::{LabelKind, Model};
 use crate::data::{Source, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::interp::Tensor;
@@ -136,9 +136,7 @@ pub(super) fn bench(
             format!("the JIT cannot compile this model: {}", why.0),
         )
     })?;
-    let lr = match model.optimizer {
-        Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
-    };
+    let lr = model.optimizer.lr();
     let settings = |epochs| RunSettings {
         epochs,
         batch,

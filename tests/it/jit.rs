@@ -59,10 +59,7 @@ fn compiled_steps_match_the_interpreter() {
                 let session = netc::runtime::Session::new(&model, &source, 5);
                 let params = session.params.clone();
                 let states = session.states[..graph.states.len()].to_vec();
-                let lr = match model.optimizer {
-                    netc::check::model::Optimizer::Sgd { lr, .. }
-                    | netc::check::model::Optimizer::Adam { lr, .. } => lr,
-                };
+                let lr = model.optimizer.lr();
                 let hypers = [lr, 2.0];
                 let bind = Bindings {
                     batch,

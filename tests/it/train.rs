@@ -14,10 +14,7 @@ fn model(file: &str) -> (netc::check::Model, netc::source::SourceFile) {
 }
 
 fn settings(model: &netc::check::Model, epochs: u64) -> RunSettings {
-    let lr = match model.optimizer {
-        netc::check::model::Optimizer::Sgd { lr, .. }
-        | netc::check::model::Optimizer::Adam { lr, .. } => lr,
-    };
+    let lr = model.optimizer.lr();
     RunSettings {
         epochs,
         batch: model.train.batch as usize,
