@@ -34,6 +34,15 @@ pub fn check(ast: &ast::Model) -> (Option<Model>, Vec<Diagnostic>) {
     }
 }
 
+/// "a" or "an" before a word.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 /// What a name refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
@@ -277,11 +286,7 @@ impl Checker {
     }
 
     fn missing(&mut self, ast: &ast::Model, what: &str, help: &str) {
-        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            "an"
-        } else {
-            "a"
-        };
+        let article = article(what);
         self.report(
             Diagnostic::new(
                 Code::E0210,

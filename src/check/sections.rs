@@ -107,27 +107,33 @@ impl Checker {
         self.report(suggest(diagnostic, name, "losses", LOSSES.iter().copied()));
     }
 
+    /// The signature `name` calls in `table`, or an "unknown `kind`" error with a suggestion.
+    fn signature(
+        &mut self,
+        table: &'static [args::Signature],
+        name: &Ident,
+        code: Code,
+        kind: &str,
+        kinds: &str,
+    ) -> Option<&'static args::Signature> {
+        let found = args::lookup(table, &name.name);
+        if found.is_none() {
+            let what = format!("unknown {kind} `{}`", name.name);
+            let label = format!("not {} {kind}", super::article(kind));
+            let diagnostic = Diagnostic::new(code, what, name.span, label);
+            self.report(suggest(diagnostic, &name.name, kinds, args::names(table)));
+        }
+        found
+    }
+
     /// An initializer: `zeros`, `normal(0, 0.01)`, `xavier`, ...
     pub(super) fn init(&mut self, expr: &ast::Expr) -> Option<Init> {
         let Some((callee, call_args, span)) = callee(expr) else {
             self.wrong_type(expr, args::Ty::Init);
             return None;
         };
-        let Some(signature) = args::lookup(INITS, &callee.name) else {
-            let diagnostic = Diagnostic::new(
-                Code::E0208,
-                format!("unknown initializer `{}`", callee.name),
-                callee.span,
-                "not an initializer",
-            );
-            self.report(suggest(
-                diagnostic,
-                &callee.name,
-                "initializers",
-                args::names(INITS),
-            ));
-            return None;
-        };
+        let signature =
+            self.signature(INITS, &callee, Code::E0208, "initializer", "initializers")?;
         let bound = self.bind(signature, call_args, span, Context::Call);
         Some(match signature.name {
             "zeros" => Init::Zeros,
@@ -213,21 +219,8 @@ impl Checker {
             );
             return None;
         };
-        let Some(signature) = args::lookup(PENALTIES, &call.callee.name) else {
-            let diagnostic = Diagnostic::new(
-                Code::E0203,
-                format!("unknown penalty `{}`", call.callee.name),
-                call.callee.span,
-                "not a penalty",
-            );
-            self.report(suggest(
-                diagnostic,
-                &call.callee.name,
-                "penalties",
-                args::names(PENALTIES),
-            ));
-            return None;
-        };
+        let signature =
+            self.signature(PENALTIES, &call.callee, Code::E0203, "penalty", "penalties")?;
         let bound = self.bind(signature, &call.args, call.span, Context::Call);
         let strength = self.number_arg(&bound, "strength", Context::Call);
         let params = match bound.expr("on") {
@@ -308,21 +301,8 @@ impl Checker {
             ));
             return None;
         };
-        let Some(signature) = args::lookup(OPTIMIZERS, &callee.name) else {
-            let diagnostic = Diagnostic::new(
-                Code::E0206,
-                format!("unknown optimizer `{}`", callee.name),
-                callee.span,
-                "not an optimizer",
-            );
-            self.report(suggest(
-                diagnostic,
-                &callee.name,
-                "optimizers",
-                args::names(OPTIMIZERS),
-            ));
-            return None;
-        };
+        let signature =
+            self.signature(OPTIMIZERS, &callee, Code::E0206, "optimizer", "optimizers")?;
         let bound = self.bind(signature, call_args, span, Context::Call);
         let weight_decay = self.number_or(&bound, "weight_decay", 0.0, Context::Call);
         if signature.name == "sgd" {
