@@ -72,10 +72,6 @@ extern "C" fn netc_gemm(
     }
 }
 
-extern "C" fn netc_expf(x: f32) -> f32 {
-    x.exp()
-}
-
 extern "C" fn netc_logf(x: f32) -> f32 {
     x.ln()
 }
@@ -158,7 +154,6 @@ impl Compiled {
         // One address per name in IMPORTS: the array's length is checked against it.
         let helpers: [*const u8; IMPORTS.len()] = [
             netc_gemm as *const u8,
-            netc_expf as *const u8,
             netc_logf as *const u8,
             netc_tanhf as *const u8,
             netc_tick as *const u8,

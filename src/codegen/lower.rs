@@ -1,6 +1,7 @@
 //! Lowering a plan to one Cranelift function: every kernel becomes a loop nest over its output
-//! (or input, for reductions); matrix products call the imported `netc_gemm`; `exp`, `log` and
-//! `tanh` call the same Rust functions the interpreter uses, so results match it exactly
+//! (or input, for reductions); matrix products call the imported `netc_gemm`; `exp` is emitted
+//! inline as the interpreter's `math::exp` (so it runs four lanes wide), while `log` and `tanh`
+//! call the same Rust functions the interpreter uses. Results match the interpreter exactly
 //! everywhere except inside matrix products, whose summation order differs.
 
 use super::plan::{Base, Expr, Kernel, Plan, Sym, View};
@@ -13,13 +14,16 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 5] = [
-    "netc_gemm",
-    "netc_expf",
-    "netc_logf",
-    "netc_tanhf",
-    "netc_tick",
-];
+pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_logf", "netc_tanhf", "netc_tick"];
+
+/// An imported helper, by its position in `IMPORTS`.
+#[derive(Clone, Copy)]
+enum Import {
+    Gemm,
+    Logf,
+    Tanhf,
+    Tick,
+}
 
 /// Signatures of the imported helpers, in `IMPORTS` order.
 pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> Vec<Signature> {
@@ -53,7 +57,7 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s.params.push(AbiParam::new(types::I64));
         s
     };
-    vec![gemm, unary.clone(), unary.clone(), unary, tick]
+    vec![gemm, unary.clone(), unary, tick]
 }
 
 /// The entry point's signature: `(pointers, arena, batch, hypers, seed)`.
@@ -95,13 +99,13 @@ pub fn lower(
     for (k, kernel) in plan.kernels.iter().enumerate() {
         if profile {
             let index = b.ins().iconst(types::I64, k as i64);
-            l.call(&mut b, 4, &[index]);
+            l.call(&mut b, Import::Tick, &[index]);
         }
         l.kernel(&mut b, kernel);
     }
     if profile {
         let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
-        l.call(&mut b, 4, &[end]);
+        l.call(&mut b, Import::Tick, &[end]);
     }
     b.ins().return_(&[]);
     b.seal_all_blocks();
@@ -217,8 +221,8 @@ impl Lowerer<'_> {
         strides
     }
 
-    fn call(&self, b: &mut FunctionBuilder, import: usize, args: &[Value]) -> Option<Value> {
-        let call = b.ins().call(self.imports[import], args);
+    fn call(&self, b: &mut FunctionBuilder, import: Import, args: &[Value]) -> Option<Value> {
+        let call = b.ins().call(self.imports[import as usize], args);
         b.inst_results(call).first().copied()
     }
 
@@ -349,7 +353,7 @@ impl Lowerer<'_> {
                 let dst = self.buffer_address(b, *out);
                 self.call(
                     b,
-                    0,
+                    Import::Gemm,
                     &[m, n, k, dst, n, lhs, ls[1], ls[0], rhs_base, rs[1], rs[0]],
                 );
             }
@@ -472,11 +476,11 @@ impl Lowerer<'_> {
                         let address = at(b, input_base, j);
                         let x = b.ins().load(types::F32, flags(), address, 0);
                         let shifted = b.ins().fsub(x, max);
-                        let e = self.call(b, 1, &[shifted]).expect("expf returns");
+                        let e = exp(b, shifted, false);
                         b.ins().fadd(t, e)
                     });
                     let log_total = if *log {
-                        self.call(b, 2, &[total])
+                        self.call(b, Import::Logf, &[total])
                     } else {
                         None
                     };
@@ -487,7 +491,7 @@ impl Lowerer<'_> {
                         let value = match log_total {
                             Some(lt) => b.ins().fsub(shifted, lt),
                             None => {
-                                let e = self.call(b, 1, &[shifted]).expect("expf returns");
+                                let e = exp(b, shifted, false);
                                 b.ins().fdiv(e, total)
                             }
                         };
@@ -559,13 +563,13 @@ impl Lowerer<'_> {
                     UnaryOp::Relu => select(b, FloatCC::GreaterThan, x, zero, x, zero),
                     UnaryOp::Sigmoid => {
                         let minus = b.ins().fneg(x);
-                        let e = self.call(b, 1, &[minus]).expect("expf returns");
+                        let e = exp(b, minus, vector);
                         let denominator = b.ins().fadd(one, e);
                         b.ins().fdiv(one, denominator)
                     }
-                    UnaryOp::Tanh => self.call(b, 3, &[x]).expect("tanhf returns"),
-                    UnaryOp::Exp => self.call(b, 1, &[x]).expect("expf returns"),
-                    UnaryOp::Log => self.call(b, 2, &[x]).expect("logf returns"),
+                    UnaryOp::Tanh => self.call(b, Import::Tanhf, &[x]).expect("tanhf returns"),
+                    UnaryOp::Exp => exp(b, x, vector),
+                    UnaryOp::Log => self.call(b, Import::Logf, &[x]).expect("logf returns"),
                     UnaryOp::Abs => b.ins().fabs(x),
                     UnaryOp::Sqrt => b.ins().sqrt(x),
                     UnaryOp::Square => b.ins().fmul(x, x),
@@ -641,10 +645,7 @@ impl Lowerer<'_> {
 /// Elementwise operations that run on four lanes (no calls, no per-element random numbers).
 fn vectorizable(op: &Op) -> bool {
     match op {
-        Op::Unary(u) => !matches!(
-            u,
-            UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp | UnaryOp::Log
-        ),
+        Op::Unary(u) => !matches!(u, UnaryOp::Tanh | UnaryOp::Log),
         Op::Binary(_) => true,
         Op::DropoutMask { .. } | Op::OneHot { .. } => false,
         // A copy.
@@ -674,6 +675,76 @@ fn range(
     let next = b.ins().iadd_imm_s(i, step);
     b.ins().jump(header, &[next.into()]);
     b.switch_to_block(done);
+}
+
+/// e^x on one lane or four: the interpreter's `math::exp`, operation for operation.
+fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
+    use crate::interp::math::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E};
+    let (float, int) = if vector {
+        (types::F32X4, types::I32X4)
+    } else {
+        (types::F32, types::I32)
+    };
+    let constant = |b: &mut FunctionBuilder, v: f32| {
+        let scalar = b.ins().f32const(v);
+        if vector {
+            b.ins().splat(float, scalar)
+        } else {
+            scalar
+        }
+    };
+    let int_constant = |b: &mut FunctionBuilder, v: i64| {
+        let scalar = b.ins().iconst(types::I32, v);
+        if vector {
+            b.ins().splat(int, scalar)
+        } else {
+            scalar
+        }
+    };
+    // `if x < bound { bound } else { x }`, which keeps a NaN as it is.
+    let clamp = |b: &mut FunctionBuilder, x: Value, cc: FloatCC, bound: f32| {
+        let bound = constant(b, bound);
+        let c = b.ins().fcmp(cc, x, bound);
+        if vector {
+            let mask = b.ins().bitcast(float, MemFlagsData::new(), c);
+            b.ins().bitselect(mask, bound, x)
+        } else {
+            b.ins().select(c, bound, x)
+        }
+    };
+    let x = clamp(b, x, FloatCC::LessThan, EXP_LO);
+    let x = clamp(b, x, FloatCC::GreaterThan, EXP_HI);
+    let log2e = constant(b, LOG2E);
+    let scaled = b.ins().fmul(x, log2e);
+    let k = b.ins().nearest(scaled);
+    let mut r = x;
+    for part in [LN2_HI, LN2_LO] {
+        let c = constant(b, part);
+        let t = b.ins().fmul(k, c);
+        r = b.ins().fsub(r, t);
+    }
+    let mut p = constant(b, EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        let c = constant(b, c);
+        let t = b.ins().fmul(p, r);
+        p = b.ins().fadd(t, c);
+    }
+    let r2 = b.ins().fmul(r, r);
+    let y = b.ins().fmul(p, r2);
+    let y = b.ins().fadd(y, r);
+    let one = constant(b, 1.0);
+    let mut y = b.ins().fadd(y, one);
+    let k = b.ins().fcvt_to_sint_sat(int, k);
+    let half = b.ins().sshr_imm_u(k, 1);
+    let rest = b.ins().isub(k, half);
+    let bias = int_constant(b, 127);
+    for e in [half, rest] {
+        let biased = b.ins().iadd(e, bias);
+        let bits = b.ins().ishl_imm_u(biased, 23);
+        let factor = b.ins().bitcast(float, MemFlagsData::new(), bits);
+        y = b.ins().fmul(y, factor);
+    }
+    y
 }
 
 /// A scalar f32 constant.

@@ -3,6 +3,7 @@
 //! dropped after their last use, so memory stays near the live set of one step.
 
 mod kernels;
+pub mod math;
 pub mod tensor;
 
 use crate::ir::{BinaryOp, Graph, NodeId, Op, UnaryOp};
