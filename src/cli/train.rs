@@ -322,10 +322,9 @@ pub(super) fn gradcheck(
         runtime::fits(model, &split.train)?;
         batch = batch.min(split.train.len);
         let rows: Vec<usize> = (0..batch).collect();
-        inputs = runtime::batch_tensors(&forward, &split.train, &rows)
-            .iter()
-            .map(Tensor::cast)
-            .collect();
+        let mut tensors = Vec::new();
+        runtime::batch_tensors(&forward.inputs, &split.train, &rows, &mut tensors);
+        inputs = tensors.iter().map(Tensor::cast).collect();
     }
     let problem = crate::gradcheck::Problem {
         forward: &forward,

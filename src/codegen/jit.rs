@@ -210,15 +210,28 @@ impl Compiled {
         })
     }
 
-    /// Runs the step on a batch and returns the `wanted` nodes, which must be those given to
-    /// `new`. The batch size and every bound tensor are checked first, and a mismatch is
-    /// rejected before any generated code runs, so it only touches memory of the sizes it was
-    /// planned for.
+    /// Runs the step on a batch and returns the `wanted` nodes (see `run_into`).
     pub fn run(
         &mut self,
         bind: &Bindings<f32>,
         wanted: &[NodeId],
     ) -> Result<Vec<Tensor<f32>>, Rejected> {
+        let mut results = Vec::new();
+        self.run_into(bind, wanted, &mut results)?;
+        Ok(results)
+    }
+
+    /// Runs the step on a batch and copies the `wanted` nodes, which must be those given to
+    /// `new`, into `results`, reusing its tensors' memory: a training loop that passes the same
+    /// vector every step allocates nothing. The batch size and every bound tensor are checked
+    /// first, and a mismatch is rejected before any generated code runs, so it only touches
+    /// memory of the sizes it was planned for.
+    pub fn run_into(
+        &mut self,
+        bind: &Bindings<f32>,
+        wanted: &[NodeId],
+        results: &mut Vec<Tensor<f32>>,
+    ) -> Result<(), Rejected> {
         let (batch, hypers, seed) = (bind.batch, bind.hypers, bind.seed);
         let (inputs, params, states) = (bind.inputs, bind.params, bind.states);
         if batch < 1 || batch > self.max_batch {
@@ -265,21 +278,26 @@ impl Compiled {
                 seed as i64,
             )
         };
-        Ok(wanted
-            .iter()
-            .map(|id| {
-                let view = self.plan.views[id.index()]
-                    .as_ref()
-                    .expect("every node is planned");
-                let Base::Buffer(buffer) = view.base else {
-                    unreachable!("wanted nodes end in buffers")
-                };
-                let dims = crate::interp::dims(self.graph.shape(*id), batch);
-                let start = self.plan.buffers[buffer];
-                let len: usize = dims.iter().product();
-                Tensor::new(dims, self.arena[start..start + len].to_vec())
-            })
-            .collect())
+        results.resize_with(wanted.len(), || Tensor::scalar(0.0));
+        for (id, result) in wanted.iter().zip(results.iter_mut()) {
+            let view = self.plan.views[id.index()]
+                .as_ref()
+                .expect("every node is planned");
+            let Base::Buffer(buffer) = view.base else {
+                unreachable!("wanted nodes end in buffers")
+            };
+            let dims = crate::interp::dims(self.graph.shape(*id), batch);
+            let start = self.plan.buffers[buffer];
+            let len: usize = dims.iter().product();
+            if result.dims != dims {
+                result.dims = dims;
+            }
+            result.data.clear();
+            result
+                .data
+                .extend_from_slice(&self.arena[start..start + len]);
+        }
+        Ok(())
     }
 
     /// The time each kernel has taken so far (profiled code only), and resets the count.

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 mod init;
+mod loader;
 mod report;
 
 use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
@@ -12,7 +13,7 @@ use crate::codegen::{Compiled, Unsupported};
 use crate::data::{error, Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::interp::{self, Bindings, Tensor};
-use crate::ir::{Graph, NodeId};
+use crate::ir::{Decl, Graph, NodeId};
 use crate::source::SourceFile;
 use checkpoint::Checkpoint;
 use rand::seq::SliceRandom;
@@ -62,25 +63,28 @@ enum Graphs {
 }
 
 impl Engine {
+    /// Runs one of the graphs, leaving the `wanted` values in `results` (whose tensors compiled
+    /// code reuses).
     fn run(
         &mut self,
         graph: &Graph,
         bind: &Bindings<f32>,
         wanted: &[NodeId],
         which: Graphs,
-    ) -> Vec<Tensor<f32>> {
-        match (self, which) {
+        results: &mut Vec<Tensor<f32>>,
+    ) {
+        let compiled = match (self, which) {
             (Engine::Interp, _) => {
-                interp::run(graph, bind, wanted, false).expect("unchecked runs finish")
+                *results = interp::run(graph, bind, wanted, false).expect("unchecked runs finish");
+                return;
             }
-            // The session binds the graph's declared shapes and asks for what it compiled.
-            (Engine::Jit { train, .. }, Graphs::Train) => train
-                .run(bind, wanted)
-                .expect("the session binds what it compiled"),
-            (Engine::Jit { eval, .. }, Graphs::Eval) => eval
-                .run(bind, wanted)
-                .expect("the session binds what it compiled"),
-        }
+            (Engine::Jit { train, .. }, Graphs::Train) => train,
+            (Engine::Jit { eval, .. }, Graphs::Eval) => eval,
+        };
+        // The session binds the graph's declared shapes and asks for what it compiled.
+        compiled
+            .run_into(bind, wanted, results)
+            .expect("the session binds what it compiled");
     }
 }
 
@@ -206,41 +210,53 @@ impl<'a> Session<'a> {
             let (mut total_loss, mut correct) = (0.0, 0usize);
             let batches = order.len().div_ceil(settings.batch);
             reporter.start_epoch(epoch, batches as u64);
-            for (index, rows) in order.chunks(settings.batch).enumerate() {
-                let step = self.step + 1;
-                let inputs = batch_tensors(&self.train, &data.train, rows);
-                let hypers = [settings.lr, step as f64];
-                let bind = Bindings {
-                    batch: rows.len(),
-                    inputs: &inputs,
-                    params: &self.params,
-                    states: &self.states,
-                    hypers: &hypers,
-                    seed: step_seed(settings.seed, step),
-                };
-                let mut values = self
-                    .engine
-                    .run(&self.train, &bind, &train_wanted, Graphs::Train);
-                let step_loss = values[0].item() as f64;
-                if !step_loss.is_finite() {
-                    return Err(self.diverged(&bind, epoch, index + 1));
-                }
-                if let Some(out) = output.map(|_| &values[1]) {
-                    correct += self.correct(out, &inputs[1]);
-                }
-                let mut updates = values
-                    .split_off(1 + usize::from(output.is_some()))
-                    .into_iter();
-                for (&(p, _), value) in self.train.param_updates.iter().zip(updates.by_ref()) {
-                    self.params[p] = value;
-                }
-                for (&(s, _), value) in self.train.state_updates.iter().zip(updates) {
-                    self.states[s] = value;
-                }
-                total_loss += step_loss * rows.len() as f64;
-                self.step = step;
-                reporter.advance();
-            }
+            // The results are reused every step: their tensors become the new weights while
+            // the old ones take their place, for the next step to overwrite.
+            let mut values = Vec::new();
+            let declared = self.train.inputs.clone();
+            loader::for_each_batch(
+                &declared,
+                &data.train,
+                &order,
+                settings.batch,
+                |index, rows, inputs| {
+                    let step = self.step + 1;
+                    let hypers = [settings.lr, step as f64];
+                    let bind = Bindings {
+                        batch: rows.len(),
+                        inputs,
+                        params: &self.params,
+                        states: &self.states,
+                        hypers: &hypers,
+                        seed: step_seed(settings.seed, step),
+                    };
+                    self.engine.run(
+                        &self.train,
+                        &bind,
+                        &train_wanted,
+                        Graphs::Train,
+                        &mut values,
+                    );
+                    let step_loss = values[0].item() as f64;
+                    if !step_loss.is_finite() {
+                        return Err(self.diverged(&bind, epoch, index + 1));
+                    }
+                    if let Some(out) = output.map(|_| &values[1]) {
+                        correct += self.correct(out, &inputs[1]);
+                    }
+                    let mut updates = values[1 + usize::from(output.is_some())..].iter_mut();
+                    for (&(p, _), value) in self.train.param_updates.iter().zip(updates.by_ref()) {
+                        std::mem::swap(&mut self.params[p], value);
+                    }
+                    for (&(s, _), value) in self.train.state_updates.iter().zip(updates) {
+                        std::mem::swap(&mut self.states[s], value);
+                    }
+                    total_loss += step_loss * rows.len() as f64;
+                    self.step = step;
+                    reporter.advance();
+                    Ok(())
+                },
+            )?;
             self.epoch = epoch;
             let test = self.evaluate(&data.test, settings.batch);
             let seconds = started.elapsed().as_secs_f64();
@@ -292,9 +308,10 @@ impl<'a> Session<'a> {
         let mut wanted = vec![loss];
         wanted.extend(output);
         let rows: Vec<usize> = (0..data.len).collect();
+        let mut inputs = Vec::new();
         rows.chunks(batch)
             .map(|rows| {
-                let inputs = batch_tensors(&self.eval, data, rows);
+                batch_tensors(&self.eval.inputs, data, rows, &mut inputs);
                 let model_states = &self.states[..self.eval.states.len()];
                 let bind = Bindings {
                     batch: rows.len(),
@@ -304,8 +321,10 @@ impl<'a> Session<'a> {
                     hypers: &[],
                     seed: 0,
                 };
-                let mut values = self.engine.run(&self.eval, &bind, &wanted, Graphs::Eval);
-                let out = output.map(|_| values.remove(1));
+                let mut values = Vec::new();
+                self.engine
+                    .run(&self.eval, &bind, &wanted, Graphs::Eval, &mut values);
+                let out = output.map(|_| values.swap_remove(1));
                 (values[0].item() as f64, out)
             })
             .collect()
@@ -388,29 +407,51 @@ fn step_seed(seed: u64, step: u64) -> u64 {
     seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step
 }
 
-/// The features and targets of some rows, as batch tensors shaped as the graph declares them.
-pub fn batch_tensors(graph: &Graph, data: &Dataset, rows: &[usize]) -> [Tensor<f32>; 2] {
-    let x = Tensor::new(
-        interp::dims(&graph.inputs[0].shape, rows.len()),
-        gather(&data.features, data.feature_size(), rows),
+/// The features and targets of some rows, as batch tensors shaped as the graph's `inputs`
+/// declare them, written over `batch` (whose memory is reused once it holds two tensors).
+pub fn batch_tensors(
+    inputs: &[Decl],
+    data: &Dataset,
+    rows: &[usize],
+    batch: &mut Vec<Tensor<f32>>,
+) {
+    batch.resize_with(2, || Tensor::scalar(0.0));
+    gather(
+        &inputs[0],
+        &data.features,
+        data.feature_size(),
+        rows,
+        &mut batch[0],
     );
-    [x, batch_targets(graph, data, rows)]
+    gather(
+        &inputs[1],
+        &data.targets,
+        data.target_size(),
+        rows,
+        &mut batch[1],
+    );
 }
 
 fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
-    Tensor::new(
-        interp::dims(&graph.inputs[1].shape, rows.len()),
-        gather(&data.targets, data.target_size(), rows),
-    )
+    let mut targets = Tensor::scalar(0.0);
+    gather(
+        &graph.inputs[1],
+        &data.targets,
+        data.target_size(),
+        rows,
+        &mut targets,
+    );
+    targets
 }
 
-/// The given rows of a row-major table, one slice copy per row.
-fn gather(table: &[f32], width: usize, rows: &[usize]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows.len() * width);
+/// The given rows of a row-major table into `out`, shaped as `input` declares.
+fn gather(input: &Decl, table: &[f32], width: usize, rows: &[usize], out: &mut Tensor<f32>) {
+    out.dims = interp::dims(&input.shape, rows.len());
+    out.data.clear();
     for &r in rows {
-        out.extend_from_slice(&table[r * width..(r + 1) * width]);
+        out.data
+            .extend_from_slice(&table[r * width..(r + 1) * width]);
     }
-    out
 }
 
 /// Checks that a data set's examples fit the model's input and label (E0507), pointing at the

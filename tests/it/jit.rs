@@ -137,3 +137,55 @@ fn mismatched_bindings_are_rejected() {
         run(&mut compiled, 4, Tensor::full(&[4, 2], 0.5), &wanted[..1]).expect_err("other results");
     assert!(other.0.contains("compiled to keep"), "{}", other.0);
 }
+
+/// Elementwise kernels (exp and sigmoid inline, four lanes and the scalar tail) and softmax
+/// give the interpreter's bits exactly, over inputs that cover exp's range and its edges.
+#[test]
+fn exp_kernels_match_the_interpreter_bit_for_bit() {
+    let mut values: Vec<f32> = (0..2 * 4099).map(|i| (i as f32 - 4099.0) * 0.03).collect();
+    values[..6].copy_from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 88.8, -88.0, 0.0]);
+    let cases = [
+        (
+            "y = exp(x) + sigmoid(x) * 3 - exp(-x / 7)\n loss mse(y, t)",
+            "target t: [4099]",
+        ),
+        (
+            "y = softmax(x) + log_softmax(x * 0.5)\n loss mse(y, t)",
+            "target t: [4099]",
+        ),
+    ];
+    for (body, target) in cases {
+        let source = netc::source::SourceFile::new(
+            "exp.net",
+            format!(
+                "net e {{\n input x: [4099]\n {target}\n {body}\n optimizer sgd(lr: 0.1)\n}}\n"
+            ),
+        );
+        let model = netc::front_end(&source).0.expect("checks").1;
+        let graph = netc::eval_graph(&model, &source);
+        let wanted: Vec<_> = graph.results().collect();
+        let mut compiled = Compiled::new(&graph, 2, &wanted, false).expect("compiles");
+        let inputs = [
+            Tensor::new(vec![2, 4099], values.clone()),
+            Tensor::full(&[2, 4099], 0.0),
+        ];
+        let bind = Bindings {
+            batch: 2,
+            inputs: &inputs,
+            params: &[],
+            states: &[],
+            hypers: &[],
+            seed: 0,
+        };
+        let expected = interp::run(&graph, &bind, &wanted, false).expect("runs");
+        let got = compiled.run(&bind, &wanted).expect("bindings fit");
+        for (e, g) in expected.iter().zip(&got) {
+            for (i, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
+                assert!(
+                    x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                    "{body}: element {i}: interpreter {x}, compiled {y}"
+                );
+            }
+        }
+    }
+}
