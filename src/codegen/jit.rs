@@ -144,6 +144,16 @@ impl Compiled {
         profile: bool,
     ) -> Result<Compiled, Unsupported> {
         let plan = super::plan::plan(graph, max_batch, wanted)?;
+        // Reserved up front, so that a step too large for this machine is refused here rather
+        // than aborting the process when the memory runs out.
+        let mut arena = Vec::new();
+        arena.try_reserve_exact(plan.arena.max(1)).map_err(|_| {
+            Unsupported(format!(
+                "its buffers for batches of {max_batch} need {:.1} GiB, more than can be allocated",
+                plan.arena as f64 * 4.0 / (1u64 << 30) as f64
+            ))
+        })?;
+        arena.resize(plan.arena.max(1), 0.0);
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").expect("a known setting");
         let isa = cranelift_native::builder()
@@ -201,7 +211,7 @@ impl Compiled {
         Ok(Compiled {
             graph: graph.clone(),
             wanted: wanted.to_vec(),
-            arena: vec![0.0; plan.arena.max(1)],
+            arena,
             plan,
             max_batch,
             entry,

@@ -4,8 +4,8 @@
 //! call the same Rust functions the interpreter uses. Results match the interpreter exactly
 //! everywhere except inside matrix products, whose summation order differs.
 
-use super::plan::{Base, Expr, Kernel, Plan, Sym, View};
-use crate::ir::{BinaryOp, Graph, NodeId, Op, ReduceOp, UnaryOp};
+use super::plan::{Base, Conv, Expr, Kernel, Plan, Sym, View};
+use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, Value,
@@ -135,6 +135,44 @@ struct Element<'a> {
     index: &'a [Value],
     out_strides: &'a [Value],
     vector: bool,
+}
+
+/// One position a convolution or pooling window reads.
+struct Patch {
+    /// Whether the position is inside the input (not padding).
+    inside: Value,
+    /// Its element index in the input (0 when outside).
+    source: Value,
+    /// Its element index in the im2col matrix.
+    column: Value,
+}
+
+impl Patch {
+    fn source_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        element(b, base, self.source)
+    }
+
+    fn column_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        element(b, base, self.column)
+    }
+}
+
+/// One pooling window: its output element and the positions it covers, in order.
+struct Window {
+    output: Value,
+    cover: Vec<Patch>,
+}
+
+impl Window {
+    fn output_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        element(b, base, self.output)
+    }
+}
+
+/// The address of f32 element `index` from `base`.
+fn element(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
+    let bytes = b.ins().ishl_imm_u(index, 2);
+    b.ins().iadd(base, bytes)
 }
 
 /// A view ready to read inside a loop: a base address and strides as values, or a scalar.
@@ -441,28 +479,165 @@ impl Lowerer<'_> {
                     });
                 }
             }
+            Kernel::Copy {
+                out, input, dims, ..
+            } => {
+                let dims: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
+                let out_base = self.buffer_address(b, *out);
+                let out_strides = self.contiguous(b, &dims);
+                let reader = self.reader(b, input);
+                loops(b, &dims, &mut |b, index| {
+                    let v = self.read(b, &reader, index);
+                    let address = self.address(b, out_base, &out_strides, index);
+                    b.ins().store(flags(), v, address, 0);
+                });
+            }
+            Kernel::Im2col {
+                out, input, conv, ..
+            } => {
+                let x = self.memory(b, input);
+                let columns = self.buffer_address(b, *out);
+                self.patches(b, conv, &mut |b, at| {
+                    let address = at.source_address(b, x);
+                    let v = b.ins().load(types::F32, flags(), address, 0);
+                    let zero = f32_const(b, 0.0);
+                    let v = b.ins().select(at.inside, v, zero);
+                    let address = at.column_address(b, columns);
+                    b.ins().store(flags(), v, address, 0);
+                });
+            }
+            Kernel::Col2im {
+                out, input, conv, ..
+            } => {
+                let columns = self.memory(b, input);
+                let dx = self.buffer_address(b, *out);
+                self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width);
+                // Positions in padding add zero to the first element instead of branching.
+                self.patches(b, conv, &mut |b, at| {
+                    let address = at.column_address(b, columns);
+                    let v = b.ins().load(types::F32, flags(), address, 0);
+                    let zero = f32_const(b, 0.0);
+                    let v = b.ins().select(at.inside, v, zero);
+                    let target = at.source_address(b, dx);
+                    let current = b.ins().load(types::F32, flags(), target, 0);
+                    let sum = b.ins().fadd(current, v);
+                    b.ins().store(flags(), sum, target, 0);
+                });
+            }
+            Kernel::Pool {
+                out,
+                input,
+                op,
+                conv,
+                ..
+            } => {
+                let x = self.memory(b, input);
+                let y = self.buffer_address(b, *out);
+                let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
+                self.windows(b, conv, &mut |b, window| {
+                    // The interpreter's fold over the window, in its order; a position in
+                    // padding contributes what cannot change the result (-inf or +0).
+                    let (init, skip) = match op {
+                        PoolOp::Max => (f32::NEG_INFINITY, f32::NEG_INFINITY),
+                        PoolOp::Avg => (0.0, 0.0),
+                    };
+                    let mut acc = f32_const(b, init);
+                    for at in &window.cover {
+                        let address = at.source_address(b, x);
+                        let v = b.ins().load(types::F32, flags(), address, 0);
+                        let skip = f32_const(b, skip);
+                        let v = b.ins().select(at.inside, v, skip);
+                        acc = match op {
+                            PoolOp::Max => {
+                                let greater = b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+                                b.ins().select(greater, v, acc)
+                            }
+                            PoolOp::Avg => b.ins().fadd(acc, v),
+                        };
+                    }
+                    if *op == PoolOp::Avg {
+                        let area = f32_const(b, area);
+                        acc = b.ins().fdiv(acc, area);
+                    }
+                    let address = window.output_address(b, y);
+                    b.ins().store(flags(), acc, address, 0);
+                });
+            }
+            Kernel::PoolGrad {
+                out,
+                input,
+                grad,
+                op,
+                conv,
+                ..
+            } => {
+                let (x, dy) = (self.memory(b, input), self.memory(b, grad));
+                let dx = self.buffer_address(b, *out);
+                self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width);
+                let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
+                let add = |b: &mut FunctionBuilder, index: Value, v: Value| {
+                    let bytes = b.ins().ishl_imm_u(index, 2);
+                    let target = b.ins().iadd(dx, bytes);
+                    let current = b.ins().load(types::F32, flags(), target, 0);
+                    let sum = b.ins().fadd(current, v);
+                    b.ins().store(flags(), sum, target, 0);
+                };
+                self.windows(b, conv, &mut |b, window| {
+                    let address = window.output_address(b, dy);
+                    let g = b.ins().load(types::F32, flags(), address, 0);
+                    let zero = f32_const(b, 0.0);
+                    match op {
+                        // The first maximum of the window takes the whole gradient.
+                        PoolOp::Max => {
+                            let mut best = b.ins().iconst(types::I64, -1);
+                            let mut best_value = zero;
+                            for at in &window.cover {
+                                let address = at.source_address(b, x);
+                                let v = b.ins().load(types::F32, flags(), address, 0);
+                                let none = b.ins().icmp_imm_s(IntCC::SignedLessThan, best, 0);
+                                let greater = b.ins().fcmp(FloatCC::GreaterThan, v, best_value);
+                                let better = b.ins().bor(none, greater);
+                                let take = b.ins().band(at.inside, better);
+                                best = b.ins().select(take, at.source, best);
+                                best_value = b.ins().select(take, v, best_value);
+                            }
+                            let found =
+                                b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, best, 0);
+                            let first = b.ins().iconst(types::I64, 0);
+                            let index = b.ins().select(found, best, first);
+                            let v = b.ins().select(found, g, zero);
+                            add(b, index, v);
+                        }
+                        PoolOp::Avg => {
+                            let area = f32_const(b, area);
+                            let share = b.ins().fdiv(g, area);
+                            for at in &window.cover {
+                                let v = b.ins().select(at.inside, share, zero);
+                                add(b, at.source, v);
+                            }
+                        }
+                    }
+                });
+            }
             Kernel::Softmax {
                 out,
                 input,
-                rows,
+                outer,
                 len,
+                inner,
                 log,
                 ..
             } => {
-                let Reader::Memory {
-                    base: input_base, ..
-                } = self.reader(b, input)
-                else {
-                    unreachable!("softmax reads memory")
-                };
+                let input_base = self.memory(b, input);
                 let out_base = self.buffer_address(b, *out);
-                let rows = self.sym(b, *rows);
-                let len_v = b.ins().iconst(types::I64, *len);
+                let [outer, len_v, inner] = [*outer, *len, *inner].map(|d| self.sym(b, d));
                 let one = b.ins().iconst(types::I64, 1);
-                let row_strides = [len_v, one];
-                loops(b, &[rows], &mut |b, row| {
+                let stride = b.ins().imul(len_v, inner);
+                let strides = [stride, inner, one];
+                // One softmax per (outer, inner) pair, along the axis in between.
+                loops(b, &[outer, inner], &mut |b, row| {
                     let at = |b: &mut FunctionBuilder, base: Value, j: Value| {
-                        self.address(b, base, &row_strides, &[row[0], j])
+                        self.address(b, base, &strides, &[row[0], j, row[1]])
                     };
                     let lowest = f32_const(b, f32::NEG_INFINITY);
                     let max = fold(b, len_v, lowest, &mut |b, j, m| {
@@ -500,6 +675,153 @@ impl Lowerer<'_> {
                     });
                 });
             }
+        }
+    }
+
+    /// The base address of a view that lives in memory.
+    fn memory(&self, b: &mut FunctionBuilder, view: &View) -> Value {
+        match self.reader(b, view) {
+            Reader::Memory { base, .. } => base,
+            Reader::Scalar(_) => unreachable!("the planner gives this kernel a buffer"),
+        }
+    }
+
+    /// Stores 0 in `floats` (times the batch size) elements from `base`.
+    fn zero(&self, b: &mut FunctionBuilder, base: Value, batch: Sym, floats: i64) {
+        let count = self.sym(
+            b,
+            Sym {
+                coef: batch.coef * floats,
+                batch: batch.batch,
+            },
+        );
+        let zero = f32_const(b, 0.0);
+        let one = b.ins().iconst(types::I64, 1);
+        loops(b, &[count], &mut |b, i| {
+            let address = self.address(b, base, &[one], i);
+            b.ins().store(flags(), zero, address, 0);
+        });
+    }
+
+    /// Visits every (patch row, column) entry of a convolution's im2col matrix: rows are
+    /// (channel, kernel row, kernel column), columns (image, output row, output column).
+    fn patches(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        body: &mut dyn FnMut(&mut FunctionBuilder, &Patch),
+    ) {
+        let constant = |b: &mut FunctionBuilder, v: i64| b.ins().iconst(types::I64, v);
+        let [kh, kw] = conv.window.kernel.map(|k| k as i64);
+        let rows = [conv.channels, kh, kw].map(|d| constant(b, d));
+        let batch = self.sym(b, conv.batch);
+        let columns = self.sym(b, conv.columns());
+        let out_dims = [
+            batch,
+            constant(b, conv.out_height),
+            constant(b, conv.out_width),
+        ];
+        loops(b, &rows, &mut |b, r| {
+            let (c, i, j) = (r[0], r[1], r[2]);
+            let row = {
+                let t = b.ins().imul_imm_s(c, kh);
+                let t = b.ins().iadd(t, i);
+                let t = b.ins().imul_imm_s(t, kw);
+                b.ins().iadd(t, j)
+            };
+            let row_start = b.ins().imul(row, columns);
+            loops(b, &out_dims, &mut |b, o| {
+                let (image, y, z) = (o[0], o[1], o[2]);
+                let column = {
+                    let t = b.ins().imul_imm_s(image, conv.out_height);
+                    let t = b.ins().iadd(t, y);
+                    let t = b.ins().imul_imm_s(t, conv.out_width);
+                    b.ins().iadd(t, z)
+                };
+                let column = b.ins().iadd(row_start, column);
+                let plane = {
+                    let t = b.ins().imul_imm_s(image, conv.channels);
+                    b.ins().iadd(t, c)
+                };
+                let at = self.tap(b, conv, plane, [y, z], [i, j]);
+                body(b, &Patch { column, ..at });
+            });
+        });
+    }
+
+    /// Visits every pooling window: output (plane, row, column) and the positions it covers,
+    /// unrolled since the window's size is known.
+    fn windows(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        body: &mut dyn FnMut(&mut FunctionBuilder, &Window),
+    ) {
+        let planes = self.sym(
+            b,
+            Sym {
+                coef: conv.batch.coef * conv.channels,
+                batch: conv.batch.batch,
+            },
+        );
+        let out_dims = [
+            planes,
+            b.ins().iconst(types::I64, conv.out_height),
+            b.ins().iconst(types::I64, conv.out_width),
+        ];
+        loops(b, &out_dims, &mut |b, o| {
+            let (plane, y, z) = (o[0], o[1], o[2]);
+            let output = {
+                let t = b.ins().imul_imm_s(plane, conv.out_height);
+                let t = b.ins().iadd(t, y);
+                let t = b.ins().imul_imm_s(t, conv.out_width);
+                b.ins().iadd(t, z)
+            };
+            let mut cover = Vec::new();
+            for i in 0..conv.window.kernel[0] as i64 {
+                for j in 0..conv.window.kernel[1] as i64 {
+                    let offsets = [i, j].map(|k| b.ins().iconst(types::I64, k));
+                    cover.push(self.tap(b, conv, plane, [y, z], offsets));
+                }
+            }
+            body(b, &Window { output, cover });
+        });
+    }
+
+    /// Where output position (y, z) of a window reads at kernel offset (i, j) in a plane of
+    /// the input: `y·stride − padding + i`, and whether that is inside the input.
+    fn tap(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        plane: Value,
+        [y, z]: [Value; 2],
+        [i, j]: [Value; 2],
+    ) -> Patch {
+        let w = conv.window;
+        let coordinate = |b: &mut FunctionBuilder, o: Value, k: Value, axis: usize| {
+            let t = b.ins().imul_imm_s(o, w.stride[axis] as i64);
+            let t = b.ins().iadd(t, k);
+            b.ins().iadd_imm_s(t, -(w.padding[axis] as i64))
+        };
+        let (sy, sz) = (coordinate(b, y, i, 0), coordinate(b, z, j, 1));
+        // Negative coordinates are huge unsigned ones: one comparison per axis.
+        let inside_y = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sy, conv.height);
+        let inside_z = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sz, conv.width);
+        let inside = b.ins().band(inside_y, inside_z);
+        let source = {
+            let t = b.ins().imul_imm_s(plane, conv.height);
+            let t = b.ins().iadd(t, sy);
+            let t = b.ins().imul_imm_s(t, conv.width);
+            b.ins().iadd(t, sz)
+        };
+        // Outside the input, the first element stands in: always a valid address.
+        let first = b.ins().iconst(types::I64, 0);
+        let source = b.ins().select(inside, source, first);
+        Patch {
+            inside,
+            source,
+            column: first,
         }
     }
 

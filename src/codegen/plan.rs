@@ -1,9 +1,18 @@
 //! Planning: which nodes are views of others (reshape, broadcast, transpose), which need a
 //! kernel and a buffer, and where each buffer lives in one arena sized for the largest batch.
 //! Buffers are reused once their last reader has run (liveness, first fit).
+//!
+//! Convolutions are im2col and one matrix product per pass, through the same GEMM as dense
+//! layers. A direct convolution in generated code would be limited to Cranelift's 128-bit
+//! vectors and its GEMM speed (a third of the `gemm` crate's here), while im2col turns every
+//! convolution of the batch into one large product: `[O, C·KH·KW] @ [C·KH·KW, N·OH·OW]`. Its
+//! output is laid out `[O, N, OH·OW]`, which downstream kernels read as an `[N, O, OH, OW]`
+//! view through strides, so the bias and activation that follow are one pass that also writes
+//! the usual layout.
 
-use crate::ir::{Graph, NodeId, Op, ReduceOp};
-use crate::shape::{Dim, Shape};
+use crate::ir::{Graph, NodeId, Op, PoolOp, ReduceOp};
+use crate::shape::{Dim, Shape, Window};
+use std::collections::HashMap;
 
 /// A size or stride: `coef`, times the batch size when `batch` is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,15 +176,108 @@ pub enum Kernel {
         input_dims: Vec<Sym>,
         axes: Vec<usize>,
     },
-    /// Softmax or log-softmax over the last axis of a contiguous input.
+    /// A strided view copied into a contiguous buffer of `dims`.
+    Copy {
+        node: NodeId,
+        out: usize,
+        input: View,
+        dims: Vec<Sym>,
+    },
+    /// Patches of a contiguous `[N, C, H, W]` input as the columns of a
+    /// `[C·KH·KW, N·OH·OW]` matrix (zero where the window reaches into padding).
+    Im2col {
+        node: NodeId,
+        out: usize,
+        input: View,
+        conv: Conv,
+    },
+    /// The inverse of `Im2col`: each column entry is added back to the input position it came
+    /// from, giving a contiguous `[N, C, H, W]` gradient.
+    Col2im {
+        node: NodeId,
+        out: usize,
+        input: View,
+        conv: Conv,
+    },
+    /// Max or average pooling of a contiguous `[N, C, H, W]` input.
+    Pool {
+        node: NodeId,
+        out: usize,
+        input: View,
+        op: PoolOp,
+        conv: Conv,
+    },
+    /// Pooling's gradient with respect to its input: `input` is the pooled input and `grad`
+    /// the output's gradient, both contiguous.
+    PoolGrad {
+        node: NodeId,
+        out: usize,
+        input: View,
+        grad: View,
+        op: PoolOp,
+        conv: Conv,
+    },
+    /// Softmax or log-softmax of a contiguous input over one axis, seen as
+    /// `[outer, len, inner]`.
     Softmax {
         node: NodeId,
         out: usize,
         input: View,
-        rows: Sym,
-        len: i64,
+        outer: Sym,
+        len: Sym,
+        inner: Sym,
         log: bool,
     },
+}
+
+/// The geometry of a convolution or pooling window over `[N, C, H, W]`, with `O` output
+/// channels (equal to `C` for pooling) and an output of `OH × OW` positions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv {
+    pub batch: Sym,
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub outputs: i64,
+    pub out_height: i64,
+    pub out_width: i64,
+    pub window: Window,
+}
+
+impl Conv {
+    /// From the input shape, the output (or output gradient) shape and the window, whose
+    /// kernel size is the weight's for a convolution.
+    fn new(input: &Shape, output: &Shape, window: Window) -> Conv {
+        let fixed = |shape: &Shape, axis| shape.fixed_dim(axis).expect("a fixed dimension") as i64;
+        Conv {
+            batch: dims(input)[0],
+            channels: fixed(input, 1),
+            height: fixed(input, 2),
+            width: fixed(input, 3),
+            outputs: fixed(output, 1),
+            out_height: fixed(output, 2),
+            out_width: fixed(output, 3),
+            window,
+        }
+    }
+
+    /// Rows of the im2col matrix: one per (channel, kernel row, kernel column).
+    pub fn patch(&self) -> i64 {
+        self.channels * (self.window.kernel[0] * self.window.kernel[1]) as i64
+    }
+
+    /// Output positions per image.
+    pub fn positions(&self) -> i64 {
+        self.out_height * self.out_width
+    }
+
+    /// Columns of the im2col matrix: every output position of every image.
+    pub fn columns(&self) -> Sym {
+        Sym {
+            coef: self.batch.coef * self.positions(),
+            batch: self.batch.batch,
+        }
+    }
 }
 
 impl Kernel {
@@ -185,7 +287,27 @@ impl Kernel {
             Kernel::Map { node, .. }
             | Kernel::Gemm { node, .. }
             | Kernel::Reduce { node, .. }
+            | Kernel::Copy { node, .. }
+            | Kernel::Im2col { node, .. }
+            | Kernel::Col2im { node, .. }
+            | Kernel::Pool { node, .. }
+            | Kernel::PoolGrad { node, .. }
             | Kernel::Softmax { node, .. } => *node,
+        }
+    }
+
+    /// The buffer this kernel writes.
+    pub fn out(&self) -> usize {
+        match self {
+            Kernel::Map { out, .. }
+            | Kernel::Gemm { out, .. }
+            | Kernel::Reduce { out, .. }
+            | Kernel::Copy { out, .. }
+            | Kernel::Im2col { out, .. }
+            | Kernel::Col2im { out, .. }
+            | Kernel::Pool { out, .. }
+            | Kernel::PoolGrad { out, .. }
+            | Kernel::Softmax { out, .. } => *out,
         }
     }
 
@@ -195,6 +317,11 @@ impl Kernel {
             Kernel::Map { .. } => "map",
             Kernel::Gemm { .. } => "gemm",
             Kernel::Reduce { .. } => "reduce",
+            Kernel::Copy { .. } => "copy",
+            Kernel::Im2col { .. } => "im2col",
+            Kernel::Col2im { .. } => "col2im",
+            Kernel::Pool { .. } => "pool",
+            Kernel::PoolGrad { .. } => "pool_grad",
             Kernel::Softmax { .. } => "softmax",
         }
     }
@@ -203,7 +330,13 @@ impl Kernel {
         match self {
             Kernel::Map { args, .. } => args.iter().collect(),
             Kernel::Gemm { a, b, .. } => vec![a, b],
-            Kernel::Reduce { input, .. } | Kernel::Softmax { input, .. } => vec![input],
+            Kernel::PoolGrad { input, grad, .. } => vec![input, grad],
+            Kernel::Reduce { input, .. }
+            | Kernel::Copy { input, .. }
+            | Kernel::Im2col { input, .. }
+            | Kernel::Col2im { input, .. }
+            | Kernel::Pool { input, .. }
+            | Kernel::Softmax { input, .. } => vec![input],
         }
     }
 }
@@ -233,6 +366,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
         pending: vec![None; graph.nodes.len()],
         kernels: Vec::new(),
         sizes: Vec::new(),
+        columns: HashMap::new(),
+        by_output_channel: HashMap::new(),
     };
     let fusible = fusible(graph, wanted);
     let externals = [graph.inputs.len(), graph.params.len()];
@@ -349,31 +484,110 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                 })
             }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => {
-                let shape = graph.shape(node.args[0]);
-                if *axis + 1 != shape.rank() {
-                    return Err(Unsupported(format!("a softmax over axis {axis} of {shape} is not compiled yet (only the last axis is)")));
-                }
+                let sizes = dims(graph.shape(node.args[0]));
                 let input = p.contiguous_view(node.args[0]);
-                let len = shape.fixed_dim(*axis).ok_or_else(|| {
-                    Unsupported("a softmax over the batch axis is not compiled yet".into())
-                })? as i64;
-                let rows = product(&dims(&Shape(shape.0[..*axis].to_vec())));
                 let log = matches!(node.op, Op::LogSoftmax { .. });
                 p.kernel(id, |out| Kernel::Softmax {
                     node: id,
                     out,
                     input,
-                    rows,
-                    len,
+                    outer: product(&sizes[..*axis]),
+                    len: sizes[*axis],
+                    inner: product(&sizes[*axis + 1..]),
                     log,
                 })
             }
-            Op::Conv2d(_)
-            | Op::Conv2dGradInput(..)
-            | Op::Conv2dGradWeight(_)
-            | Op::Pool(..)
-            | Op::PoolGrad(..) => {
-                return Err(Unsupported(format!("`{}` is not compiled yet", node.op)));
+            Op::Conv2d(window) => {
+                let (x, w) = (node.args[0], node.args[1]);
+                let conv = Conv::new(graph.shape(x), &node.shape, *window);
+                let columns = p.im2col(x, conv);
+                let weight = p.contiguous_view(w);
+                // [O, C·KH·KW] @ [C·KH·KW, N·P] is the output as [O, N, P].
+                let out = p.buffer(Sym::fixed(conv.outputs * conv.columns().coef), conv.batch);
+                p.kernels.push(Kernel::Gemm {
+                    node: id,
+                    out,
+                    a: strided(weight.base, [Sym::fixed(conv.patch()), Sym::fixed(1)]),
+                    b: strided(Base::Buffer(columns), [conv.columns(), Sym::fixed(1)]),
+                    m: Sym::fixed(conv.outputs),
+                    n: conv.columns(),
+                    k: Sym::fixed(conv.patch()),
+                });
+                View {
+                    base: Base::Buffer(out),
+                    strides: vec![
+                        Sym::fixed(conv.positions()),
+                        conv.columns(),
+                        Sym::fixed(conv.out_width),
+                        Sym::fixed(1),
+                    ],
+                }
+            }
+            Op::Conv2dGradWeight(window) => {
+                let (x, dy) = (node.args[0], node.args[1]);
+                let conv = Conv::new(graph.shape(x), graph.shape(dy), *window);
+                let columns = p.im2col(x, conv);
+                let dy = p.by_output_channel(dy, conv);
+                // [O, N·P] @ [N·P, C·KH·KW]: the columns read transposed.
+                p.kernel(id, |out| Kernel::Gemm {
+                    node: id,
+                    out,
+                    a: strided(Base::Buffer(dy), [conv.columns(), Sym::fixed(1)]),
+                    b: strided(Base::Buffer(columns), [Sym::fixed(1), conv.columns()]),
+                    m: Sym::fixed(conv.outputs),
+                    n: Sym::fixed(conv.patch()),
+                    k: conv.columns(),
+                })
+            }
+            Op::Conv2dGradInput(window, input) => {
+                let (dy, w) = (node.args[0], node.args[1]);
+                let conv = Conv::new(input, graph.shape(dy), *window);
+                let dy = p.by_output_channel(dy, conv);
+                let weight = p.contiguous_view(w);
+                // [C·KH·KW, O] @ [O, N·P]: the weight read transposed, then scattered back.
+                let columns = p.buffer(Sym::fixed(conv.patch() * conv.columns().coef), conv.batch);
+                p.kernels.push(Kernel::Gemm {
+                    node: id,
+                    out: columns,
+                    a: strided(weight.base, [Sym::fixed(1), Sym::fixed(conv.patch())]),
+                    b: strided(Base::Buffer(dy), [conv.columns(), Sym::fixed(1)]),
+                    m: Sym::fixed(conv.patch()),
+                    n: conv.columns(),
+                    k: Sym::fixed(conv.outputs),
+                });
+                p.kernel(id, |out| Kernel::Col2im {
+                    node: id,
+                    out,
+                    input: strided(Base::Buffer(columns), [conv.columns(), Sym::fixed(1)]),
+                    conv,
+                })
+            }
+            Op::Pool(op, window) => {
+                let x = node.args[0];
+                let conv = Conv::new(graph.shape(x), &node.shape, *window);
+                let input = p.contiguous_view(x);
+                let op = *op;
+                p.kernel(id, |out| Kernel::Pool {
+                    node: id,
+                    out,
+                    input,
+                    op,
+                    conv,
+                })
+            }
+            Op::PoolGrad(op, window) => {
+                let (x, dy) = (node.args[0], node.args[1]);
+                let conv = Conv::new(graph.shape(x), graph.shape(dy), *window);
+                let (input, grad) = (p.contiguous_view(x), p.contiguous_view(dy));
+                let op = *op;
+                p.kernel(id, |out| Kernel::PoolGrad {
+                    node: id,
+                    out,
+                    input,
+                    grad,
+                    op,
+                    conv,
+                })
             }
         };
         p.views[i] = Some(view);
@@ -402,6 +616,18 @@ struct Planner<'a> {
     pending: Vec<Option<(Expr, Vec<View>)>>,
     kernels: Vec<Kernel>,
     sizes: Vec<Sym>,
+    /// The im2col buffer of each (input, window), shared by a convolution and its gradients.
+    columns: HashMap<(NodeId, Window), usize>,
+    /// Output gradients copied into `[O, N, P]` order, shared by both convolution gradients.
+    by_output_channel: HashMap<NodeId, usize>,
+}
+
+/// A view with the given strides.
+fn strided<const R: usize>(base: Base, strides: [Sym; R]) -> View {
+    View {
+        base,
+        strides: strides.to_vec(),
+    }
 }
 
 impl Planner<'_> {
@@ -416,6 +642,56 @@ impl Planner<'_> {
             base: Base::External(slot),
             strides: contiguous(shape),
         }
+    }
+
+    /// A new buffer of `floats` (times the batch when `batch` involves it).
+    fn buffer(&mut self, floats: Sym, batch: Sym) -> usize {
+        self.sizes.push(Sym {
+            coef: floats.coef,
+            batch: batch.batch,
+        });
+        self.sizes.len() - 1
+    }
+
+    /// The im2col matrix of `x` for a convolution, made once.
+    fn im2col(&mut self, x: NodeId, conv: Conv) -> usize {
+        if let Some(&columns) = self.columns.get(&(x, conv.window)) {
+            return columns;
+        }
+        let input = self.contiguous_view(x);
+        let out = self.buffer(Sym::fixed(conv.patch() * conv.columns().coef), conv.batch);
+        self.kernels.push(Kernel::Im2col {
+            node: x,
+            out,
+            input,
+            conv,
+        });
+        self.columns.insert((x, conv.window), out);
+        out
+    }
+
+    /// An `[N, O, OH, OW]` output gradient as a contiguous `[O, N, OH·OW]` matrix, made once:
+    /// the layout both convolution gradients multiply by.
+    fn by_output_channel(&mut self, dy: NodeId, conv: Conv) -> usize {
+        if let Some(&copy) = self.by_output_channel.get(&dy) {
+            return copy;
+        }
+        let view = self.view(dy).clone();
+        let strides = &view.strides;
+        let out = self.buffer(Sym::fixed(conv.outputs * conv.columns().coef), conv.batch);
+        self.kernels.push(Kernel::Copy {
+            node: dy,
+            out,
+            input: strided(view.base, [strides[1], strides[0], strides[2], strides[3]]),
+            dims: vec![
+                Sym::fixed(conv.outputs),
+                conv.batch,
+                Sym::fixed(conv.out_height),
+                Sym::fixed(conv.out_width),
+            ],
+        });
+        self.by_output_channel.insert(dy, out);
+        out
     }
 
     /// A new buffer for `id`'s value and the kernel that fills it.
@@ -538,10 +814,7 @@ fn allocate(
     let mut end = 0;
     let mut live: Vec<usize> = Vec::new();
     for (k, kernel) in kernels.iter().enumerate() {
-        let (Kernel::Map { out, .. }
-        | Kernel::Gemm { out, .. }
-        | Kernel::Reduce { out, .. }
-        | Kernel::Softmax { out, .. }) = kernel;
+        let out = &kernel.out();
         let need = floats(sizes[*out]);
         let slot = free.iter().position(|&(_, len)| len >= need);
         buffers[*out] = match slot {

@@ -376,17 +376,24 @@ fn the_jit_trains_what_it_compiles_and_refuses_the_rest_with_e0510() {
         "the JIT and the interpreter report the same epochs"
     );
 
-    // A convolution fed by the two XOR features: not compiled yet.
+    // A layer of 2^20 units at a batch of 2^20: buffers of 4 TiB cannot be had.
     let dir = std::env::temp_dir().join(format!("netc-jit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let model = dir.join("conv.net");
+    let model = dir.join("wide.net");
     std::fs::write(
         &model,
-        "net conv {\n  input x: [2]\n  target y: [1]\n  h = layers(reshape(x, [-1, 1, 1, 2])) { conv2d(1, kernel: 1) flatten dense(1) }\n  loss mse(h, y)\n  optimizer sgd(lr: 0.1)\n}\n",
+        "net wide {\n  input x: [2]\n  target y: [1]\n  h = layers(x) { dense(1048576) relu dense(1) }\n  loss mse(h, y)\n  optimizer sgd(lr: 0.1)\n}\n",
     )
     .expect("write model");
     let model = model.to_str().expect("utf-8");
-    let refused = netc(&["run", model, "--data", "xor", "--backend", "jit"]);
+    let huge = ["--batch", "1048576"];
+    let refused = netc(
+        &[
+            &["run", model, "--data", "xor", "--backend", "jit"],
+            &huge[..],
+        ]
+        .concat(),
+    );
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     let code = netc::diagnostics::Code::E0510.as_str();
     assert!(
@@ -394,7 +401,7 @@ fn the_jit_trains_what_it_compiles_and_refuses_the_rest_with_e0510() {
         "{}",
         text(&refused.stderr)
     );
-    let auto = netc(&["run", model, "--data", "xor", "--epochs", "1"]);
+    let auto = netc(&[&["run", model, "--data", "xor", "--epochs", "1"], &huge[..]].concat());
     assert_eq!(auto.status.code(), Some(0), "{}", text(&auto.stderr));
     assert!(text(&auto.stderr).contains("running on the interpreter"));
     std::fs::remove_dir_all(dir).ok();

@@ -1,6 +1,9 @@
 //! The Cranelift backend against the reference interpreter: the same step, the same bindings,
 //! every result within 1e-5 relative to the tensor's largest element (absolute below 1e-3),
-//! at batch sizes 1, 7 (a partial batch) and 8.
+//! at batch sizes 1, 7 (a partial batch) and 8. A sum that cancels to nearly nothing (a bias
+//! before batchnorm has a gradient of exactly zero) is only rounding noise in f32, whose size
+//! depends on the summation order: there the compiled value must be as close to the exact
+//! (f64) one as the f32 interpreter's values of that tensor are, within a factor of 10.
 
 use crate::load;
 use netc::codegen::Compiled;
@@ -36,6 +39,7 @@ fn compiled_steps_match_the_interpreter() {
         })
         .collect();
     files.sort();
+    let graphs = 2 * files.len();
     for path in files {
         let source = load(&path);
         let model = netc::front_end(&source).0.expect("models check").1;
@@ -44,11 +48,8 @@ fn compiled_steps_match_the_interpreter() {
             netc::eval_graph(&model, &source),
         ] {
             let wanted: Vec<_> = graph.results().collect();
-            let mut compiled = match Compiled::new(&graph, 8, &wanted, false) {
-                Ok(c) => c,
-                Err(why) if why.0.contains("not compiled") => continue,
-                Err(why) => panic!("{}: {}", source.name, why.0),
-            };
+            let mut compiled = Compiled::new(&graph, 8, &wanted, false)
+                .unwrap_or_else(|why| panic!("{}: {}", source.name, why.0));
             compiled_models += 1;
             for batch in [1, 7, 8] {
                 // Inputs are random; weights and states come from the model's own initialization,
@@ -71,9 +72,31 @@ fn compiled_steps_match_the_interpreter() {
                 };
                 let expected = interp::run(&graph, &bind, &wanted, false).expect("runs");
                 let got = compiled.run(&bind, &wanted).expect("bindings fit");
+                let wide = |t: &[Tensor<f32>]| t.iter().map(Tensor::cast).collect::<Vec<_>>();
+                let (inputs64, params64, states64) = (wide(&inputs), wide(&params), wide(&states));
+                let exact = interp::run(
+                    &graph,
+                    &Bindings {
+                        batch,
+                        inputs: &inputs64,
+                        params: &params64,
+                        states: &states64,
+                        hypers: &hypers,
+                        seed: 3,
+                    },
+                    &wanted,
+                    false,
+                )
+                .expect("runs");
                 let adam = matches!(model.optimizer, netc::check::model::Optimizer::Adam { .. });
                 let first_update = graph.outputs.len() + graph.gradients.len();
-                for (k, ((e, g), id)) in expected.iter().zip(&got).zip(&wanted).enumerate() {
+                for (k, (((e, g), id), x)) in expected
+                    .iter()
+                    .zip(&got)
+                    .zip(&wanted)
+                    .zip(&exact)
+                    .enumerate()
+                {
                     assert_eq!(e.dims, g.dims);
                     // Where a gradient is of the order of Adam's ε, its step m̂/(√v̂ + ε) is
                     // ill-conditioned: such elements of Adam's parameter updates are skipped.
@@ -84,24 +107,30 @@ fn compiled_steps_match_the_interpreter() {
                     // product sums in another order, and an element that cancels to near zero
                     // carries the rounding of the terms it cancelled.
                     let scale = e.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                    let exact: &[f64] = &x.data;
+                    let noise = 10.0
+                        * e.data
+                            .iter()
+                            .zip(exact)
+                            .map(|(&v, w)| (v as f64 - w).abs())
+                            .fold(0.0, f64::max);
                     for (j, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
                         if gradient.is_some_and(|grad| grad.data[j].abs() < 1e-6) {
                             continue;
                         }
+                        let (x, y) = (*x, *y);
                         assert!(
-                            (x - y).abs() <= 1e-5 * scale,
-                            "{} batch {batch} node {id}: interpreter {x}, compiled {y}",
-                            source.name
+                            (x - y).abs() <= 1e-5 * scale || (y as f64 - exact[j]).abs() <= noise,
+                            "{} batch {batch} node {id}: interpreter {x}, compiled {y}, exact {}",
+                            source.name,
+                            exact[j]
                         );
                     }
                 }
             }
         }
     }
-    assert!(
-        compiled_models >= 14,
-        "only {compiled_models} graphs compiled"
-    );
+    assert_eq!(compiled_models, graphs, "every graph compiles");
 }
 
 /// A binding that does not fit is rejected before any generated code runs.
