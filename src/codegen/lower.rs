@@ -137,23 +137,39 @@ struct Element<'a> {
     vector: bool,
 }
 
-/// One position a convolution or pooling window reads.
+/// One position a pooling window reads.
 struct Patch {
     /// Whether the position is inside the input (not padding).
     inside: Value,
     /// Its element index in the input (0 when outside).
     source: Value,
-    /// Its element index in the im2col matrix.
-    column: Value,
 }
 
 impl Patch {
     fn source_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
         element(b, base, self.source)
     }
+}
 
-    fn column_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
-        element(b, base, self.column)
+/// A run of one im2col row: output columns `z` in `0..OW` of one (channel, kernel offset,
+/// image, output row), of which `lo..hi` read inside the input.
+struct Run {
+    /// The im2col index of `z = 0`.
+    column: Value,
+    /// The input index `z = 0` would read (outside the input unless `lo` is 0).
+    source: Value,
+    lo: Value,
+    hi: Value,
+}
+
+impl Run {
+    fn column(&self, b: &mut FunctionBuilder, z: Value) -> Value {
+        b.ins().iadd(self.column, z)
+    }
+
+    fn source(&self, b: &mut FunctionBuilder, z: Value, stride: i64) -> Value {
+        let step = b.ins().imul_imm_s(z, stride);
+        b.ins().iadd(self.source, step)
     }
 }
 
@@ -270,100 +286,96 @@ impl Lowerer<'_> {
             Kernel::Map {
                 out, args, expr, ..
             } => {
-                // When every operand is laid out like the output (or is a scalar), one flat loop
-                // over the elements replaces the loop nest and its index arithmetic. One-hot
-                // needs the class index, so it keeps its axes.
-                let contiguous = super::plan::contiguous(&node.shape);
+                // Axes that every operand walks as one are merged, so a map over operands laid
+                // out like the output is one flat loop, and a bias added to a convolution's
+                // `[O, N, P]` output loops over rows of P. One-hot needs the class index, so it
+                // keeps its axes.
                 let applied = expr.nodes();
                 let op_of = |n: &NodeId| &self.graph.node(*n).op;
-                let flat = !applied
+                let one_hot = applied
                     .iter()
-                    .any(|n| matches!(op_of(n), Op::OneHot { .. }))
-                    && args.iter().all(|a| {
-                        a.strides == contiguous || a.strides.iter().all(|&s| s == Sym::ZERO)
-                    });
+                    .any(|n| matches!(op_of(n), Op::OneHot { .. }));
                 let shape_dims = super::plan::dims(&node.shape);
-                let dims: Vec<Value> = if flat {
-                    vec![self.sym(b, super::plan::product(&shape_dims))]
+                let mut views = vec![super::plan::contiguous(&node.shape)];
+                views.extend(args.iter().map(|a| a.strides.clone()));
+                let (dims, views) = if one_hot {
+                    (shape_dims, views)
                 } else {
-                    shape_dims.iter().map(|&d| self.sym(b, d)).collect()
+                    super::plan::coalesce(&shape_dims, &views)
                 };
+                let dims: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
                 let out_base = self.buffer_address(b, *out);
                 let out_strides = self.contiguous(b, &dims);
-                // Over the flat index a contiguous operand has stride 1; a broadcast one stays 0.
-                let flat_view = |a: &View| View {
-                    base: a.base,
-                    strides: if a.strides.iter().all(|&s| s == Sym::ZERO) {
-                        vec![]
-                    } else {
-                        vec![Sym {
-                            coef: 1,
-                            batch: false,
-                        }]
-                    },
-                };
                 let readers: Vec<Reader> = args
                     .iter()
-                    .map(|a| {
-                        if flat {
-                            self.reader(b, &flat_view(a))
-                        } else {
-                            self.reader(b, a)
-                        }
+                    .zip(&views[1..])
+                    .map(|(a, strides)| {
+                        self.reader(
+                            b,
+                            &View {
+                                base: a.base,
+                                strides: strides.clone(),
+                            },
+                        )
                     })
                     .collect();
-                let mut start = b.ins().iconst(types::I64, 0);
-                if flat && applied.iter().all(|n| vectorizable(op_of(n))) {
-                    // Four lanes at a time up to the last multiple of four; the rest below.
-                    let lanes: Vec<Option<Value>> = readers
-                        .iter()
-                        .map(|r| match r {
-                            Reader::Scalar(v) => Some(b.ins().splat(types::F32X4, *v)),
-                            Reader::Memory { .. } => None,
-                        })
-                        .collect();
-                    let end = b.ins().band_imm_s(dims[0], -4);
-                    range(b, start, end, 4, &mut |b, i| {
-                        let values: Vec<Value> = readers
-                            .iter()
-                            .zip(&lanes)
-                            .map(|(r, splat)| match (r, splat) {
-                                (_, Some(v)) => *v,
-                                (Reader::Memory { base, .. }, None) => {
-                                    let address = self.address(b, *base, &out_strides, &[i]);
-                                    b.ins().load(types::F32X4, flags(), address, 0)
-                                }
-                                (Reader::Scalar(_), None) => unreachable!("scalars are splatted"),
-                            })
-                            .collect();
-                        let at = Element {
-                            index: &[i],
-                            out_strides: &out_strides,
-                            vector: true,
-                        };
-                        let value = self.evaluate(b, expr, &values, &at);
-                        let address = self.address(b, out_base, &out_strides, &[i]);
-                        b.ins().store(flags(), value, address, 0);
+                // Four lanes along the innermost axis when every operand steps by one element
+                // there, or stays put (a value broadcast along it).
+                let unit = Sym {
+                    coef: 1,
+                    batch: false,
+                };
+                let along: Vec<bool> = views[1..].iter().map(|v| v.last() == Some(&unit)).collect();
+                let vector = applied.iter().all(|n| vectorizable(op_of(n)))
+                    && views[1..].iter().all(|v| {
+                        matches!(v.last(), None | Some(&Sym::ZERO)) || v.last() == Some(&unit)
                     });
-                    start = end;
-                }
-                let mut body = |b: &mut FunctionBuilder, index: &[Value]| {
-                    let values: Vec<Value> =
-                        readers.iter().map(|r| self.read(b, r, index)).collect();
+                let Some((&inner, outer)) = dims.split_last() else {
+                    // A scalar map: one element.
+                    let values: Vec<Value> = readers.iter().map(|r| self.read(b, r, &[])).collect();
                     let at = Element {
-                        index,
-                        out_strides: &out_strides,
+                        index: &[],
+                        out_strides: &[],
                         vector: false,
                     };
                     let value = self.evaluate(b, expr, &values, &at);
-                    let address = self.address(b, out_base, &out_strides, index);
-                    b.ins().store(flags(), value, address, 0);
+                    b.ins().store(flags(), value, out_base, 0);
+                    return;
                 };
-                if flat {
-                    range(b, start, dims[0], 1, &mut |b, i| body(b, &[i]));
-                } else {
-                    loops(b, &dims, &mut body);
-                }
+                loops(b, outer, &mut |b, outer_index| {
+                    let zero = b.ins().iconst(types::I64, 0);
+                    lanes(b, zero, inner, vector, &mut |b, z, ty| {
+                        let mut index = outer_index.to_vec();
+                        index.push(z);
+                        let values: Vec<Value> = readers
+                            .iter()
+                            .zip(&along)
+                            .map(|(r, &along)| match r {
+                                Reader::Scalar(v) if ty == types::F32X4 => {
+                                    b.ins().splat(types::F32X4, *v)
+                                }
+                                Reader::Scalar(v) => *v,
+                                Reader::Memory { base, strides } => {
+                                    let address = self.address(b, *base, strides, &index);
+                                    if along || ty == types::F32 {
+                                        b.ins().load(ty, flags(), address, 0)
+                                    } else {
+                                        let v = b.ins().load(types::F32, flags(), address, 0);
+                                        b.ins().splat(types::F32X4, v)
+                                    }
+                                }
+                            })
+                            .collect();
+                        let at = Element {
+                            index: &index,
+                            out_strides: &out_strides,
+                            vector: ty == types::F32X4,
+                        };
+                        let value = self.evaluate(b, expr, &values, &at);
+                        let address = self.address(b, out_base, &out_strides, &index);
+                        b.ins().store(flags(), value, address, 0);
+                    });
+                });
             }
             Kernel::Gemm {
                 out,
@@ -432,16 +444,20 @@ impl Lowerer<'_> {
                     let address = self.address(b, out_base, &out_contiguous, index);
                     b.ins().store(flags(), init, address, 0);
                 });
+                // `current` and `v` are both scalars or both four lanes.
                 let combine = |b: &mut FunctionBuilder, current: Value, v: Value| match op {
                     ReduceOp::Max => {
                         let greater = b.ins().fcmp(FloatCC::GreaterThan, v, current);
-                        b.ins().select(greater, v, current)
+                        if b.func.dfg.value_type(v) == types::F32X4 {
+                            let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), greater);
+                            b.ins().bitselect(mask, v, current)
+                        } else {
+                            b.ins().select(greater, v, current)
+                        }
                     }
                     _ => b.ins().fadd(current, v),
                 };
-                let row_major: Vec<Sym> = (0..input_dims.len())
-                    .map(|i| super::plan::product(&input_dims[i + 1..]))
-                    .collect();
+                let row_major = super::plan::row_major(input_dims);
                 let reader = self.reader(b, input);
                 match &reader {
                     // A reduction of a whole contiguous tensor keeps its sum in a register, in
@@ -458,7 +474,95 @@ impl Lowerer<'_> {
                         });
                         b.ins().store(flags(), sum, out_base, 0);
                     }
-                    _ => loops(b, &in_dims, &mut |b, index| {
+                    // Otherwise, over the merged axes: an innermost reduced axis is folded in
+                    // registers (four partial results, then the remainder), an innermost kept
+                    // axis updates four outputs at a time.
+                    Reader::Memory { base, .. } => {
+                        let kept_dims: Vec<Sym> = input_dims
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| !axes.contains(i))
+                            .map(|(_, &d)| d)
+                            .collect();
+                        let mut kept = super::plan::row_major(&kept_dims).into_iter();
+                        let out_sym: Vec<Sym> = (0..input_dims.len())
+                            .map(|i| {
+                                if axes.contains(&i) {
+                                    Sym::ZERO
+                                } else {
+                                    kept.next().expect("one stride per kept axis")
+                                }
+                            })
+                            .collect();
+                        let (dims, views) =
+                            super::plan::coalesce(input_dims, &[input.strides.clone(), out_sym]);
+                        let unit = Sym {
+                            coef: 1,
+                            batch: false,
+                        };
+                        let reduced_inner = views[1].last() == Some(&Sym::ZERO);
+                        let vector = views[0].last() == Some(&unit)
+                            && (reduced_inner || views[1].last() == Some(&unit));
+                        let dims: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
+                        let [in_strides, out_strides] = [&views[0], &views[1]]
+                            .map(|v| v.iter().map(|&s| self.sym(b, s)).collect::<Vec<_>>());
+                        let (&inner, outer) = dims.split_last().expect("a reduced axis");
+                        loops(b, outer, &mut |b, outer_index| {
+                            let at = |b: &mut FunctionBuilder,
+                                      base: Value,
+                                      strides: &[Value],
+                                      z: Value| {
+                                let mut index = outer_index.to_vec();
+                                index.push(z);
+                                self.address(b, base, strides, &index)
+                            };
+                            let zero = b.ins().iconst(types::I64, 0);
+                            if reduced_inner {
+                                let mut start = zero;
+                                let mut acc = init;
+                                if vector {
+                                    let lanes_init = b.ins().splat(types::F32X4, init);
+                                    let whole = b.ins().band_imm_s(inner, -4);
+                                    let partial = fold_range(
+                                        b,
+                                        zero,
+                                        whole,
+                                        4,
+                                        lanes_init,
+                                        &mut |b, z, acc| {
+                                            let address = at(b, *base, &in_strides, z);
+                                            let v = b.ins().load(types::F32X4, flags(), address, 0);
+                                            combine(b, acc, v)
+                                        },
+                                    );
+                                    for lane in 0..4 {
+                                        let v = b.ins().extractlane(partial, lane);
+                                        acc = combine(b, acc, v);
+                                    }
+                                    start = whole;
+                                }
+                                let acc = fold_range(b, start, inner, 1, acc, &mut |b, z, acc| {
+                                    let address = at(b, *base, &in_strides, z);
+                                    let v = b.ins().load(types::F32, flags(), address, 0);
+                                    combine(b, acc, v)
+                                });
+                                let address = at(b, out_base, &out_strides, zero);
+                                let current = b.ins().load(types::F32, flags(), address, 0);
+                                let next = combine(b, current, acc);
+                                b.ins().store(flags(), next, address, 0);
+                            } else {
+                                lanes(b, zero, inner, vector, &mut |b, z, ty| {
+                                    let source = at(b, *base, &in_strides, z);
+                                    let v = b.ins().load(ty, flags(), source, 0);
+                                    let target = at(b, out_base, &out_strides, z);
+                                    let current = b.ins().load(ty, flags(), target, 0);
+                                    let next = combine(b, current, v);
+                                    b.ins().store(flags(), next, target, 0);
+                                });
+                            }
+                        });
+                    }
+                    Reader::Scalar(_) => loops(b, &in_dims, &mut |b, index| {
                         let v = self.read(b, &reader, index);
                         let address = self.address(b, out_base, &out_strides, index);
                         let current = b.ins().load(types::F32, flags(), address, 0);
@@ -497,13 +601,33 @@ impl Lowerer<'_> {
             } => {
                 let x = self.memory(b, input);
                 let columns = self.buffer_address(b, *out);
-                self.patches(b, conv, &mut |b, at| {
-                    let address = at.source_address(b, x);
-                    let v = b.ins().load(types::F32, flags(), address, 0);
+                let stride = conv.window.stride[1] as i64;
+                self.runs(b, conv, &mut |b, run| {
+                    // Zeros where the window is in padding, a (strided) copy in between.
                     let zero = f32_const(b, 0.0);
-                    let v = b.ins().select(at.inside, v, zero);
-                    let address = at.column_address(b, columns);
-                    b.ins().store(flags(), v, address, 0);
+                    let out_width = b.ins().iconst(types::I64, conv.out_width);
+                    let start = b.ins().iconst(types::I64, 0);
+                    for (from, to) in [(start, run.lo), (run.hi, out_width)] {
+                        range(b, from, to, 1, &mut |b, z| {
+                            let address = {
+                                let z = run.column(b, z);
+                                element(b, columns, z)
+                            };
+                            b.ins().store(flags(), zero, address, 0);
+                        });
+                    }
+                    lanes(b, run.lo, run.hi, stride == 1, &mut |b, z, ty| {
+                        let source = {
+                            let z = run.source(b, z, stride);
+                            element(b, x, z)
+                        };
+                        let v = b.ins().load(ty, flags(), source, 0);
+                        let target = {
+                            let z = run.column(b, z);
+                            element(b, columns, z)
+                        };
+                        b.ins().store(flags(), v, target, 0);
+                    });
                 });
             }
             Kernel::Col2im {
@@ -512,16 +636,22 @@ impl Lowerer<'_> {
                 let columns = self.memory(b, input);
                 let dx = self.buffer_address(b, *out);
                 self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width);
-                // Positions in padding add zero to the first element instead of branching.
-                self.patches(b, conv, &mut |b, at| {
-                    let address = at.column_address(b, columns);
-                    let v = b.ins().load(types::F32, flags(), address, 0);
-                    let zero = f32_const(b, 0.0);
-                    let v = b.ins().select(at.inside, v, zero);
-                    let target = at.source_address(b, dx);
-                    let current = b.ins().load(types::F32, flags(), target, 0);
-                    let sum = b.ins().fadd(current, v);
-                    b.ins().store(flags(), sum, target, 0);
+                let stride = conv.window.stride[1] as i64;
+                self.runs(b, conv, &mut |b, run| {
+                    lanes(b, run.lo, run.hi, stride == 1, &mut |b, z, ty| {
+                        let source = {
+                            let z = run.column(b, z);
+                            element(b, columns, z)
+                        };
+                        let v = b.ins().load(ty, flags(), source, 0);
+                        let target = {
+                            let z = run.source(b, z, stride);
+                            element(b, dx, z)
+                        };
+                        let current = b.ins().load(ty, flags(), target, 0);
+                        let sum = b.ins().fadd(current, v);
+                        b.ins().store(flags(), sum, target, 0);
+                    });
                 });
             }
             Kernel::Pool {
@@ -703,24 +833,24 @@ impl Lowerer<'_> {
         });
     }
 
-    /// Visits every (patch row, column) entry of a convolution's im2col matrix: rows are
-    /// (channel, kernel row, kernel column), columns (image, output row, output column).
-    fn patches(
+    /// Visits every run of an im2col matrix: one per (channel, kernel row, kernel column,
+    /// image, output row), covering the output columns `z` of that row, of which `lo..hi` read
+    /// inside the input.
+    fn runs(
         &self,
         b: &mut FunctionBuilder,
         conv: &Conv,
-        body: &mut dyn FnMut(&mut FunctionBuilder, &Patch),
+        body: &mut dyn FnMut(&mut FunctionBuilder, &Run),
     ) {
         let constant = |b: &mut FunctionBuilder, v: i64| b.ins().iconst(types::I64, v);
-        let [kh, kw] = conv.window.kernel.map(|k| k as i64);
+        let w = conv.window;
+        let [kh, kw] = w.kernel.map(|k| k as i64);
+        let [stride_y, stride_z] = w.stride.map(|s| s as i64);
+        let [pad_y, pad_z] = w.padding.map(|p| p as i64);
         let rows = [conv.channels, kh, kw].map(|d| constant(b, d));
         let batch = self.sym(b, conv.batch);
         let columns = self.sym(b, conv.columns());
-        let out_dims = [
-            batch,
-            constant(b, conv.out_height),
-            constant(b, conv.out_width),
-        ];
+        let out_dims = [batch, constant(b, conv.out_height)];
         loops(b, &rows, &mut |b, r| {
             let (c, i, j) = (r[0], r[1], r[2]);
             let row = {
@@ -730,21 +860,54 @@ impl Lowerer<'_> {
                 b.ins().iadd(t, j)
             };
             let row_start = b.ins().imul(row, columns);
+            // The output columns whose tap z·stride − padding + j lies in 0..width:
+            // ceil((padding − j) / stride) up to ceil((width + padding − j) / stride).
+            let bound = |b: &mut FunctionBuilder, offset: i64| {
+                let a = b.ins().iconst(types::I64, offset);
+                let a = b.ins().isub(a, j);
+                let rounded = b.ins().iadd_imm_s(a, stride_z - 1);
+                let divisor = b.ins().iconst(types::I64, stride_z);
+                let q = b.ins().sdiv(rounded, divisor);
+                let zero = b.ins().iconst(types::I64, 0);
+                let positive = b.ins().icmp_imm_s(IntCC::SignedGreaterThan, a, 0);
+                let q = b.ins().select(positive, q, zero);
+                let limit = b.ins().iconst(types::I64, conv.out_width);
+                b.ins().smin(q, limit)
+            };
+            let (lo, hi) = (bound(b, pad_z), bound(b, conv.width + pad_z));
             loops(b, &out_dims, &mut |b, o| {
-                let (image, y, z) = (o[0], o[1], o[2]);
+                let (image, y) = (o[0], o[1]);
                 let column = {
                     let t = b.ins().imul_imm_s(image, conv.out_height);
                     let t = b.ins().iadd(t, y);
                     let t = b.ins().imul_imm_s(t, conv.out_width);
-                    b.ins().iadd(t, z)
+                    b.ins().iadd(row_start, t)
                 };
-                let column = b.ins().iadd(row_start, column);
-                let plane = {
+                let sy = {
+                    let t = b.ins().imul_imm_s(y, stride_y);
+                    let t = b.ins().iadd(t, i);
+                    b.ins().iadd_imm_s(t, -pad_y)
+                };
+                // Negative rows are huge unsigned ones: one comparison.
+                let inside = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sy, conv.height);
+                let source = {
                     let t = b.ins().imul_imm_s(image, conv.channels);
-                    b.ins().iadd(t, c)
+                    let t = b.ins().iadd(t, c);
+                    let t = b.ins().imul_imm_s(t, conv.height);
+                    let t = b.ins().iadd(t, sy);
+                    let t = b.ins().imul_imm_s(t, conv.width);
+                    let t = b.ins().iadd(t, j);
+                    b.ins().iadd_imm_s(t, -pad_z)
                 };
-                let at = self.tap(b, conv, plane, [y, z], [i, j]);
-                body(b, &Patch { column, ..at });
+                // A row in padding reads nothing.
+                let end = b.ins().iconst(types::I64, conv.out_width);
+                let run = Run {
+                    column,
+                    source,
+                    lo: b.ins().select(inside, lo, end),
+                    hi: b.ins().select(inside, hi, end),
+                };
+                body(b, &run);
             });
         });
     }
@@ -818,11 +981,7 @@ impl Lowerer<'_> {
         // Outside the input, the first element stands in: always a valid address.
         let first = b.ins().iconst(types::I64, 0);
         let source = b.ins().select(inside, source, first);
-        Patch {
-            inside,
-            source,
-            column: first,
-        }
+        Patch { inside, source }
     }
 
     /// One element of a fused expression: its reads combined by the nodes it applies.
@@ -1069,6 +1228,26 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
     y
 }
 
+/// A loop over `lo..hi` calling `body(z, type)`: four lanes at a time (type `f32x4`) while four
+/// remain, when `vector`, then one at a time (type `f32`).
+fn lanes(
+    b: &mut FunctionBuilder,
+    lo: Value,
+    hi: Value,
+    vector: bool,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value, types::Type),
+) {
+    let mut start = lo;
+    if vector {
+        let count = b.ins().isub(hi, lo);
+        let whole = b.ins().band_imm_s(count, -4);
+        let end = b.ins().iadd(lo, whole);
+        range(b, lo, end, 4, &mut |b, z| body(b, z, types::F32X4));
+        start = end;
+    }
+    range(b, start, hi, 1, &mut |b, z| body(b, z, types::F32));
+}
+
 /// A scalar f32 constant.
 fn f32_const(b: &mut FunctionBuilder, v: f32) -> Value {
     b.ins().f32const(v)
@@ -1107,21 +1286,35 @@ fn fold(
     init: Value,
     f: &mut dyn FnMut(&mut FunctionBuilder, Value, Value) -> Value,
 ) -> Value {
+    let zero = b.ins().iconst(types::I64, 0);
+    fold_range(b, zero, len, 1, init, f)
+}
+
+/// A reduction loop `acc = f(j, acc)` for j in `(start..end).step_by(step)`; the accumulator
+/// has `init`'s type (a scalar or four lanes).
+fn fold_range(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    init: Value,
+    f: &mut dyn FnMut(&mut FunctionBuilder, Value, Value) -> Value,
+) -> Value {
+    let ty = b.func.dfg.value_type(init);
     let header = b.create_block();
     b.append_block_param(header, types::I64);
-    b.append_block_param(header, types::F32);
+    b.append_block_param(header, ty);
     let inner = b.create_block();
     let done = b.create_block();
-    b.append_block_param(done, types::F32);
-    let zero = b.ins().iconst(types::I64, 0);
-    b.ins().jump(header, &[zero.into(), init.into()]);
+    b.append_block_param(done, ty);
+    b.ins().jump(header, &[start.into(), init.into()]);
     b.switch_to_block(header);
     let (j, acc) = (b.block_params(header)[0], b.block_params(header)[1]);
-    let more = b.ins().icmp(IntCC::SignedLessThan, j, len);
+    let more = b.ins().icmp(IntCC::SignedLessThan, j, end);
     b.ins().brif(more, inner, &[], done, &[acc.into()]);
     b.switch_to_block(inner);
     let next_acc = f(b, j, acc);
-    let next = b.ins().iadd_imm_s(j, 1);
+    let next = b.ins().iadd_imm_s(j, step);
     b.ins().jump(header, &[next.into(), next_acc.into()]);
     b.switch_to_block(done);
     b.block_params(done)[0]

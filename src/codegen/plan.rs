@@ -75,15 +75,51 @@ pub fn product(sizes: &[Sym]) -> Sym {
     })
 }
 
+/// Merges adjacent axes that every view walks as one (the outer stride is the inner stride
+/// times the inner size), so loops over them are fewer and the innermost one longer. `views`
+/// holds one stride per axis for each view; the merged dims and strides are returned.
+pub fn coalesce(dims: &[Sym], views: &[Vec<Sym>]) -> (Vec<Sym>, Vec<Vec<Sym>>) {
+    let mut merged_dims: Vec<Sym> = Vec::new();
+    let mut merged: Vec<Vec<Sym>> = vec![Vec::new(); views.len()];
+    for axis in 0..dims.len() {
+        let joins = merged_dims.last().is_some_and(|&last| {
+            views.iter().zip(&merged).all(|(view, m)| {
+                let (outer, inner) = (*m.last().expect("one stride per axis"), view[axis]);
+                times(inner, dims[axis]) == Some(outer)
+            }) && times(last, dims[axis]).is_some()
+        });
+        if joins {
+            let last = merged_dims.last_mut().expect("checked above");
+            *last = times(*last, dims[axis]).expect("checked above");
+            for (view, m) in views.iter().zip(&mut merged) {
+                *m.last_mut().expect("one stride per axis") = view[axis];
+            }
+        } else {
+            merged_dims.push(dims[axis]);
+            for (view, m) in views.iter().zip(&mut merged) {
+                m.push(view[axis]);
+            }
+        }
+    }
+    (merged_dims, merged)
+}
+
+/// `a · b`, unless both involve the batch size.
+fn times(a: Sym, b: Sym) -> Option<Sym> {
+    (!(a.batch && b.batch)).then_some(Sym {
+        coef: a.coef * b.coef,
+        batch: a.batch || b.batch,
+    })
+}
+
 /// Row-major strides of a shape.
 pub fn contiguous(shape: &Shape) -> Vec<Sym> {
-    let mut strides = vec![Sym::fixed(1); shape.rank()];
-    for i in (0..shape.rank().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1]
-            .times(shape.0[i + 1])
-            .expect("one batch dimension at most");
-    }
-    strides
+    row_major(&dims(shape))
+}
+
+/// Row-major strides for sizes (at most one of which involves the batch).
+pub fn row_major(sizes: &[Sym]) -> Vec<Sym> {
+    (0..sizes.len()).map(|i| product(&sizes[i + 1..])).collect()
 }
 
 /// Where a value's elements come from.
