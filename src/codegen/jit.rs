@@ -37,6 +37,7 @@ extern "C" fn netc_gemm(
     rhs: *const f32,
     rhs_cs: i64,
     rhs_rs: i64,
+    accumulate: i64,
 ) {
     let threads = THREADS.load(Ordering::Relaxed);
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN {
@@ -55,14 +56,15 @@ extern "C" fn netc_gemm(
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate != 0,
             lhs,
             lhs_cs as isize,
             lhs_rs as isize,
             rhs,
             rhs_cs as isize,
             rhs_rs as isize,
-            0.0,
+            // dst = alpha·dst + beta·lhs·rhs, reading dst only when accumulating.
+            if accumulate != 0 { 1.0 } else { 0.0 },
             1.0,
             false,
             false,

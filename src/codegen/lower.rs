@@ -4,7 +4,7 @@
 //! call the same Rust functions the interpreter uses. Results match the interpreter exactly
 //! everywhere except inside matrix products, whose summation order differs.
 
-use super::plan::{Base, Conv, Expr, Kernel, Plan, Sym, View};
+use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Sym, View};
 use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -39,6 +39,7 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
             types::I64,
             types::I64,
             pointer,
+            types::I64,
             types::I64,
             types::I64,
         ] {
@@ -154,9 +155,9 @@ impl Patch {
 /// A run of one im2col row: output columns `z` in `0..OW` of one (channel, kernel offset,
 /// image, output row), of which `lo..hi` read inside the input.
 struct Run {
-    /// The im2col index of `z = 0`.
+    /// The address of the im2col entry of `z = 0`.
     column: Value,
-    /// The input index `z = 0` would read (outside the input unless `lo` is 0).
+    /// The input address `z = 0` would read (outside the input unless `lo` is 0).
     source: Value,
     lo: Value,
     hi: Value,
@@ -164,12 +165,12 @@ struct Run {
 
 impl Run {
     fn column(&self, b: &mut FunctionBuilder, z: Value) -> Value {
-        b.ins().iadd(self.column, z)
+        element(b, self.column, z)
     }
 
     fn source(&self, b: &mut FunctionBuilder, z: Value, stride: i64) -> Value {
         let step = b.ins().imul_imm_s(z, stride);
-        b.ins().iadd(self.source, step)
+        element(b, self.source, step)
     }
 }
 
@@ -303,9 +304,8 @@ impl Lowerer<'_> {
                 } else {
                     super::plan::coalesce(&shape_dims, &views)
                 };
-                let dims: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
                 let out_base = self.buffer_address(b, *out);
-                let out_strides = self.contiguous(b, &dims);
+                // Scalars are read once, before the loops; every other operand is walked.
                 let readers: Vec<Reader> = args
                     .iter()
                     .zip(&views[1..])
@@ -319,62 +319,52 @@ impl Lowerer<'_> {
                         )
                     })
                     .collect();
+                let mut walked = vec![(out_base, views[0].clone())];
+                for (reader, strides) in readers.iter().zip(&views[1..]) {
+                    if let Reader::Memory { base, .. } = reader {
+                        walked.push((*base, strides.clone()));
+                    }
+                }
                 // Four lanes along the innermost axis when every operand steps by one element
                 // there, or stays put (a value broadcast along it).
                 let unit = Sym {
                     coef: 1,
                     batch: false,
                 };
-                let along: Vec<bool> = views[1..].iter().map(|v| v.last() == Some(&unit)).collect();
                 let vector = applied.iter().all(|n| vectorizable(op_of(n)))
-                    && views[1..].iter().all(|v| {
+                    && walked[1..].iter().all(|(_, v)| {
                         matches!(v.last(), None | Some(&Sym::ZERO)) || v.last() == Some(&unit)
                     });
-                let Some((&inner, outer)) = dims.split_last() else {
-                    // A scalar map: one element.
-                    let values: Vec<Value> = readers.iter().map(|r| self.read(b, r, &[])).collect();
+                let dim_values: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
+                let out_strides = self.contiguous(b, &dim_values);
+                self.walk(b, &dims, &walked, vector, &mut |b, index, ty, addresses| {
+                    let mut walked_addresses = addresses[1..].iter().zip(&walked[1..]);
+                    let values: Vec<Value> = readers
+                        .iter()
+                        .map(|r| match r {
+                            Reader::Scalar(v) if ty == types::F32X4 => {
+                                b.ins().splat(types::F32X4, *v)
+                            }
+                            Reader::Scalar(v) => *v,
+                            Reader::Memory { .. } => {
+                                let (&address, (_, strides)) =
+                                    walked_addresses.next().expect("one address per operand");
+                                if ty == types::F32 || strides.last() == Some(&unit) {
+                                    b.ins().load(ty, flags(), address, 0)
+                                } else {
+                                    let v = b.ins().load(types::F32, flags(), address, 0);
+                                    b.ins().splat(types::F32X4, v)
+                                }
+                            }
+                        })
+                        .collect();
                     let at = Element {
-                        index: &[],
-                        out_strides: &[],
-                        vector: false,
+                        index,
+                        out_strides: &out_strides,
+                        vector: ty == types::F32X4,
                     };
                     let value = self.evaluate(b, expr, &values, &at);
-                    b.ins().store(flags(), value, out_base, 0);
-                    return;
-                };
-                loops(b, outer, &mut |b, outer_index| {
-                    let zero = b.ins().iconst(types::I64, 0);
-                    lanes(b, zero, inner, vector, &mut |b, z, ty| {
-                        let mut index = outer_index.to_vec();
-                        index.push(z);
-                        let values: Vec<Value> = readers
-                            .iter()
-                            .zip(&along)
-                            .map(|(r, &along)| match r {
-                                Reader::Scalar(v) if ty == types::F32X4 => {
-                                    b.ins().splat(types::F32X4, *v)
-                                }
-                                Reader::Scalar(v) => *v,
-                                Reader::Memory { base, strides } => {
-                                    let address = self.address(b, *base, strides, &index);
-                                    if along || ty == types::F32 {
-                                        b.ins().load(ty, flags(), address, 0)
-                                    } else {
-                                        let v = b.ins().load(types::F32, flags(), address, 0);
-                                        b.ins().splat(types::F32X4, v)
-                                    }
-                                }
-                            })
-                            .collect();
-                        let at = Element {
-                            index: &index,
-                            out_strides: &out_strides,
-                            vector: ty == types::F32X4,
-                        };
-                        let value = self.evaluate(b, expr, &values, &at);
-                        let address = self.address(b, out_base, &out_strides, &index);
-                        b.ins().store(flags(), value, address, 0);
-                    });
+                    b.ins().store(flags(), value, addresses[0], 0);
                 });
             }
             Kernel::Gemm {
@@ -401,10 +391,14 @@ impl Lowerer<'_> {
                 };
                 let (m, n, k) = (self.sym(b, *m), self.sym(b, *n), self.sym(b, *k));
                 let dst = self.buffer_address(b, *out);
-                self.call(
+                let overwrite = b.ins().iconst(types::I64, 0);
+                self.gemm(
                     b,
-                    Import::Gemm,
-                    &[m, n, k, dst, n, lhs, ls[1], ls[0], rhs_base, rs[1], rs[0]],
+                    [m, n, k],
+                    (dst, n),
+                    (lhs, ls[1], ls[0]),
+                    (rhs_base, rs[1], rs[0]),
+                    overwrite,
                 );
             }
             Kernel::Reduce {
@@ -551,14 +545,26 @@ impl Lowerer<'_> {
                                 let next = combine(b, current, acc);
                                 b.ins().store(flags(), next, address, 0);
                             } else {
-                                lanes(b, zero, inner, vector, &mut |b, z, ty| {
-                                    let source = at(b, *base, &in_strides, z);
-                                    let v = b.ins().load(ty, flags(), source, 0);
-                                    let target = at(b, out_base, &out_strides, z);
-                                    let current = b.ins().load(ty, flags(), target, 0);
-                                    let next = combine(b, current, v);
-                                    b.ins().store(flags(), next, target, 0);
-                                });
+                                let starts = [
+                                    at(b, *base, &in_strides, zero),
+                                    at(b, out_base, &out_strides, zero),
+                                ];
+                                let steps = [&in_strides, &out_strides]
+                                    .map(|s| *s.last().expect("an inner axis"));
+                                lanes(
+                                    b,
+                                    zero,
+                                    inner,
+                                    vector,
+                                    &starts,
+                                    &steps,
+                                    &mut |b, _, ty, a| {
+                                        let v = b.ins().load(ty, flags(), a[0], 0);
+                                        let current = b.ins().load(ty, flags(), a[1], 0);
+                                        let next = combine(b, current, v);
+                                        b.ins().store(flags(), next, a[1], 0);
+                                    },
+                                );
                             }
                         });
                     }
@@ -586,72 +592,93 @@ impl Lowerer<'_> {
             Kernel::Copy {
                 out, input, dims, ..
             } => {
-                let dims: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
                 let out_base = self.buffer_address(b, *out);
-                let out_strides = self.contiguous(b, &dims);
-                let reader = self.reader(b, input);
-                loops(b, &dims, &mut |b, index| {
-                    let v = self.read(b, &reader, index);
-                    let address = self.address(b, out_base, &out_strides, index);
-                    b.ins().store(flags(), v, address, 0);
+                let input_base = self.memory(b, input);
+                let (dims, views) = super::plan::coalesce(
+                    dims,
+                    &[super::plan::row_major(dims), input.strides.clone()],
+                );
+                let unit = Sym {
+                    coef: 1,
+                    batch: false,
+                };
+                let vector = views[1].last() == Some(&unit);
+                let walked = [(out_base, views[0].clone()), (input_base, views[1].clone())];
+                self.walk(b, &dims, &walked, vector, &mut |b, _, ty, addresses| {
+                    let v = b.ins().load(ty, flags(), addresses[1], 0);
+                    b.ins().store(flags(), v, addresses[0], 0);
                 });
             }
-            Kernel::Im2col {
-                out, input, conv, ..
+            Kernel::Conv {
+                out,
+                scratch,
+                pass,
+                input,
+                other,
+                conv,
+                chunk,
+                ..
             } => {
-                let x = self.memory(b, input);
-                let columns = self.buffer_address(b, *out);
-                let stride = conv.window.stride[1] as i64;
-                self.runs(b, conv, &mut |b, run| {
-                    // Zeros where the window is in padding, a (strided) copy in between.
-                    let zero = f32_const(b, 0.0);
-                    let out_width = b.ins().iconst(types::I64, conv.out_width);
-                    let start = b.ins().iconst(types::I64, 0);
-                    for (from, to) in [(start, run.lo), (run.hi, out_width)] {
-                        range(b, from, to, 1, &mut |b, z| {
-                            let address = {
-                                let z = run.column(b, z);
-                                element(b, columns, z)
-                            };
-                            b.ins().store(flags(), zero, address, 0);
-                        });
+                let (input, other) = (self.memory(b, input), self.memory(b, other));
+                let out = self.buffer_address(b, *out);
+                let scratch = self.buffer_address(b, *scratch);
+                let batch = self.sym(b, conv.batch);
+                // The row stride of `[O, N, OH·OW]` matrices.
+                let row = self.sym(b, conv.columns());
+                let [outputs, patch, unit, zero] =
+                    [conv.outputs, conv.patch(), 1, 0].map(|v| b.ins().iconst(types::I64, v));
+                if *pass == ConvPass::GradInput {
+                    self.zero(b, out, conv.batch, conv.channels * conv.height * conv.width);
+                }
+                let start = b.ins().iconst(types::I64, 0);
+                range(b, start, batch, *chunk, &mut |b, first| {
+                    let left = b.ins().isub(batch, first);
+                    let most = b.ins().iconst(types::I64, *chunk);
+                    let images = b.ins().smin(left, most);
+                    let n = b.ins().imul_imm_s(images, conv.positions());
+                    // The chunk's first column in `[O, N, OH·OW]` matrices.
+                    let offset = b.ins().imul_imm_s(first, conv.positions());
+                    match pass {
+                        ConvPass::Forward => {
+                            self.im2col(b, conv, input, scratch, first, images, n);
+                            let dst = element(b, out, offset);
+                            self.gemm(
+                                b,
+                                [outputs, n, patch],
+                                (dst, row),
+                                (other, unit, patch),
+                                (scratch, unit, n),
+                                zero,
+                            );
+                        }
+                        ConvPass::GradWeight => {
+                            self.im2col(b, conv, input, scratch, first, images, n);
+                            let dy = element(b, other, offset);
+                            // Chunks after the first add to the sum, in order.
+                            let later = b.ins().icmp_imm_s(IntCC::NotEqual, first, 0);
+                            let accumulate = b.ins().uextend(types::I64, later);
+                            self.gemm(
+                                b,
+                                [outputs, patch, n],
+                                (out, patch),
+                                (dy, unit, row),
+                                (scratch, n, unit),
+                                accumulate,
+                            );
+                        }
+                        ConvPass::GradInput => {
+                            let dy = element(b, input, offset);
+                            self.gemm(
+                                b,
+                                [patch, n, outputs],
+                                (scratch, n),
+                                (other, patch, unit),
+                                (dy, unit, row),
+                                zero,
+                            );
+                            self.col2im(b, conv, scratch, out, first, images, n);
+                        }
                     }
-                    lanes(b, run.lo, run.hi, stride == 1, &mut |b, z, ty| {
-                        let source = {
-                            let z = run.source(b, z, stride);
-                            element(b, x, z)
-                        };
-                        let v = b.ins().load(ty, flags(), source, 0);
-                        let target = {
-                            let z = run.column(b, z);
-                            element(b, columns, z)
-                        };
-                        b.ins().store(flags(), v, target, 0);
-                    });
-                });
-            }
-            Kernel::Col2im {
-                out, input, conv, ..
-            } => {
-                let columns = self.memory(b, input);
-                let dx = self.buffer_address(b, *out);
-                self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width);
-                let stride = conv.window.stride[1] as i64;
-                self.runs(b, conv, &mut |b, run| {
-                    lanes(b, run.lo, run.hi, stride == 1, &mut |b, z, ty| {
-                        let source = {
-                            let z = run.column(b, z);
-                            element(b, columns, z)
-                        };
-                        let v = b.ins().load(ty, flags(), source, 0);
-                        let target = {
-                            let z = run.source(b, z, stride);
-                            element(b, dx, z)
-                        };
-                        let current = b.ins().load(ty, flags(), target, 0);
-                        let sum = b.ins().fadd(current, v);
-                        b.ins().store(flags(), sum, target, 0);
-                    });
                 });
             }
             Kernel::Pool {
@@ -808,6 +835,56 @@ impl Lowerer<'_> {
         }
     }
 
+    /// A loop nest over `dims` that walks each of `views` (a base address and a stride per
+    /// axis, in elements): `body(index, type, addresses)` gets each view's address of the
+    /// current element. The innermost axis runs four lanes at a time (type `f32x4`) when
+    /// `vector`, then one at a time; each view's row address is computed once per row.
+    #[allow(clippy::type_complexity)]
+    fn walk(
+        &self,
+        b: &mut FunctionBuilder,
+        dims: &[Sym],
+        views: &[(Value, Vec<Sym>)],
+        vector: bool,
+        body: &mut dyn FnMut(&mut FunctionBuilder, &[Value], types::Type, &[Value]),
+    ) {
+        let dims: Vec<Value> = dims.iter().map(|&d| self.sym(b, d)).collect();
+        let Some((&inner, outer)) = dims.split_last() else {
+            let addresses: Vec<Value> = views.iter().map(|(base, _)| *base).collect();
+            body(b, &[], types::F32, &addresses);
+            return;
+        };
+        let strides: Vec<Vec<Value>> = views
+            .iter()
+            .map(|(_, s)| s.iter().map(|&s| self.sym(b, s)).collect())
+            .collect();
+        loops(b, outer, &mut |b, outer_index| {
+            let rows: Vec<Value> = views
+                .iter()
+                .zip(&strides)
+                .map(|((base, _), strides)| self.address(b, *base, strides, outer_index))
+                .collect();
+            let zero = b.ins().iconst(types::I64, 0);
+            let steps: Vec<Value> = strides
+                .iter()
+                .map(|s| *s.last().expect("an inner axis"))
+                .collect();
+            lanes(
+                b,
+                zero,
+                inner,
+                vector,
+                &rows,
+                &steps,
+                &mut |b, z, ty, addresses| {
+                    let mut index = outer_index.to_vec();
+                    index.push(z);
+                    body(b, &index, ty, addresses);
+                },
+            );
+        });
+    }
+
     /// The base address of a view that lives in memory.
     fn memory(&self, b: &mut FunctionBuilder, view: &View) -> Value {
         match self.reader(b, view) {
@@ -833,13 +910,130 @@ impl Lowerer<'_> {
         });
     }
 
-    /// Visits every run of an im2col matrix: one per (channel, kernel row, kernel column,
-    /// image, output row), covering the output columns `z` of that row, of which `lo..hi` read
-    /// inside the input.
+    /// `dst = lhs @ rhs` (or `dst += ...` when `accumulate` is 1) through `netc_gemm`: `[m, n, k]`,
+    /// then each matrix's base and strides (`dst` by rows; `lhs` and `rhs` column, then row).
+    fn gemm(
+        &self,
+        b: &mut FunctionBuilder,
+        [m, n, k]: [Value; 3],
+        (dst, dst_row): (Value, Value),
+        (lhs, lhs_column, lhs_row): (Value, Value, Value),
+        (rhs, rhs_column, rhs_row): (Value, Value, Value),
+        accumulate: Value,
+    ) {
+        self.call(
+            b,
+            Import::Gemm,
+            &[
+                m, n, k, dst, dst_row, lhs, lhs_column, lhs_row, rhs, rhs_column, rhs_row,
+                accumulate,
+            ],
+        );
+    }
+
+    /// Writes the im2col matrix of `images` images from `first` of `x` to `columns`, whose rows
+    /// are `row_len` long: zeros where the window is in padding, a (strided) copy in between.
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        x: Value,
+        columns: Value,
+        first: Value,
+        images: Value,
+        row_len: Value,
+    ) {
+        let stride = conv.window.stride[1] as i64;
+        self.runs(
+            b,
+            conv,
+            [x, columns],
+            first,
+            images,
+            row_len,
+            &mut |b, run| {
+                let zero = f32_const(b, 0.0);
+                let out_width = b.ins().iconst(types::I64, conv.out_width);
+                let start = b.ins().iconst(types::I64, 0);
+                let [one, step] = [1, stride].map(|v| b.ins().iconst(types::I64, v));
+                for (from, to) in [(start, run.lo), (run.hi, out_width)] {
+                    let at = run.column(b, from);
+                    lanes(b, from, to, false, &[at], &[one], &mut |b, _, _, a| {
+                        b.ins().store(flags(), zero, a[0], 0);
+                    });
+                }
+                let starts = [run.source(b, run.lo, stride), run.column(b, run.lo)];
+                lanes(
+                    b,
+                    run.lo,
+                    run.hi,
+                    stride == 1,
+                    &starts,
+                    &[step, one],
+                    &mut |b, _, ty, a| {
+                        let v = b.ins().load(ty, flags(), a[0], 0);
+                        b.ins().store(flags(), v, a[1], 0);
+                    },
+                );
+            },
+        );
+    }
+
+    /// Adds each entry of the im2col-shaped `columns` (of `images` images from `first`) back to
+    /// the input position it came from in `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn col2im(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        columns: Value,
+        dx: Value,
+        first: Value,
+        images: Value,
+        row_len: Value,
+    ) {
+        let stride = conv.window.stride[1] as i64;
+        self.runs(
+            b,
+            conv,
+            [dx, columns],
+            first,
+            images,
+            row_len,
+            &mut |b, run| {
+                let [one, step] = [1, stride].map(|v| b.ins().iconst(types::I64, v));
+                let starts = [run.column(b, run.lo), run.source(b, run.lo, stride)];
+                lanes(
+                    b,
+                    run.lo,
+                    run.hi,
+                    stride == 1,
+                    &starts,
+                    &[one, step],
+                    &mut |b, _, ty, a| {
+                        let v = b.ins().load(ty, flags(), a[0], 0);
+                        let current = b.ins().load(ty, flags(), a[1], 0);
+                        let sum = b.ins().fadd(current, v);
+                        b.ins().store(flags(), sum, a[1], 0);
+                    },
+                );
+            },
+        );
+    }
+
+    /// Visits every run of the im2col matrix (at `columns`) of `images` images from `first` of
+    /// `input`, whose rows are `row_len` long: one run per (channel, kernel row, kernel column, image, output row),
+    /// covering the output columns `z` of that row, of which `lo..hi` read inside the input.
+    #[allow(clippy::too_many_arguments)]
     fn runs(
         &self,
         b: &mut FunctionBuilder,
         conv: &Conv,
+        [input, columns]: [Value; 2],
+        first: Value,
+        images: Value,
+        row_len: Value,
         body: &mut dyn FnMut(&mut FunctionBuilder, &Run),
     ) {
         let constant = |b: &mut FunctionBuilder, v: i64| b.ins().iconst(types::I64, v);
@@ -847,38 +1041,40 @@ impl Lowerer<'_> {
         let [kh, kw] = w.kernel.map(|k| k as i64);
         let [stride_y, stride_z] = w.stride.map(|s| s as i64);
         let [pad_y, pad_z] = w.padding.map(|p| p as i64);
-        let rows = [conv.channels, kh, kw].map(|d| constant(b, d));
-        let batch = self.sym(b, conv.batch);
-        let columns = self.sym(b, conv.columns());
-        let out_dims = [batch, constant(b, conv.out_height)];
+        // Per kernel column j, the output columns whose tap z·stride − padding + j lies in
+        // 0..width: ceil((padding − j) / stride) up to ceil((width + padding − j) / stride).
+        let ceil = |a: i64| {
+            if a > 0 {
+                (a + stride_z - 1) / stride_z
+            } else {
+                0
+            }
+        };
+        let bounds: Vec<(i64, i64)> = (0..kw)
+            .map(|j| {
+                let lo = ceil(pad_z - j).min(conv.out_width);
+                let hi = ceil(conv.width + pad_z - j).min(conv.out_width);
+                (lo, hi.max(lo))
+            })
+            .collect();
+        // The kernel columns are unrolled: the rows of one (channel, kernel row) read the same
+        // input row, shifted, so each output row's addresses are computed once for all of them.
+        let row_offsets: Vec<Value> = (0..kw).map(|j| b.ins().imul_imm_s(row_len, j)).collect();
+        let rows = [conv.channels, kh].map(|d| constant(b, d));
+        let out_dims = [images, constant(b, conv.out_height)];
         loops(b, &rows, &mut |b, r| {
-            let (c, i, j) = (r[0], r[1], r[2]);
+            let (c, i) = (r[0], r[1]);
             let row = {
                 let t = b.ins().imul_imm_s(c, kh);
                 let t = b.ins().iadd(t, i);
-                let t = b.ins().imul_imm_s(t, kw);
-                b.ins().iadd(t, j)
+                b.ins().imul_imm_s(t, kw)
             };
-            let row_start = b.ins().imul(row, columns);
-            // The output columns whose tap z·stride − padding + j lies in 0..width:
-            // ceil((padding − j) / stride) up to ceil((width + padding − j) / stride).
-            let bound = |b: &mut FunctionBuilder, offset: i64| {
-                let a = b.ins().iconst(types::I64, offset);
-                let a = b.ins().isub(a, j);
-                let rounded = b.ins().iadd_imm_s(a, stride_z - 1);
-                let divisor = b.ins().iconst(types::I64, stride_z);
-                let q = b.ins().sdiv(rounded, divisor);
-                let zero = b.ins().iconst(types::I64, 0);
-                let positive = b.ins().icmp_imm_s(IntCC::SignedGreaterThan, a, 0);
-                let q = b.ins().select(positive, q, zero);
-                let limit = b.ins().iconst(types::I64, conv.out_width);
-                b.ins().smin(q, limit)
-            };
-            let (lo, hi) = (bound(b, pad_z), bound(b, conv.width + pad_z));
+            let row_start = b.ins().imul(row, row_len);
             loops(b, &out_dims, &mut |b, o| {
-                let (image, y) = (o[0], o[1]);
+                let (local, y) = (o[0], o[1]);
+                let image = b.ins().iadd(first, local);
                 let column = {
-                    let t = b.ins().imul_imm_s(image, conv.out_height);
+                    let t = b.ins().imul_imm_s(local, conv.out_height);
                     let t = b.ins().iadd(t, y);
                     let t = b.ins().imul_imm_s(t, conv.out_width);
                     b.ins().iadd(row_start, t)
@@ -896,18 +1092,22 @@ impl Lowerer<'_> {
                     let t = b.ins().imul_imm_s(t, conv.height);
                     let t = b.ins().iadd(t, sy);
                     let t = b.ins().imul_imm_s(t, conv.width);
-                    let t = b.ins().iadd(t, j);
                     b.ins().iadd_imm_s(t, -pad_z)
                 };
                 // A row in padding reads nothing.
-                let end = b.ins().iconst(types::I64, conv.out_width);
-                let run = Run {
-                    column,
-                    source,
-                    lo: b.ins().select(inside, lo, end),
-                    hi: b.ins().select(inside, hi, end),
-                };
-                body(b, &run);
+                let end = constant(b, conv.out_width);
+                for (j, &(lo, hi)) in bounds.iter().enumerate() {
+                    let (lo, hi) = (constant(b, lo), constant(b, hi));
+                    let column = b.ins().iadd(column, row_offsets[j]);
+                    let source = b.ins().iadd_imm_s(source, j as i64);
+                    let run = Run {
+                        column: element(b, columns, column),
+                        source: element(b, input, source),
+                        lo: b.ins().select(inside, lo, end),
+                        hi: b.ins().select(inside, hi, end),
+                    };
+                    body(b, &run);
+                }
             });
         });
     }
@@ -1228,24 +1428,84 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
     y
 }
 
-/// A loop over `lo..hi` calling `body(z, type)`: four lanes at a time (type `f32x4`) while four
-/// remain, when `vector`, then one at a time (type `f32`).
+/// A loop over `lo..hi` calling `body(z, type, addresses)`: four lanes at a time (type `f32x4`)
+/// while four remain, when `vector`, then one at a time (type `f32`). Address `i` starts at
+/// `starts[i]` (its value for `z = lo`) and moves `steps[i]` elements per step of `z`. The
+/// addresses are carried from one iteration to the next, so nothing is recomputed per element.
+#[allow(clippy::type_complexity)]
 fn lanes(
     b: &mut FunctionBuilder,
     lo: Value,
     hi: Value,
     vector: bool,
-    body: &mut dyn FnMut(&mut FunctionBuilder, Value, types::Type),
+    starts: &[Value],
+    steps: &[Value],
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value, types::Type, &[Value]),
 ) {
+    let bytes = |b: &mut FunctionBuilder, shift: i64| -> Vec<Value> {
+        steps
+            .iter()
+            .map(|&s| b.ins().ishl_imm_u(s, shift))
+            .collect()
+    };
     let mut start = lo;
+    let mut addresses = starts.to_vec();
     if vector {
         let count = b.ins().isub(hi, lo);
         let whole = b.ins().band_imm_s(count, -4);
         let end = b.ins().iadd(lo, whole);
-        range(b, lo, end, 4, &mut |b, z| body(b, z, types::F32X4));
+        let advance = bytes(b, 4);
+        addresses = carry(b, lo, end, 4, &addresses, &advance, &mut |b, z, a| {
+            body(b, z, types::F32X4, a)
+        });
         start = end;
     }
-    range(b, start, hi, 1, &mut |b, z| body(b, z, types::F32));
+    let advance = bytes(b, 2);
+    carry(b, start, hi, 1, &addresses, &advance, &mut |b, z, a| {
+        body(b, z, types::F32, a)
+    });
+}
+
+/// A loop `for i in (start..end).step_by(step)` that carries values, each increased by its
+/// `advance` per iteration, and returns them after the loop.
+fn carry(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    carried: &[Value],
+    advance: &[Value],
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value, &[Value]),
+) -> Vec<Value> {
+    let header = b.create_block();
+    b.append_block_param(header, types::I64);
+    let inner = b.create_block();
+    let done = b.create_block();
+    for _ in carried {
+        b.append_block_param(header, types::I64);
+        b.append_block_param(done, types::I64);
+    }
+    let entry: Vec<_> = std::iter::once(start)
+        .chain(carried.iter().copied())
+        .map(|v| v.into())
+        .collect();
+    b.ins().jump(header, &entry);
+    b.switch_to_block(header);
+    let params = b.block_params(header).to_vec();
+    let (i, values) = (params[0], &params[1..]);
+    let more = b.ins().icmp(IntCC::SignedLessThan, i, end);
+    let exit: Vec<_> = values.iter().map(|&v| v.into()).collect();
+    b.ins().brif(more, inner, &[], done, &exit);
+    b.switch_to_block(inner);
+    body(b, i, values);
+    let next = b.ins().iadd_imm_s(i, step);
+    let mut back = vec![next.into()];
+    for (&v, &a) in values.iter().zip(advance) {
+        back.push(b.ins().iadd(v, a).into());
+    }
+    b.ins().jump(header, &back);
+    b.switch_to_block(done);
+    b.block_params(done).to_vec()
 }
 
 /// A scalar f32 constant.
