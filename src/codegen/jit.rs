@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use super::lower::{self, IMPORTS};
-use super::plan::{Base, Plan, Unsupported};
+use super::plan::{Base, Kernel, Plan, Unsupported};
 use crate::interp::{Bindings, Tensor};
 use crate::ir::{Graph, NodeId};
 use cranelift_codegen::settings::{self, Configurable};
@@ -196,8 +196,20 @@ impl Compiled {
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
-        lower::lower(graph, &plan, &mut context.func, &imports, config, profile);
-        let clif = context.func.display().to_string();
+        let starts = lower::lower(graph, &plan, &mut context.func, &imports, config, profile);
+        // The function as printed, with a comment naming each kernel where its code begins.
+        let mut clif = String::new();
+        for line in context.func.display().to_string().lines() {
+            let block = line.split(['(', ':']).next().unwrap_or("");
+            if let Some(k) = starts.iter().position(|s| s.to_string() == block) {
+                clif += &format!(
+                    "\n; kernel {k}: {}\n",
+                    describe(graph, &plan, &plan.kernels[k])
+                );
+            }
+            clif += line;
+            clif.push('\n');
+        }
         module.define_function(id, &mut context).map_err(|e| {
             Unsupported(format!(
                 "internal compiler error: Cranelift rejected the step: {e:?}\n{clif}"
@@ -344,44 +356,8 @@ impl Compiled {
         out + &self.clif
     }
 
-    fn describe(&self, kernel: &super::plan::Kernel) -> String {
-        let node = self.graph.node(kernel.node());
-        let place = match self.plan.views[kernel.node().index()]
-            .as_ref()
-            .map(|v| v.base)
-        {
-            Some(Base::Buffer(b)) => format!(" -> arena[{}..]", self.plan.buffers[b]),
-            _ => String::new(),
-        };
-        let line = if node.line > 0 {
-            format!(" (line {})", node.line)
-        } else {
-            String::new()
-        };
-        let fused = match kernel {
-            super::plan::Kernel::Map { expr, .. } => {
-                let inner: Vec<String> = expr
-                    .nodes()
-                    .iter()
-                    .skip(1)
-                    .map(|n| format!("{n} {}", self.graph.node(*n).op))
-                    .collect();
-                if inner.is_empty() {
-                    String::new()
-                } else {
-                    format!(", fusing {}", inner.join(", "))
-                }
-            }
-            _ => String::new(),
-        };
-        format!(
-            "{} {} = {} : {}{}{fused}{line}{place}",
-            kernel.kind(),
-            kernel.node(),
-            node.op,
-            node.dtype,
-            node.shape
-        )
+    fn describe(&self, kernel: &Kernel) -> String {
+        describe(&self.graph, &self.plan, kernel)
     }
 
     /// The floating-point operations of the matrix products in one run at `batch` (2·m·n·k each).
@@ -390,7 +366,7 @@ impl Compiled {
             .kernels
             .iter()
             .map(|kernel| match kernel {
-                super::plan::Kernel::Gemm { m, n, k, .. } => {
+                Kernel::Gemm { m, n, k, .. } => {
                     let b = batch as i64;
                     2.0 * m.at(b) as f64 * n.at(b) as f64 * k.at(b) as f64
                 }
@@ -403,4 +379,44 @@ impl Compiled {
     pub fn arena_len(&self) -> usize {
         self.plan.arena
     }
+}
+
+/// One line on what a kernel computes: its kind, the IR node (and the nodes it fuses), the
+/// node's type and `.net` line, and where its output goes in the arena.
+fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
+    let node = graph.node(kernel.node());
+    let line = if node.line > 0 {
+        format!(" (line {})", node.line)
+    } else {
+        String::new()
+    };
+    let detail = match kernel {
+        Kernel::Map { expr, .. } => {
+            let inner: Vec<String> = expr
+                .nodes()
+                .iter()
+                .skip(1)
+                .map(|n| format!("{n} {}", graph.node(*n).op))
+                .collect();
+            if inner.is_empty() {
+                String::new()
+            } else {
+                format!(", fusing {}", inner.join(", "))
+            }
+        }
+        Kernel::Conv { pass, chunk, .. } => {
+            format!(", {pass:?} pass, {chunk} images per im2col chunk")
+        }
+        Kernel::Copy { .. } => ", copied into [O, N, OH·OW] order".to_string(),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} = {} : {}{}{detail}{line} -> arena[{}..]",
+        kernel.kind(),
+        kernel.node(),
+        node.op,
+        node.dtype,
+        node.shape,
+        plan.buffers[kernel.out()]
+    )
 }

@@ -8,7 +8,7 @@ use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Sym, View};
 use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, Value,
+    types, AbiParam, Block, FuncRef, Function, InstBuilder, MemFlagsData, Signature, Value,
 };
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -70,7 +70,8 @@ pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Si
     s
 }
 
-/// Fills `func` (whose signature is the entry signature) with the plan's kernels.
+/// Fills `func` (whose signature is the entry signature) with the plan's kernels and returns
+/// the block each kernel's code starts in, for the printed listing.
 pub fn lower(
     graph: &Graph,
     plan: &Plan,
@@ -78,7 +79,7 @@ pub fn lower(
     imports: &[FuncRef],
     config: TargetFrontendConfig,
     profile: bool,
-) {
+) -> Vec<Block> {
     let pointer = config.pointer_type();
     let mut context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut context);
@@ -97,7 +98,13 @@ pub fn lower(
         hypers: params[3],
         seed: params[4],
     };
+    let mut starts = Vec::new();
     for (k, kernel) in plan.kernels.iter().enumerate() {
+        // Each kernel starts a block of its own, so the listing can say where it begins.
+        let start = b.create_block();
+        b.ins().jump(start, &[]);
+        b.switch_to_block(start);
+        starts.push(start);
         if profile {
             let index = b.ins().iconst(types::I64, k as i64);
             l.call(&mut b, Import::Tick, &[index]);
@@ -111,6 +118,7 @@ pub fn lower(
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(config);
+    starts
 }
 
 struct Lowerer<'a> {

@@ -147,6 +147,14 @@ fn emit_ir_prints_each_stage() {
             && listing.contains("f32x4"),
         "{listing}"
     );
+    // A convolution's kernel is named where its code starts, with its pass and chunk.
+    let lenet = netc(&["emit-ir", "models/lenet.net", "--stage", "clif"]);
+    let listing = text(&lenet.stdout);
+    let start = "\n; kernel 0: conv %12 = conv2d(kernel [5, 5], stride [1, 1], padding [2, 2])";
+    assert!(
+        listing.contains(&format!("{start} : f32[N, 6, 28, 28], Forward pass, 3 images per im2col chunk (line 7) -> arena[0..]\nblock1:")),
+        "{listing}"
+    );
 }
 
 #[test]
