@@ -118,6 +118,15 @@ pub struct Profile {
     pub kernels: Vec<(String, f64)>,
 }
 
+/// Floating-point operations of a compiled step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Flops {
+    /// In matrix products (dense layers).
+    pub matmul: f64,
+    /// In convolutions' products (every pass).
+    pub conv: f64,
+}
+
 /// Why a compiled step refused to run: its bindings do not match what it was compiled for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected(pub String);
@@ -360,19 +369,26 @@ impl Compiled {
         describe(&self.graph, &self.plan, kernel)
     }
 
-    /// The floating-point operations of the matrix products in one run at `batch` (2·m·n·k each).
-    pub fn gemm_flops(&self, batch: usize) -> f64 {
-        self.plan
-            .kernels
-            .iter()
-            .map(|kernel| match kernel {
+    /// The floating-point operations of one run at `batch` (2 per multiply-add) in matrix
+    /// products and in convolutions.
+    pub fn flops(&self, batch: usize) -> Flops {
+        let b = batch as i64;
+        let mut flops = Flops::default();
+        for kernel in &self.plan.kernels {
+            match kernel {
                 Kernel::Gemm { m, n, k, .. } => {
-                    let b = batch as i64;
-                    2.0 * m.at(b) as f64 * n.at(b) as f64 * k.at(b) as f64
+                    flops.matmul += 2.0 * m.at(b) as f64 * n.at(b) as f64 * k.at(b) as f64;
                 }
-                _ => 0.0,
-            })
-            .sum()
+                Kernel::Conv { conv, .. } => {
+                    flops.conv += 2.0
+                        * conv.outputs as f64
+                        * conv.patch() as f64
+                        * conv.columns().at(b) as f64;
+                }
+                _ => {}
+            }
+        }
+        flops
     }
 
     /// Floats in the arena (for the largest batch).

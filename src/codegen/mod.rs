@@ -10,5 +10,5 @@ mod jit;
 mod lower;
 mod plan;
 
-pub use jit::{set_threads, Compiled, Profile, Rejected};
+pub use jit::{set_threads, Compiled, Flops, Profile, Rejected};
 pub use plan::Unsupported;

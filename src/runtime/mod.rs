@@ -148,10 +148,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The matrix-product FLOPs of one training step at `batch`, when compiled.
-    pub fn step_flops(&self, batch: usize) -> Option<f64> {
+    /// The FLOPs of one training step's products at `batch`, when compiled.
+    pub fn step_flops(&self, batch: usize) -> Option<crate::codegen::Flops> {
         match &self.engine {
-            Engine::Jit { train, .. } => Some(train.gemm_flops(batch)),
+            Engine::Jit { train, .. } => Some(train.flops(batch)),
             Engine::Interp => None,
         }
     }
