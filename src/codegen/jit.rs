@@ -74,6 +74,45 @@ extern "C" fn netc_gemm(
     }
 }
 
+/// A convolution's chunk function: `(pointers, arena, batch, first chunk, end chunk, worker)`.
+type Chunks = unsafe extern "C" fn(*const *const f32, *mut f32, i64, i64, i64, i64);
+
+/// Runs a convolution's `chunks`, the first half as worker 0 and the rest as worker 1: on two
+/// threads of rayon's pool when more than one is allowed, else one after the other. The halves
+/// are the same either way, so the results are too.
+extern "C" fn netc_parallel(
+    function: Chunks,
+    pointers: *const *const f32,
+    arena: *mut f32,
+    batch: i64,
+    chunks: i64,
+) {
+    let half = (chunks + 1) / 2;
+    // Addresses cross to the other thread as integers; both workers only touch the buffers
+    // the planner gave them (their own chunks' outputs and their own scratch).
+    let (pointers, arena) = (pointers as usize, arena as usize);
+    let run = |first: i64, end: i64, worker: i64| {
+        // SAFETY: `function` was compiled from the chunk signature for this plan, and the
+        // entry point that calls this checked every buffer's size.
+        unsafe {
+            function(
+                pointers as *const *const f32,
+                arena as *mut f32,
+                batch,
+                first,
+                end,
+                worker,
+            )
+        }
+    };
+    if THREADS.load(Ordering::Relaxed) > 1 {
+        rayon::join(|| run(0, half, 0), || run(half, chunks, 1));
+    } else {
+        run(0, half, 0);
+        run(half, chunks, 1);
+    }
+}
+
 extern "C" fn netc_logf(x: f32) -> f32 {
     x.ln()
 }
@@ -178,6 +217,7 @@ impl Compiled {
             netc_logf as *const u8,
             netc_tanhf as *const u8,
             netc_tick as *const u8,
+            netc_parallel as *const u8,
         ];
         for (name, address) in IMPORTS.iter().zip(helpers) {
             builder.symbol(*name, address);
@@ -195,17 +235,59 @@ impl Compiled {
                     .expect("distinct imports")
             })
             .collect();
+        // Each convolution's chunk function, compiled first so the step can take its address.
+        let mut context = module.make_context();
+        let mut chunk_ids = vec![None; plan.kernels.len()];
+        let mut chunk_listing = String::new();
+        for (k, kernel) in plan.kernels.iter().enumerate() {
+            if !matches!(kernel, Kernel::Conv { .. }) {
+                continue;
+            }
+            let signature = lower::chunk_signature(|| module.make_signature(), pointer);
+            let id = module
+                .declare_function(&format!("kernel{k}_chunks"), Linkage::Local, &signature)
+                .expect("one chunk function per kernel");
+            context.func.signature = signature;
+            let imports: Vec<_> = import_ids
+                .iter()
+                .map(|&f| module.declare_func_in_func(f, &mut context.func))
+                .collect();
+            lower::lower_chunks(graph, &plan, k, &mut context.func, &imports, config);
+            chunk_listing += &format!(
+                "\n; kernel {k}: one worker's chunks of {}\n{}",
+                describe(graph, &plan, kernel),
+                context.func.display()
+            );
+            module.define_function(id, &mut context).map_err(|e| {
+                Unsupported(format!(
+                    "internal compiler error: Cranelift rejected a convolution: {e:?}"
+                ))
+            })?;
+            module.clear_context(&mut context);
+            chunk_ids[k] = Some(id);
+        }
         let entry_sig = lower::entry_signature(|| module.make_signature(), pointer);
         let id = module
             .declare_function("step", Linkage::Export, &entry_sig)
             .expect("one entry point");
-        let mut context = module.make_context();
         context.func.signature = entry_sig;
         let imports: Vec<_> = import_ids
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
-        let starts = lower::lower(graph, &plan, &mut context.func, &imports, config, profile);
+        let chunks: Vec<_> = chunk_ids
+            .iter()
+            .map(|id| id.map(|id| module.declare_func_in_func(id, &mut context.func)))
+            .collect();
+        let starts = lower::lower(
+            graph,
+            &plan,
+            &mut context.func,
+            &imports,
+            &chunks,
+            config,
+            profile,
+        );
         // The function as printed, with a comment naming each kernel where its code begins.
         let mut clif = String::new();
         for line in context.func.display().to_string().lines() {
@@ -224,6 +306,7 @@ impl Compiled {
                 "internal compiler error: Cranelift rejected the step: {e:?}\n{clif}"
             ))
         })?;
+        let clif = clif + &chunk_listing;
         module.clear_context(&mut context);
         module
             .finalize_definitions()

@@ -4,7 +4,7 @@
 //! call the same Rust functions the interpreter uses. Results match the interpreter exactly
 //! everywhere except inside matrix products, whose summation order differs.
 
-use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Sym, View};
+use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Sym, View, WORKERS};
 use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -14,7 +14,13 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_logf", "netc_tanhf", "netc_tick"];
+pub const IMPORTS: [&str; 5] = [
+    "netc_gemm",
+    "netc_logf",
+    "netc_tanhf",
+    "netc_tick",
+    "netc_parallel",
+];
 
 /// An imported helper, by its position in `IMPORTS`.
 #[derive(Clone, Copy)]
@@ -23,6 +29,7 @@ enum Import {
     Logf,
     Tanhf,
     Tick,
+    Parallel,
 }
 
 /// Signatures of the imported helpers, in `IMPORTS` order.
@@ -58,7 +65,31 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s.params.push(AbiParam::new(types::I64));
         s
     };
-    vec![gemm, unary.clone(), unary, tick]
+    let parallel = {
+        let mut s = make();
+        for ty in [pointer, pointer, pointer, types::I64, types::I64] {
+            s.params.push(AbiParam::new(ty));
+        }
+        s
+    };
+    vec![gemm, unary.clone(), unary, tick, parallel]
+}
+
+/// The signature of a convolution's chunk function:
+/// `(pointers, arena, batch, first chunk, end chunk, worker)`.
+pub fn chunk_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+    let mut s = make();
+    for ty in [
+        pointer,
+        pointer,
+        types::I64,
+        types::I64,
+        types::I64,
+        types::I64,
+    ] {
+        s.params.push(AbiParam::new(ty));
+    }
+    s
 }
 
 /// The entry point's signature: `(pointers, arena, batch, hypers, seed)`.
@@ -71,12 +102,15 @@ pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Si
 }
 
 /// Fills `func` (whose signature is the entry signature) with the plan's kernels and returns
-/// the block each kernel's code starts in, for the printed listing.
+/// the block each kernel's code starts in, for the printed listing. `chunks[k]` is the chunk
+/// function of kernel `k` when it is a convolution (see `lower_chunks`).
+#[allow(clippy::too_many_arguments)]
 pub fn lower(
     graph: &Graph,
     plan: &Plan,
     func: &mut Function,
     imports: &[FuncRef],
+    chunks: &[Option<FuncRef>],
     config: TargetFrontendConfig,
     profile: bool,
 ) -> Vec<Block> {
@@ -91,6 +125,7 @@ pub fn lower(
         graph,
         plan,
         imports,
+        chunks,
         pointer,
         pointers: params[0],
         arena: params[1],
@@ -109,7 +144,7 @@ pub fn lower(
             let index = b.ins().iconst(types::I64, k as i64);
             l.call(&mut b, Import::Tick, &[index]);
         }
-        l.kernel(&mut b, kernel);
+        l.kernel(&mut b, k, kernel);
     }
     if profile {
         let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
@@ -121,10 +156,46 @@ pub fn lower(
     starts
 }
 
+/// Fills `func` (whose signature is the chunk signature) with one worker's share of kernel `k`,
+/// a convolution pass: the chunks of images from `first` to `end`.
+pub fn lower_chunks(
+    graph: &Graph,
+    plan: &Plan,
+    k: usize,
+    func: &mut Function,
+    imports: &[FuncRef],
+    config: TargetFrontendConfig,
+) {
+    let mut context = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(func, &mut context);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let unused = b.ins().iconst(types::I64, 0);
+    let l = Lowerer {
+        graph,
+        plan,
+        imports,
+        chunks: &[],
+        pointer: config.pointer_type(),
+        pointers: params[0],
+        arena: params[1],
+        batch: params[2],
+        hypers: unused,
+        seed: unused,
+    };
+    l.conv_chunks(&mut b, &plan.kernels[k], [params[3], params[4], params[5]]);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(config);
+}
+
 struct Lowerer<'a> {
     graph: &'a Graph,
     plan: &'a Plan,
     imports: &'a [FuncRef],
+    chunks: &'a [Option<FuncRef>],
     pointer: types::Type,
     pointers: Value,
     arena: Value,
@@ -289,7 +360,7 @@ impl Lowerer<'_> {
         b.inst_results(call).first().copied()
     }
 
-    fn kernel(&self, b: &mut FunctionBuilder, kernel: &Kernel) {
+    fn kernel(&self, b: &mut FunctionBuilder, k: usize, kernel: &Kernel) {
         let node = self.graph.node(kernel.node());
         match kernel {
             Kernel::Map {
@@ -621,73 +692,54 @@ impl Lowerer<'_> {
                 out,
                 scratch,
                 pass,
-                input,
-                other,
                 conv,
                 chunk,
                 ..
             } => {
-                let (input, other) = (self.memory(b, input), self.memory(b, other));
                 let out = self.buffer_address(b, *out);
-                let scratch = self.buffer_address(b, *scratch);
-                let batch = self.sym(b, conv.batch);
-                // The row stride of `[O, N, OH·OW]` matrices.
-                let row = self.sym(b, conv.columns());
-                let [outputs, patch, unit, zero] =
-                    [conv.outputs, conv.patch(), 1, 0].map(|v| b.ins().iconst(types::I64, v));
                 if *pass == ConvPass::GradInput {
+                    // Each chunk adds into its own images' rows.
                     self.zero(b, out, conv.batch, conv.channels * conv.height * conv.width);
                 }
-                let start = b.ins().iconst(types::I64, 0);
-                range(b, start, batch, *chunk, &mut |b, first| {
-                    let left = b.ins().isub(batch, first);
-                    let most = b.ins().iconst(types::I64, *chunk);
-                    let images = b.ins().smin(left, most);
-                    let n = b.ins().imul_imm_s(images, conv.positions());
-                    // The chunk's first column in `[O, N, OH·OW]` matrices.
-                    let offset = b.ins().imul_imm_s(first, conv.positions());
-                    match pass {
-                        ConvPass::Forward => {
-                            self.im2col(b, conv, input, scratch, first, images, n);
-                            let dst = element(b, out, offset);
-                            self.gemm(
-                                b,
-                                [outputs, n, patch],
-                                (dst, row),
-                                (other, unit, patch),
-                                (scratch, unit, n),
-                                zero,
+                // The chunks are split between two workers, on two threads or one after the
+                // other: the split is the same either way, so the results are too.
+                let batch = self.sym(b, conv.batch);
+                let rounded = b.ins().iadd_imm_s(batch, chunk - 1);
+                let size = b.ins().iconst(types::I64, *chunk);
+                let count = b.ins().udiv(rounded, size);
+                let function = self.chunks[k].expect("convolutions have a chunk function");
+                let address = b.ins().func_addr(self.pointer, function);
+                self.call(
+                    b,
+                    Import::Parallel,
+                    &[address, self.pointers, self.arena, batch, count],
+                );
+                if *pass == ConvPass::GradWeight {
+                    // The weight gradient is the first worker's sum plus the second's.
+                    let scratch = self.buffer_address(b, *scratch);
+                    let partial = b.ins().iadd_imm_s(
+                        scratch,
+                        4 * WORKERS * chunk * conv.patch() * conv.positions(),
+                    );
+                    let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
+                    let [one, zero] = [1, 0].map(|v| b.ins().iconst(types::I64, v));
+                    lanes(
+                        b,
+                        zero,
+                        floats,
+                        true,
+                        &[out, partial],
+                        &[one, one],
+                        &mut |b, _, ty, a| {
+                            let (x, y) = (
+                                b.ins().load(ty, flags(), a[0], 0),
+                                b.ins().load(ty, flags(), a[1], 0),
                             );
-                        }
-                        ConvPass::GradWeight => {
-                            self.im2col(b, conv, input, scratch, first, images, n);
-                            let dy = element(b, other, offset);
-                            // Chunks after the first add to the sum, in order.
-                            let later = b.ins().icmp_imm_s(IntCC::NotEqual, first, 0);
-                            let accumulate = b.ins().uextend(types::I64, later);
-                            self.gemm(
-                                b,
-                                [outputs, patch, n],
-                                (out, patch),
-                                (dy, unit, row),
-                                (scratch, n, unit),
-                                accumulate,
-                            );
-                        }
-                        ConvPass::GradInput => {
-                            let dy = element(b, input, offset);
-                            self.gemm(
-                                b,
-                                [patch, n, outputs],
-                                (scratch, n),
-                                (other, patch, unit),
-                                (dy, unit, row),
-                                zero,
-                            );
-                            self.col2im(b, conv, scratch, out, first, images, n);
-                        }
-                    }
-                });
+                            let sum = b.ins().fadd(x, y);
+                            b.ins().store(flags(), sum, a[0], 0);
+                        },
+                    );
+                }
             }
             Kernel::Pool {
                 out,
@@ -841,6 +893,107 @@ impl Lowerer<'_> {
                 });
             }
         }
+    }
+
+    /// One worker's share of a convolution pass: chunks `first..end` of `chunk` images, through
+    /// the worker's own part of the im2col buffer (and, for the weight gradient, its own sum).
+    fn conv_chunks(
+        &self,
+        b: &mut FunctionBuilder,
+        kernel: &Kernel,
+        [first, end, worker]: [Value; 3],
+    ) {
+        let Kernel::Conv {
+            out,
+            scratch,
+            pass,
+            input,
+            other,
+            conv,
+            chunk,
+            ..
+        } = kernel
+        else {
+            unreachable!("chunk functions are made for convolutions")
+        };
+        let (input, other) = (self.memory(b, input), self.memory(b, other));
+        let out = self.buffer_address(b, *out);
+        let per_worker = chunk * conv.patch() * conv.positions();
+        let scratch_base = self.buffer_address(b, *scratch);
+        let own = b.ins().imul_imm_s(worker, per_worker);
+        let scratch = element(b, scratch_base, own);
+        // The second worker sums the weight gradient after both workers' im2col buffers.
+        let partial = b.ins().iadd_imm_s(scratch_base, 4 * WORKERS * per_worker);
+        let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
+        let sum = b.ins().select(is_first, out, partial);
+        // The row stride of `[O, N, OH·OW]` matrices.
+        let row = self.sym(b, conv.columns());
+        let [outputs, patch, unit, zero] =
+            [conv.outputs, conv.patch(), 1, 0].map(|v| b.ins().iconst(types::I64, v));
+        if *pass == ConvPass::GradWeight {
+            let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
+            let zero_f = f32_const(b, 0.0);
+            lanes(
+                b,
+                zero,
+                floats,
+                false,
+                &[sum],
+                &[unit],
+                &mut |b, _, _, a| {
+                    b.ins().store(flags(), zero_f, a[0], 0);
+                },
+            );
+        }
+        let start = b.ins().imul_imm_s(first, *chunk);
+        let stop = b.ins().imul_imm_s(end, *chunk);
+        let stop = b.ins().smin(stop, self.batch);
+        range(b, start, stop, *chunk, &mut |b, first| {
+            let left = b.ins().isub(self.batch, first);
+            let most = b.ins().iconst(types::I64, *chunk);
+            let images = b.ins().smin(left, most);
+            let n = b.ins().imul_imm_s(images, conv.positions());
+            // The chunk's first column in `[O, N, OH·OW]` matrices.
+            let offset = b.ins().imul_imm_s(first, conv.positions());
+            match pass {
+                ConvPass::Forward => {
+                    self.im2col(b, conv, input, scratch, first, images, n);
+                    let dst = element(b, out, offset);
+                    self.gemm(
+                        b,
+                        [outputs, n, patch],
+                        (dst, row),
+                        (other, unit, patch),
+                        (scratch, unit, n),
+                        zero,
+                    );
+                }
+                ConvPass::GradWeight => {
+                    self.im2col(b, conv, input, scratch, first, images, n);
+                    let dy = element(b, other, offset);
+                    self.gemm(
+                        b,
+                        [outputs, patch, n],
+                        (sum, patch),
+                        (dy, unit, row),
+                        (scratch, n, unit),
+                        unit,
+                    );
+                }
+                ConvPass::GradInput => {
+                    let dy = element(b, input, offset);
+                    self.gemm(
+                        b,
+                        [patch, n, outputs],
+                        (scratch, n),
+                        (other, patch, unit),
+                        (dy, unit, row),
+                        zero,
+                    );
+                    self.col2im(b, conv, scratch, out, first, images, n);
+                }
+            }
+        });
     }
 
     /// A loop nest over `dims` that walks each of `views` (a base address and a stride per

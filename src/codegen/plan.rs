@@ -223,7 +223,8 @@ pub enum Kernel {
         dims: Vec<Sym>,
     },
     /// One pass of a convolution, a chunk of `chunk` images at a time through an im2col buffer
-    /// (`scratch`, `[C·KH·KW, chunk·OH·OW]`): see `ConvPass` for what `input` and `other` are.
+    /// (`[C·KH·KW, chunk·OH·OW]`, one per worker in `scratch`): see `ConvPass` for what `input`
+    /// and `other` are.
     Conv {
         node: NodeId,
         out: usize,
@@ -268,6 +269,10 @@ pub enum Kernel {
 /// Floats in a convolution's im2col buffer: a chunk of images whose patches fit the core's
 /// cache next to the chunk's output.
 const SCRATCH: i64 = 1 << 16;
+
+/// The workers a convolution's chunks are split between, each with its own im2col buffer.
+/// The split does not depend on the number of threads, so neither do the results.
+pub const WORKERS: i64 = 2;
 
 /// Which product a convolution kernel computes, per chunk of images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -693,7 +698,13 @@ impl Planner<'_> {
     ) {
         let per_image = conv.patch() * conv.positions();
         let chunk = (SCRATCH / per_image).max(1);
-        let scratch = self.buffer(Sym::fixed(chunk * per_image));
+        // An im2col buffer per worker, then the second worker's weight-gradient sum.
+        let partial = if pass == ConvPass::GradWeight {
+            conv.outputs * conv.patch()
+        } else {
+            0
+        };
+        let scratch = self.buffer(Sym::fixed(WORKERS * chunk * per_image + partial));
         self.kernels.push(Kernel::Conv {
             node,
             out,
