@@ -74,23 +74,25 @@ extern "C" fn netc_gemm(
     }
 }
 
-/// A convolution's chunk function: `(pointers, arena, batch, first chunk, end chunk, worker)`.
-type Chunks = unsafe extern "C" fn(*const *const f32, *mut f32, i64, i64, i64, i64);
+/// A kernel's share function: `(pointers, arena, batch, hypers, seed, first, end, worker)`.
+type Share = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, i64, i64, i64);
 
-/// Runs a convolution's `chunks`, the first half as worker 0 and the rest as worker 1: on two
-/// threads of rayon's pool when more than one is allowed, else one after the other. The halves
-/// are the same either way, so the results are too.
+/// Runs a shared kernel's `count` iterations, the first half as worker 0 and the rest as worker
+/// 1: on two threads of rayon's pool when more than one is allowed, else one after the other.
+/// The halves are the same either way, so the results are too.
 extern "C" fn netc_parallel(
-    function: Chunks,
+    function: Share,
     pointers: *const *const f32,
     arena: *mut f32,
     batch: i64,
-    chunks: i64,
+    hypers: *const f32,
+    seed: i64,
+    count: i64,
 ) {
-    let half = (chunks + 1) / 2;
-    // Addresses cross to the other thread as integers; both workers only touch the buffers
-    // the planner gave them (their own chunks' outputs and their own scratch).
-    let (pointers, arena) = (pointers as usize, arena as usize);
+    let half = (count + 1) / 2;
+    // Addresses cross to the other thread as integers; each worker writes only its own part of
+    // the output (and its own scratch).
+    let (pointers, arena, hypers) = (pointers as usize, arena as usize, hypers as usize);
     let run = |first: i64, end: i64, worker: i64| {
         // SAFETY: `function` was compiled from the chunk signature for this plan, and the
         // entry point that calls this checked every buffer's size.
@@ -99,6 +101,8 @@ extern "C" fn netc_parallel(
                 pointers as *const *const f32,
                 arena as *mut f32,
                 batch,
+                hypers as *const f32,
+                seed,
                 first,
                 end,
                 worker,
@@ -106,10 +110,10 @@ extern "C" fn netc_parallel(
         }
     };
     if THREADS.load(Ordering::Relaxed) > 1 {
-        rayon::join(|| run(0, half, 0), || run(half, chunks, 1));
+        rayon::join(|| run(0, half, 0), || run(half, count, 1));
     } else {
         run(0, half, 0);
-        run(half, chunks, 1);
+        run(half, count, 1);
     }
 }
 
@@ -235,36 +239,37 @@ impl Compiled {
                     .expect("distinct imports")
             })
             .collect();
-        // Each convolution's chunk function, compiled first so the step can take its address.
+        // The share function of each kernel split between workers, compiled first so the step
+        // can take its address.
         let mut context = module.make_context();
-        let mut chunk_ids = vec![None; plan.kernels.len()];
-        let mut chunk_listing = String::new();
+        let mut share_ids = vec![None; plan.kernels.len()];
+        let mut share_listing = String::new();
         for (k, kernel) in plan.kernels.iter().enumerate() {
-            if !matches!(kernel, Kernel::Conv { .. }) {
+            if !kernel.shared(graph, max_batch) {
                 continue;
             }
-            let signature = lower::chunk_signature(|| module.make_signature(), pointer);
+            let signature = lower::share_signature(|| module.make_signature(), pointer);
             let id = module
-                .declare_function(&format!("kernel{k}_chunks"), Linkage::Local, &signature)
-                .expect("one chunk function per kernel");
+                .declare_function(&format!("kernel{k}_share"), Linkage::Local, &signature)
+                .expect("one share function per kernel");
             context.func.signature = signature;
             let imports: Vec<_> = import_ids
                 .iter()
                 .map(|&f| module.declare_func_in_func(f, &mut context.func))
                 .collect();
-            lower::lower_chunks(graph, &plan, k, &mut context.func, &imports, config);
-            chunk_listing += &format!(
-                "\n; kernel {k}: one worker's chunks of {}\n{}",
+            lower::lower_share(graph, &plan, k, &mut context.func, &imports, config);
+            share_listing += &format!(
+                "\n; kernel {k}: one worker's share of {}\n{}",
                 describe(graph, &plan, kernel),
                 context.func.display()
             );
             module.define_function(id, &mut context).map_err(|e| {
                 Unsupported(format!(
-                    "internal compiler error: Cranelift rejected a convolution: {e:?}"
+                    "internal compiler error: Cranelift rejected kernel {k}: {e:?}"
                 ))
             })?;
             module.clear_context(&mut context);
-            chunk_ids[k] = Some(id);
+            share_ids[k] = Some(id);
         }
         let entry_sig = lower::entry_signature(|| module.make_signature(), pointer);
         let id = module
@@ -275,7 +280,7 @@ impl Compiled {
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
-        let chunks: Vec<_> = chunk_ids
+        let shares: Vec<_> = share_ids
             .iter()
             .map(|id| id.map(|id| module.declare_func_in_func(id, &mut context.func)))
             .collect();
@@ -284,7 +289,7 @@ impl Compiled {
             &plan,
             &mut context.func,
             &imports,
-            &chunks,
+            &shares,
             config,
             profile,
         );
@@ -306,7 +311,7 @@ impl Compiled {
                 "internal compiler error: Cranelift rejected the step: {e:?}\n{clif}"
             ))
         })?;
-        let clif = clif + &chunk_listing;
+        let clif = clif + &share_listing;
         module.clear_context(&mut context);
         module
             .finalize_definitions()

@@ -4,7 +4,7 @@
 //! call the same Rust functions the interpreter uses. Results match the interpreter exactly
 //! everywhere except inside matrix products, whose summation order differs.
 
-use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Sym, View, WORKERS};
+use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Share, Sym, View, WORKERS};
 use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -67,7 +67,15 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
     };
     let parallel = {
         let mut s = make();
-        for ty in [pointer, pointer, pointer, types::I64, types::I64] {
+        for ty in [
+            pointer,
+            pointer,
+            pointer,
+            types::I64,
+            pointer,
+            types::I64,
+            types::I64,
+        ] {
             s.params.push(AbiParam::new(ty));
         }
         s
@@ -75,19 +83,12 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
     vec![gemm, unary.clone(), unary, tick, parallel]
 }
 
-/// The signature of a convolution's chunk function:
-/// `(pointers, arena, batch, first chunk, end chunk, worker)`.
-pub fn chunk_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
-    let mut s = make();
-    for ty in [
-        pointer,
-        pointer,
-        types::I64,
-        types::I64,
-        types::I64,
-        types::I64,
-    ] {
-        s.params.push(AbiParam::new(ty));
+/// The signature of a kernel's share function: the entry point's arguments
+/// `(pointers, arena, batch, hypers, seed)`, then `first, end, worker`.
+pub fn share_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+    let mut s = entry_signature(make, pointer);
+    for _ in ["first", "end", "worker"] {
+        s.params.push(AbiParam::new(types::I64));
     }
     s
 }
@@ -102,15 +103,15 @@ pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Si
 }
 
 /// Fills `func` (whose signature is the entry signature) with the plan's kernels and returns
-/// the block each kernel's code starts in, for the printed listing. `chunks[k]` is the chunk
-/// function of kernel `k` when it is a convolution (see `lower_chunks`).
+/// the block each kernel's code starts in, for the printed listing. `shares[k]` is the share
+/// function of kernel `k` when its work is split between workers (see `lower_share`).
 #[allow(clippy::too_many_arguments)]
 pub fn lower(
     graph: &Graph,
     plan: &Plan,
     func: &mut Function,
     imports: &[FuncRef],
-    chunks: &[Option<FuncRef>],
+    shares: &[Option<FuncRef>],
     config: TargetFrontendConfig,
     profile: bool,
 ) -> Vec<Block> {
@@ -125,7 +126,8 @@ pub fn lower(
         graph,
         plan,
         imports,
-        chunks,
+        shares,
+        share: None,
         pointer,
         pointers: params[0],
         arena: params[1],
@@ -156,9 +158,9 @@ pub fn lower(
     starts
 }
 
-/// Fills `func` (whose signature is the chunk signature) with one worker's share of kernel `k`,
-/// a convolution pass: the chunks of images from `first` to `end`.
-pub fn lower_chunks(
+/// Fills `func` (whose signature is the share signature) with one worker's share of kernel `k`:
+/// iterations `first..end` of the loop its work is split along (`Kernel::shares`).
+pub fn lower_share(
     graph: &Graph,
     plan: &Plan,
     k: usize,
@@ -172,20 +174,20 @@ pub fn lower_chunks(
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let params = b.block_params(entry).to_vec();
-    let unused = b.ins().iconst(types::I64, 0);
     let l = Lowerer {
         graph,
         plan,
         imports,
-        chunks: &[],
+        shares: &[],
+        share: Some([params[5], params[6], params[7]]),
         pointer: config.pointer_type(),
         pointers: params[0],
         arena: params[1],
         batch: params[2],
-        hypers: unused,
-        seed: unused,
+        hypers: params[3],
+        seed: params[4],
     };
-    l.conv_chunks(&mut b, &plan.kernels[k], [params[3], params[4], params[5]]);
+    l.kernel(&mut b, k, &plan.kernels[k]);
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(config);
@@ -195,7 +197,10 @@ struct Lowerer<'a> {
     graph: &'a Graph,
     plan: &'a Plan,
     imports: &'a [FuncRef],
-    chunks: &'a [Option<FuncRef>],
+    /// Each kernel's share function, in the entry point (whose kernels dispatch to them).
+    shares: &'a [Option<FuncRef>],
+    /// In a share function: the range `first..end` of the split loop, and the worker.
+    share: Option<[Value; 3]>,
     pointer: types::Type,
     pointers: Value,
     arena: Value,
@@ -361,28 +366,19 @@ impl Lowerer<'_> {
     }
 
     fn kernel(&self, b: &mut FunctionBuilder, k: usize, kernel: &Kernel) {
-        let node = self.graph.node(kernel.node());
+        if let Some(function) = self.shares.get(k).copied().flatten() {
+            return self.dispatch(b, kernel, function);
+        }
         match kernel {
             Kernel::Map {
                 out, args, expr, ..
             } => {
                 // Axes that every operand walks as one are merged, so a map over operands laid
                 // out like the output is one flat loop, and a bias added to a convolution's
-                // `[O, N, P]` output loops over rows of P. One-hot needs the class index, so it
-                // keeps its axes.
+                // `[O, N, P]` output loops over rows of P.
                 let applied = expr.nodes();
                 let op_of = |n: &NodeId| &self.graph.node(*n).op;
-                let one_hot = applied
-                    .iter()
-                    .any(|n| matches!(op_of(n), Op::OneHot { .. }));
-                let shape_dims = super::plan::dims(&node.shape);
-                let mut views = vec![super::plan::contiguous(&node.shape)];
-                views.extend(args.iter().map(|a| a.strides.clone()));
-                let (dims, views) = if one_hot {
-                    (shape_dims, views)
-                } else {
-                    super::plan::coalesce(&shape_dims, &views)
-                };
+                let (dims, views) = kernel.map_layout(self.graph);
                 let out_base = self.buffer_address(b, *out);
                 // Scalars are read once, before the loops; every other operand is walked.
                 let readers: Vec<Reader> = args
@@ -688,58 +684,9 @@ impl Lowerer<'_> {
                     b.ins().store(flags(), v, addresses[0], 0);
                 });
             }
-            Kernel::Conv {
-                out,
-                scratch,
-                pass,
-                conv,
-                chunk,
-                ..
-            } => {
-                let out = self.buffer_address(b, *out);
-                if *pass == ConvPass::GradInput {
-                    // Each chunk adds into its own images' rows.
-                    self.zero(b, out, conv.batch, conv.channels * conv.height * conv.width);
-                }
-                // The chunks are split between two workers, on two threads or one after the
-                // other: the split is the same either way, so the results are too.
-                let batch = self.sym(b, conv.batch);
-                let rounded = b.ins().iadd_imm_s(batch, chunk - 1);
-                let size = b.ins().iconst(types::I64, *chunk);
-                let count = b.ins().udiv(rounded, size);
-                let function = self.chunks[k].expect("convolutions have a chunk function");
-                let address = b.ins().func_addr(self.pointer, function);
-                self.call(
-                    b,
-                    Import::Parallel,
-                    &[address, self.pointers, self.arena, batch, count],
-                );
-                if *pass == ConvPass::GradWeight {
-                    // The weight gradient is the first worker's sum plus the second's.
-                    let scratch = self.buffer_address(b, *scratch);
-                    let partial = b.ins().iadd_imm_s(
-                        scratch,
-                        4 * WORKERS * chunk * conv.patch() * conv.positions(),
-                    );
-                    let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
-                    let [one, zero] = [1, 0].map(|v| b.ins().iconst(types::I64, v));
-                    lanes(
-                        b,
-                        zero,
-                        floats,
-                        true,
-                        &[out, partial],
-                        &[one, one],
-                        &mut |b, _, ty, a| {
-                            let (x, y) = (
-                                b.ins().load(ty, flags(), a[0], 0),
-                                b.ins().load(ty, flags(), a[1], 0),
-                            );
-                            let sum = b.ins().fadd(x, y);
-                            b.ins().store(flags(), sum, a[0], 0);
-                        },
-                    );
-                }
+            Kernel::Conv { .. } => {
+                let share = self.share.expect("convolutions run as shares");
+                self.conv_chunks(b, kernel, share);
             }
             Kernel::Pool {
                 out,
@@ -790,7 +737,16 @@ impl Lowerer<'_> {
             } => {
                 let (x, dy) = (self.memory(b, input), self.memory(b, grad));
                 let dx = self.buffer_address(b, *out);
-                self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width);
+                // The windows of a plane add only into that plane: a share zeroes its own.
+                match self.share {
+                    Some([first, end, _]) => {
+                        let plane = conv.height * conv.width;
+                        let lo = b.ins().imul_imm_s(first, plane);
+                        let hi = b.ins().imul_imm_s(end, plane);
+                        zero_range(b, dx, lo, hi);
+                    }
+                    None => self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width),
+                }
                 let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
                 let add = |b: &mut FunctionBuilder, index: Value, v: Value| {
                     let bytes = b.ins().ishl_imm_u(index, 2);
@@ -892,6 +848,82 @@ impl Lowerer<'_> {
                     });
                 });
             }
+        }
+    }
+
+    /// Runs a shared kernel's share function for both workers through `netc_parallel`, with
+    /// what must happen once around it: zeroing a gradient the shares add into, and adding the
+    /// second worker's weight-gradient sum to the first's.
+    fn dispatch(&self, b: &mut FunctionBuilder, kernel: &Kernel, function: FuncRef) {
+        let share = kernel
+            .split(self.graph)
+            .expect("a shared kernel has a split");
+        let count = match share {
+            Share::Chunks { images, chunk } => {
+                let images = self.sym(b, images);
+                let rounded = b.ins().iadd_imm_s(images, chunk - 1);
+                let size = b.ins().iconst(types::I64, chunk);
+                b.ins().udiv(rounded, size)
+            }
+            Share::Loop(extent) => self.sym(b, extent),
+        };
+        if let Kernel::Conv {
+            out,
+            pass: ConvPass::GradInput,
+            conv,
+            ..
+        } = kernel
+        {
+            // Each chunk adds into its own images' rows.
+            let out = self.buffer_address(b, *out);
+            self.zero(b, out, conv.batch, conv.channels * conv.height * conv.width);
+        }
+        let address = b.ins().func_addr(self.pointer, function);
+        self.call(
+            b,
+            Import::Parallel,
+            &[
+                address,
+                self.pointers,
+                self.arena,
+                self.batch,
+                self.hypers,
+                self.seed,
+                count,
+            ],
+        );
+        if let Kernel::Conv {
+            out,
+            scratch,
+            pass: ConvPass::GradWeight,
+            conv,
+            chunk,
+            ..
+        } = kernel
+        {
+            // The weight gradient is the first worker's sum plus the second's.
+            let out = self.buffer_address(b, *out);
+            let scratch = self.buffer_address(b, *scratch);
+            let partial = b.ins().iadd_imm_s(
+                scratch,
+                4 * WORKERS * chunk * conv.patch() * conv.positions(),
+            );
+            let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
+            let [one, zero] = [1, 0].map(|v| b.ins().iconst(types::I64, v));
+            lanes(
+                b,
+                zero,
+                floats,
+                true,
+                &[out, partial],
+                &[one, one],
+                &mut |b, _, ty, a| {
+                    let x = b.ins().load(ty, flags(), a[0], 0);
+                    let y = b.ins().load(ty, flags(), a[1], 0);
+                    let sum = b.ins().fadd(x, y);
+                    b.ins().store(flags(), sum, a[0], 0);
+                },
+            );
         }
     }
 
@@ -1019,7 +1051,27 @@ impl Lowerer<'_> {
             .iter()
             .map(|(_, s)| s.iter().map(|&s| self.sym(b, s)).collect())
             .collect();
-        loops(b, outer, &mut |b, outer_index| {
+        // In a share function, only iterations `first..end` of the outermost axis.
+        let range = self.share.map(|[first, end, _]| (first, end));
+        if outer.is_empty() {
+            let (lo, hi) = range.unwrap_or((b.ins().iconst(types::I64, 0), inner));
+            let starts: Vec<Value> = views
+                .iter()
+                .zip(&strides)
+                .map(|((base, _), strides)| self.address(b, *base, strides, &[lo]))
+                .collect();
+            lanes(
+                b,
+                lo,
+                hi,
+                vector,
+                &starts,
+                &strides.iter().map(|s| s[0]).collect::<Vec<_>>(),
+                &mut |b, z, ty, addresses| body(b, &[z], ty, addresses),
+            );
+            return;
+        }
+        loops_within(b, outer, range, &mut |b, outer_index| {
             let rows: Vec<Value> = views
                 .iter()
                 .zip(&strides)
@@ -1063,12 +1115,8 @@ impl Lowerer<'_> {
                 batch: batch.batch,
             },
         );
-        let zero = f32_const(b, 0.0);
-        let one = b.ins().iconst(types::I64, 1);
-        loops(b, &[count], &mut |b, i| {
-            let address = self.address(b, base, &[one], i);
-            b.ins().store(flags(), zero, address, 0);
-        });
+        let zero = b.ins().iconst(types::I64, 0);
+        zero_range(b, base, zero, count);
     }
 
     /// `dst = lhs @ rhs` (or `dst += ...` when `accumulate` is 1) through `netc_gemm`: `[m, n, k]`,
@@ -1293,7 +1341,8 @@ impl Lowerer<'_> {
             b.ins().iconst(types::I64, conv.out_height),
             b.ins().iconst(types::I64, conv.out_width),
         ];
-        loops(b, &out_dims, &mut |b, o| {
+        let range = self.share.map(|[first, end, _]| (first, end));
+        loops_within(b, &out_dims, range, &mut |b, o| {
             let (plane, y, z) = (o[0], o[1], o[2]);
             let output = {
                 let t = b.ins().imul_imm_s(plane, conv.out_height);
@@ -1698,6 +1747,41 @@ fn loops(
         });
     }
     nest(b, dims, &mut Vec::new(), body);
+}
+
+/// Stores 0 in elements `lo..hi` from `base`, four at a time.
+fn zero_range(b: &mut FunctionBuilder, base: Value, lo: Value, hi: Value) {
+    let start = element(b, base, lo);
+    let one = b.ins().iconst(types::I64, 1);
+    lanes(b, lo, hi, true, &[start], &[one], &mut |b, _, ty, a| {
+        let zero = f32_const(b, 0.0);
+        let zero = if ty == types::F32X4 {
+            b.ins().splat(types::F32X4, zero)
+        } else {
+            zero
+        };
+        b.ins().store(flags(), zero, a[0], 0);
+    });
+}
+
+/// `loops`, with the outermost axis limited to `first..end` when a range is given.
+fn loops_within(
+    b: &mut FunctionBuilder,
+    dims: &[Value],
+    range: Option<(Value, Value)>,
+    body: &mut dyn FnMut(&mut FunctionBuilder, &[Value]),
+) {
+    let Some((first, end)) = range else {
+        return loops(b, dims, body);
+    };
+    let (_, rest) = dims.split_first().expect("an axis to split");
+    self::range(b, first, end, 1, &mut |b, i| {
+        loops(b, rest, &mut |b, index| {
+            let mut full = vec![i];
+            full.extend_from_slice(index);
+            body(b, &full);
+        });
+    });
 }
 
 /// A reduction loop `acc = f(j, acc)` for j in 0..len, returning the final value.

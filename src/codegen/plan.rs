@@ -270,9 +270,21 @@ pub enum Kernel {
 /// cache next to the chunk's output.
 const SCRATCH: i64 = 1 << 16;
 
-/// The workers a convolution's chunks are split between, each with its own im2col buffer.
-/// The split does not depend on the number of threads, so neither do the results.
+/// The workers a kernel's work is split between (a convolution's each with its own im2col
+/// buffer). The split does not depend on the number of threads, so neither do the results.
 pub const WORKERS: i64 = 2;
+
+/// Kernels writing fewer floats than this run on one thread: splitting costs more.
+const SHARE_MIN: i64 = 1 << 16;
+
+/// What a shared kernel's work is split along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// Chunks of `chunk` images out of `images`.
+    Chunks { images: Sym, chunk: i64 },
+    /// The iterations of the kernel's outermost loop.
+    Loop(Sym),
+}
 
 /// Which product a convolution kernel computes, per chunk of images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,6 +384,58 @@ impl Kernel {
             | Kernel::Pool { out, .. }
             | Kernel::PoolGrad { out, .. }
             | Kernel::Softmax { out, .. } => *out,
+        }
+    }
+
+    /// A map's loop nest: its output's dimensions, merged where every operand allows, and the
+    /// strides over them of the output and then of each argument. One-hot needs the class
+    /// index, so a map that applies it keeps its axes.
+    pub fn map_layout(&self, graph: &Graph) -> (Vec<Sym>, Vec<Vec<Sym>>) {
+        let Kernel::Map {
+            node, args, expr, ..
+        } = self
+        else {
+            unreachable!("only maps have a map layout")
+        };
+        let shape = graph.shape(*node);
+        let mut views = vec![contiguous(shape)];
+        views.extend(args.iter().map(|a| a.strides.clone()));
+        let one_hot = expr
+            .nodes()
+            .iter()
+            .any(|n| matches!(graph.node(*n).op, Op::OneHot { .. }));
+        if one_hot {
+            (dims(shape), views)
+        } else {
+            coalesce(&dims(shape), &views)
+        }
+    }
+
+    /// The loop a kernel's work can be split along between workers: the chunks of a
+    /// convolution, the planes of pooling, the outermost axis of a map.
+    pub fn split(&self, graph: &Graph) -> Option<Share> {
+        match self {
+            Kernel::Conv { conv, chunk, .. } => Some(Share::Chunks {
+                images: conv.batch,
+                chunk: *chunk,
+            }),
+            Kernel::Pool { conv, .. } | Kernel::PoolGrad { conv, .. } => Some(Share::Loop(Sym {
+                coef: conv.batch.coef * conv.channels,
+                batch: conv.batch.batch,
+            })),
+            Kernel::Map { .. } => self.map_layout(graph).0.first().map(|&d| Share::Loop(d)),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel's work is split between workers: always for a convolution, and for
+    /// pooling and maps that write at least `SHARE_MIN` floats at the largest batch.
+    pub fn shared(&self, graph: &Graph, max_batch: usize) -> bool {
+        let floats = product(&dims(graph.shape(self.node()))).at(max_batch as i64);
+        match self.split(graph) {
+            Some(Share::Chunks { .. }) => true,
+            Some(Share::Loop(_)) => floats >= SHARE_MIN,
+            None => false,
         }
     }
 
