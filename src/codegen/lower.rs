@@ -1570,7 +1570,7 @@ fn range(
 
 /// e^x on one lane or four: the interpreter's `math::exp`, operation for operation.
 fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
-    use crate::interp::math::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E};
+    use crate::interp::math::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E, ROUND};
     let (float, int) = if vector {
         (types::F32X4, types::I32X4)
     } else {
@@ -1607,7 +1607,9 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
     let x = clamp(b, x, FloatCC::GreaterThan, EXP_HI);
     let log2e = constant(b, LOG2E);
     let scaled = b.ins().fmul(x, log2e);
-    let k = b.ins().nearest(scaled);
+    let round = constant(b, ROUND);
+    let sum = b.ins().fadd(scaled, round);
+    let k = b.ins().fsub(sum, round);
     let mut r = x;
     for part in [LN2_HI, LN2_LO] {
         let c = constant(b, part);
@@ -1625,7 +1627,9 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
     let y = b.ins().fadd(y, r);
     let one = constant(b, 1.0);
     let mut y = b.ins().fadd(y, one);
-    let k = b.ins().fcvt_to_sint_sat(int, k);
+    let bits = b.ins().bitcast(int, MemFlagsData::new(), sum);
+    let round_bits = int_constant(b, i64::from(ROUND.to_bits()));
+    let k = b.ins().isub(bits, round_bits);
     let half = b.ins().sshr_imm_u(k, 1);
     let rest = b.ins().isub(k, half);
     let bias = int_constant(b, 127);

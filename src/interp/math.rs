@@ -7,6 +7,9 @@
 pub const EXP_LO: f32 = -104.0;
 pub const EXP_HI: f32 = 89.0;
 pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// 1.5 · 2^23: adding it to a float of magnitude below 2^22 rounds it to an integer (ties to
+/// even), which then sits in the low bits of the sum's mantissa.
+pub const ROUND: f32 = 12_582_912.0;
 /// ln 2 split so that `k · LN2_HI` is exact for every `k` the clamp allows.
 pub const LN2_HI: f32 = 0.693_359_4;
 pub const LN2_LO: f32 = -2.121_944_4e-4;
@@ -26,19 +29,22 @@ pub fn exp(x: f32) -> f32 {
     // compiled version.
     let x = if x < EXP_LO { EXP_LO } else { x };
     let x = if x > EXP_HI { EXP_HI } else { x };
-    let k = (x * LOG2E).round_ties_even();
+    // k = round(x · log2 e), as a float and, from the sum's bits, as an integer.
+    let sum = x * LOG2E + ROUND;
+    let k = sum - ROUND;
     let r = x - k * LN2_HI;
     let r = r - k * LN2_LO;
     let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| p * r + c);
     let y = p * (r * r) + r + 1.0;
-    // 2^k in two factors, so that each is a normal float even where 2^k is not.
-    let k = k as i32;
+    // 2^k in two factors, so that each is a normal float even where 2^k is not. (For a NaN the
+    // integer is meaningless and the product stays NaN.)
+    let k = (sum.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let half = k >> 1;
-    y * pow2(half) * pow2(k - half)
+    y * pow2(half) * pow2(k.wrapping_sub(half))
 }
 
 fn pow2(k: i32) -> f32 {
-    f32::from_bits(((k + 127) as u32) << 23)
+    f32::from_bits((k.wrapping_add(127) as u32) << 23)
 }
 
 #[cfg(test)]
