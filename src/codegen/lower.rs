@@ -245,6 +245,10 @@ struct Run {
     source: Value,
     lo: Value,
     hi: Value,
+    /// `lo..hi` when the row is inside the input, known when the code is generated.
+    bounds: (i64, i64),
+    /// Whether the row is inside the input; `None` when it always is (no vertical padding).
+    inside: Option<Value>,
 }
 
 impl Run {
@@ -1162,6 +1166,33 @@ impl Lowerer<'_> {
             images,
             row_len,
             &mut |b, run| {
+                if conv.out_width <= UNROLL {
+                    // Short rows are written out in full: every offset is a constant.
+                    let (lo, hi) = run.bounds;
+                    let zeros = |b: &mut FunctionBuilder, range: std::ops::Range<i64>| {
+                        unrolled(b, range, true, &mut |b, z, ty| {
+                            let zero = zero_of(b, ty);
+                            b.ins().store(flags(), zero, run.column, (4 * z) as i32);
+                        });
+                    };
+                    let copy = |b: &mut FunctionBuilder| {
+                        zeros(b, 0..lo);
+                        unrolled(b, lo..hi, stride == 1, &mut |b, z, ty| {
+                            let v = b
+                                .ins()
+                                .load(ty, flags(), run.source, (4 * z * stride) as i32);
+                            b.ins().store(flags(), v, run.column, (4 * z) as i32);
+                        });
+                        zeros(b, hi..conv.out_width);
+                    };
+                    match run.inside {
+                        None => copy(b),
+                        Some(inside) => branch(b, inside, &mut |b| copy(b), &mut |b| {
+                            zeros(b, 0..conv.out_width)
+                        }),
+                    }
+                    return;
+                }
                 let zero = f32_const(b, 0.0);
                 let out_width = b.ins().iconst(types::I64, conv.out_width);
                 let start = b.ins().iconst(types::I64, 0);
@@ -1211,6 +1242,24 @@ impl Lowerer<'_> {
             images,
             row_len,
             &mut |b, run| {
+                if conv.out_width <= UNROLL {
+                    // Short rows are written out in full: every offset is a constant.
+                    let (lo, hi) = run.bounds;
+                    let add = |b: &mut FunctionBuilder| {
+                        unrolled(b, lo..hi, stride == 1, &mut |b, z, ty| {
+                            let v = b.ins().load(ty, flags(), run.column, (4 * z) as i32);
+                            let offset = (4 * z * stride) as i32;
+                            let current = b.ins().load(ty, flags(), run.source, offset);
+                            let sum = b.ins().fadd(current, v);
+                            b.ins().store(flags(), sum, run.source, offset);
+                        });
+                    };
+                    match run.inside {
+                        None => add(b),
+                        Some(inside) => branch(b, inside, &mut |b| add(b), &mut |_| {}),
+                    }
+                    return;
+                }
                 let [one, step] = [1, stride].map(|v| b.ins().iconst(types::I64, v));
                 let starts = [run.column(b, run.lo), run.source(b, run.lo, stride)];
                 lanes(
@@ -1314,6 +1363,8 @@ impl Lowerer<'_> {
                         source: element(b, input, source),
                         lo: b.ins().select(inside, lo, end),
                         hi: b.ins().select(inside, hi, end),
+                        bounds: bounds[j],
+                        inside: (pad_y > 0).then_some(inside),
                     };
                     body(b, &run);
                 }
@@ -1751,6 +1802,55 @@ fn loops(
         });
     }
     nest(b, dims, &mut Vec::new(), body);
+}
+
+/// Output rows at most this wide are copied with straight-line code in im2col and col2im.
+const UNROLL: i64 = 32;
+
+/// `body(z, type)` for each `z` of a range known when the code is generated: four lanes at a
+/// time (type `f32x4`) while four remain, when `vector`, then one at a time.
+fn unrolled(
+    b: &mut FunctionBuilder,
+    range: std::ops::Range<i64>,
+    vector: bool,
+    body: &mut dyn FnMut(&mut FunctionBuilder, i64, types::Type),
+) {
+    let mut z = range.start;
+    while vector && z + 4 <= range.end {
+        body(b, z, types::F32X4);
+        z += 4;
+    }
+    for z in z..range.end {
+        body(b, z, types::F32);
+    }
+}
+
+/// `if cond { then } else { otherwise }`.
+fn branch(
+    b: &mut FunctionBuilder,
+    cond: Value,
+    then: &mut dyn FnMut(&mut FunctionBuilder),
+    otherwise: &mut dyn FnMut(&mut FunctionBuilder),
+) {
+    let [yes, no, done] = [b.create_block(), b.create_block(), b.create_block()];
+    b.ins().brif(cond, yes, &[], no, &[]);
+    b.switch_to_block(yes);
+    then(b);
+    b.ins().jump(done, &[]);
+    b.switch_to_block(no);
+    otherwise(b);
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+}
+
+/// Zero as a value of `ty` (`f32` or `f32x4`).
+fn zero_of(b: &mut FunctionBuilder, ty: types::Type) -> Value {
+    let zero = f32_const(b, 0.0);
+    if ty == types::F32X4 {
+        b.ins().splat(types::F32X4, zero)
+    } else {
+        zero
+    }
 }
 
 /// Stores 0 in elements `lo..hi` from `base`, four at a time.
