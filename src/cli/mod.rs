@@ -248,13 +248,12 @@ pub fn run() -> i32 {
                         ModeArg::Eval => crate::eval_graph(&model, &source),
                     };
                     let wanted: Vec<_> = graph.results().collect();
-                    match crate::codegen::Compiled::new(
+                    match crate::codegen::Compiled::listing_of(
                         &graph,
                         model.train.batch as usize,
                         &wanted,
-                        false,
                     ) {
-                        Ok(compiled) => print!("{}", compiled.listing()),
+                        Ok(listing) => print!("{listing}"),
                         Err(why) => {
                             let diagnostic = crate::data::error(
                                 Code::E0510,

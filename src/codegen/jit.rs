@@ -255,8 +255,8 @@ pub struct Compiled {
     max_batch: usize,
     arena: Vec<f32>,
     entry: Entry,
-    /// The generated Cranelift IR, for `emit-ir --stage clif`.
-    pub clif: String,
+    /// The generated Cranelift IR, for `emit-ir --stage clif` (empty unless asked for).
+    clif: String,
     // Owns the executable memory `entry` points into.
     _module: JITModule,
 }
@@ -268,6 +268,27 @@ impl Compiled {
         max_batch: usize,
         wanted: &[NodeId],
         profile: bool,
+    ) -> Result<Compiled, Unsupported> {
+        Compiled::build(graph, max_batch, wanted, profile, false)
+    }
+
+    /// The printed program `new` would compile (see `listing`).
+    pub fn listing_of(
+        graph: &Graph,
+        max_batch: usize,
+        wanted: &[NodeId],
+    ) -> Result<String, Unsupported> {
+        Ok(Compiled::build(graph, max_batch, wanted, false, true)?.listing())
+    }
+
+    /// Compiles, keeping the Cranelift IR as text when `listing` (printing it takes longer than
+    /// compiling some models).
+    fn build(
+        graph: &Graph,
+        max_batch: usize,
+        wanted: &[NodeId],
+        profile: bool,
+        listing: bool,
     ) -> Result<Compiled, Unsupported> {
         let plan = super::plan::plan(graph, max_batch, wanted)?;
         // Reserved up front, so that a step too large for this machine is refused here rather
@@ -330,11 +351,13 @@ impl Compiled {
                 .map(|&f| module.declare_func_in_func(f, &mut context.func))
                 .collect();
             lower::lower_share(graph, &plan, k, &mut context.func, &imports, config);
-            share_listing += &format!(
-                "\n; kernel {k}: one worker's share of {}\n{}",
-                describe(graph, &plan, kernel),
-                context.func.display()
-            );
+            if listing {
+                share_listing += &format!(
+                    "\n; kernel {k}: one worker's share of {}\n{}",
+                    describe(graph, &plan, kernel),
+                    context.func.display()
+                );
+            }
             module.define_function(id, &mut context).map_err(|e| {
                 Unsupported(format!(
                     "internal compiler error: Cranelift rejected kernel {k}: {e:?}"
@@ -367,16 +390,23 @@ impl Compiled {
         );
         // The function as printed, with a comment naming each kernel where its code begins.
         let mut clif = String::new();
-        for line in context.func.display().to_string().lines() {
-            let block = line.split(['(', ':']).next().unwrap_or("");
-            if let Some(k) = starts.iter().position(|s| s.to_string() == block) {
-                clif += &format!(
-                    "\n; kernel {k}: {}\n",
-                    describe(graph, &plan, &plan.kernels[k])
-                );
+        if listing {
+            let named: std::collections::HashMap<String, usize> = starts
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (s.to_string(), k))
+                .collect();
+            for line in context.func.display().to_string().lines() {
+                let block = line.split(['(', ':']).next().unwrap_or("");
+                if let Some(&k) = named.get(block) {
+                    clif += &format!(
+                        "\n; kernel {k}: {}\n",
+                        describe(graph, &plan, &plan.kernels[k])
+                    );
+                }
+                clif += line;
+                clif.push('\n');
             }
-            clif += line;
-            clif.push('\n');
         }
         module.define_function(id, &mut context).map_err(|e| {
             Unsupported(format!(

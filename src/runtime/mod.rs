@@ -131,8 +131,13 @@ impl<'a> Session<'a> {
         train_wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
         let mut eval_wanted = vec![loss(&self.eval)];
         eval_wanted.extend(self.eval.result("output"));
-        let train = Compiled::new(&self.train, batch, &train_wanted, profile)?;
-        let eval = Compiled::new(&self.eval, batch, &eval_wanted, false)?;
+        // The two graphs compile at the same time, on two threads.
+        let (train, eval) = std::thread::scope(|scope| {
+            let eval = scope.spawn(|| Compiled::new(&self.eval, batch, &eval_wanted, false));
+            let train = Compiled::new(&self.train, batch, &train_wanted, profile);
+            (train, eval.join().expect("compiling does not panic"))
+        });
+        let (train, eval) = (train?, eval?);
         self.engine = Engine::Jit {
             train: Box::new(train),
             eval: Box::new(eval),
