@@ -236,30 +236,13 @@ impl Patch {
     }
 }
 
-/// A run of one im2col row: output columns `z` in `0..OW` of one (channel, kernel offset,
-/// image, output row), of which `lo..hi` read inside the input.
-struct Run {
-    /// The address of the im2col entry of `z = 0`.
-    column: Value,
-    /// The input address `z = 0` would read (outside the input unless `lo` is 0).
-    source: Value,
-    lo: Value,
-    hi: Value,
-    /// `lo..hi` when the row is inside the input, known when the code is generated.
-    bounds: (i64, i64),
-    /// Whether the row is inside the input; `None` when it always is (no vertical padding).
-    inside: Option<Value>,
-}
-
-impl Run {
-    fn column(&self, b: &mut FunctionBuilder, z: Value) -> Value {
-        element(b, self.column, z)
-    }
-
-    fn source(&self, b: &mut FunctionBuilder, z: Value, stride: i64) -> Value {
-        let step = b.ins().imul_imm_s(z, stride);
-        element(b, self.source, step)
-    }
+/// Which way `patches` moves data between an image tensor and its im2col matrix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From the image into the matrix (im2col).
+    Gather,
+    /// From the matrix back into the image, adding (col2im).
+    Scatter,
 }
 
 /// One pooling window: its output element and the positions it covers, in order.
@@ -993,7 +976,15 @@ impl Lowerer<'_> {
             let offset = b.ins().imul_imm_s(first, conv.positions());
             match pass {
                 ConvPass::Forward => {
-                    self.im2col(b, conv, input, scratch, first, images, n);
+                    self.patches(
+                        b,
+                        conv,
+                        Direction::Gather,
+                        [input, scratch],
+                        first,
+                        images,
+                        n,
+                    );
                     let dst = element(b, out, offset);
                     self.gemm(
                         b,
@@ -1005,7 +996,15 @@ impl Lowerer<'_> {
                     );
                 }
                 ConvPass::GradWeight => {
-                    self.im2col(b, conv, input, scratch, first, images, n);
+                    self.patches(
+                        b,
+                        conv,
+                        Direction::Gather,
+                        [input, scratch],
+                        first,
+                        images,
+                        n,
+                    );
                     let dy = element(b, other, offset);
                     self.gemm(
                         b,
@@ -1026,7 +1025,15 @@ impl Lowerer<'_> {
                         (dy, unit, row),
                         zero,
                     );
-                    self.col2im(b, conv, scratch, out, first, images, n);
+                    self.patches(
+                        b,
+                        conv,
+                        Direction::Scatter,
+                        [out, scratch],
+                        first,
+                        images,
+                        n,
+                    );
                 }
             }
         });
@@ -1144,155 +1151,24 @@ impl Lowerer<'_> {
         );
     }
 
-    /// Writes the im2col matrix of `images` images from `first` of `x` to `columns`, whose rows
-    /// are `row_len` long: zeros where the window is in padding, a (strided) copy in between.
+    /// Moves the im2col matrix (`columns`, rows `row_len` long) of `images` images from `first`
+    /// of the `[N, C, H, W]` tensor `image`: `Gather` writes it from the image (zeros where the
+    /// window is in padding), `Scatter` adds each entry back to the image position it came from.
+    ///
+    /// The matrix's rows are (channel, kernel row, kernel column), its columns (image, output
+    /// row, output column). The kernel columns and the output columns of a row are written out
+    /// in full (the rows of one channel and kernel row read the same image row, shifted), so
+    /// every offset inside an output row is a constant.
     #[allow(clippy::too_many_arguments)]
-    fn im2col(
+    fn patches(
         &self,
         b: &mut FunctionBuilder,
         conv: &Conv,
-        x: Value,
-        columns: Value,
+        direction: Direction,
+        [image, columns]: [Value; 2],
         first: Value,
         images: Value,
         row_len: Value,
-    ) {
-        let stride = conv.window.stride[1] as i64;
-        self.runs(
-            b,
-            conv,
-            [x, columns],
-            first,
-            images,
-            row_len,
-            &mut |b, run| {
-                if conv.out_width <= UNROLL {
-                    // Short rows are written out in full: every offset is a constant.
-                    let (lo, hi) = run.bounds;
-                    let zeros = |b: &mut FunctionBuilder, range: std::ops::Range<i64>| {
-                        unrolled(b, range, true, &mut |b, z, ty| {
-                            let zero = zero_of(b, ty);
-                            b.ins().store(flags(), zero, run.column, (4 * z) as i32);
-                        });
-                    };
-                    let copy = |b: &mut FunctionBuilder| {
-                        zeros(b, 0..lo);
-                        unrolled(b, lo..hi, stride == 1, &mut |b, z, ty| {
-                            let v = b
-                                .ins()
-                                .load(ty, flags(), run.source, (4 * z * stride) as i32);
-                            b.ins().store(flags(), v, run.column, (4 * z) as i32);
-                        });
-                        zeros(b, hi..conv.out_width);
-                    };
-                    match run.inside {
-                        None => copy(b),
-                        Some(inside) => branch(b, inside, &mut |b| copy(b), &mut |b| {
-                            zeros(b, 0..conv.out_width)
-                        }),
-                    }
-                    return;
-                }
-                let zero = f32_const(b, 0.0);
-                let out_width = b.ins().iconst(types::I64, conv.out_width);
-                let start = b.ins().iconst(types::I64, 0);
-                let [one, step] = [1, stride].map(|v| b.ins().iconst(types::I64, v));
-                for (from, to) in [(start, run.lo), (run.hi, out_width)] {
-                    let at = run.column(b, from);
-                    lanes(b, from, to, false, &[at], &[one], &mut |b, _, _, a| {
-                        b.ins().store(flags(), zero, a[0], 0);
-                    });
-                }
-                let starts = [run.source(b, run.lo, stride), run.column(b, run.lo)];
-                lanes(
-                    b,
-                    run.lo,
-                    run.hi,
-                    stride == 1,
-                    &starts,
-                    &[step, one],
-                    &mut |b, _, ty, a| {
-                        let v = b.ins().load(ty, flags(), a[0], 0);
-                        b.ins().store(flags(), v, a[1], 0);
-                    },
-                );
-            },
-        );
-    }
-
-    /// Adds each entry of the im2col-shaped `columns` (of `images` images from `first`) back to
-    /// the input position it came from in `dx`.
-    #[allow(clippy::too_many_arguments)]
-    fn col2im(
-        &self,
-        b: &mut FunctionBuilder,
-        conv: &Conv,
-        columns: Value,
-        dx: Value,
-        first: Value,
-        images: Value,
-        row_len: Value,
-    ) {
-        let stride = conv.window.stride[1] as i64;
-        self.runs(
-            b,
-            conv,
-            [dx, columns],
-            first,
-            images,
-            row_len,
-            &mut |b, run| {
-                if conv.out_width <= UNROLL {
-                    // Short rows are written out in full: every offset is a constant.
-                    let (lo, hi) = run.bounds;
-                    let add = |b: &mut FunctionBuilder| {
-                        unrolled(b, lo..hi, stride == 1, &mut |b, z, ty| {
-                            let v = b.ins().load(ty, flags(), run.column, (4 * z) as i32);
-                            let offset = (4 * z * stride) as i32;
-                            let current = b.ins().load(ty, flags(), run.source, offset);
-                            let sum = b.ins().fadd(current, v);
-                            b.ins().store(flags(), sum, run.source, offset);
-                        });
-                    };
-                    match run.inside {
-                        None => add(b),
-                        Some(inside) => branch(b, inside, &mut |b| add(b), &mut |_| {}),
-                    }
-                    return;
-                }
-                let [one, step] = [1, stride].map(|v| b.ins().iconst(types::I64, v));
-                let starts = [run.column(b, run.lo), run.source(b, run.lo, stride)];
-                lanes(
-                    b,
-                    run.lo,
-                    run.hi,
-                    stride == 1,
-                    &starts,
-                    &[one, step],
-                    &mut |b, _, ty, a| {
-                        let v = b.ins().load(ty, flags(), a[0], 0);
-                        let current = b.ins().load(ty, flags(), a[1], 0);
-                        let sum = b.ins().fadd(current, v);
-                        b.ins().store(flags(), sum, a[1], 0);
-                    },
-                );
-            },
-        );
-    }
-
-    /// Visits every run of the im2col matrix (at `columns`) of `images` images from `first` of
-    /// `input`, whose rows are `row_len` long: one run per (channel, kernel row, kernel column, image, output row),
-    /// covering the output columns `z` of that row, of which `lo..hi` read inside the input.
-    #[allow(clippy::too_many_arguments)]
-    fn runs(
-        &self,
-        b: &mut FunctionBuilder,
-        conv: &Conv,
-        [input, columns]: [Value; 2],
-        first: Value,
-        images: Value,
-        row_len: Value,
-        body: &mut dyn FnMut(&mut FunctionBuilder, &Run),
     ) {
         let constant = |b: &mut FunctionBuilder, v: i64| b.ins().iconst(types::I64, v);
         let w = conv.window;
@@ -1315,11 +1191,10 @@ impl Lowerer<'_> {
                 (lo, hi.max(lo))
             })
             .collect();
-        // The kernel columns are unrolled: the rows of one (channel, kernel row) read the same
-        // input row, shifted, so each output row's addresses are computed once for all of them.
         let row_offsets: Vec<Value> = (0..kw).map(|j| b.ins().imul_imm_s(row_len, j)).collect();
         let rows = [conv.channels, kh].map(|d| constant(b, d));
         let out_dims = [images, constant(b, conv.out_height)];
+        let vector = stride_z == 1;
         loops(b, &rows, &mut |b, r| {
             let (c, i) = (r[0], r[1]);
             let row = {
@@ -1330,44 +1205,68 @@ impl Lowerer<'_> {
             let row_start = b.ins().imul(row, row_len);
             loops(b, &out_dims, &mut |b, o| {
                 let (local, y) = (o[0], o[1]);
-                let image = b.ins().iadd(first, local);
+                let this_image = b.ins().iadd(first, local);
                 let column = {
                     let t = b.ins().imul_imm_s(local, conv.out_height);
                     let t = b.ins().iadd(t, y);
                     let t = b.ins().imul_imm_s(t, conv.out_width);
-                    b.ins().iadd(row_start, t)
+                    let t = b.ins().iadd(row_start, t);
+                    element(b, columns, t)
                 };
                 let sy = {
                     let t = b.ins().imul_imm_s(y, stride_y);
                     let t = b.ins().iadd(t, i);
                     b.ins().iadd_imm_s(t, -pad_y)
                 };
-                // Negative rows are huge unsigned ones: one comparison.
-                let inside = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sy, conv.height);
+                // The image address tap z = 0 would read (outside the image unless lo is 0).
                 let source = {
-                    let t = b.ins().imul_imm_s(image, conv.channels);
+                    let t = b.ins().imul_imm_s(this_image, conv.channels);
                     let t = b.ins().iadd(t, c);
                     let t = b.ins().imul_imm_s(t, conv.height);
                     let t = b.ins().iadd(t, sy);
                     let t = b.ins().imul_imm_s(t, conv.width);
-                    b.ins().iadd_imm_s(t, -pad_z)
+                    let t = b.ins().iadd_imm_s(t, -pad_z);
+                    element(b, image, t)
                 };
-                // A row in padding reads nothing.
-                let end = constant(b, conv.out_width);
-                for (j, &(lo, hi)) in bounds.iter().enumerate() {
-                    let (lo, hi) = (constant(b, lo), constant(b, hi));
-                    let column = b.ins().iadd(column, row_offsets[j]);
-                    let source = b.ins().iadd_imm_s(source, j as i64);
-                    let run = Run {
-                        column: element(b, columns, column),
-                        source: element(b, input, source),
-                        lo: b.ins().select(inside, lo, end),
-                        hi: b.ins().select(inside, hi, end),
-                        bounds: bounds[j],
-                        inside: (pad_y > 0).then_some(inside),
-                    };
-                    body(b, &run);
+                let columns_of =
+                    |b: &mut FunctionBuilder, j: usize| element(b, column, row_offsets[j]);
+                let mut inside_row = |b: &mut FunctionBuilder| {
+                    for (j, &(lo, hi)) in bounds.iter().enumerate() {
+                        let (at, tap) = (columns_of(b, j), (4 * j) as i32);
+                        let source_offset = |z: i64| tap + (4 * z * stride_z) as i32;
+                        match direction {
+                            Direction::Gather => {
+                                zeros(b, at, (0..lo).chain(hi..conv.out_width));
+                                unrolled(b, lo..hi, vector, &mut |b, z, ty| {
+                                    let v = b.ins().load(ty, flags(), source, source_offset(z));
+                                    b.ins().store(flags(), v, at, (4 * z) as i32);
+                                });
+                            }
+                            Direction::Scatter => {
+                                unrolled(b, lo..hi, vector, &mut |b, z, ty| {
+                                    let v = b.ins().load(ty, flags(), at, (4 * z) as i32);
+                                    let offset = source_offset(z);
+                                    let current = b.ins().load(ty, flags(), source, offset);
+                                    let sum = b.ins().fadd(current, v);
+                                    b.ins().store(flags(), sum, source, offset);
+                                });
+                            }
+                        }
+                    }
+                };
+                if pad_y == 0 {
+                    return inside_row(b);
                 }
+                // A row in vertical padding reads nothing: its entries are zeros.
+                let inside = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sy, conv.height);
+                branch(b, inside, &mut inside_row, &mut |b| {
+                    if direction == Direction::Gather {
+                        for j in 0..bounds.len() {
+                            let at = columns_of(b, j);
+                            zeros(b, at, 0..conv.out_width);
+                        }
+                    }
+                });
             });
         });
     }
@@ -1804,9 +1703,6 @@ fn loops(
     nest(b, dims, &mut Vec::new(), body);
 }
 
-/// Output rows at most this wide are copied with straight-line code in im2col and col2im.
-const UNROLL: i64 = 32;
-
 /// `body(z, type)` for each `z` of a range known when the code is generated: four lanes at a
 /// time (type `f32x4`) while four remain, when `vector`, then one at a time.
 fn unrolled(
@@ -1822,6 +1718,14 @@ fn unrolled(
     }
     for z in z..range.end {
         body(b, z, types::F32);
+    }
+}
+
+/// Stores 0 at `at + 4·z` for each `z` (known when the code is generated).
+fn zeros(b: &mut FunctionBuilder, at: Value, z: impl Iterator<Item = i64>) {
+    let zero = f32_const(b, 0.0);
+    for z in z {
+        b.ins().store(flags(), zero, at, (4 * z) as i32);
     }
 }
 
@@ -1841,16 +1745,6 @@ fn branch(
     otherwise(b);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
-}
-
-/// Zero as a value of `ty` (`f32` or `f32x4`).
-fn zero_of(b: &mut FunctionBuilder, ty: types::Type) -> Value {
-    let zero = f32_const(b, 0.0);
-    if ty == types::F32X4 {
-        b.ins().splat(types::F32X4, zero)
-    } else {
-        zero
-    }
 }
 
 /// Stores 0 in elements `lo..hi` from `base`, four at a time.
