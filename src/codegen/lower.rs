@@ -974,17 +974,13 @@ impl Lowerer<'_> {
             let n = b.ins().imul_imm_s(images, conv.positions());
             // The chunk's first column in `[O, N, OH·OW]` matrices.
             let offset = b.ins().imul_imm_s(first, conv.positions());
+            // Both products with the input need its patches; the input gradient makes them.
+            if *pass != ConvPass::GradInput {
+                let places = [input, scratch];
+                self.patches(b, conv, Direction::Gather, places, first, images, n);
+            }
             match pass {
                 ConvPass::Forward => {
-                    self.patches(
-                        b,
-                        conv,
-                        Direction::Gather,
-                        [input, scratch],
-                        first,
-                        images,
-                        n,
-                    );
                     let dst = element(b, out, offset);
                     self.gemm(
                         b,
@@ -996,15 +992,6 @@ impl Lowerer<'_> {
                     );
                 }
                 ConvPass::GradWeight => {
-                    self.patches(
-                        b,
-                        conv,
-                        Direction::Gather,
-                        [input, scratch],
-                        first,
-                        images,
-                        n,
-                    );
                     let dy = element(b, other, offset);
                     self.gemm(
                         b,
