@@ -614,6 +614,13 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
             format!(", {pass:?} pass, {chunk} images per im2col chunk")
         }
         Kernel::Copy { .. } => ", copied into [O, N, OH·OW] order".to_string(),
+        Kernel::Softmax {
+            partner: Some((other, _)),
+            ..
+        } => format!(
+            ", and {other} {} from the same exponentials",
+            graph.node(*other).op
+        ),
         _ => String::new(),
     };
     format!(

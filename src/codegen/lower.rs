@@ -786,15 +786,21 @@ impl Lowerer<'_> {
                 len,
                 inner,
                 log,
+                partner,
                 ..
             } => {
                 let input_base = self.memory(b, input);
-                let out_base = self.buffer_address(b, *out);
+                // Where each of the two results goes, when it is computed.
+                let this = Some(self.buffer_address(b, *out));
+                let other = partner.map(|(_, buffer)| self.buffer_address(b, buffer));
+                let (plain, logs) = if *log { (other, this) } else { (this, other) };
                 let [outer, len_v, inner] = [*outer, *len, *inner].map(|d| self.sym(b, d));
                 let one = b.ins().iconst(types::I64, 1);
                 let stride = b.ins().imul(len_v, inner);
                 let strides = [stride, inner, one];
-                // One softmax per (outer, inner) pair, along the axis in between.
+                // One softmax per (outer, inner) pair, along the axis in between: the maximum,
+                // then the sum of exponentials (each kept in the softmax's buffer when there is
+                // one), then the results, in the interpreter's order.
                 loops(b, &[outer, inner], &mut |b, row| {
                     let at = |b: &mut FunctionBuilder, base: Value, j: Value| {
                         self.address(b, base, &strides, &[row[0], j, row[1]])
@@ -812,26 +818,29 @@ impl Lowerer<'_> {
                         let x = b.ins().load(types::F32, flags(), address, 0);
                         let shifted = b.ins().fsub(x, max);
                         let e = exp(b, shifted, false);
+                        if let Some(plain) = plain {
+                            let target = at(b, plain, j);
+                            b.ins().store(flags(), e, target, 0);
+                        }
                         b.ins().fadd(t, e)
                     });
-                    let log_total = if *log {
-                        self.call(b, Import::Logf, &[total])
-                    } else {
-                        None
-                    };
+                    let log_total =
+                        logs.map(|_| self.call(b, Import::Logf, &[total]).expect("logf returns"));
                     loops(b, &[len_v], &mut |b, j| {
-                        let address = at(b, input_base, j[0]);
-                        let x = b.ins().load(types::F32, flags(), address, 0);
-                        let shifted = b.ins().fsub(x, max);
-                        let value = match log_total {
-                            Some(lt) => b.ins().fsub(shifted, lt),
-                            None => {
-                                let e = exp(b, shifted, false);
-                                b.ins().fdiv(e, total)
-                            }
-                        };
-                        let target = at(b, out_base, j[0]);
-                        b.ins().store(flags(), value, target, 0);
+                        if let (Some(logs), Some(log_total)) = (logs, log_total) {
+                            let address = at(b, input_base, j[0]);
+                            let x = b.ins().load(types::F32, flags(), address, 0);
+                            let shifted = b.ins().fsub(x, max);
+                            let value = b.ins().fsub(shifted, log_total);
+                            let target = at(b, logs, j[0]);
+                            b.ins().store(flags(), value, target, 0);
+                        }
+                        if let Some(plain) = plain {
+                            let target = at(b, plain, j[0]);
+                            let e = b.ins().load(types::F32, flags(), target, 0);
+                            let value = b.ins().fdiv(e, total);
+                            b.ins().store(flags(), value, target, 0);
+                        }
                     });
                 });
             }

@@ -254,7 +254,9 @@ pub enum Kernel {
         conv: Conv,
     },
     /// Softmax or log-softmax of a contiguous input over one axis, seen as
-    /// `[outer, len, inner]`.
+    /// `[outer, len, inner]`; with a `partner`, the other of the two as well, into its own
+    /// buffer, from the same exponentials (cross-entropy needs log-softmax for the loss and,
+    /// once simplified, softmax for the gradient).
     Softmax {
         node: NodeId,
         out: usize,
@@ -263,6 +265,7 @@ pub enum Kernel {
         len: Sym,
         inner: Sym,
         log: bool,
+        partner: Option<(NodeId, usize)>,
     },
 }
 
@@ -436,6 +439,18 @@ impl Kernel {
             Some(Share::Chunks { .. }) => true,
             Some(Share::Loop(_)) => floats >= SHARE_MIN,
             None => false,
+        }
+    }
+
+    /// Every buffer the kernel writes for later kernels: its output, and a softmax's partner.
+    pub fn writes(&self) -> Vec<usize> {
+        match self {
+            Kernel::Softmax {
+                out,
+                partner: Some((_, other)),
+                ..
+            } => vec![*out, *other],
+            _ => vec![self.out()],
         }
     }
 
@@ -617,9 +632,27 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                 })
             }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+                if p.views[i].is_some() {
+                    // Computed with its partner.
+                    continue;
+                }
                 let sizes = dims(graph.shape(node.args[0]));
                 let input = p.contiguous_view(node.args[0]);
                 let log = matches!(node.op, Op::LogSoftmax { .. });
+                let partner = graph.nodes[i + 1..].iter().position(|other| {
+                    other.args == node.args
+                        && match other.op {
+                            Op::Softmax { axis: a } => log && a == *axis,
+                            Op::LogSoftmax { axis: a } => !log && a == *axis,
+                            _ => false,
+                        }
+                });
+                let partner = partner.map(|offset| {
+                    let other = NodeId((i + 1 + offset) as u32);
+                    let buffer = p.buffer(product(&dims(graph.shape(other))));
+                    p.views[other.index()] = Some(p.out_view(other, buffer));
+                    (other, buffer)
+                });
                 p.kernel(id, |out| Kernel::Softmax {
                     node: id,
                     out,
@@ -628,6 +661,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     len: sizes[*axis],
                     inner: product(&sizes[*axis + 1..]),
                     log,
+                    partner,
                 })
             }
             Op::Conv2d(window) => {
@@ -935,7 +969,7 @@ fn allocate(
     let mut live: Vec<usize> = Vec::new();
     for (k, kernel) in kernels.iter().enumerate() {
         let out = &kernel.out();
-        for buffer in std::iter::once(*out).chain(kernel.scratch()) {
+        for buffer in kernel.writes().into_iter().chain(kernel.scratch()) {
             let need = floats(sizes[buffer]);
             let slot = free.iter().position(|&(_, len)| len >= need);
             buffers[buffer] = match slot {

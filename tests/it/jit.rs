@@ -182,6 +182,11 @@ fn exp_kernels_match_the_interpreter_bit_for_bit() {
             "y = softmax(x) + log_softmax(x * 0.5)\n loss mse(y, t)",
             "target t: [4099]",
         ),
+        // Both of the same input: one kernel computes them from the same exponentials.
+        (
+            "y = softmax(x) * 2 + log_softmax(x)\n loss mse(y, t)",
+            "target t: [4099]",
+        ),
     ];
     for (body, target) in cases {
         let source = netc::source::SourceFile::new(
