@@ -900,10 +900,9 @@ impl Lowerer<'_> {
             // The weight gradient is the first worker's sum plus the second's.
             let out = self.buffer_address(b, *out);
             let scratch = self.buffer_address(b, *scratch);
-            let partial = b.ins().iadd_imm_s(
-                scratch,
-                4 * WORKERS * chunk * conv.patch() * conv.positions(),
-            );
+            let partial = b
+                .ins()
+                .iadd_imm_s(scratch, 4 * WORKERS * conv.im2col_floats(*chunk));
             let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
             let [one, zero] = [1, 0].map(|v| b.ins().iconst(types::I64, v));
             lanes(
@@ -942,11 +941,11 @@ impl Lowerer<'_> {
             ..
         } = kernel
         else {
-            unreachable!("chunk functions are made for convolutions")
+            unreachable!("conv_chunks is called for convolutions")
         };
         let (input, other) = (self.memory(b, input), self.memory(b, other));
         let out = self.buffer_address(b, *out);
-        let per_worker = chunk * conv.patch() * conv.positions();
+        let per_worker = conv.im2col_floats(*chunk);
         let scratch_base = self.buffer_address(b, *scratch);
         let own = b.ins().imul_imm_s(worker, per_worker);
         let scratch = element(b, scratch_base, own);

@@ -344,6 +344,12 @@ impl Conv {
         self.out_height * self.out_width
     }
 
+    /// Floats of one worker's im2col buffer for chunks of `chunk` images. The second worker's
+    /// weight-gradient sum follows both workers' buffers, at `WORKERS` times this.
+    pub fn im2col_floats(&self, chunk: i64) -> i64 {
+        chunk * self.patch() * self.positions()
+    }
+
     /// Output positions of the batch: every position of every image.
     pub fn columns(&self) -> Sym {
         Sym {
@@ -794,15 +800,14 @@ impl Planner<'_> {
         other: View,
         conv: Conv,
     ) {
-        let per_image = conv.patch() * conv.positions();
-        let chunk = (SCRATCH / per_image).max(1);
+        let chunk = (SCRATCH / conv.im2col_floats(1)).max(1);
         // An im2col buffer per worker, then the second worker's weight-gradient sum.
         let partial = if pass == ConvPass::GradWeight {
             conv.outputs * conv.patch()
         } else {
             0
         };
-        let scratch = self.buffer(Sym::fixed(WORKERS * chunk * per_image + partial));
+        let scratch = self.buffer(Sym::fixed(WORKERS * conv.im2col_floats(chunk) + partial));
         self.kernels.push(Kernel::Conv {
             node,
             out,
