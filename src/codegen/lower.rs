@@ -222,17 +222,45 @@ struct Element<'a> {
     vector: bool,
 }
 
-/// One position a pooling window reads.
+/// One position a pooling window reads: element `source + offset` of the input.
 struct Patch {
-    /// Whether the position is inside the input (not padding).
-    inside: Value,
-    /// Its element index in the input (0 when outside).
+    /// Whether the position is inside the input (not padding); `None` when it always is.
+    inside: Option<Value>,
+    /// An element index (0 when the position is outside), shared by the window's positions
+    /// when the window has no padding...
     source: Value,
+    /// ...which then differ by this constant.
+    offset: i64,
 }
 
 impl Patch {
-    fn source_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
-        element(b, base, self.source)
+    /// The input's value here.
+    fn load(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        let address = element(b, base, self.source);
+        b.ins()
+            .load(types::F32, flags(), address, (4 * self.offset) as i32)
+    }
+
+    /// Adds `v` to the value here in `base`.
+    fn add(&self, b: &mut FunctionBuilder, base: Value, v: Value) {
+        let address = element(b, base, self.source);
+        let offset = (4 * self.offset) as i32;
+        let current = b.ins().load(types::F32, flags(), address, offset);
+        let sum = b.ins().fadd(current, v);
+        b.ins().store(flags(), sum, address, offset);
+    }
+
+    /// The element index.
+    fn index(&self, b: &mut FunctionBuilder) -> Value {
+        b.ins().iadd_imm_s(self.source, self.offset)
+    }
+
+    /// `v` inside the input, `otherwise` in padding.
+    fn keep(&self, b: &mut FunctionBuilder, v: Value, otherwise: Value) -> Value {
+        match self.inside {
+            Some(inside) => b.ins().select(inside, v, otherwise),
+            None => v,
+        }
     }
 }
 
@@ -694,10 +722,9 @@ impl Lowerer<'_> {
                     };
                     let mut acc = f32_const(b, init);
                     for at in &window.cover {
-                        let address = at.source_address(b, x);
-                        let v = b.ins().load(types::F32, flags(), address, 0);
+                        let v = at.load(b, x);
                         let skip = f32_const(b, skip);
-                        let v = b.ins().select(at.inside, v, skip);
+                        let v = at.keep(b, v, skip);
                         acc = match op {
                             PoolOp::Max => {
                                 let greater = b.ins().fcmp(FloatCC::GreaterThan, v, acc);
@@ -735,13 +762,6 @@ impl Lowerer<'_> {
                     None => self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width),
                 }
                 let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
-                let add = |b: &mut FunctionBuilder, index: Value, v: Value| {
-                    let bytes = b.ins().ishl_imm_u(index, 2);
-                    let target = b.ins().iadd(dx, bytes);
-                    let current = b.ins().load(types::F32, flags(), target, 0);
-                    let sum = b.ins().fadd(current, v);
-                    b.ins().store(flags(), sum, target, 0);
-                };
                 self.windows(b, conv, &mut |b, window| {
                     let address = window.output_address(b, dy);
                     let g = b.ins().load(types::F32, flags(), address, 0);
@@ -752,13 +772,16 @@ impl Lowerer<'_> {
                             let mut best = b.ins().iconst(types::I64, -1);
                             let mut best_value = zero;
                             for at in &window.cover {
-                                let address = at.source_address(b, x);
-                                let v = b.ins().load(types::F32, flags(), address, 0);
+                                let v = at.load(b, x);
                                 let none = b.ins().icmp_imm_s(IntCC::SignedLessThan, best, 0);
                                 let greater = b.ins().fcmp(FloatCC::GreaterThan, v, best_value);
                                 let better = b.ins().bor(none, greater);
-                                let take = b.ins().band(at.inside, better);
-                                best = b.ins().select(take, at.source, best);
+                                let take = match at.inside {
+                                    Some(inside) => b.ins().band(inside, better),
+                                    None => better,
+                                };
+                                let index = at.index(b);
+                                best = b.ins().select(take, index, best);
                                 best_value = b.ins().select(take, v, best_value);
                             }
                             let found =
@@ -766,14 +789,19 @@ impl Lowerer<'_> {
                             let first = b.ins().iconst(types::I64, 0);
                             let index = b.ins().select(found, best, first);
                             let v = b.ins().select(found, g, zero);
-                            add(b, index, v);
+                            let target = Patch {
+                                inside: None,
+                                source: index,
+                                offset: 0,
+                            };
+                            target.add(b, dx, v);
                         }
                         PoolOp::Avg => {
                             let area = f32_const(b, area);
                             let share = b.ins().fdiv(g, area);
                             for at in &window.cover {
-                                let v = b.ins().select(at.inside, share, zero);
-                                add(b, at.source, v);
+                                let v = at.keep(b, share, zero);
+                                at.add(b, dx, v);
                             }
                         }
                     }
@@ -1296,10 +1324,26 @@ impl Lowerer<'_> {
                 b.ins().iadd(t, z)
             };
             let mut cover = Vec::new();
-            for i in 0..conv.window.kernel[0] as i64 {
-                for j in 0..conv.window.kernel[1] as i64 {
-                    let offsets = [i, j].map(|k| b.ins().iconst(types::I64, k));
-                    cover.push(self.tap(b, conv, plane, [y, z], offsets));
+            let [kh, kw] = conv.window.kernel.map(|k| k as i64);
+            if conv.window.padding == [0, 0] {
+                // Every position is inside: one index for the window, constant offsets.
+                let zero = b.ins().iconst(types::I64, 0);
+                let origin = self.tap(b, conv, plane, [y, z], [zero, zero]).source;
+                for i in 0..kh {
+                    for j in 0..kw {
+                        cover.push(Patch {
+                            inside: None,
+                            source: origin,
+                            offset: i * conv.width + j,
+                        });
+                    }
+                }
+            } else {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let offsets = [i, j].map(|k| b.ins().iconst(types::I64, k));
+                        cover.push(self.tap(b, conv, plane, [y, z], offsets));
+                    }
                 }
             }
             body(b, &Window { output, cover });
@@ -1336,7 +1380,11 @@ impl Lowerer<'_> {
         // Outside the input, the first element stands in: always a valid address.
         let first = b.ins().iconst(types::I64, 0);
         let source = b.ins().select(inside, source, first);
-        Patch { inside, source }
+        Patch {
+            inside: Some(inside),
+            source,
+            offset: 0,
+        }
     }
 
     /// One element of a fused expression: its reads combined by the nodes it applies.
