@@ -623,8 +623,15 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         ),
         _ => String::new(),
     };
+    let then = match kernel {
+        Kernel::Conv {
+            epilogue: Some(epilogue),
+            ..
+        } => format!("; then on each chunk, {}", describe(graph, plan, epilogue)),
+        _ => String::new(),
+    };
     format!(
-        "{} {} = {} : {}{}{detail}{line} -> arena[{}..]",
+        "{} {} = {} : {}{}{detail}{line} -> arena[{}..]{then}",
         kernel.kind(),
         kernel.node(),
         node.op,

@@ -193,6 +193,7 @@ pub fn lower_share(
     b.finalize(config);
 }
 
+#[derive(Clone, Copy)]
 struct Lowerer<'a> {
     graph: &'a Graph,
     plan: &'a Plan,
@@ -966,6 +967,7 @@ impl Lowerer<'_> {
             other,
             conv,
             chunk,
+            epilogue,
             ..
         } = kernel
         else {
@@ -1026,6 +1028,16 @@ impl Lowerer<'_> {
                         (scratch, unit, n),
                         zero,
                     );
+                    if let Some(epilogue) = epilogue {
+                        // The map over this chunk's images only.
+                        let end = b.ins().iadd(first, images);
+                        let chunk_only = Lowerer {
+                            shares: &[],
+                            share: Some([first, end, worker]),
+                            ..*self
+                        };
+                        chunk_only.kernel(b, usize::MAX, epilogue);
+                    }
                 }
                 ConvPass::GradWeight => {
                     let dy = element(b, other, offset);

@@ -234,6 +234,9 @@ pub enum Kernel {
         other: View,
         conv: Conv,
         chunk: i64,
+        /// A map over the forward output (the bias and activation that follow), run on each
+        /// chunk's images right after its product, while they are in cache.
+        epilogue: Option<Box<Kernel>>,
     },
     /// Max or average pooling of a contiguous `[N, C, H, W]` input.
     Pool {
@@ -456,6 +459,11 @@ impl Kernel {
                 partner: Some((_, other)),
                 ..
             } => vec![*out, *other],
+            Kernel::Conv {
+                out,
+                epilogue: Some(epilogue),
+                ..
+            } => vec![*out, epilogue.out()],
             _ => vec![self.out()],
         }
     }
@@ -487,7 +495,16 @@ impl Kernel {
             Kernel::Map { args, .. } => args.iter().collect(),
             Kernel::Gemm { a, b, .. } => vec![a, b],
             Kernel::PoolGrad { input, grad, .. } => vec![input, grad],
-            Kernel::Conv { input, other, .. } => vec![input, other],
+            Kernel::Conv {
+                input,
+                other,
+                epilogue,
+                ..
+            } => {
+                let mut reads = vec![input, other];
+                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
+                reads
+            }
             Kernel::Reduce { input, .. }
             | Kernel::Copy { input, .. }
             | Kernel::Pool { input, .. }
@@ -742,9 +759,10 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
             p.materialize(id, view);
         }
     }
-    let (buffers, arena) = allocate(&p.kernels, &p.sizes, &p.views, wanted, max_batch);
+    let kernels = with_epilogues(graph, p.kernels);
+    let (buffers, arena) = allocate(&kernels, &p.sizes, &p.views, wanted, max_batch);
     Ok(Plan {
-        kernels: p.kernels,
+        kernels,
         buffers,
         arena,
         views: p.views,
@@ -817,6 +835,7 @@ impl Planner<'_> {
             other,
             conv,
             chunk,
+            epilogue: None,
         });
     }
 
@@ -915,6 +934,34 @@ impl Planner<'_> {
             strides,
         }
     }
+}
+
+/// Moves a map that directly follows a forward convolution and reads its output, looping over
+/// the batch outermost, into the convolution as its epilogue.
+fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
+    let mut result: Vec<Kernel> = Vec::with_capacity(kernels.len());
+    for kernel in kernels {
+        if let (
+            Some(Kernel::Conv {
+                out,
+                pass: ConvPass::Forward,
+                conv,
+                epilogue: epilogue @ None,
+                ..
+            }),
+            Kernel::Map { args, .. },
+        ) = (result.last_mut(), &kernel)
+        {
+            let reads_output = args.iter().any(|a| a.base == Base::Buffer(*out));
+            let by_image = kernel.map_layout(graph).0.first() == Some(&conv.batch);
+            if reads_output && by_image {
+                *epilogue = Some(Box::new(kernel));
+                continue;
+            }
+        }
+        result.push(kernel);
+    }
+    result
 }
 
 /// Elementwise nodes to inline into their consumer: used exactly once, by an elementwise
