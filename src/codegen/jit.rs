@@ -628,6 +628,10 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
             epilogue: Some(epilogue),
             ..
         } => format!("; then on each chunk, {}", describe(graph, plan, epilogue)),
+        Kernel::PoolGrad {
+            epilogue: Some(epilogue),
+            ..
+        } => format!("; then on each plane, {}", describe(graph, plan, epilogue)),
         _ => String::new(),
     };
     format!(

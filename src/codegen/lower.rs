@@ -748,6 +748,7 @@ impl Lowerer<'_> {
                 grad,
                 op,
                 conv,
+                epilogue,
                 ..
             } => {
                 let (x, dy) = (self.memory(b, input), self.memory(b, grad));
@@ -763,50 +764,71 @@ impl Lowerer<'_> {
                     None => self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width),
                 }
                 let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
-                self.windows(b, conv, &mut |b, window| {
-                    let address = window.output_address(b, dy);
-                    let g = b.ins().load(types::F32, flags(), address, 0);
-                    let zero = f32_const(b, 0.0);
-                    match op {
-                        // The first maximum of the window takes the whole gradient.
-                        PoolOp::Max => {
-                            let mut best = b.ins().iconst(types::I64, -1);
-                            let mut best_value = zero;
-                            for at in &window.cover {
-                                let v = at.load(b, x);
-                                let none = b.ins().icmp_imm_s(IntCC::SignedLessThan, best, 0);
-                                let greater = b.ins().fcmp(FloatCC::GreaterThan, v, best_value);
-                                let better = b.ins().bor(none, greater);
-                                let take = match at.inside {
-                                    Some(inside) => b.ins().band(inside, better),
-                                    None => better,
-                                };
-                                let index = at.index(b);
-                                best = b.ins().select(take, index, best);
-                                best_value = b.ins().select(take, v, best_value);
-                            }
-                            let found =
-                                b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, best, 0);
-                            let first = b.ins().iconst(types::I64, 0);
-                            let index = b.ins().select(found, best, first);
-                            let v = b.ins().select(found, g, zero);
-                            let target = Patch {
-                                inside: None,
-                                source: index,
-                                offset: 0,
-                            };
-                            target.add(b, dx, v);
-                        }
-                        PoolOp::Avg => {
-                            let area = f32_const(b, area);
-                            let share = b.ins().fdiv(g, area);
-                            for at in &window.cover {
-                                let v = at.keep(b, share, zero);
-                                at.add(b, dx, v);
-                            }
-                        }
+                // The map that follows (the activation's gradient), on each plane once its
+                // windows are done, while the plane is in cache.
+                let plane_size = conv.height * conv.width;
+                let mut after = |b: &mut FunctionBuilder, plane: Value| {
+                    if let Some(epilogue) = epilogue {
+                        let start = b.ins().imul_imm_s(plane, plane_size);
+                        let end = b.ins().iadd_imm_s(start, plane_size);
+                        let worker = self.share.map_or(start, |[_, _, w]| w);
+                        let plane_only = Lowerer {
+                            shares: &[],
+                            share: Some([start, end, worker]),
+                            ..*self
+                        };
+                        plane_only.kernel(b, usize::MAX, epilogue);
                     }
-                });
+                };
+                self.windows_by_plane(
+                    b,
+                    conv,
+                    &mut |b, window| {
+                        let address = window.output_address(b, dy);
+                        let g = b.ins().load(types::F32, flags(), address, 0);
+                        let zero = f32_const(b, 0.0);
+                        match op {
+                            // The first maximum of the window takes the whole gradient.
+                            PoolOp::Max => {
+                                let mut best = b.ins().iconst(types::I64, -1);
+                                let mut best_value = zero;
+                                for at in &window.cover {
+                                    let v = at.load(b, x);
+                                    let none = b.ins().icmp_imm_s(IntCC::SignedLessThan, best, 0);
+                                    let greater = b.ins().fcmp(FloatCC::GreaterThan, v, best_value);
+                                    let better = b.ins().bor(none, greater);
+                                    let take = match at.inside {
+                                        Some(inside) => b.ins().band(inside, better),
+                                        None => better,
+                                    };
+                                    let index = at.index(b);
+                                    best = b.ins().select(take, index, best);
+                                    best_value = b.ins().select(take, v, best_value);
+                                }
+                                let found =
+                                    b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, best, 0);
+                                let first = b.ins().iconst(types::I64, 0);
+                                let index = b.ins().select(found, best, first);
+                                let v = b.ins().select(found, g, zero);
+                                let target = Patch {
+                                    inside: None,
+                                    source: index,
+                                    offset: 0,
+                                };
+                                target.add(b, dx, v);
+                            }
+                            PoolOp::Avg => {
+                                let area = f32_const(b, area);
+                                let share = b.ins().fdiv(g, area);
+                                for at in &window.cover {
+                                    let v = at.keep(b, share, zero);
+                                    at.add(b, dx, v);
+                                }
+                            }
+                        }
+                    },
+                    &mut after,
+                );
             }
             Kernel::Softmax {
                 out,
@@ -1314,6 +1336,17 @@ impl Lowerer<'_> {
         conv: &Conv,
         body: &mut dyn FnMut(&mut FunctionBuilder, &Window),
     ) {
+        self.windows_by_plane(b, conv, body, &mut |_, _| {});
+    }
+
+    /// `windows`, calling `after(plane)` once the windows of each plane are done.
+    fn windows_by_plane(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        body: &mut dyn FnMut(&mut FunctionBuilder, &Window),
+        after: &mut dyn FnMut(&mut FunctionBuilder, Value),
+    ) {
         let planes = self.sym(
             b,
             Sym {
@@ -1321,14 +1354,30 @@ impl Lowerer<'_> {
                 batch: conv.batch.batch,
             },
         );
+        let (first, end) = match self.share {
+            Some([first, end, _]) => (first, end),
+            None => (b.ins().iconst(types::I64, 0), planes),
+        };
         let out_dims = [
-            planes,
             b.ins().iconst(types::I64, conv.out_height),
             b.ins().iconst(types::I64, conv.out_width),
         ];
-        let range = self.share.map(|[first, end, _]| (first, end));
-        loops_within(b, &out_dims, range, &mut |b, o| {
-            let (plane, y, z) = (o[0], o[1], o[2]);
+        range(b, first, end, 1, &mut |b, plane| {
+            self.plane_windows(b, conv, plane, &out_dims, body);
+            after(b, plane);
+        });
+    }
+
+    fn plane_windows(
+        &self,
+        b: &mut FunctionBuilder,
+        conv: &Conv,
+        plane: Value,
+        out_dims: &[Value],
+        body: &mut dyn FnMut(&mut FunctionBuilder, &Window),
+    ) {
+        loops(b, out_dims, &mut |b, o| {
+            let (y, z) = (o[0], o[1]);
             let output = {
                 let t = b.ins().imul_imm_s(plane, conv.out_height);
                 let t = b.ins().iadd(t, y);

@@ -255,6 +255,9 @@ pub enum Kernel {
         grad: View,
         op: PoolOp,
         conv: Conv,
+        /// A map over the gradient (the activation's gradient before the pooling), run on each
+        /// plane as soon as its windows are done.
+        epilogue: Option<Box<Kernel>>,
     },
     /// Softmax or log-softmax of a contiguous input over one axis, seen as
     /// `[outer, len, inner]`; with a `partner`, the other of the two as well, into its own
@@ -459,12 +462,21 @@ impl Kernel {
                 partner: Some((_, other)),
                 ..
             } => vec![*out, *other],
-            Kernel::Conv {
-                out,
-                epilogue: Some(epilogue),
-                ..
-            } => vec![*out, epilogue.out()],
-            _ => vec![self.out()],
+            _ => {
+                let mut writes = vec![self.out()];
+                writes.extend(self.epilogue().map(Kernel::out));
+                writes
+            }
+        }
+    }
+
+    /// The map a convolution or pooling gradient runs on each of its chunks or planes.
+    pub fn epilogue(&self) -> Option<&Kernel> {
+        match self {
+            Kernel::Conv { epilogue, .. } | Kernel::PoolGrad { epilogue, .. } => {
+                epilogue.as_deref()
+            }
+            _ => None,
         }
     }
 
@@ -494,7 +506,16 @@ impl Kernel {
         match self {
             Kernel::Map { args, .. } => args.iter().collect(),
             Kernel::Gemm { a, b, .. } => vec![a, b],
-            Kernel::PoolGrad { input, grad, .. } => vec![input, grad],
+            Kernel::PoolGrad {
+                input,
+                grad,
+                epilogue,
+                ..
+            } => {
+                let mut reads = vec![input, grad];
+                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
+                reads
+            }
             Kernel::Conv {
                 input,
                 other,
@@ -746,6 +767,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     grad,
                     op,
                     conv,
+                    epilogue: None,
                 })
             }
         };
@@ -936,27 +958,39 @@ impl Planner<'_> {
     }
 }
 
-/// Moves a map that directly follows a forward convolution and reads its output, looping over
-/// the batch outermost, into the convolution as its epilogue.
+/// Moves a map that directly follows a kernel, reads its output and can run on the same pieces
+/// into the kernel as its epilogue: after a forward convolution, a map looping over the batch
+/// outermost (run on each chunk of images); after a pooling gradient, a map over the same
+/// elements in one flat loop (run on each plane).
 fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
     let mut result: Vec<Kernel> = Vec::with_capacity(kernels.len());
     for kernel in kernels {
-        if let (
-            Some(Kernel::Conv {
-                out,
-                pass: ConvPass::Forward,
-                conv,
-                epilogue: epilogue @ None,
-                ..
-            }),
-            Kernel::Map { args, .. },
-        ) = (result.last_mut(), &kernel)
-        {
-            let reads_output = args.iter().any(|a| a.base == Base::Buffer(*out));
-            let by_image = kernel.map_layout(graph).0.first() == Some(&conv.batch);
-            if reads_output && by_image {
-                *epilogue = Some(Box::new(kernel));
-                continue;
+        if let (Some(previous), Kernel::Map { args, node, .. }) = (result.last_mut(), &kernel) {
+            let reads_output = args.iter().any(|a| a.base == Base::Buffer(previous.out()));
+            let outer = kernel.map_layout(graph).0;
+            let fits = match previous {
+                Kernel::Conv {
+                    pass: ConvPass::Forward,
+                    conv,
+                    epilogue: None,
+                    ..
+                } => outer.first() == Some(&conv.batch),
+                Kernel::PoolGrad {
+                    node: pooled,
+                    epilogue: None,
+                    ..
+                } => {
+                    graph.shape(*node) == graph.shape(*pooled)
+                        && outer == [product(&dims(graph.shape(*node)))]
+                }
+                _ => false,
+            };
+            if reads_output && fits {
+                if let Kernel::Conv { epilogue, .. } | Kernel::PoolGrad { epilogue, .. } = previous
+                {
+                    *epilogue = Some(Box::new(kernel));
+                    continue;
+                }
             }
         }
         result.push(kernel);

@@ -159,6 +159,14 @@ fn emit_ir_prints_each_stage() {
             && listing.contains("\nblock1:"),
         "{listing}"
     );
+    // Average pooling's gradient runs the activation's gradient on each plane.
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("pool_grad %81 = avgpool_grad")
+                && l.contains("; then on each plane, map %85 = mul")),
+        "{listing}"
+    );
 }
 
 #[test]
