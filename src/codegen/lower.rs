@@ -105,7 +105,6 @@ pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Si
 /// Fills `func` (whose signature is the entry signature) with the plan's kernels and returns
 /// the block each kernel's code starts in, for the printed listing. `shares[k]` is the share
 /// function of kernel `k` when its work is split between workers (see `lower_share`).
-#[allow(clippy::too_many_arguments)]
 pub fn lower(
     graph: &Graph,
     plan: &Plan,
@@ -115,51 +114,31 @@ pub fn lower(
     config: TargetFrontendConfig,
     profile: bool,
 ) -> Vec<Block> {
-    let pointer = config.pointer_type();
-    let mut context = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(func, &mut context);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let params = b.block_params(entry).to_vec();
-    let l = Lowerer {
-        graph,
-        plan,
-        imports,
-        shares,
-        share: None,
-        pointer,
-        pointers: params[0],
-        arena: params[1],
-        batch: params[2],
-        hypers: params[3],
-        seed: params[4],
-    };
     let mut starts = Vec::new();
-    for (k, kernel) in plan.kernels.iter().enumerate() {
-        // Each kernel starts a block of its own, so the listing can say where it begins.
-        let start = b.create_block();
-        b.ins().jump(start, &[]);
-        b.switch_to_block(start);
-        starts.push(start);
-        if profile {
-            let index = b.ins().iconst(types::I64, k as i64);
-            l.call(&mut b, Import::Tick, &[index]);
+    define(func, config, |b, params| {
+        let l = Lowerer::new(graph, plan, imports, shares, config, params);
+        for (k, kernel) in plan.kernels.iter().enumerate() {
+            // Each kernel starts a block of its own, so the listing can say where it begins.
+            let start = b.create_block();
+            b.ins().jump(start, &[]);
+            b.switch_to_block(start);
+            starts.push(start);
+            if profile {
+                let index = b.ins().iconst(types::I64, k as i64);
+                l.call(b, Import::Tick, &[index]);
+            }
+            l.kernel(b, k, kernel);
         }
-        l.kernel(&mut b, k, kernel);
-    }
-    if profile {
-        let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
-        l.call(&mut b, Import::Tick, &[end]);
-    }
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(config);
+        if profile {
+            let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
+            l.call(b, Import::Tick, &[end]);
+        }
+    });
     starts
 }
 
 /// Fills `func` (whose signature is the share signature) with one worker's share of kernel `k`:
-/// iterations `first..end` of the loop its work is split along (`Kernel::shares`).
+/// iterations `first..end` of the loop its work is split along (`Kernel::split`).
 pub fn lower_share(
     graph: &Graph,
     plan: &Plan,
@@ -168,26 +147,28 @@ pub fn lower_share(
     imports: &[FuncRef],
     config: TargetFrontendConfig,
 ) {
+    define(func, config, |b, params| {
+        let l = Lowerer {
+            share: Some([params[5], params[6], params[7]]),
+            ..Lowerer::new(graph, plan, imports, &[], config, params)
+        };
+        l.kernel(b, k, &plan.kernels[k]);
+    });
+}
+
+/// Builds `func`: `body` emits its code from the entry block's parameters; a return ends it.
+fn define(
+    func: &mut Function,
+    config: TargetFrontendConfig,
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+) {
     let mut context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut context);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let params = b.block_params(entry).to_vec();
-    let l = Lowerer {
-        graph,
-        plan,
-        imports,
-        shares: &[],
-        share: Some([params[5], params[6], params[7]]),
-        pointer: config.pointer_type(),
-        pointers: params[0],
-        arena: params[1],
-        batch: params[2],
-        hypers: params[3],
-        seed: params[4],
-    };
-    l.kernel(&mut b, k, &plan.kernels[k]);
+    body(&mut b, &params);
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(config);
@@ -208,6 +189,33 @@ struct Lowerer<'a> {
     batch: Value,
     hypers: Value,
     seed: Value,
+}
+
+impl<'a> Lowerer<'a> {
+    /// A lowerer for a function whose first parameters are the entry point's
+    /// `(pointers, arena, batch, hypers, seed)`.
+    fn new(
+        graph: &'a Graph,
+        plan: &'a Plan,
+        imports: &'a [FuncRef],
+        shares: &'a [Option<FuncRef>],
+        config: TargetFrontendConfig,
+        params: &[Value],
+    ) -> Lowerer<'a> {
+        Lowerer {
+            graph,
+            plan,
+            imports,
+            shares,
+            share: None,
+            pointer: config.pointer_type(),
+            pointers: params[0],
+            arena: params[1],
+            batch: params[2],
+            hypers: params[3],
+            seed: params[4],
+        }
+    }
 }
 
 fn flags() -> MemFlagsData {
