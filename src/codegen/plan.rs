@@ -45,20 +45,6 @@ impl Sym {
             self.coef
         }
     }
-
-    fn times(self, dim: Dim) -> Option<Sym> {
-        match dim {
-            Dim::Fixed(n) => Some(Sym {
-                coef: self.coef * n as i64,
-                batch: self.batch,
-            }),
-            Dim::Batch if !self.batch => Some(Sym {
-                coef: self.coef,
-                batch: true,
-            }),
-            Dim::Batch => None,
-        }
-    }
 }
 
 /// The dimensions of a shape as `Sym`s.
@@ -66,7 +52,13 @@ pub fn dims(shape: &Shape) -> Vec<Sym> {
     shape
         .0
         .iter()
-        .map(|&d| Sym::fixed(1).times(d).expect("one batch dimension at most"))
+        .map(|&d| match d {
+            Dim::Fixed(n) => Sym::fixed(n as i64),
+            Dim::Batch => Sym {
+                coef: 1,
+                batch: true,
+            },
+        })
         .collect()
 }
 
@@ -896,15 +888,9 @@ impl Planner<'_> {
 
     /// A new buffer for `id`'s value and the kernel that fills it.
     fn kernel(&mut self, id: NodeId, make: impl FnOnce(usize) -> Kernel) -> View {
-        let shape = self.graph.shape(id).clone();
-        let size = product(&dims(&shape));
-        self.sizes.push(size);
-        let out = self.sizes.len() - 1;
+        let out = self.buffer(product(&dims(self.graph.shape(id))));
         self.kernels.push(make(out));
-        View {
-            base: Base::Buffer(out),
-            strides: contiguous(&shape),
-        }
+        self.out_view(id, out)
     }
 
     /// A view that is contiguous in `id`'s shape, copying when it is not.
