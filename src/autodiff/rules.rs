@@ -27,9 +27,11 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId, wanted: &[bool]) -> Vec<(us
             let dx = match op {
                 // d(−x) = −g
                 UnaryOp::Neg => e.neg(g),
-                // d relu(x) = g · [x > 0]
+                // d relu(x) = g · [x > 0] = g · [y > 0]: reading the output, like σ and tanh,
+                // leaves the pre-activation unused once the forward pass is done, so the bias
+                // and the activation become one loop that writes only y.
                 UnaryOp::Relu => {
-                    let step = e.unary(UnaryOp::Step, x);
+                    let step = e.unary(UnaryOp::Step, y);
                     e.mul(g, step)
                 }
                 // d σ(x) = g · y · (1 − y)

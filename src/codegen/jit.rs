@@ -4,29 +4,18 @@
 
 use super::lower::{self, IMPORTS};
 use super::plan::{Base, Kernel, Plan, Unsupported};
+use super::workers::netc_parallel;
 use crate::interp::{Bindings, Tensor};
 use crate::ir::{Graph, NodeId};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
 
 type Entry = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64);
 
-/// Threads for large matrix products (rayon's persistent pool) and split kernels (the caller
-/// and one helper thread); 1 runs everything on the caller.
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-
-/// Below this many multiply-adds a second thread costs more than it saves (measured here).
-const PARALLEL_MIN: i64 = 1 << 22;
-
-/// Sets how many threads large matrix products use. Results do not depend on it: gemm splits
-/// the output into tiles and sums each in the same order whatever the count.
-pub fn set_threads(threads: usize) {
-    THREADS.store(threads.max(1), Ordering::Relaxed);
-}
-
+/// One thread's matrix product: large products are split between the workers by the
+/// generated code (by rows of the output), so that each half's epilogue runs on the thread
+/// that has the half in its cache.
 extern "C" fn netc_gemm(
     m: i64,
     n: i64,
@@ -41,12 +30,6 @@ extern "C" fn netc_gemm(
     rhs_rs: i64,
     accumulate: i64,
 ) {
-    let threads = THREADS.load(Ordering::Relaxed);
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the planner gives every operand a buffer of at least m·k, k·n and m·n elements
     // at these strides for the current batch, checked against the arena and the bound tensors
     // before the entry point runs.
@@ -71,121 +54,8 @@ extern "C" fn netc_gemm(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
-    }
-}
-
-/// A kernel's share function: `(pointers, arena, batch, hypers, seed, first, end, worker)`.
-type ShareFn =
-    unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, i64, i64, i64);
-
-/// One worker's share of a kernel: the function and its arguments, addresses as integers so
-/// that the share can cross to the helper thread.
-#[derive(Clone, Copy)]
-struct Share {
-    function: ShareFn,
-    pointers: usize,
-    arena: usize,
-    batch: i64,
-    hypers: usize,
-    seed: i64,
-    first: i64,
-    end: i64,
-    worker: i64,
-}
-
-impl Share {
-    fn run(self) {
-        // SAFETY: `function` was compiled from the share signature for this plan; the entry
-        // point that called `netc_parallel` checked every buffer's size, and each worker writes
-        // only its own part of the output and its own scratch.
-        unsafe {
-            (self.function)(
-                self.pointers as *const *const f32,
-                self.arena as *mut f32,
-                self.batch,
-                self.hypers as *const f32,
-                self.seed,
-                self.first,
-                self.end,
-                self.worker,
-            )
-        }
-    }
-}
-
-/// The persistent helper thread that runs the second worker's shares: jobs go one way,
-/// completions the other. Both channels spin briefly and then sleep, so an idle helper costs
-/// nothing.
-struct Helper {
-    jobs: mpsc::Sender<Share>,
-    done: mpsc::Receiver<()>,
-}
-
-/// The helper, started by the first step that splits a kernel; held by one step at a time.
-static HELPER: OnceLock<Mutex<Helper>> = OnceLock::new();
-
-fn helper() -> &'static Mutex<Helper> {
-    HELPER.get_or_init(|| {
-        let (jobs, incoming) = mpsc::channel::<Share>();
-        let (finished, done) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("netc-worker".into())
-            .spawn(move || {
-                for share in incoming {
-                    share.run();
-                    if finished.send(()).is_err() {
-                        return;
-                    }
-                }
-            })
-            .expect("a thread for the second worker");
-        Mutex::new(Helper { jobs, done })
-    })
-}
-
-/// Runs a shared kernel's `count` iterations, the first half as worker 0 and the rest as worker
-/// 1: the second half on the helper thread while the caller runs the first, when more than one
-/// thread is allowed (and no other step holds the helper), else one after the other. The
-/// halves are the same either way, so the results are too.
-extern "C" fn netc_parallel(
-    function: ShareFn,
-    pointers: *const *const f32,
-    arena: *mut f32,
-    batch: i64,
-    hypers: *const f32,
-    seed: i64,
-    count: i64,
-) {
-    let half = (count + 1) / 2;
-    let share = |first, end, worker| Share {
-        function,
-        pointers: pointers as usize,
-        arena: arena as usize,
-        batch,
-        hypers: hypers as usize,
-        seed,
-        first,
-        end,
-        worker,
-    };
-    let (mine, theirs) = (share(0, half, 0), share(half, count, 1));
-    let helper = (THREADS.load(Ordering::Relaxed) > 1)
-        .then(|| helper().try_lock().ok())
-        .flatten();
-    match helper {
-        Some(helper) if helper.jobs.send(theirs).is_ok() => {
-            mine.run();
-            helper
-                .done
-                .recv()
-                .expect("the helper finishes what it is sent");
-        }
-        _ => {
-            mine.run();
-            theirs.run();
-        }
     }
 }
 
@@ -624,6 +494,13 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         _ => String::new(),
     };
     let then = match kernel {
+        Kernel::Gemm {
+            epilogue: Some(epilogue),
+            ..
+        } => format!(
+            "; then on each worker's rows, {}",
+            describe(graph, plan, epilogue)
+        ),
         Kernel::Conv {
             epilogue: Some(epilogue),
             ..

@@ -473,6 +473,7 @@ impl Lowerer<'_> {
                 m,
                 n,
                 k,
+                epilogue,
                 ..
             } => {
                 let (
@@ -488,17 +489,41 @@ impl Lowerer<'_> {
                 else {
                     unreachable!("the planner gives GEMM memory operands")
                 };
-                let (m, n, k) = (self.sym(b, *m), self.sym(b, *n), self.sym(b, *k));
+                let (n_value, k) = (self.sym(b, *n), self.sym(b, *k));
                 let dst = self.buffer_address(b, *out);
+                // A worker's share is rows `first..end` of the output and of the left operand.
+                let (first, end) = match self.share {
+                    Some([first, end, _]) => (first, end),
+                    None => (b.ins().iconst(types::I64, 0), self.sym(b, *m)),
+                };
+                let rows = b.ins().isub(end, first);
+                let dst_first = b.ins().imul(first, n_value);
+                let dst = element(b, dst, dst_first);
+                let lhs_first = b.ins().imul(first, ls[0]);
+                let lhs = element(b, lhs, lhs_first);
                 let overwrite = b.ins().iconst(types::I64, 0);
                 self.gemm(
                     b,
-                    [m, n, k],
-                    (dst, n),
+                    [rows, n_value, k],
+                    (dst, n_value),
                     (lhs, ls[1], ls[0]),
                     (rhs_base, rs[1], rs[0]),
                     overwrite,
                 );
+                if let Some(epilogue) = epilogue {
+                    let [first, end] = [first, end].map(|row| {
+                        let per_row = super::plan::iterations_per_row(self.graph, kernel, epilogue)
+                            .expect("the planner fuses only maps that run by rows");
+                        b.ins().imul_imm_s(row, per_row)
+                    });
+                    let worker = self.share.map_or(first, |[_, _, w]| w);
+                    let rows_only = Lowerer {
+                        shares: &[],
+                        share: Some([first, end, worker]),
+                        ..*self
+                    };
+                    rows_only.kernel(b, usize::MAX, epilogue);
+                }
             }
             Kernel::Reduce {
                 out,

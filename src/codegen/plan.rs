@@ -188,7 +188,8 @@ pub enum Kernel {
         args: Vec<View>,
         expr: Expr,
     },
-    /// `out = a @ b`: `a` is `[m, k]` and `b` `[k, n]`, both strided.
+    /// `out = a @ b`: `a` is `[m, k]` and `b` `[k, n]`, both strided. A large product is
+    /// split between the workers by rows of `out`.
     Gemm {
         node: NodeId,
         out: usize,
@@ -197,6 +198,9 @@ pub enum Kernel {
         m: Sym,
         n: Sym,
         k: Sym,
+        /// A map over the output (a bias and activation, an optimizer update), run by each
+        /// worker on its rows right after its product, while they are in cache.
+        epilogue: Option<Box<Kernel>>,
     },
     /// A reduction of `input` (in its own axes) over `axes`.
     Reduce {
@@ -277,6 +281,9 @@ pub const WORKERS: i64 = 2;
 
 /// Kernels writing fewer floats than this run on one thread: splitting costs more.
 const SHARE_MIN: i64 = 1 << 16;
+
+/// Matrix products with fewer multiply-adds than this run on one thread (measured here).
+const GEMM_SHARE_MIN: i64 = 1 << 22;
 
 /// What a shared kernel's work is split along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -431,14 +438,19 @@ impl Kernel {
                 batch: conv.batch.batch,
             })),
             Kernel::Map { .. } => self.map_layout(graph).0.first().map(|&d| Share::Loop(d)),
+            Kernel::Gemm { m, .. } => Some(Share::Loop(*m)),
             _ => None,
         }
     }
 
-    /// Whether the kernel's work is split between workers: always for a convolution, and for
-    /// pooling and maps that write at least `SHARE_MIN` floats at the largest batch.
+    /// Whether the kernel's work is split between workers: always for a convolution, for
+    /// matrix products of at least `GEMM_SHARE_MIN` multiply-adds, and for pooling and maps
+    /// that write at least `SHARE_MIN` floats, at the largest batch.
     pub fn shared(&self, graph: &Graph, max_batch: usize) -> bool {
         let floats = product(&dims(graph.shape(self.node()))).at(max_batch as i64);
+        if let Kernel::Gemm { k, .. } = self {
+            return floats * k.at(max_batch as i64) >= GEMM_SHARE_MIN;
+        }
         match self.split(graph) {
             Some(Share::Chunks { .. }) => true,
             Some(Share::Loop(_)) => floats >= SHARE_MIN,
@@ -462,12 +474,13 @@ impl Kernel {
         }
     }
 
-    /// The map a convolution or pooling gradient runs on each of its chunks or planes.
+    /// The map a matrix product, convolution or pooling gradient runs on each of its
+    /// workers' rows, chunks or planes.
     pub fn epilogue(&self) -> Option<&Kernel> {
         match self {
-            Kernel::Conv { epilogue, .. } | Kernel::PoolGrad { epilogue, .. } => {
-                epilogue.as_deref()
-            }
+            Kernel::Gemm { epilogue, .. }
+            | Kernel::Conv { epilogue, .. }
+            | Kernel::PoolGrad { epilogue, .. } => epilogue.as_deref(),
             _ => None,
         }
     }
@@ -497,7 +510,11 @@ impl Kernel {
     fn reads(&self) -> Vec<&View> {
         match self {
             Kernel::Map { args, .. } => args.iter().collect(),
-            Kernel::Gemm { a, b, .. } => vec![a, b],
+            Kernel::Gemm { a, b, epilogue, .. } => {
+                let mut reads = vec![a, b];
+                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
+                reads
+            }
             Kernel::PoolGrad {
                 input,
                 grad,
@@ -652,6 +669,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     m,
                     n,
                     k,
+                    epilogue: None,
                 })
             }
             Op::Reduce(op, axes) => {
@@ -773,7 +791,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
             p.materialize(id, view);
         }
     }
-    let kernels = with_epilogues(graph, p.kernels);
+    let kernels = with_epilogues(graph, p.kernels, max_batch);
     let (buffers, arena) = allocate(&kernels, &p.sizes, &p.views, wanted, max_batch);
     Ok(Plan {
         kernels,
@@ -945,16 +963,21 @@ impl Planner<'_> {
 }
 
 /// Moves a map that directly follows a kernel, reads its output and can run on the same pieces
-/// into the kernel as its epilogue: after a forward convolution, a map looping over the batch
-/// outermost (run on each chunk of images); after a pooling gradient, a map over the same
-/// elements in one flat loop (run on each plane).
-fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
+/// into the kernel as its epilogue: after a matrix product split between workers, a map that
+/// reads the product element for element (run on each worker's rows); after a forward
+/// convolution, a map looping over the batch outermost (run on each chunk of images); after a
+/// pooling gradient, a map over the same elements in one flat loop (run on each plane).
+fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, max_batch: usize) -> Vec<Kernel> {
     let mut result: Vec<Kernel> = Vec::with_capacity(kernels.len());
     for kernel in kernels {
         if let (Some(previous), Kernel::Map { args, node, .. }) = (result.last_mut(), &kernel) {
             let reads_output = args.iter().any(|a| a.base == Base::Buffer(previous.out()));
             let outer = kernel.map_layout(graph).0;
             let fits = match previous {
+                Kernel::Gemm { epilogue: None, .. } => {
+                    previous.shared(graph, max_batch)
+                        && iterations_per_row(graph, previous, &kernel).is_some()
+                }
                 Kernel::Conv {
                     pass: ConvPass::Forward,
                     conv,
@@ -972,7 +995,9 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
                 _ => false,
             };
             if reads_output && fits {
-                if let Kernel::Conv { epilogue, .. } | Kernel::PoolGrad { epilogue, .. } = previous
+                if let Kernel::Gemm { epilogue, .. }
+                | Kernel::Conv { epilogue, .. }
+                | Kernel::PoolGrad { epilogue, .. } = previous
                 {
                     *epilogue = Some(Box::new(kernel));
                     continue;
@@ -982,6 +1007,45 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
         result.push(kernel);
     }
     result
+}
+
+/// How many iterations of `map`'s outermost loop cover one row of the product `gemm`, when the
+/// map reads the product only element for element, so that a worker's rows of the product
+/// are all its share of the map needs: 1 when the map loops over rows, n when it is one flat
+/// loop.
+pub fn iterations_per_row(graph: &Graph, gemm: &Kernel, map: &Kernel) -> Option<i64> {
+    let (
+        Kernel::Gemm {
+            node, out, m, n, ..
+        },
+        Kernel::Map {
+            node: mapped, args, ..
+        },
+    ) = (gemm, map)
+    else {
+        return None;
+    };
+    let shape = graph.shape(*node);
+    let pointwise = graph.shape(*mapped) == shape
+        && args
+            .iter()
+            .all(|a| a.base != Base::Buffer(*out) || a.strides == contiguous(shape));
+    if !pointwise || n.batch {
+        return None;
+    }
+    let outer = map.map_layout(graph).0;
+    if outer.first() == Some(m) {
+        Some(1)
+    } else if outer
+        == [Sym {
+            coef: m.coef * n.coef,
+            batch: m.batch,
+        }]
+    {
+        Some(n.coef)
+    } else {
+        None
+    }
 }
 
 /// Elementwise nodes to inline into their consumer: used exactly once, by an elementwise

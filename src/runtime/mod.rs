@@ -5,7 +5,6 @@
 
 pub mod checkpoint;
 mod init;
-mod loader;
 mod report;
 
 use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
@@ -218,50 +217,44 @@ impl<'a> Session<'a> {
             // The results are reused every step: their tensors become the new weights while
             // the old ones take their place, for the next step to overwrite.
             let mut values = Vec::new();
-            let declared = self.train.inputs.clone();
-            loader::for_each_batch(
-                &declared,
-                &data.train,
-                &order,
-                settings.batch,
-                |index, rows, inputs| {
-                    let step = self.step + 1;
-                    let hypers = [settings.lr, step as f64];
-                    let bind = Bindings {
-                        batch: rows.len(),
-                        inputs,
-                        params: &self.params,
-                        states: &self.states,
-                        hypers: &hypers,
-                        seed: step_seed(settings.seed, step),
-                    };
-                    self.engine.run(
-                        &self.train,
-                        &bind,
-                        &train_wanted,
-                        Graphs::Train,
-                        &mut values,
-                    );
-                    let step_loss = values[0].item() as f64;
-                    if !step_loss.is_finite() {
-                        return Err(self.diverged(&bind, epoch, index + 1));
-                    }
-                    if let Some(out) = output.map(|_| &values[1]) {
-                        correct += self.correct(out, &inputs[1]);
-                    }
-                    let mut updates = values[1 + usize::from(output.is_some())..].iter_mut();
-                    for (&(p, _), value) in self.train.param_updates.iter().zip(updates.by_ref()) {
-                        std::mem::swap(&mut self.params[p], value);
-                    }
-                    for (&(s, _), value) in self.train.state_updates.iter().zip(updates) {
-                        std::mem::swap(&mut self.states[s], value);
-                    }
-                    total_loss += step_loss * rows.len() as f64;
-                    self.step = step;
-                    reporter.advance();
-                    Ok(())
-                },
-            )?;
+            let mut inputs = Vec::new();
+            for (index, rows) in order.chunks(settings.batch).enumerate() {
+                batch_tensors(&self.train.inputs, &data.train, rows, &mut inputs);
+                let step = self.step + 1;
+                let hypers = [settings.lr, step as f64];
+                let bind = Bindings {
+                    batch: rows.len(),
+                    inputs: &inputs,
+                    params: &self.params,
+                    states: &self.states,
+                    hypers: &hypers,
+                    seed: step_seed(settings.seed, step),
+                };
+                self.engine.run(
+                    &self.train,
+                    &bind,
+                    &train_wanted,
+                    Graphs::Train,
+                    &mut values,
+                );
+                let step_loss = values[0].item() as f64;
+                if !step_loss.is_finite() {
+                    return Err(self.diverged(&bind, epoch, index + 1));
+                }
+                if let Some(out) = output.map(|_| &values[1]) {
+                    correct += self.correct(out, &inputs[1]);
+                }
+                let mut updates = values[1 + usize::from(output.is_some())..].iter_mut();
+                for (&(p, _), value) in self.train.param_updates.iter().zip(updates.by_ref()) {
+                    std::mem::swap(&mut self.params[p], value);
+                }
+                for (&(s, _), value) in self.train.state_updates.iter().zip(updates) {
+                    std::mem::swap(&mut self.states[s], value);
+                }
+                total_loss += step_loss * rows.len() as f64;
+                self.step = step;
+                reporter.advance();
+            }
             self.epoch = epoch;
             let test = self.evaluate(&data.test, settings.batch);
             let seconds = started.elapsed().as_secs_f64();
@@ -449,15 +442,29 @@ fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
     targets
 }
 
-/// The given rows of a row-major table into `out`, shaped as `input` declares.
+/// The given rows of a row-major table into `out`, shaped as `input` declares. A large batch
+/// is copied by both workers, half each: an epoch's copies are a pass over the whole data set,
+/// as much memory traffic as the MLP's training step.
 fn gather(input: &Decl, table: &[f32], width: usize, rows: &[usize], out: &mut Tensor<f32>) {
     out.dims = interp::dims(&input.shape, rows.len());
-    out.data.clear();
-    for &r in rows {
-        out.data
-            .extend_from_slice(&table[r * width..(r + 1) * width]);
+    out.data.resize(rows.len() * width, 0.0);
+    let copy = |rows: &[usize], out: &mut [f32]| {
+        for (&r, row) in rows.iter().zip(out.chunks_exact_mut(width.max(1))) {
+            row.copy_from_slice(&table[r * width..(r + 1) * width]);
+        }
+    };
+    if out.data.len() < GATHER_SPLIT_MIN {
+        return copy(rows, &mut out.data);
     }
+    let half = rows.len().div_ceil(2);
+    let (top, bottom) = out.data.split_at_mut(half * width);
+    crate::codegen::join(&mut || copy(&rows[..half], top), &mut || {
+        copy(&rows[half..], bottom)
+    });
 }
+
+/// Batches of fewer floats than this are gathered by one thread.
+const GATHER_SPLIT_MIN: usize = 1 << 16;
 
 /// Checks that a data set's examples fit the model's input and label (E0507), pointing at the
 /// declaration in the model file.
