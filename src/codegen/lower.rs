@@ -300,6 +300,52 @@ fn element(b: &mut FunctionBuilder, base: Value, index: Value) -> Value {
     b.ins().iadd(base, bytes)
 }
 
+/// Where a softmax kernel reads and writes element `j` of its row: one (outer, inner) row
+/// through `strides`, or with `four` (the row length, for a softmax over the innermost axis)
+/// rows `row..row + 4`, one per lane.
+#[derive(Clone, Copy)]
+struct SoftmaxRows {
+    strides: [Value; 3],
+    row: Value,
+    inner: Value,
+    four: Option<i64>,
+}
+
+impl SoftmaxRows {
+    /// The address of element `j` of the (first) row in `base`.
+    fn at(&self, l: &Lowerer, b: &mut FunctionBuilder, base: Value, j: Value) -> Value {
+        l.address(b, base, &self.strides, &[self.row, j, self.inner])
+    }
+
+    fn load(&self, l: &Lowerer, b: &mut FunctionBuilder, base: Value, j: Value) -> Value {
+        let address = self.at(l, b, base, j);
+        let Some(len) = self.four else {
+            return b.ins().load(types::F32, flags(), address, 0);
+        };
+        let first = b.ins().load(types::F32, flags(), address, 0);
+        let vector = b.ins().splat(types::F32X4, first);
+        (1..4u8).fold(vector, |v, lane| {
+            let x = b
+                .ins()
+                .load(types::F32, flags(), address, (4 * len * lane as i64) as i32);
+            b.ins().insertlane(v, x, lane)
+        })
+    }
+
+    fn store(&self, l: &Lowerer, b: &mut FunctionBuilder, base: Value, j: Value, v: Value) {
+        let address = self.at(l, b, base, j);
+        let Some(len) = self.four else {
+            b.ins().store(flags(), v, address, 0);
+            return;
+        };
+        for lane in 0..4u8 {
+            let x = b.ins().extractlane(v, lane);
+            b.ins()
+                .store(flags(), x, address, (4 * len * lane as i64) as i32);
+        }
+    }
+}
+
 /// A view ready to read inside a loop: a base address and strides as values, or a scalar.
 enum Reader {
     Memory { base: Value, strides: Vec<Value> },
@@ -878,57 +924,118 @@ impl Lowerer<'_> {
                 let this = Some(self.buffer_address(b, *out));
                 let other = partner.map(|(_, buffer)| self.buffer_address(b, buffer));
                 let (plain, logs) = if *log { (other, this) } else { (this, other) };
-                let [outer, len_v, inner] = [*outer, *len, *inner].map(|d| self.sym(b, d));
+                let [outer_v, len_v, inner_v] = [*outer, *len, *inner].map(|d| self.sym(b, d));
                 let one = b.ins().iconst(types::I64, 1);
-                let stride = b.ins().imul(len_v, inner);
-                let strides = [stride, inner, one];
-                // One softmax per (outer, inner) pair, along the axis in between: the maximum,
-                // then the sum of exponentials (each kept in the softmax's buffer when there is
-                // one), then the results, in the interpreter's order.
-                loops(b, &[outer, inner], &mut |b, row| {
-                    let at = |b: &mut FunctionBuilder, base: Value, j: Value| {
-                        self.address(b, base, &strides, &[row[0], j, row[1]])
+                let stride = b.ins().imul(len_v, inner_v);
+                let strides = [stride, inner_v, one];
+                let buffers = [
+                    input_base,
+                    plain.unwrap_or(input_base),
+                    logs.unwrap_or(input_base),
+                ];
+                let (plain, logs) = (plain.is_some(), logs.is_some());
+                // Over the innermost axis of a fixed length, four rows at a time, one per lane,
+                // then the rows left over one at a time.
+                let four = (*inner == Sym::fixed(1) && !len.batch).then_some(len.coef);
+                let zero = b.ins().iconst(types::I64, 0);
+                let grouped = match four {
+                    Some(_) => b.ins().band_imm_s(outer_v, !3),
+                    None => zero,
+                };
+                range(b, zero, grouped, 4, &mut |b, row| {
+                    let rows = SoftmaxRows {
+                        strides,
+                        row,
+                        inner: zero,
+                        four,
                     };
-                    let lowest = f32_const(b, f32::NEG_INFINITY);
-                    let max = fold(b, len_v, lowest, &mut |b, j, m| {
-                        let address = at(b, input_base, j);
-                        let x = b.ins().load(types::F32, flags(), address, 0);
-                        let greater = b.ins().fcmp(FloatCC::GreaterThan, x, m);
-                        b.ins().select(greater, x, m)
-                    });
-                    let zero = f32_const(b, 0.0);
-                    let total = fold(b, len_v, zero, &mut |b, j, t| {
-                        let address = at(b, input_base, j);
-                        let x = b.ins().load(types::F32, flags(), address, 0);
-                        let shifted = b.ins().fsub(x, max);
-                        let e = exp(b, shifted, false);
-                        if let Some(plain) = plain {
-                            let target = at(b, plain, j);
-                            b.ins().store(flags(), e, target, 0);
-                        }
-                        b.ins().fadd(t, e)
-                    });
-                    let log_total =
-                        logs.map(|_| self.call(b, Import::Logf, &[total]).expect("logf returns"));
-                    loops(b, &[len_v], &mut |b, j| {
-                        if let (Some(logs), Some(log_total)) = (logs, log_total) {
-                            let address = at(b, input_base, j[0]);
-                            let x = b.ins().load(types::F32, flags(), address, 0);
-                            let shifted = b.ins().fsub(x, max);
-                            let value = b.ins().fsub(shifted, log_total);
-                            let target = at(b, logs, j[0]);
-                            b.ins().store(flags(), value, target, 0);
-                        }
-                        if let Some(plain) = plain {
-                            let target = at(b, plain, j[0]);
-                            let e = b.ins().load(types::F32, flags(), target, 0);
-                            let value = b.ins().fdiv(e, total);
-                            b.ins().store(flags(), value, target, 0);
-                        }
+                    self.softmax_rows(b, rows, len_v, buffers, plain, logs);
+                });
+                range(b, grouped, outer_v, 1, &mut |b, row| {
+                    range(b, zero, inner_v, 1, &mut |b, inner| {
+                        let rows = SoftmaxRows {
+                            strides,
+                            row,
+                            inner,
+                            four: None,
+                        };
+                        self.softmax_rows(b, rows, len_v, buffers, plain, logs);
                     });
                 });
             }
         }
+    }
+
+    /// One softmax along a row (or four, lane by lane): the maximum, then the sum of
+    /// exponentials (each kept in the softmax's buffer when there is one), then the results,
+    /// in the interpreter's order. `buffers` are the input, the softmax and the log-softmax.
+    fn softmax_rows(
+        &self,
+        b: &mut FunctionBuilder,
+        rows: SoftmaxRows,
+        len: Value,
+        [input, plain, logs]: [Value; 3],
+        write_plain: bool,
+        write_logs: bool,
+    ) {
+        let vector = rows.four.is_some();
+        let constant = |b: &mut FunctionBuilder, v: f32| {
+            let c = f32_const(b, v);
+            if vector {
+                b.ins().splat(types::F32X4, c)
+            } else {
+                c
+            }
+        };
+        let lowest = constant(b, f32::NEG_INFINITY);
+        let max = fold(b, len, lowest, &mut |b, j, m| {
+            let x = rows.load(self, b, input, j);
+            let greater = b.ins().fcmp(FloatCC::GreaterThan, x, m);
+            if vector {
+                let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), greater);
+                b.ins().bitselect(mask, x, m)
+            } else {
+                b.ins().select(greater, x, m)
+            }
+        });
+        let zero = constant(b, 0.0);
+        let total = fold(b, len, zero, &mut |b, j, t| {
+            let x = rows.load(self, b, input, j);
+            let shifted = b.ins().fsub(x, max);
+            let e = exp(b, shifted, vector);
+            if write_plain {
+                rows.store(self, b, plain, j, e);
+            }
+            b.ins().fadd(t, e)
+        });
+        let log_total = write_logs.then(|| {
+            let log = |b: &mut FunctionBuilder, t: Value| {
+                self.call(b, Import::Logf, &[t]).expect("logf returns")
+            };
+            if vector {
+                (0..4u8).fold(total, |v, lane| {
+                    let t = b.ins().extractlane(total, lane);
+                    let l = log(b, t);
+                    b.ins().insertlane(v, l, lane)
+                })
+            } else {
+                log(b, total)
+            }
+        });
+        let start = b.ins().iconst(types::I64, 0);
+        range(b, start, len, 1, &mut |b, j| {
+            if let Some(log_total) = log_total {
+                let x = rows.load(self, b, input, j);
+                let shifted = b.ins().fsub(x, max);
+                let value = b.ins().fsub(shifted, log_total);
+                rows.store(self, b, logs, j, value);
+            }
+            if write_plain {
+                let e = rows.load(self, b, plain, j);
+                let value = b.ins().fdiv(e, total);
+                rows.store(self, b, plain, j, value);
+            }
+        });
     }
 
     /// Runs a shared kernel's share function for both workers through `netc_parallel`, with

@@ -30,7 +30,7 @@ impl Sym {
         batch: false,
     };
 
-    fn fixed(n: i64) -> Sym {
+    pub fn fixed(n: i64) -> Sym {
         Sym {
             coef: n,
             batch: false,
@@ -283,7 +283,7 @@ pub const WORKERS: i64 = 2;
 const SHARE_MIN: i64 = 1 << 16;
 
 /// Matrix products with fewer multiply-adds than this run on one thread (measured here).
-const GEMM_SHARE_MIN: i64 = 1 << 22;
+const GEMM_SHARE_MIN: i64 = 1 << 19;
 
 /// What a shared kernel's work is split along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
