@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use super::lower::{self, IMPORTS};
-use super::plan::{Base, Kernel, Plan, Unsupported};
+use super::plan::{Base, Kernel, Plan, Unsupported, ALIGN};
 use super::workers::netc_parallel;
 use crate::interp::{Bindings, Tensor};
 use crate::ir::{Graph, NodeId};
@@ -124,6 +124,8 @@ pub struct Compiled {
     plan: Plan,
     max_batch: usize,
     arena: Vec<f32>,
+    /// The planned arena is `arena[arena_start..]`, which starts on a cache line.
+    arena_start: usize,
     entry: Entry,
     /// The generated Cranelift IR, for `emit-ir --stage clif` (empty unless asked for).
     clif: String,
@@ -164,13 +166,15 @@ impl Compiled {
         // Reserved up front, so that a step too large for this machine is refused here rather
         // than aborting the process when the memory runs out.
         let mut arena = Vec::new();
-        arena.try_reserve_exact(plan.arena.max(1)).map_err(|_| {
+        arena.try_reserve_exact(plan.arena + ALIGN).map_err(|_| {
             Unsupported(format!(
                 "its buffers for batches of {max_batch} need {:.1} GiB, more than can be allocated",
                 plan.arena as f64 * 4.0 / (1u64 << 30) as f64
             ))
         })?;
-        arena.resize(plan.arena.max(1), 0.0);
+        arena.resize(plan.arena + ALIGN, 0.0);
+        // Where the planned arena starts: the first cache line of the allocation.
+        let arena_start = arena.as_ptr().align_offset(4 * ALIGN).min(ALIGN);
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").expect("a known setting");
         let isa = cranelift_native::builder()
@@ -295,6 +299,7 @@ impl Compiled {
             graph: graph.clone(),
             wanted: wanted.to_vec(),
             arena,
+            arena_start,
             plan,
             max_batch,
             entry,
@@ -365,7 +370,7 @@ impl Compiled {
         unsafe {
             (self.entry)(
                 pointers.as_ptr(),
-                self.arena.as_mut_ptr(),
+                self.arena[self.arena_start..].as_mut_ptr(),
                 batch as i64,
                 hypers.as_ptr(),
                 seed as i64,
@@ -380,7 +385,7 @@ impl Compiled {
                 unreachable!("wanted nodes end in buffers")
             };
             let dims = crate::interp::dims(self.graph.shape(*id), batch);
-            let start = self.plan.buffers[buffer];
+            let start = self.arena_start + self.plan.buffers[buffer];
             let len: usize = dims.iter().product();
             if result.dims != dims {
                 result.dims = dims;
@@ -493,23 +498,30 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         ),
         _ => String::new(),
     };
-    let then = match kernel {
-        Kernel::Gemm {
-            epilogue: Some(epilogue),
-            ..
-        } => format!(
-            "; then on each worker's rows, {}",
-            describe(graph, plan, epilogue)
-        ),
-        Kernel::Conv {
-            epilogue: Some(epilogue),
-            ..
-        } => format!("; then on each chunk, {}", describe(graph, plan, epilogue)),
-        Kernel::PoolGrad {
-            epilogue: Some(epilogue),
-            ..
-        } => format!("; then on each plane, {}", describe(graph, plan, epilogue)),
-        _ => String::new(),
+    let mut then: Vec<String> = kernel
+        .epilogue()
+        .iter()
+        .map(|map| describe(graph, plan, map))
+        .collect();
+    if let Kernel::Gemm {
+        sums: Some(sums), ..
+    } = kernel
+    {
+        let summed = graph.node(sums.node);
+        then.push(format!(
+            "{} = {} : {}{} summed over the rows -> arena[{}..]",
+            sums.node, summed.op, summed.dtype, summed.shape, plan.buffers[sums.out]
+        ));
+    }
+    let then = if then.is_empty() {
+        String::new()
+    } else {
+        let piece = match kernel {
+            Kernel::Conv { .. } => "chunk",
+            Kernel::PoolGrad { .. } => "plane",
+            _ => "worker's rows",
+        };
+        format!("; then on each {piece}, {}", then.join(", and "))
     };
     format!(
         "{} {} = {} : {}{}{detail}{line} -> arena[{}..]{then}",

@@ -520,6 +520,7 @@ impl Lowerer<'_> {
                 n,
                 k,
                 epilogue,
+                sums,
                 ..
             } => {
                 let (
@@ -556,19 +557,46 @@ impl Lowerer<'_> {
                     (rhs_base, rs[1], rs[0]),
                     overwrite,
                 );
-                if let Some(epilogue) = epilogue {
-                    let [first, end] = [first, end].map(|row| {
-                        let per_row = super::plan::iterations_per_row(self.graph, kernel, epilogue)
-                            .expect("the planner fuses only maps that run by rows");
-                        b.ins().imul_imm_s(row, per_row)
-                    });
-                    let worker = self.share.map_or(first, |[_, _, w]| w);
-                    let rows_only = Lowerer {
-                        shares: &[],
-                        share: Some([first, end, worker]),
-                        ..*self
+                let worker = self.share.map_or(first, |[_, _, w]| w);
+                for map in epilogue {
+                    let per_row = super::plan::iterations_per_row(self.graph, kernel, map)
+                        .expect("the planner fuses only maps that run by rows");
+                    let [first, end] = [first, end].map(|row| b.ins().imul_imm_s(row, per_row));
+                    self.piece_of(b, map, [first, end, worker]);
+                }
+                if let Some(sums) = sums {
+                    // The first worker sums its rows into the result, the second into its own
+                    // partial sums, which `dispatch` then adds.
+                    let total = self.buffer_address(b, sums.out);
+                    let into = match self.share {
+                        Some([_, _, worker]) => {
+                            let partial = self.buffer_address(b, sums.partial);
+                            let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
+                            b.ins().select(is_first, total, partial)
+                        }
+                        None => total,
                     };
-                    rows_only.kernel(b, usize::MAX, epilogue);
+                    let source = self.buffer_address(b, sums.input);
+                    let [zero, one] = [0, 1].map(|v| b.ins().iconst(types::I64, v));
+                    zero_range(b, into, zero, n_value);
+                    range(b, first, end, 1, &mut |b, row| {
+                        let start = b.ins().imul(row, n_value);
+                        let row = element(b, source, start);
+                        lanes(
+                            b,
+                            zero,
+                            n_value,
+                            true,
+                            &[into, row],
+                            &[one, one],
+                            &mut |b, _, ty, a| {
+                                let sum = b.ins().load(ty, flags(), a[0], 0);
+                                let x = b.ins().load(ty, flags(), a[1], 0);
+                                let sum = b.ins().fadd(sum, x);
+                                b.ins().store(flags(), sum, a[0], 0);
+                            },
+                        );
+                    });
                 }
             }
             Kernel::Reduce {
@@ -843,20 +871,15 @@ impl Lowerer<'_> {
                     None => self.zero(b, dx, conv.batch, conv.channels * conv.height * conv.width),
                 }
                 let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
-                // The map that follows (the activation's gradient), on each plane once its
+                // The maps that follow (the activation's gradient), on each plane once its
                 // windows are done, while the plane is in cache.
                 let plane_size = conv.height * conv.width;
                 let mut after = |b: &mut FunctionBuilder, plane: Value| {
-                    if let Some(epilogue) = epilogue {
-                        let start = b.ins().imul_imm_s(plane, plane_size);
-                        let end = b.ins().iadd_imm_s(start, plane_size);
-                        let worker = self.share.map_or(start, |[_, _, w]| w);
-                        let plane_only = Lowerer {
-                            shares: &[],
-                            share: Some([start, end, worker]),
-                            ..*self
-                        };
-                        plane_only.kernel(b, usize::MAX, epilogue);
+                    let start = b.ins().imul_imm_s(plane, plane_size);
+                    let end = b.ins().iadd_imm_s(start, plane_size);
+                    let worker = self.share.map_or(start, |[_, _, w]| w);
+                    for map in epilogue {
+                        self.piece_of(b, map, [start, end, worker]);
                     }
                 };
                 self.windows_by_plane(
@@ -1038,6 +1061,16 @@ impl Lowerer<'_> {
         });
     }
 
+    /// Iterations `first..end` of `map`'s outermost loop, as `worker`: a piece of an epilogue.
+    fn piece_of(&self, b: &mut FunctionBuilder, map: &Kernel, range: [Value; 3]) {
+        let piece = Lowerer {
+            shares: &[],
+            share: Some(range),
+            ..*self
+        };
+        piece.kernel(b, usize::MAX, map);
+    }
+
     /// Runs a shared kernel's share function for both workers through `netc_parallel`, with
     /// what must happen once around it: zeroing a gradient the shares add into, and adding the
     /// second worker's weight-gradient sum to the first's.
@@ -1079,37 +1112,35 @@ impl Lowerer<'_> {
                 count,
             ],
         );
-        if let Kernel::Conv {
-            out,
-            scratch,
-            pass: ConvPass::GradWeight,
-            conv,
-            chunk,
-            ..
-        } = kernel
-        {
-            // The weight gradient is the first worker's sum plus the second's.
-            let out = self.buffer_address(b, *out);
-            let scratch = self.buffer_address(b, *scratch);
-            let partial = b
-                .ins()
-                .iadd_imm_s(scratch, 4 * WORKERS * conv.im2col_floats(*chunk));
-            let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
-            let [one, zero] = [1, 0].map(|v| b.ins().iconst(types::I64, v));
-            lanes(
-                b,
-                zero,
-                floats,
-                true,
-                &[out, partial],
-                &[one, one],
-                &mut |b, _, ty, a| {
-                    let x = b.ins().load(ty, flags(), a[0], 0);
-                    let y = b.ins().load(ty, flags(), a[1], 0);
-                    let sum = b.ins().fadd(x, y);
-                    b.ins().store(flags(), sum, a[0], 0);
-                },
-            );
+        match kernel {
+            Kernel::Conv {
+                out,
+                scratch,
+                pass: ConvPass::GradWeight,
+                conv,
+                chunk,
+                ..
+            } => {
+                // The weight gradient is the first worker's sum plus the second's.
+                let out = self.buffer_address(b, *out);
+                let scratch = self.buffer_address(b, *scratch);
+                let partial = b
+                    .ins()
+                    .iadd_imm_s(scratch, 4 * WORKERS * conv.im2col_floats(*chunk));
+                let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
+                add_into(b, out, partial, floats);
+            }
+            Kernel::Gemm {
+                n,
+                sums: Some(sums),
+                ..
+            } => {
+                let out = self.buffer_address(b, sums.out);
+                let partial = self.buffer_address(b, sums.partial);
+                let floats = self.sym(b, *n);
+                add_into(b, out, partial, floats);
+            }
+            _ => {}
         }
     }
 
@@ -1190,15 +1221,10 @@ impl Lowerer<'_> {
                         (scratch, unit, n),
                         zero,
                     );
-                    if let Some(epilogue) = epilogue {
-                        // The map over this chunk's images only.
-                        let end = b.ins().iadd(first, images);
-                        let chunk_only = Lowerer {
-                            shares: &[],
-                            share: Some([first, end, worker]),
-                            ..*self
-                        };
-                        chunk_only.kernel(b, usize::MAX, epilogue);
+                    // The maps over this chunk's images only.
+                    let end = b.ins().iadd(first, images);
+                    for map in epilogue {
+                        self.piece_of(b, map, [first, end, worker]);
                     }
                 }
                 ConvPass::GradWeight => {
@@ -1760,6 +1786,25 @@ fn range(
     let next = b.ins().iadd_imm_s(i, step);
     b.ins().jump(header, &[next.into()]);
     b.switch_to_block(done);
+}
+
+/// `floats` elements of `partial` added into `out`, four lanes at a time.
+fn add_into(b: &mut FunctionBuilder, out: Value, partial: Value, floats: Value) {
+    let [zero, one] = [0, 1].map(|v| b.ins().iconst(types::I64, v));
+    lanes(
+        b,
+        zero,
+        floats,
+        true,
+        &[out, partial],
+        &[one, one],
+        &mut |b, _, ty, a| {
+            let x = b.ins().load(ty, flags(), a[0], 0);
+            let y = b.ins().load(ty, flags(), a[1], 0);
+            let sum = b.ins().fadd(x, y);
+            b.ins().store(flags(), sum, a[0], 0);
+        },
+    );
 }
 
 /// e^x on one lane or four: the interpreter's `math::exp`, operation for operation.

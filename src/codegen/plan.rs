@@ -198,9 +198,11 @@ pub enum Kernel {
         m: Sym,
         n: Sym,
         k: Sym,
-        /// A map over the output (a bias and activation, an optimizer update), run by each
-        /// worker on its rows right after its product, while they are in cache.
-        epilogue: Option<Box<Kernel>>,
+        /// Maps over the output (a bias and activation, an optimizer update), run in order by
+        /// each worker on its rows right after its product, while they are in cache.
+        epilogue: Vec<Kernel>,
+        /// The column sums of the epilogue's output (or of the product's): a bias gradient.
+        sums: Option<ColumnSums>,
     },
     /// A reduction of `input` (in its own axes) over `axes`.
     Reduce {
@@ -230,9 +232,9 @@ pub enum Kernel {
         other: View,
         conv: Conv,
         chunk: i64,
-        /// A map over the forward output (the bias and activation that follow), run on each
-        /// chunk's images right after its product, while they are in cache.
-        epilogue: Option<Box<Kernel>>,
+        /// Maps over the forward output (the bias and activation that follow), run in order
+        /// on each chunk's images right after its product, while they are in cache.
+        epilogue: Vec<Kernel>,
     },
     /// Max or average pooling of a contiguous `[N, C, H, W]` input.
     Pool {
@@ -251,9 +253,9 @@ pub enum Kernel {
         grad: View,
         op: PoolOp,
         conv: Conv,
-        /// A map over the gradient (the activation's gradient before the pooling), run on each
-        /// plane as soon as its windows are done.
-        epilogue: Option<Box<Kernel>>,
+        /// Maps over the gradient (the activation's gradient before the pooling), run in order
+        /// on each plane as soon as its windows are done.
+        epilogue: Vec<Kernel>,
     },
     /// Softmax or log-softmax of a contiguous input over one axis, seen as
     /// `[outer, len, inner]`; with a `partner`, the other of the two as well, into its own
@@ -270,6 +272,24 @@ pub enum Kernel {
         partner: Option<(NodeId, usize)>,
     },
 }
+
+/// The sums over rows of a matrix product's output, or of its epilogue's, computed by each
+/// worker from its rows right after the epilogue, while they are in cache: the first worker
+/// sums into `out` and the second into `partial`, which is then added to `out`, in that order
+/// whatever the thread count.
+#[derive(Clone, Debug)]
+pub struct ColumnSums {
+    /// The reduction node (a sum over axis 0).
+    pub node: NodeId,
+    pub out: usize,
+    /// The buffer summed: the product's output or its epilogue's.
+    pub input: usize,
+    /// The second worker's sums: one float per column.
+    pub partial: usize,
+}
+
+/// The alignment of every buffer in the arena, in floats: a 64-byte cache line.
+pub const ALIGN: usize = 16;
 
 /// Floats in a convolution's im2col buffer: a chunk of images whose patches fit the core's
 /// cache next to the chunk's output.
@@ -468,20 +488,26 @@ impl Kernel {
             } => vec![*out, *other],
             _ => {
                 let mut writes = vec![self.out()];
-                writes.extend(self.epilogue().map(Kernel::out));
+                writes.extend(self.epilogue().iter().map(Kernel::out));
+                if let Kernel::Gemm {
+                    sums: Some(sums), ..
+                } = self
+                {
+                    writes.push(sums.out);
+                }
                 writes
             }
         }
     }
 
-    /// The map a matrix product, convolution or pooling gradient runs on each of its
+    /// The maps a matrix product, convolution or pooling gradient runs on each of its
     /// workers' rows, chunks or planes.
-    pub fn epilogue(&self) -> Option<&Kernel> {
+    pub fn epilogue(&self) -> &[Kernel] {
         match self {
             Kernel::Gemm { epilogue, .. }
             | Kernel::Conv { epilogue, .. }
-            | Kernel::PoolGrad { epilogue, .. } => epilogue.as_deref(),
-            _ => None,
+            | Kernel::PoolGrad { epilogue, .. } => epilogue,
+            _ => &[],
         }
     }
 
@@ -489,6 +515,9 @@ impl Kernel {
     pub fn scratch(&self) -> Option<usize> {
         match self {
             Kernel::Conv { scratch, .. } => Some(*scratch),
+            Kernel::Gemm {
+                sums: Some(sums), ..
+            } => Some(sums.partial),
             _ => None,
         }
     }
@@ -669,7 +698,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     m,
                     n,
                     k,
-                    epilogue: None,
+                    epilogue: Vec::new(),
+                    sums: None,
                 })
             }
             Op::Reduce(op, axes) => {
@@ -777,7 +807,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     grad,
                     op,
                     conv,
-                    epilogue: None,
+                    epilogue: Vec::new(),
                 })
             }
         };
@@ -791,7 +821,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
             p.materialize(id, view);
         }
     }
-    let kernels = with_epilogues(graph, p.kernels, max_batch);
+    let kernels = with_epilogues(graph, p.kernels, &mut p.sizes);
     let (buffers, arena) = allocate(&kernels, &p.sizes, &p.views, wanted, max_batch);
     Ok(Plan {
         kernels,
@@ -867,7 +897,7 @@ impl Planner<'_> {
             other,
             conv,
             chunk,
-            epilogue: None,
+            epilogue: Vec::new(),
         });
     }
 
@@ -962,51 +992,132 @@ impl Planner<'_> {
     }
 }
 
-/// Moves a map that directly follows a kernel, reads its output and can run on the same pieces
-/// into the kernel as its epilogue: after a matrix product split between workers, a map that
-/// reads the product element for element (run on each worker's rows); after a forward
-/// convolution, a map looping over the batch outermost (run on each chunk of images); after a
-/// pooling gradient, a map over the same elements in one flat loop (run on each plane).
-fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, max_batch: usize) -> Vec<Kernel> {
-    let mut result: Vec<Kernel> = Vec::with_capacity(kernels.len());
-    for kernel in kernels {
-        if let (Some(previous), Kernel::Map { args, node, .. }) = (result.last_mut(), &kernel) {
-            let reads_output = args.iter().any(|a| a.base == Base::Buffer(previous.out()));
-            let outer = kernel.map_layout(graph).0;
-            let fits = match previous {
-                Kernel::Gemm { epilogue: None, .. } => {
-                    previous.shared(graph, max_batch)
-                        && iterations_per_row(graph, previous, &kernel).is_some()
-                }
-                Kernel::Conv {
-                    pass: ConvPass::Forward,
-                    conv,
-                    epilogue: None,
-                    ..
-                } => outer.first() == Some(&conv.batch),
-                Kernel::PoolGrad {
-                    node: pooled,
-                    epilogue: None,
-                    ..
-                } => {
-                    graph.shape(*node) == graph.shape(*pooled)
-                        && outer == [product(&dims(graph.shape(*node)))]
-                }
-                _ => false,
+/// Moves each map into the kernel that produces its operands, at the end of that kernel's
+/// epilogue, when it reads what the kernel writes and can run on the same pieces: after a
+/// matrix product, maps that read the product and each other element for element (run on
+/// each worker's rows); after a forward convolution, maps looping over the batch outermost
+/// (run on each chunk of images); after a pooling gradient, maps over the same elements in one
+/// flat loop (run on each plane). A map may move up past kernels it does not depend on: it
+/// then runs while the product's output is still in cache, however late the graph needs it.
+/// A sum over the rows of a product's output joins the product too (see `ColumnSums`).
+///
+/// Scalars computed from hyperparameters alone (Adam's bias corrections) come first, so that
+/// nothing they feed waits for them.
+fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> Vec<Kernel> {
+    let (mut result, rest): (Vec<Kernel>, Vec<Kernel>) = kernels.into_iter().partition(|k| {
+        matches!(k, Kernel::Map { args, .. }
+            if graph.shape(k.node()).0.is_empty()
+                && args.iter().all(|a| !matches!(a.base, Base::Buffer(_) | Base::External(_))))
+    });
+    for kernel in rest {
+        if let Some(Kernel::Gemm { sums, n, .. }) = summed_product(&kernel, &mut result) {
+            let Kernel::Reduce {
+                node, out, input, ..
+            } = &kernel
+            else {
+                unreachable!("only reductions sum a product's rows")
             };
-            if reads_output && fits {
-                if let Kernel::Gemm { epilogue, .. }
+            let Base::Buffer(input) = input.base else {
+                unreachable!("products write buffers")
+            };
+            sizes.push(*n);
+            *sums = Some(ColumnSums {
+                node: *node,
+                out: *out,
+                input,
+                partial: sizes.len() - 1,
+            });
+            continue;
+        }
+        if let Kernel::Map { args, .. } = &kernel {
+            // The last kernel writing anything the map reads: every operand is ready after it.
+            let reads: Vec<Base> = args.iter().map(|a| a.base).collect();
+            let producer = result
+                .iter_mut()
+                .rev()
+                .find(|k| k.writes().iter().any(|&w| reads.contains(&Base::Buffer(w))));
+            if let Some(
+                Kernel::Gemm { epilogue, .. }
                 | Kernel::Conv { epilogue, .. }
-                | Kernel::PoolGrad { epilogue, .. } = previous
-                {
-                    *epilogue = Some(Box::new(kernel));
-                    continue;
-                }
+                | Kernel::PoolGrad { epilogue, .. },
+            ) = producer.filter(|p| fits(graph, p, &kernel))
+            {
+                epilogue.push(kernel);
+                continue;
             }
         }
         result.push(kernel);
     }
     result
+}
+
+/// The matrix product in `kernels` whose rows `reduce` sums, when it can sum them as the
+/// product's `sums`: a sum over axis 0 of the contiguous output of a product, or of its
+/// epilogue, that nothing after the product writes.
+fn summed_product<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<&'k mut Kernel> {
+    let Kernel::Reduce {
+        op: ReduceOp::Sum,
+        input,
+        input_dims,
+        axes,
+        ..
+    } = reduce
+    else {
+        return None;
+    };
+    let Base::Buffer(summed) = input.base else {
+        return None;
+    };
+    if axes != &[0] || input.strides != row_major(input_dims) {
+        return None;
+    }
+    let producer = kernels
+        .iter_mut()
+        .rev()
+        .find(|k| k.writes().contains(&summed))?;
+    let Kernel::Gemm {
+        m, n, sums: None, ..
+    } = producer
+    else {
+        return None;
+    };
+    (input_dims == &[*m, *n]).then_some(producer)
+}
+
+/// Whether `map` can run at the end of `producer`'s epilogue, piece by piece (see
+/// `with_epilogues`): it reads something the producer writes, and what it reads of the
+/// epilogue's outputs, it reads element for element.
+fn fits(graph: &Graph, producer: &Kernel, map: &Kernel) -> bool {
+    let Kernel::Map { args, .. } = map else {
+        return false;
+    };
+    let shape = graph.shape(map.node());
+    let chained: Vec<Base> = producer
+        .epilogue()
+        .iter()
+        .map(|e| Base::Buffer(e.out()))
+        .collect();
+    let reads_output = args.iter().any(|a| a.base == Base::Buffer(producer.out()));
+    let pointwise = args
+        .iter()
+        .all(|a| !chained.contains(&a.base) || a.strides == contiguous(shape));
+    let reads_chain = args.iter().any(|a| chained.contains(&a.base));
+    if !pointwise || !(reads_output || reads_chain) {
+        return false;
+    }
+    let outer = map.map_layout(graph).0;
+    match producer {
+        Kernel::Gemm { sums: None, .. } => iterations_per_row(graph, producer, map).is_some(),
+        Kernel::Conv {
+            pass: ConvPass::Forward,
+            conv,
+            ..
+        } => outer.first() == Some(&conv.batch),
+        Kernel::PoolGrad { node: pooled, .. } => {
+            shape == graph.shape(*pooled) && outer == [product(&dims(shape))]
+        }
+        _ => false,
+    }
 }
 
 /// How many iterations of `map`'s outermost loop cover one row of the product `gemm`, when the
@@ -1098,7 +1209,8 @@ fn allocate(
             last_read[*b] = usize::MAX;
         }
     }
-    let floats = |s: Sym| s.at(max_batch as i64).max(1) as usize;
+    // Every buffer starts on a cache line, as the arena does: vector loads never straddle two.
+    let floats = |s: Sym| (s.at(max_batch as i64).max(1) as usize).next_multiple_of(ALIGN);
     let mut buffers = vec![0usize; sizes.len()];
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, length)
     let mut end = 0;
