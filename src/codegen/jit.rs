@@ -63,10 +63,6 @@ extern "C" fn netc_logf(x: f32) -> f32 {
     x.ln()
 }
 
-extern "C" fn netc_tanhf(x: f32) -> f32 {
-    x.tanh()
-}
-
 /// The running profile of this thread's compiled steps.
 #[derive(Default)]
 struct Ticks {
@@ -186,7 +182,6 @@ impl Compiled {
         let helpers: [*const u8; IMPORTS.len()] = [
             netc_gemm as *const u8,
             netc_logf as *const u8,
-            netc_tanhf as *const u8,
             netc_tick as *const u8,
             netc_parallel as *const u8,
         ];

@@ -1,8 +1,9 @@
 //! Lowering a plan to one Cranelift function: every kernel becomes a loop nest over its output
-//! (or input, for reductions); matrix products call the imported `netc_gemm`; `exp` is emitted
-//! inline as the interpreter's `math::exp` (so it runs four lanes wide), while `log` and `tanh`
-//! call the same Rust functions the interpreter uses. Results match the interpreter exactly
-//! everywhere except inside matrix products, whose summation order differs.
+//! (or input, for reductions); matrix products call the imported `netc_gemm`; `exp` and `tanh`
+//! are emitted inline, operation for operation as the interpreter's `math` computes them (so
+//! they run four lanes wide), while `log` calls the same Rust function the interpreter uses.
+//! Results match the interpreter exactly everywhere except inside matrix products and
+//! reductions split between workers, whose summation order differs.
 
 use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Share, Sym, View, WORKERS};
 use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
@@ -13,21 +14,18 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
+/// Whole-tensor sums of fewer elements than this (per example, for a tensor with a batch
+/// axis) add them one after another, in the interpreter's order.
+const EXACT_SUM_MAX: i64 = 1 << 14;
+
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 5] = [
-    "netc_gemm",
-    "netc_logf",
-    "netc_tanhf",
-    "netc_tick",
-    "netc_parallel",
-];
+pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_logf", "netc_tick", "netc_parallel"];
 
 /// An imported helper, by its position in `IMPORTS`.
 #[derive(Clone, Copy)]
 enum Import {
     Gemm,
     Logf,
-    Tanhf,
     Tick,
     Parallel,
 }
@@ -80,7 +78,7 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         }
         s
     };
-    vec![gemm, unary.clone(), unary, tick, parallel]
+    vec![gemm, unary, tick, parallel]
 }
 
 /// The signature of a kernel's share function: the entry point's arguments
@@ -651,13 +649,19 @@ impl Lowerer<'_> {
                 };
                 let row_major = super::plan::row_major(input_dims);
                 let reader = self.reader(b, input);
+                let total = super::plan::product(input_dims);
                 match &reader {
-                    // A reduction of a whole contiguous tensor keeps its sum in a register, in
-                    // the same order as the interpreter.
+                    // A reduction of a whole contiguous tensor (a loss) keeps its sum in a
+                    // register, in the same order as the interpreter, unless the tensor is so
+                    // large (an L2 penalty over a layer's weights) that one addition after
+                    // another would take longer than the step's products: that one takes four
+                    // lanes, as below.
                     Reader::Memory { base, .. }
-                        if out_dims.is_empty() && input.strides == row_major =>
+                        if out_dims.is_empty()
+                            && input.strides == row_major
+                            && total.coef < EXACT_SUM_MAX =>
                     {
-                        let total = self.sym(b, super::plan::product(input_dims));
+                        let total = self.sym(b, total);
                         let one = b.ins().iconst(types::I64, 1);
                         let sum = fold(b, total, init, &mut |b, j, acc| {
                             let address = self.address(b, *base, &[one], &[j]);
@@ -1678,7 +1682,7 @@ impl Lowerer<'_> {
                         let denominator = b.ins().fadd(one, e);
                         b.ins().fdiv(one, denominator)
                     }
-                    UnaryOp::Tanh => self.call(b, Import::Tanhf, &[x]).expect("tanhf returns"),
+                    UnaryOp::Tanh => tanh(b, x, vector),
                     UnaryOp::Exp => exp(b, x, vector),
                     UnaryOp::Log => self.call(b, Import::Logf, &[x]).expect("logf returns"),
                     UnaryOp::Abs => b.ins().fabs(x),
@@ -1756,7 +1760,7 @@ impl Lowerer<'_> {
 /// Elementwise operations that run on four lanes (no calls, no per-element random numbers).
 fn vectorizable(op: &Op) -> bool {
     match op {
-        Op::Unary(u) => !matches!(u, UnaryOp::Tanh | UnaryOp::Log),
+        Op::Unary(u) => *u != UnaryOp::Log,
         Op::Binary(_) => true,
         Op::DropoutMask { .. } | Op::OneHot { .. } => false,
         // A copy.
@@ -1879,6 +1883,64 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
         y = b.ins().fmul(y, factor);
     }
     y
+}
+
+/// tanh(x) on one lane or four: the interpreter's `math::tanh`, operation for operation.
+fn tanh(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
+    use crate::interp::math::{TANH_POLY, TANH_SMALL};
+    let (float, int) = if vector {
+        (types::F32X4, types::I32X4)
+    } else {
+        (types::F32, types::I32)
+    };
+    let constant = |b: &mut FunctionBuilder, v: f32| {
+        let scalar = b.ins().f32const(v);
+        if vector {
+            b.ins().splat(float, scalar)
+        } else {
+            scalar
+        }
+    };
+    let a = b.ins().fabs(x);
+    let twice = b.ins().fadd(a, a);
+    let e = exp(b, twice, vector);
+    let [one, two] = [1.0, 2.0].map(|v| constant(b, v));
+    let denominator = b.ins().fadd(e, one);
+    let fraction = b.ins().fdiv(two, denominator);
+    let magnitude = b.ins().fsub(one, fraction);
+    // copysign: the magnitude's bits with x's sign bit.
+    let sign_bit = {
+        let scalar = b.ins().iconst(types::I32, i64::from(0x8000_0000u32));
+        if vector {
+            b.ins().splat(int, scalar)
+        } else {
+            scalar
+        }
+    };
+    let bits = |b: &mut FunctionBuilder, v: Value| b.ins().bitcast(int, MemFlagsData::new(), v);
+    let (x_bits, magnitude_bits) = (bits(b, x), bits(b, magnitude));
+    let sign = b.ins().band(x_bits, sign_bit);
+    let unsigned = b.ins().band_not(magnitude_bits, sign_bit);
+    let large = b.ins().bor(unsigned, sign);
+    let large = b.ins().bitcast(float, MemFlagsData::new(), large);
+    let z = b.ins().fmul(x, x);
+    let mut q = constant(b, TANH_POLY[0]);
+    for &c in &TANH_POLY[1..] {
+        let c = constant(b, c);
+        let t = b.ins().fmul(q, z);
+        q = b.ins().fadd(t, c);
+    }
+    let qz = b.ins().fmul(q, z);
+    let qzx = b.ins().fmul(qz, x);
+    let small = b.ins().fadd(qzx, x);
+    let limit = constant(b, TANH_SMALL);
+    let is_large = b.ins().fcmp(FloatCC::GreaterThan, a, limit);
+    if vector {
+        let mask = b.ins().bitcast(float, MemFlagsData::new(), is_large);
+        b.ins().bitselect(mask, large, small)
+    } else {
+        b.ins().select(is_large, large, small)
+    }
 }
 
 /// A loop over `lo..hi` calling `body(z, type, addresses)`: four lanes at a time (type `f32x4`)

@@ -1,7 +1,9 @@
-//! netc's own f32 exponential. The interpreter computes `exp` (and so sigmoid and softmax) in
-//! f32 with this function, and compiled code emits the same operations in the same order, four
-//! lanes at a time, so the two agree bit for bit without a call per element. It is Cephes'
-//! `expf`: range reduction by ln 2 in two parts, a degree-5 polynomial, then a power of two.
+//! netc's own f32 exponential and hyperbolic tangent. The interpreter computes `exp` (and so
+//! sigmoid and softmax) and `tanh` in f32 with these functions, and compiled code emits the
+//! same operations in the same order, four lanes at a time, so the two agree bit for bit
+//! without a call per element. `exp` is Cephes' `expf`: range reduction by ln 2 in two parts,
+//! a degree-5 polynomial, then a power of two. `tanh` is Cephes' `tanhf`: an odd polynomial
+//! near zero, `1 − 2/(e^{2|x|} + 1)` elsewhere.
 
 /// Inputs are clamped to this range first: below it the result is 0, above it infinity.
 pub const EXP_LO: f32 = -104.0;
@@ -43,13 +45,40 @@ pub fn exp(x: f32) -> f32 {
     y * pow2(half) * pow2(k.wrapping_sub(half))
 }
 
+/// Below this magnitude `tanh` is the polynomial.
+pub const TANH_SMALL: f32 = 0.625;
+/// tanh(x) ≈ x + x·z·q(z) with z = x² on |x| < 0.625, highest degree first.
+pub const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    0.133_314_42,
+    -0.333_332_8,
+];
+
+/// tanh(x) in f32, within 3 ulp of the exact value (NaN stays NaN). Both branches are
+/// computed and one is selected, as the compiled version does on four lanes.
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let e = exp(a + a);
+    let large = (1.0 - 2.0 / (e + 1.0)).copysign(x);
+    let z = x * x;
+    let q = TANH_POLY[1..].iter().fold(TANH_POLY[0], |q, &c| q * z + c);
+    let small = q * z * x + x;
+    if a > TANH_SMALL {
+        large
+    } else {
+        small
+    }
+}
+
 fn pow2(k: i32) -> f32 {
     f32::from_bits((k.wrapping_add(127) as u32) << 23)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::exp;
+    use super::{exp, tanh};
 
     /// Distance in units of the last place between two finite floats of the same sign.
     fn ulps(a: f32, b: f32) -> u32 {
@@ -83,5 +112,30 @@ mod tests {
         let (a, b) = (exp(-100.0), exp(-95.0));
         assert!(a > 0.0 && a < b && b < f32::MIN_POSITIVE);
         assert!(ulps(exp(-1e-7), (-1e-7f64).exp() as f32) <= 1);
+    }
+
+    #[test]
+    fn tanh_is_within_three_ulp_of_f64() {
+        let mut worst = (0, 0.0);
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let exact = (x as f64).tanh() as f32;
+            let error = ulps(tanh(x), exact);
+            if error > worst.0 {
+                worst = (error, x);
+            }
+            x += 0.000_173;
+        }
+        assert!(worst.0 <= 3, "{} ulp at x = {}", worst.0, worst.1);
+    }
+
+    #[test]
+    fn tanh_edges() {
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(1e-30), 1e-30);
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanh(-50.0), -1.0);
+        assert!(tanh(f32::NAN).is_nan());
     }
 }

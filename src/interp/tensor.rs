@@ -31,7 +31,7 @@ pub trait Real:
 }
 
 macro_rules! real {
-    ($t:ty, $exp:path) => {
+    ($t:ty, $exp:path, $tanh:path) => {
         impl Real for $t {
             fn of(x: f64) -> Self {
                 x as $t
@@ -49,7 +49,7 @@ macro_rules! real {
                 <$t>::sqrt(self)
             }
             fn tanh(self) -> Self {
-                <$t>::tanh(self)
+                $tanh(self)
             }
             fn abs(self) -> Self {
                 <$t>::abs(self)
@@ -57,9 +57,9 @@ macro_rules! real {
         }
     };
 }
-// f32 uses netc's exponential, which compiled code reproduces exactly.
-real!(f32, super::math::exp);
-real!(f64, f64::exp);
+// f32 uses netc's exponential and tanh, which compiled code reproduces exactly.
+real!(f32, super::math::exp, super::math::tanh);
+real!(f64, f64::exp, f64::tanh);
 
 /// A tensor with concrete dimensions.
 #[derive(Clone, Debug, PartialEq)]

@@ -167,10 +167,10 @@ fn mismatched_bindings_are_rejected() {
     assert!(other.0.contains("compiled to keep"), "{}", other.0);
 }
 
-/// Elementwise kernels (exp and sigmoid inline, four lanes and the scalar tail) and softmax
+/// Elementwise kernels (exp, sigmoid and tanh inline, four lanes and the scalar tail) and softmax
 /// give the interpreter's bits exactly, over inputs that cover exp's range and its edges.
 #[test]
-fn exp_kernels_match_the_interpreter_bit_for_bit() {
+fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
     // Nine rows: softmax runs four rows at a time, one per lane, and the ninth alone.
     let (rows, width) = (9, 911);
     let mut values: Vec<f32> = (0..rows * width)
@@ -180,6 +180,10 @@ fn exp_kernels_match_the_interpreter_bit_for_bit() {
     let cases = [
         (
             "y = exp(x) + sigmoid(x) * 3 - exp(-x / 7)\n loss mse(y, t)",
+            "target t: [911]",
+        ),
+        (
+            "y = tanh(x) * 2 + tanh(x * 0.01) + tanh(-x / 40)\n loss mse(y, t)",
             "target t: [911]",
         ),
         (
