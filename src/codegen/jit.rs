@@ -498,14 +498,20 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         .iter()
         .map(|map| describe(graph, plan, map))
         .collect();
-    if let Kernel::Gemm {
-        sums: Some(sums), ..
-    } = kernel
-    {
-        let summed = graph.node(sums.node);
+    let sums = match kernel {
+        Kernel::Gemm {
+            sums: Some(sums), ..
+        } => Some((sums.node, sums.out, "over the rows")),
+        Kernel::Softmax {
+            sums: Some(sums), ..
+        } => Some((sums.node, sums.out, "along each row")),
+        _ => None,
+    };
+    if let Some((node, out, how)) = sums {
+        let summed = graph.node(node);
         then.push(format!(
-            "{} = {} : {}{} summed over the rows -> arena[{}..]",
-            sums.node, summed.op, summed.dtype, summed.shape, plan.buffers[sums.out]
+            "{node} = {} : {}{} summed {how} -> arena[{}..]",
+            summed.op, summed.dtype, summed.shape, plan.buffers[out]
         ));
     }
     let then = if then.is_empty() {
@@ -514,6 +520,7 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         let piece = match kernel {
             Kernel::Conv { .. } => "chunk",
             Kernel::PoolGrad { .. } => "plane",
+            Kernel::Softmax { .. } => "group of rows",
             _ => "worker's rows",
         };
         format!("; then on each {piece}, {}", then.join(", and "))

@@ -517,7 +517,6 @@ impl Lowerer<'_> {
                 m,
                 n,
                 k,
-                epilogue,
                 sums,
                 ..
             } => {
@@ -556,12 +555,7 @@ impl Lowerer<'_> {
                     overwrite,
                 );
                 let worker = self.share.map_or(first, |[_, _, w]| w);
-                for map in epilogue {
-                    let per_row = super::plan::iterations_per_row(self.graph, kernel, map)
-                        .expect("the planner fuses only maps that run by rows");
-                    let [first, end] = [first, end].map(|row| b.ins().imul_imm_s(row, per_row));
-                    self.piece_of(b, map, [first, end, worker]);
-                }
+                self.epilogue_rows(b, kernel, [first, end, worker]);
                 if let Some(sums) = sums {
                     // The first worker sums its rows into the result, the second into its own
                     // partial sums, which `dispatch` then adds.
@@ -944,6 +938,7 @@ impl Lowerer<'_> {
                 inner,
                 log,
                 partner,
+                sums,
                 ..
             } => {
                 let input_base = self.memory(b, input);
@@ -969,6 +964,28 @@ impl Lowerer<'_> {
                     Some(_) => b.ins().band_imm_s(outer_v, !3),
                     None => zero,
                 };
+                // The epilogue and the row sums follow each group of rows (there are none unless
+                // the axis is the innermost).
+                let after = |b: &mut FunctionBuilder, row: Value, count: i64| {
+                    let end = b.ins().iadd_imm_s(row, count);
+                    self.epilogue_rows(b, kernel, [row, end, row]);
+                    if let Some(sums) = sums {
+                        let [input, out] =
+                            [sums.input, sums.out].map(|s| self.buffer_address(b, s));
+                        range(b, row, end, 1, &mut |b, r| {
+                            let start = b.ins().imul(r, len_v);
+                            let source = element(b, input, start);
+                            let zero_f = f32_const(b, 0.0);
+                            let total = fold(b, len_v, zero_f, &mut |b, j, t| {
+                                let address = element(b, source, j);
+                                let v = b.ins().load(types::F32, flags(), address, 0);
+                                b.ins().fadd(t, v)
+                            });
+                            let address = element(b, out, r);
+                            b.ins().store(flags(), total, address, 0);
+                        });
+                    }
+                };
                 range(b, zero, grouped, 4, &mut |b, row| {
                     let rows = SoftmaxRows {
                         strides,
@@ -977,6 +994,7 @@ impl Lowerer<'_> {
                         four,
                     };
                     self.softmax_rows(b, rows, len_v, buffers, plain, logs);
+                    after(b, row, 4);
                 });
                 range(b, grouped, outer_v, 1, &mut |b, row| {
                     range(b, zero, inner_v, 1, &mut |b, inner| {
@@ -988,6 +1006,7 @@ impl Lowerer<'_> {
                         };
                         self.softmax_rows(b, rows, len_v, buffers, plain, logs);
                     });
+                    after(b, row, 1);
                 });
             }
         }
@@ -1063,6 +1082,21 @@ impl Lowerer<'_> {
                 rows.store(self, b, plain, j, value);
             }
         });
+    }
+
+    /// The epilogue of a kernel that runs it by rows (`Kernel::rows`), on rows `first..end`.
+    fn epilogue_rows(
+        &self,
+        b: &mut FunctionBuilder,
+        producer: &Kernel,
+        [first, end, worker]: [Value; 3],
+    ) {
+        for map in producer.epilogue() {
+            let per_row = super::plan::iterations_per_row(self.graph, producer, map)
+                .expect("the planner fuses only maps that run by rows");
+            let [first, end] = [first, end].map(|row| b.ins().imul_imm_s(row, per_row));
+            self.piece_of(b, map, [first, end, worker]);
+        }
     }
 
     /// Iterations `first..end` of `map`'s outermost loop, as `worker`: a piece of an epilogue.

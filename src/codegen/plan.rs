@@ -270,7 +270,23 @@ pub enum Kernel {
         inner: Sym,
         log: bool,
         partner: Option<(NodeId, usize)>,
+        /// Maps over the results (cross-entropy's terms and its gradient), run in order on
+        /// each group of rows as soon as the group is done, when the axis is the innermost.
+        epilogue: Vec<Kernel>,
+        /// The sums along each row of an epilogue's output: cross-entropy's loss per example.
+        sums: Option<RowSums>,
     },
+}
+
+/// The sums along each row of a softmax epilogue's output, in the interpreter's order,
+/// computed as soon as the row is done.
+#[derive(Clone, Debug)]
+pub struct RowSums {
+    /// The reduction node (a sum over axis 1).
+    pub node: NodeId,
+    pub out: usize,
+    /// The buffer summed.
+    pub input: usize,
 }
 
 /// The sums over rows of a matrix product's output, or of its epilogue's, computed by each
@@ -480,33 +496,53 @@ impl Kernel {
 
     /// Every buffer the kernel writes for later kernels: its output, and a softmax's partner.
     pub fn writes(&self) -> Vec<usize> {
+        let mut writes = self.outputs();
+        writes.extend(self.epilogue().iter().map(Kernel::out));
+        match self {
+            Kernel::Gemm {
+                sums: Some(sums), ..
+            } => writes.push(sums.out),
+            Kernel::Softmax {
+                sums: Some(sums), ..
+            } => writes.push(sums.out),
+            _ => {}
+        }
+        writes
+    }
+
+    /// The buffers the kernel itself computes, before any epilogue: its output, and a
+    /// softmax's partner.
+    pub fn outputs(&self) -> Vec<usize> {
         match self {
             Kernel::Softmax {
                 out,
                 partner: Some((_, other)),
                 ..
             } => vec![*out, *other],
-            _ => {
-                let mut writes = vec![self.out()];
-                writes.extend(self.epilogue().iter().map(Kernel::out));
-                if let Kernel::Gemm {
-                    sums: Some(sums), ..
-                } = self
-                {
-                    writes.push(sums.out);
-                }
-                writes
-            }
+            _ => vec![self.out()],
         }
     }
 
-    /// The maps a matrix product, convolution or pooling gradient runs on each of its
-    /// workers' rows, chunks or planes.
+    /// The rows of a kernel whose epilogue runs by rows, and their length: a matrix product's,
+    /// and a softmax's over its innermost axis.
+    pub fn rows(&self) -> Option<(Sym, Sym)> {
+        match self {
+            Kernel::Gemm { m, n, .. } => Some((*m, *n)),
+            Kernel::Softmax {
+                outer, len, inner, ..
+            } if *inner == Sym::fixed(1) => Some((*outer, *len)),
+            _ => None,
+        }
+    }
+
+    /// The maps a matrix product, convolution, pooling gradient or softmax runs on each of
+    /// its workers' rows, chunks, planes or groups of rows.
     pub fn epilogue(&self) -> &[Kernel] {
         match self {
             Kernel::Gemm { epilogue, .. }
             | Kernel::Conv { epilogue, .. }
-            | Kernel::PoolGrad { epilogue, .. } => epilogue,
+            | Kernel::PoolGrad { epilogue, .. }
+            | Kernel::Softmax { epilogue, .. } => epilogue,
             _ => &[],
         }
     }
@@ -564,10 +600,18 @@ impl Kernel {
                 reads.extend(epilogue.iter().flat_map(|e| e.reads()));
                 reads
             }
+            Kernel::Softmax {
+                input, epilogue, ..
+            } => {
+                let mut reads = vec![input];
+                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
+                reads
+            }
             Kernel::Reduce { input, .. }
             | Kernel::Copy { input, .. }
-            | Kernel::Pool { input, .. }
-            | Kernel::Softmax { input, .. } => vec![input],
+            | Kernel::Pool { input, .. } => {
+                vec![input]
+            }
         }
     }
 }
@@ -640,7 +684,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                 let mut args = Vec::new();
                 let mut children = Vec::new();
                 for &a in &node.args {
-                    match p.pending[a.index()].take() {
+                    // Cloned: a one-hot encoding is inlined into each of its consumers.
+                    match p.pending[a.index()].clone() {
                         Some((expr, leaves)) => {
                             children.push(expr.shifted(args.len()));
                             args.extend(leaves);
@@ -676,11 +721,16 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     base: labels.base,
                     strides: vec![labels.strides[0], Sym::ZERO],
                 }];
+                let expr = Expr::Apply(id, vec![Expr::Read(0)]);
+                if fusible[i] {
+                    p.pending[i] = Some((expr, args));
+                    continue;
+                }
                 p.kernel(id, |out| Kernel::Map {
                     node: id,
                     out,
                     args,
-                    expr: Expr::Apply(id, vec![Expr::Read(0)]),
+                    expr,
                 })
             }
             Op::MatMul => {
@@ -746,6 +796,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     inner: product(&sizes[*axis + 1..]),
                     log,
                     partner,
+                    epilogue: Vec::new(),
+                    sums: None,
                 })
             }
             Op::Conv2d(window) => {
@@ -1029,6 +1081,23 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
             });
             continue;
         }
+        if let Some(Kernel::Softmax { sums, .. }) = summed_rows(&kernel, &mut result) {
+            let Kernel::Reduce {
+                node, out, input, ..
+            } = &kernel
+            else {
+                unreachable!("only reductions sum a softmax's rows")
+            };
+            let Base::Buffer(input) = input.base else {
+                unreachable!("softmax epilogues write buffers")
+            };
+            *sums = Some(RowSums {
+                node: *node,
+                out: *out,
+                input,
+            });
+            continue;
+        }
         if let Kernel::Map { args, .. } = &kernel {
             // The last kernel writing anything the map reads: every operand is ready after it.
             let reads: Vec<Base> = args.iter().map(|a| a.base).collect();
@@ -1039,7 +1108,8 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
             if let Some(
                 Kernel::Gemm { epilogue, .. }
                 | Kernel::Conv { epilogue, .. }
-                | Kernel::PoolGrad { epilogue, .. },
+                | Kernel::PoolGrad { epilogue, .. }
+                | Kernel::Softmax { epilogue, .. },
             ) = producer.filter(|p| fits(graph, p, &kernel))
             {
                 epilogue.push(kernel);
@@ -1084,6 +1154,37 @@ fn summed_product<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<&'k 
     (input_dims == &[*m, *n]).then_some(producer)
 }
 
+/// The softmax in `kernels` whose epilogue writes the rows `reduce` sums along, when it can
+/// sum them as its `sums`.
+fn summed_rows<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<&'k mut Kernel> {
+    let Kernel::Reduce {
+        op: ReduceOp::Sum,
+        input,
+        input_dims,
+        axes,
+        ..
+    } = reduce
+    else {
+        return None;
+    };
+    let Base::Buffer(summed) = input.base else {
+        return None;
+    };
+    if axes != &[1] || input.strides != row_major(input_dims) {
+        return None;
+    }
+    let producer = kernels
+        .iter_mut()
+        .rev()
+        .find(|k| k.writes().contains(&summed))?;
+    let rows = producer.rows();
+    let Kernel::Softmax { sums: None, .. } = producer else {
+        return None;
+    };
+    rows.is_some_and(|(outer, len)| input_dims == &[outer, len])
+        .then_some(producer)
+}
+
 /// Whether `map` can run at the end of `producer`'s epilogue, piece by piece (see
 /// `with_epilogues`): it reads something the producer writes, and what it reads of the
 /// epilogue's outputs, it reads element for element.
@@ -1092,22 +1193,31 @@ fn fits(graph: &Graph, producer: &Kernel, map: &Kernel) -> bool {
         return false;
     };
     let shape = graph.shape(map.node());
+    let outputs: Vec<Base> = producer.outputs().into_iter().map(Base::Buffer).collect();
     let chained: Vec<Base> = producer
         .epilogue()
         .iter()
         .map(|e| Base::Buffer(e.out()))
         .collect();
-    let reads_output = args.iter().any(|a| a.base == Base::Buffer(producer.out()));
+    let sums: Vec<Base> = producer
+        .writes()
+        .into_iter()
+        .map(Base::Buffer)
+        .filter(|w| !outputs.contains(w) && !chained.contains(w))
+        .collect();
+    let reads = |set: &[Base]| args.iter().any(|a| set.contains(&a.base));
     let pointwise = args
         .iter()
         .all(|a| !chained.contains(&a.base) || a.strides == contiguous(shape));
-    let reads_chain = args.iter().any(|a| chained.contains(&a.base));
-    if !pointwise || !(reads_output || reads_chain) {
+    // Sums come after the whole epilogue, so nothing in it can read them.
+    if !pointwise || reads(&sums) || !(reads(&outputs) || reads(&chained)) {
         return false;
     }
     let outer = map.map_layout(graph).0;
     match producer {
-        Kernel::Gemm { sums: None, .. } => iterations_per_row(graph, producer, map).is_some(),
+        Kernel::Gemm { .. } | Kernel::Softmax { .. } => {
+            iterations_per_row(graph, producer, map).is_some()
+        }
         Kernel::Conv {
             pass: ConvPass::Forward,
             conv,
@@ -1120,47 +1230,43 @@ fn fits(graph: &Graph, producer: &Kernel, map: &Kernel) -> bool {
     }
 }
 
-/// How many iterations of `map`'s outermost loop cover one row of the product `gemm`, when the
-/// map reads the product only element for element, so that a worker's rows of the product
-/// are all its share of the map needs: 1 when the map loops over rows, n when it is one flat
-/// loop.
-pub fn iterations_per_row(graph: &Graph, gemm: &Kernel, map: &Kernel) -> Option<i64> {
-    let (
-        Kernel::Gemm {
-            node, out, m, n, ..
-        },
-        Kernel::Map {
-            node: mapped, args, ..
-        },
-    ) = (gemm, map)
-    else {
+/// How many iterations of `map`'s outermost loop cover one row of `producer` (see
+/// `Kernel::rows`), when the map reads the producer's results only element for element, so
+/// that a piece of rows of the results is all a piece of the map needs: 1 when the map loops
+/// over rows, the row's length when it is one flat loop.
+pub fn iterations_per_row(graph: &Graph, producer: &Kernel, map: &Kernel) -> Option<i64> {
+    let ((rows, len), Kernel::Map { args, .. }) = (producer.rows()?, map) else {
         return None;
     };
-    let shape = graph.shape(*node);
-    let pointwise = graph.shape(*mapped) == shape
-        && args
-            .iter()
-            .all(|a| a.base != Base::Buffer(*out) || a.strides == contiguous(shape));
-    if !pointwise || n.batch {
+    let shape = graph.shape(producer.node());
+    let outputs = producer.outputs();
+    let pointwise = graph.shape(map.node()) == shape
+        && args.iter().all(|a| {
+            !matches!(a.base, Base::Buffer(b) if outputs.contains(&b))
+                || a.strides == contiguous(shape)
+        });
+    if !pointwise || len.batch {
         return None;
     }
     let outer = map.map_layout(graph).0;
-    if outer.first() == Some(m) {
+    if outer.first() == Some(&rows) {
         Some(1)
     } else if outer
         == [Sym {
-            coef: m.coef * n.coef,
-            batch: m.batch,
+            coef: rows.coef * len.coef,
+            batch: rows.batch,
         }]
     {
-        Some(n.coef)
+        Some(len.coef)
     } else {
         None
     }
 }
 
 /// Elementwise nodes to inline into their consumer: used exactly once, by an elementwise
-/// node (of the same shape, as elementwise operands always are), and not a result.
+/// node (of the same shape, as elementwise operands always are), and not a result. A one-hot
+/// encoding is inlined into every elementwise consumer however many there are: comparing a
+/// label costs less than reading a stored value.
 fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
     let elementwise = |op: &Op| matches!(op, Op::Unary(_) | Op::Binary(_));
     let mut uses = vec![0usize; graph.nodes.len()];
@@ -1179,7 +1285,13 @@ fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| elementwise(&n.op) && uses[i] == 1 && consumer_elementwise[i] && !result[i])
+        .map(|(i, n)| {
+            let inlined = match n.op {
+                Op::OneHot { .. } => uses[i] >= 1,
+                _ => elementwise(&n.op) && uses[i] == 1,
+            };
+            inlined && consumer_elementwise[i] && !result[i]
+        })
         .collect()
 }
 
