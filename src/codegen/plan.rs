@@ -1100,11 +1100,12 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
         }
         if let Kernel::Map { args, .. } = &kernel {
             // The last kernel writing anything the map reads: every operand is ready after it.
+            // A map that reads no buffer (a dropout mask) may join the kernel before it.
             let reads: Vec<Base> = args.iter().map(|a| a.base).collect();
-            let producer = result
-                .iter_mut()
-                .rev()
-                .find(|k| k.writes().iter().any(|&w| reads.contains(&Base::Buffer(w))));
+            let independent = !reads.iter().any(|b| matches!(b, Base::Buffer(_)));
+            let producer = result.iter_mut().rev().find(|k| {
+                independent || k.writes().iter().any(|&w| reads.contains(&Base::Buffer(w)))
+            });
             if let Some(
                 Kernel::Gemm { epilogue, .. }
                 | Kernel::Conv { epilogue, .. }
@@ -1210,7 +1211,8 @@ fn fits(graph: &Graph, producer: &Kernel, map: &Kernel) -> bool {
         .iter()
         .all(|a| !chained.contains(&a.base) || a.strides == contiguous(shape));
     // Sums come after the whole epilogue, so nothing in it can read them.
-    if !pointwise || reads(&sums) || !(reads(&outputs) || reads(&chained)) {
+    let independent = !args.iter().any(|a| matches!(a.base, Base::Buffer(_)));
+    if !pointwise || reads(&sums) || !(independent || reads(&outputs) || reads(&chained)) {
         return false;
     }
     let outer = map.map_layout(graph).0;

@@ -310,8 +310,9 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
     let (model, source) = model(file);
     // Fashion-MNIST's shapes without its files: 800 patterned images whose label shows in the
     // image (one in ten pixels is brighter), so training learns rather than memorizes noise
-    // and stays well-conditioned. Batches of 32 make the first layer's products large enough
-    // (32·784·256 ≥ 2^22) to use two threads.
+    // and stays well-conditioned. Batches of 32 make the wide layers' products large enough
+    // (32·784·256 and 32·256·256 ≥ 2^19) to be split between the workers, with their bias,
+    // activation, dropout, update and bias-gradient sums as epilogues on each worker's rows.
     let label = |example: usize| (example * 7 % 10) as f32;
     let images = netc::data::Dataset {
         len: 800,
