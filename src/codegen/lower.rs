@@ -569,25 +569,12 @@ impl Lowerer<'_> {
                         None => total,
                     };
                     let source = self.buffer_address(b, sums.input);
-                    let [zero, one] = [0, 1].map(|v| b.ins().iconst(types::I64, v));
+                    let zero = b.ins().iconst(types::I64, 0);
                     zero_range(b, into, zero, n_value);
                     range(b, first, end, 1, &mut |b, row| {
                         let start = b.ins().imul(row, n_value);
                         let row = element(b, source, start);
-                        lanes(
-                            b,
-                            zero,
-                            n_value,
-                            true,
-                            &[into, row],
-                            &[one, one],
-                            &mut |b, _, ty, a| {
-                                let sum = b.ins().load(ty, flags(), a[0], 0);
-                                let x = b.ins().load(ty, flags(), a[1], 0);
-                                let sum = b.ins().fadd(sum, x);
-                                b.ins().store(flags(), sum, a[0], 0);
-                            },
-                        );
+                        add_into(b, into, row, n_value);
                     });
                 }
             }
@@ -646,10 +633,10 @@ impl Lowerer<'_> {
                 let total = super::plan::product(input_dims);
                 match &reader {
                     // A reduction of a whole contiguous tensor (a loss) keeps its sum in a
-                    // register, in the same order as the interpreter, unless the tensor is so
-                    // large (an L2 penalty over a layer's weights) that one addition after
-                    // another would take longer than the step's products: that one takes four
-                    // lanes, as below.
+                    // register, in the same order as the interpreter, unless the tensor is
+                    // large (an L2 penalty over a layer's weights): there one addition waiting
+                    // for the last costs more than the rest of the step's elementwise work, so
+                    // it takes four lanes, as below.
                     Reader::Memory { base, .. }
                         if out_dims.is_empty()
                             && input.strides == row_major
@@ -1111,7 +1098,8 @@ impl Lowerer<'_> {
 
     /// Runs a shared kernel's share function for both workers through `netc_parallel`, with
     /// what must happen once around it: zeroing a gradient the shares add into, and adding the
-    /// second worker's weight-gradient sum to the first's.
+    /// second worker's partial sums (a convolution's weight gradient, a product's column sums)
+    /// to the first's.
     fn dispatch(&self, b: &mut FunctionBuilder, kernel: &Kernel, function: FuncRef) {
         let share = kernel
             .split(self.graph)

@@ -1062,40 +1062,22 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
                 && args.iter().all(|a| !matches!(a.base, Base::Buffer(_) | Base::External(_))))
     });
     for kernel in rest {
-        if let Some(Kernel::Gemm { sums, n, .. }) = summed_product(&kernel, &mut result) {
-            let Kernel::Reduce {
-                node, out, input, ..
-            } = &kernel
-            else {
-                unreachable!("only reductions sum a product's rows")
-            };
-            let Base::Buffer(input) = input.base else {
-                unreachable!("products write buffers")
-            };
-            sizes.push(*n);
-            *sums = Some(ColumnSums {
-                node: *node,
-                out: *out,
-                input,
-                partial: sizes.len() - 1,
-            });
-            continue;
-        }
-        if let Some(Kernel::Softmax { sums, .. }) = summed_rows(&kernel, &mut result) {
-            let Kernel::Reduce {
-                node, out, input, ..
-            } = &kernel
-            else {
-                unreachable!("only reductions sum a softmax's rows")
-            };
-            let Base::Buffer(input) = input.base else {
-                unreachable!("softmax epilogues write buffers")
-            };
-            *sums = Some(RowSums {
-                node: *node,
-                out: *out,
-                input,
-            });
+        if let Some((producer, input)) = summing(&kernel, &mut result) {
+            let (node, out) = (kernel.node(), kernel.out());
+            match producer {
+                Kernel::Gemm { sums, n, .. } => {
+                    sizes.push(*n);
+                    let partial = sizes.len() - 1;
+                    *sums = Some(ColumnSums {
+                        node,
+                        out,
+                        input,
+                        partial,
+                    });
+                }
+                Kernel::Softmax { sums, .. } => *sums = Some(RowSums { node, out, input }),
+                _ => unreachable!("only products and softmax sum their rows"),
+            }
             continue;
         }
         if let Kernel::Map { args, .. } = &kernel {
@@ -1122,10 +1104,11 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
     result
 }
 
-/// The matrix product in `kernels` whose rows `reduce` sums, when it can sum them as the
-/// product's `sums`: a sum over axis 0 of the contiguous output of a product, or of its
-/// epilogue, that nothing after the product writes.
-fn summed_product<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<&'k mut Kernel> {
+/// The kernel in `kernels` that can compute `reduce` as part of its work, and the buffer it
+/// sums: a sum over the rows of a matrix product's output or its epilogue's (`ColumnSums`),
+/// or along each row of a softmax's (`RowSums`), of a contiguous matrix that nothing after
+/// that kernel writes.
+fn summing<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<(&'k mut Kernel, usize)> {
     let Kernel::Reduce {
         op: ReduceOp::Sum,
         input,
@@ -1139,51 +1122,20 @@ fn summed_product<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<&'k 
     let Base::Buffer(summed) = input.base else {
         return None;
     };
-    if axes != &[0] || input.strides != row_major(input_dims) {
+    if input.strides != row_major(input_dims) {
         return None;
     }
     let producer = kernels
         .iter_mut()
         .rev()
         .find(|k| k.writes().contains(&summed))?;
-    let Kernel::Gemm {
-        m, n, sums: None, ..
-    } = producer
-    else {
-        return None;
+    let (rows, len) = producer.rows()?;
+    let axis = match producer {
+        Kernel::Gemm { sums: None, .. } => 0,
+        Kernel::Softmax { sums: None, .. } => 1,
+        _ => return None,
     };
-    (input_dims == &[*m, *n]).then_some(producer)
-}
-
-/// The softmax in `kernels` whose epilogue writes the rows `reduce` sums along, when it can
-/// sum them as its `sums`.
-fn summed_rows<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<&'k mut Kernel> {
-    let Kernel::Reduce {
-        op: ReduceOp::Sum,
-        input,
-        input_dims,
-        axes,
-        ..
-    } = reduce
-    else {
-        return None;
-    };
-    let Base::Buffer(summed) = input.base else {
-        return None;
-    };
-    if axes != &[1] || input.strides != row_major(input_dims) {
-        return None;
-    }
-    let producer = kernels
-        .iter_mut()
-        .rev()
-        .find(|k| k.writes().contains(&summed))?;
-    let rows = producer.rows();
-    let Kernel::Softmax { sums: None, .. } = producer else {
-        return None;
-    };
-    rows.is_some_and(|(outer, len)| input_dims == &[outer, len])
-        .then_some(producer)
+    (axes == &[axis] && input_dims == &[rows, len]).then_some((producer, summed))
 }
 
 /// Whether `map` can run at the end of `producer`'s epilogue, piece by piece (see
