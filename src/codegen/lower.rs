@@ -945,11 +945,20 @@ impl Lowerer<'_> {
                 let (plain, logs) = (plain.is_some(), logs.is_some());
                 // Over the innermost axis of a fixed length, four rows at a time, one per lane,
                 // then the rows left over one at a time.
+                // A worker's share is rows `first..end`.
                 let four = (*inner == Sym::fixed(1) && !len.batch).then_some(len.coef);
                 let zero = b.ins().iconst(types::I64, 0);
+                let (first, end) = match self.share {
+                    Some([first, end, _]) => (first, end),
+                    None => (zero, outer_v),
+                };
                 let grouped = match four {
-                    Some(_) => b.ins().band_imm_s(outer_v, !3),
-                    None => zero,
+                    Some(_) => {
+                        let count = b.ins().isub(end, first);
+                        let whole = b.ins().band_imm_s(count, !3);
+                        b.ins().iadd(first, whole)
+                    }
+                    None => first,
                 };
                 // The epilogue and the row sums follow each group of rows (there are none unless
                 // the axis is the innermost).
@@ -973,7 +982,7 @@ impl Lowerer<'_> {
                         });
                     }
                 };
-                range(b, zero, grouped, 4, &mut |b, row| {
+                range(b, first, grouped, 4, &mut |b, row| {
                     let rows = SoftmaxRows {
                         strides,
                         row,
@@ -983,7 +992,7 @@ impl Lowerer<'_> {
                     self.softmax_rows(b, rows, len_v, buffers, plain, logs);
                     after(b, row, 4);
                 });
-                range(b, grouped, outer_v, 1, &mut |b, row| {
+                range(b, grouped, end, 1, &mut |b, row| {
                     range(b, zero, inner_v, 1, &mut |b, inner| {
                         let rows = SoftmaxRows {
                             strides,

@@ -328,6 +328,9 @@ const SHARE_MIN: i64 = 1 << 16;
 /// Matrix products with fewer multiply-adds than this run on one thread (measured here).
 const GEMM_SHARE_MIN: i64 = 1 << 19;
 
+/// Softmax over fewer elements than this runs on one thread.
+const SOFTMAX_SHARE_MIN: i64 = 1 << 11;
+
 /// What a shared kernel's work is split along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Share {
@@ -482,6 +485,7 @@ impl Kernel {
             })),
             Kernel::Map { .. } => self.map_layout(graph).0.first().map(|&d| Share::Loop(d)),
             Kernel::Gemm { m, .. } => Some(Share::Loop(*m)),
+            Kernel::Softmax { outer, .. } => Some(Share::Loop(*outer)),
             _ => None,
         }
     }
@@ -491,8 +495,11 @@ impl Kernel {
     /// that write at least `SHARE_MIN` floats, at the largest batch.
     pub fn shared(&self, graph: &Graph, max_batch: usize) -> bool {
         let floats = product(&dims(graph.shape(self.node()))).at(max_batch as i64);
-        if let Kernel::Gemm { k, .. } = self {
-            return floats * k.at(max_batch as i64) >= GEMM_SHARE_MIN;
+        match self {
+            Kernel::Gemm { k, .. } => return floats * k.at(max_batch as i64) >= GEMM_SHARE_MIN,
+            // About twenty operations per element, and more in its epilogue.
+            Kernel::Softmax { .. } => return floats >= SOFTMAX_SHARE_MIN,
+            _ => {}
         }
         match self.split(graph) {
             Some(Share::Chunks { .. }) => true,

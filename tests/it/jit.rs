@@ -168,7 +168,9 @@ fn mismatched_bindings_are_rejected() {
 }
 
 /// Elementwise kernels (exp, sigmoid and tanh inline, four lanes and the scalar tail) and softmax
-/// give the interpreter's bits exactly, over inputs that cover exp's range and its edges.
+/// (split between the workers, four rows at a time and the rest one by one, with the
+/// cross-entropy terms and their sums after it) give the interpreter's bits exactly, over
+/// inputs that cover exp's range and its edges.
 #[test]
 fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
     // Nine rows: softmax runs four rows at a time, one per lane, and the ninth alone.
@@ -195,6 +197,8 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
             "y = softmax(x) * 2 + log_softmax(x)\n loss mse(y, t)",
             "target t: [911]",
         ),
+        // The loss terms and their sum along each row, in the softmax kernel's epilogue.
+        ("loss cross_entropy(x * 0.5, t)", "label t: class(911)"),
     ];
     for (body, target) in cases {
         let source = netc::source::SourceFile::new(
@@ -207,10 +211,16 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
         let graph = netc::eval_graph(&model, &source);
         let wanted: Vec<_> = graph.results().collect();
         let mut compiled = Compiled::new(&graph, rows, &wanted, false).expect("compiles");
-        let inputs = [
-            Tensor::new(vec![rows, width], values.clone()),
-            Tensor::full(&[rows, width], 0.0),
-        ];
+        // Cross-entropy's loss is a mean over all rows: its inputs stay finite, since one NaN
+        // would make the loss NaN whatever the kernels computed.
+        let (x, labels) = if target.starts_with("label") {
+            let finite = values.iter().map(|&v| if v.is_finite() { v } else { 1.5 });
+            let labels = (0..rows).map(|r| (r * 97 % width) as f32).collect();
+            (finite.collect(), Tensor::new(vec![rows], labels))
+        } else {
+            (values.clone(), Tensor::full(&[rows, width], 0.0))
+        };
+        let inputs = [Tensor::new(vec![rows, width], x), labels];
         let bind = Bindings {
             batch: rows,
             inputs: &inputs,
