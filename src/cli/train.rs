@@ -247,13 +247,7 @@ pub(super) fn print_profile(profile: &crate::codegen::Profile) {
 pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usize) {
     let test = &split.test;
     let shown = limit.min(test.len);
-    let subset = crate::data::Dataset {
-        len: shown,
-        feature_dims: test.feature_dims.clone(),
-        features: test.features[..shown * test.feature_size()].to_vec(),
-        target_dims: test.target_dims.clone(),
-        targets: test.targets[..shown * test.target_size()].to_vec(),
-    };
+    let subset = test.head(shown);
     let name = |class: usize| match &split.class_names {
         Some(names) => names
             .get(class)

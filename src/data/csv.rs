@@ -1,7 +1,7 @@
 //! CSV tables: a header row naming the columns, numeric fields, one column named by `--target`.
 //! The rows are shuffled with the seed and the last fifth held out for testing.
 
-use super::{error, Dataset, Split};
+use super::{error, Dataset, Features, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -83,10 +83,11 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
     let take = |rows: &[usize]| Dataset {
         len: rows.len(),
         feature_dims: vec![per],
-        features: rows
-            .iter()
-            .flat_map(|&r| features[r * per..(r + 1) * per].iter().copied())
-            .collect(),
+        features: Features::F32(
+            rows.iter()
+                .flat_map(|&r| features[r * per..(r + 1) * per].iter().copied())
+                .collect(),
+        ),
         target_dims: vec![1],
         targets: rows.iter().map(|&r| targets[r]).collect(),
     };

@@ -1,7 +1,7 @@
 //! The IDX format of (Fashion-)MNIST, gzipped: a big-endian magic number (0x0803 for images,
 //! 0x0801 for labels), the dimensions, then bytes. Pixels are scaled to [0, 1].
 
-use super::{error, Dataset, Split, FMNIST_CLASSES};
+use super::{error, Dataset, Features, Split, FMNIST_CLASSES};
 use crate::diagnostics::{Code, Diagnostic};
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -49,7 +49,7 @@ fn pair(dir: &Path, prefix: &str) -> Result<Dataset, Diagnostic> {
     Ok(Dataset {
         len: label_dims[0],
         feature_dims: vec![1, image_dims[1], image_dims[2]],
-        features: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        features: Features::Pixels(pixels),
         target_dims: vec![],
         targets: labels.iter().map(|&l| f32::from(l)).collect(),
     })

@@ -26,13 +26,13 @@ pub const FMNIST_CLASSES: [&str; 10] = [
     "ankle boot",
 ];
 
-/// Examples: features and targets (class indices or real values), row-major, f32.
+/// Examples: features and targets (class indices or real values), row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     pub len: usize,
     /// One example's feature dimensions.
     pub feature_dims: Vec<usize>,
-    pub features: Vec<f32>,
+    pub features: Features,
     /// One example's target dimensions (`[]` for a class index).
     pub target_dims: Vec<usize>,
     pub targets: Vec<f32>,
@@ -50,7 +50,7 @@ impl Dataset {
         Dataset {
             len: n,
             feature_dims: self.feature_dims.clone(),
-            features: self.features[..n * self.feature_size()].to_vec(),
+            features: self.features.head(n * self.feature_size()),
             target_dims: self.target_dims.clone(),
             targets: self.targets[..n * self.target_size()].to_vec(),
         }
@@ -59,6 +59,45 @@ impl Dataset {
     /// Elements per example of the targets.
     pub fn target_size(&self) -> usize {
         self.target_dims.iter().product()
+    }
+}
+
+/// Feature values as stored. Images keep their pixels as bytes and are read as `byte / 255`,
+/// the same f32 as dividing up front: an epoch's batches then read a quarter of the memory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Features {
+    F32(Vec<f32>),
+    /// Bytes standing for `byte / 255`.
+    Pixels(Vec<u8>),
+}
+
+impl Features {
+    /// Values `start..start + out.len()` into `out`.
+    pub fn copy_to(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            Features::F32(values) => out.copy_from_slice(&values[start..end]),
+            Features::Pixels(bytes) => {
+                for (o, &b) in out.iter_mut().zip(&bytes[start..end]) {
+                    *o = f32::from(b) / 255.0;
+                }
+            }
+        }
+    }
+
+    /// Value `i`.
+    pub fn get(&self, i: usize) -> f32 {
+        let mut value = [0.0];
+        self.copy_to(i, &mut value);
+        value[0]
+    }
+
+    /// The first `n` values.
+    fn head(&self, n: usize) -> Features {
+        match self {
+            Features::F32(values) => Features::F32(values[..n].to_vec()),
+            Features::Pixels(bytes) => Features::Pixels(bytes[..n].to_vec()),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Synthetic data sets drawn from a seed, as in d2l's chapters on linear models.
 
-use super::{Dataset, Split};
+use super::{Dataset, Features, Split};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -9,7 +9,7 @@ fn table(rows: Vec<(Vec<f32>, f32)>) -> Dataset {
     Dataset {
         len: rows.len(),
         feature_dims: vec![rows.first().map_or(0, |r| r.0.len())],
-        features: rows.iter().flat_map(|r| r.0.iter().copied()).collect(),
+        features: Features::F32(rows.iter().flat_map(|r| r.0.iter().copied()).collect()),
         target_dims: vec![1],
         targets: rows.iter().map(|r| r.1).collect(),
     }

@@ -414,43 +414,41 @@ pub fn batch_tensors(
     batch: &mut Vec<Tensor<f32>>,
 ) {
     batch.resize_with(2, || Tensor::scalar(0.0));
-    gather(
-        &inputs[0],
-        &data.features,
-        data.feature_size(),
-        rows,
-        &mut batch[0],
-    );
-    gather(
-        &inputs[1],
-        &data.targets,
-        data.target_size(),
-        rows,
-        &mut batch[1],
-    );
+    let width = data.feature_size();
+    gather(&inputs[0], width, rows, &mut batch[0], &|r, row| {
+        data.features.copy_to(r * width, row)
+    });
+    batch_targets_into(&inputs[1], data, rows, &mut batch[1]);
 }
 
 fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
     let mut targets = Tensor::scalar(0.0);
-    gather(
-        &graph.inputs[1],
-        &data.targets,
-        data.target_size(),
-        rows,
-        &mut targets,
-    );
+    batch_targets_into(&graph.inputs[1], data, rows, &mut targets);
     targets
 }
 
-/// The given rows of a row-major table into `out`, shaped as `input` declares. A large batch
-/// is copied by both workers, half each: an epoch's copies are a pass over the whole data set,
-/// as much memory traffic as the MLP's training step.
-fn gather(input: &Decl, table: &[f32], width: usize, rows: &[usize], out: &mut Tensor<f32>) {
+fn batch_targets_into(input: &Decl, data: &Dataset, rows: &[usize], out: &mut Tensor<f32>) {
+    let width = data.target_size();
+    gather(input, width, rows, out, &|r, row| {
+        row.copy_from_slice(&data.targets[r * width..(r + 1) * width])
+    });
+}
+
+/// The given rows (each `width` values, written by `copy_row`) into `out`, shaped as `input`
+/// declares. A large batch is copied by both workers, half each: an epoch's copies are a pass
+/// over the whole data set.
+fn gather(
+    input: &Decl,
+    width: usize,
+    rows: &[usize],
+    out: &mut Tensor<f32>,
+    copy_row: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
     out.dims = interp::dims(&input.shape, rows.len());
     out.data.resize(rows.len() * width, 0.0);
     let copy = |rows: &[usize], out: &mut [f32]| {
         for (&r, row) in rows.iter().zip(out.chunks_exact_mut(width.max(1))) {
-            row.copy_from_slice(&table[r * width..(r + 1) * width]);
+            copy_row(r, row);
         }
     };
     if out.data.len() < GATHER_SPLIT_MIN {

@@ -84,7 +84,7 @@ fn a_valid_tiny_idx_set_loads() {
         .expect("valid data");
     assert_eq!(split.train.len, 3);
     assert_eq!(split.train.feature_dims, vec![1, 2, 2]);
-    assert!((split.train.features[0] - 128.0 / 255.0).abs() < 1e-6);
+    assert_eq!(split.train.features.get(0), 128.0 / 255.0);
 }
 
 #[test]

@@ -317,12 +317,14 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
     let images = netc::data::Dataset {
         len: 800,
         feature_dims: vec![1, 28, 28],
-        features: (0..800 * 784)
-            .map(|i| {
-                let bright = (i % 784) % 10 == label(i / 784) as usize;
-                ((i * 7919 % 1000) as f32) / 2000.0 + if bright { 0.5 } else { 0.0 }
-            })
-            .collect(),
+        features: netc::data::Features::F32(
+            (0..800 * 784)
+                .map(|i| {
+                    let bright = (i % 784) % 10 == label(i / 784) as usize;
+                    ((i * 7919 % 1000) as f32) / 2000.0 + if bright { 0.5 } else { 0.0 }
+                })
+                .collect(),
+        ),
         target_dims: vec![],
         targets: (0..800).map(label).collect(),
     };
