@@ -618,13 +618,10 @@ impl Lowerer<'_> {
                 // `current` and `v` are both scalars or both four lanes.
                 let combine = |b: &mut FunctionBuilder, current: Value, v: Value| match op {
                     ReduceOp::Max => {
-                        let greater = b.ins().fcmp(FloatCC::GreaterThan, v, current);
-                        if b.func.dfg.value_type(v) == types::F32X4 {
-                            let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), greater);
-                            b.ins().bitselect(mask, v, current)
-                        } else {
-                            b.ins().select(greater, v, current)
-                        }
+                        let w = Width {
+                            vector: b.func.dfg.value_type(v) == types::F32X4,
+                        };
+                        w.select(b, (v, FloatCC::GreaterThan, current), v, current)
                     }
                     _ => b.ins().fadd(current, v),
                 };
@@ -1021,26 +1018,13 @@ impl Lowerer<'_> {
         write_logs: bool,
     ) {
         let vector = rows.four.is_some();
-        let constant = |b: &mut FunctionBuilder, v: f32| {
-            let c = f32_const(b, v);
-            if vector {
-                b.ins().splat(types::F32X4, c)
-            } else {
-                c
-            }
-        };
-        let lowest = constant(b, f32::NEG_INFINITY);
+        let w = Width { vector };
+        let lowest = w.constant(b, f32::NEG_INFINITY);
         let max = fold(b, len, lowest, &mut |b, j, m| {
             let x = rows.load(self, b, input, j);
-            let greater = b.ins().fcmp(FloatCC::GreaterThan, x, m);
-            if vector {
-                let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), greater);
-                b.ins().bitselect(mask, x, m)
-            } else {
-                b.ins().select(greater, x, m)
-            }
+            w.select(b, (x, FloatCC::GreaterThan, m), x, m)
         });
-        let zero = constant(b, 0.0);
+        let zero = w.constant(b, 0.0);
         let total = fold(b, len, zero, &mut |b, j, t| {
             let x = rows.load(self, b, input, j);
             let shifted = b.ins().fsub(x, max);
@@ -1677,36 +1661,14 @@ impl Lowerer<'_> {
             vector,
         } = *at;
         let op = &self.graph.node(node).op;
-        let constant = |b: &mut FunctionBuilder, v: f32| {
-            let scalar = f32_const(b, v);
-            if vector {
-                b.ins().splat(types::F32X4, scalar)
-            } else {
-                scalar
-            }
-        };
-        let (zero, one) = (constant(b, 0.0), constant(b, 1.0));
-        // A float `select` branches; on four lanes the compare's mask selects without branching.
-        let select = |b: &mut FunctionBuilder,
-                      cc: FloatCC,
-                      x: Value,
-                      y: Value,
-                      then: Value,
-                      otherwise: Value| {
-            let c = b.ins().fcmp(cc, x, y);
-            if vector {
-                let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), c);
-                b.ins().bitselect(mask, then, otherwise)
-            } else {
-                b.ins().select(c, then, otherwise)
-            }
-        };
+        let w = Width { vector };
+        let (zero, one) = (w.constant(b, 0.0), w.constant(b, 1.0));
         match op {
             Op::Unary(u) => {
                 let x = args[0];
                 match u {
                     UnaryOp::Neg => b.ins().fneg(x),
-                    UnaryOp::Relu => select(b, FloatCC::GreaterThan, x, zero, x, zero),
+                    UnaryOp::Relu => w.select(b, (x, FloatCC::GreaterThan, zero), x, zero),
                     UnaryOp::Sigmoid => {
                         let minus = b.ins().fneg(x);
                         let e = exp(b, minus, vector);
@@ -1719,11 +1681,11 @@ impl Lowerer<'_> {
                     UnaryOp::Abs => b.ins().fabs(x),
                     UnaryOp::Sqrt => b.ins().sqrt(x),
                     UnaryOp::Square => b.ins().fmul(x, x),
-                    UnaryOp::Step => select(b, FloatCC::GreaterThan, x, zero, one, zero),
+                    UnaryOp::Step => w.select(b, (x, FloatCC::GreaterThan, zero), one, zero),
                     UnaryOp::Sign => {
-                        let minus_one = constant(b, -1.0);
-                        let negative = select(b, FloatCC::LessThan, x, zero, minus_one, zero);
-                        select(b, FloatCC::GreaterThan, x, zero, one, negative)
+                        let minus_one = w.constant(b, -1.0);
+                        let negative = w.select(b, (x, FloatCC::LessThan, zero), minus_one, zero);
+                        w.select(b, (x, FloatCC::GreaterThan, zero), one, negative)
                     }
                 }
             }
@@ -1734,7 +1696,7 @@ impl Lowerer<'_> {
                     BinaryOp::Sub => b.ins().fsub(x, y),
                     BinaryOp::Mul => b.ins().fmul(x, y),
                     BinaryOp::Div => b.ins().fdiv(x, y),
-                    BinaryOp::Equal => select(b, FloatCC::Equal, x, y, one, zero),
+                    BinaryOp::Equal => w.select(b, (x, FloatCC::Equal, y), one, zero),
                 }
             }
             Op::OneHot { .. } => {
@@ -1753,7 +1715,7 @@ impl Lowerer<'_> {
                 let stream = b.ins().iconst(types::I64, node.0 as i64);
                 let u = self.uniform(b, stream, flat);
                 let p_v = b.ins().f64const(p.0);
-                let keep = constant(b, (1.0 / (1.0 - p.0)) as f32);
+                let keep = w.constant(b, (1.0 / (1.0 - p.0)) as f32);
                 let dropped = b.ins().fcmp(FloatCC::LessThan, u, p_v);
                 b.ins().select(dropped, zero, keep)
             }
@@ -1842,75 +1804,115 @@ fn add_into(b: &mut FunctionBuilder, out: Value, partial: Value, floats: Value) 
     );
 }
 
+/// Code emitted once for one lane or four: its types, constants and selections.
+#[derive(Clone, Copy)]
+struct Width {
+    vector: bool,
+}
+
+impl Width {
+    fn float(self) -> types::Type {
+        if self.vector {
+            types::F32X4
+        } else {
+            types::F32
+        }
+    }
+
+    fn int(self) -> types::Type {
+        if self.vector {
+            types::I32X4
+        } else {
+            types::I32
+        }
+    }
+
+    fn constant(self, b: &mut FunctionBuilder, v: f32) -> Value {
+        let scalar = b.ins().f32const(v);
+        if self.vector {
+            b.ins().splat(types::F32X4, scalar)
+        } else {
+            scalar
+        }
+    }
+
+    fn int_constant(self, b: &mut FunctionBuilder, v: i64) -> Value {
+        let scalar = b.ins().iconst(types::I32, v);
+        if self.vector {
+            b.ins().splat(types::I32X4, scalar)
+        } else {
+            scalar
+        }
+    }
+
+    /// `if x cc y { then } else { otherwise }`. A float `select` branches; on four lanes the
+    /// compare's mask selects without branching.
+    fn select(
+        self,
+        b: &mut FunctionBuilder,
+        (x, cc, y): (Value, FloatCC, Value),
+        then: Value,
+        otherwise: Value,
+    ) -> Value {
+        let c = b.ins().fcmp(cc, x, y);
+        if self.vector {
+            let mask = b.ins().bitcast(types::F32X4, MemFlagsData::new(), c);
+            b.ins().bitselect(mask, then, otherwise)
+        } else {
+            b.ins().select(c, then, otherwise)
+        }
+    }
+
+    /// Horner's rule over `coefficients`, highest degree first, as `math` evaluates them.
+    fn polynomial(self, b: &mut FunctionBuilder, coefficients: &[f32], z: Value) -> Value {
+        let mut p = self.constant(b, coefficients[0]);
+        for &c in &coefficients[1..] {
+            let c = self.constant(b, c);
+            let t = b.ins().fmul(p, z);
+            p = b.ins().fadd(t, c);
+        }
+        p
+    }
+}
+
 /// e^x on one lane or four: the interpreter's `math::exp`, operation for operation.
 fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
     use crate::interp::math::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E, ROUND};
-    let (float, int) = if vector {
-        (types::F32X4, types::I32X4)
-    } else {
-        (types::F32, types::I32)
-    };
-    let constant = |b: &mut FunctionBuilder, v: f32| {
-        let scalar = b.ins().f32const(v);
-        if vector {
-            b.ins().splat(float, scalar)
-        } else {
-            scalar
-        }
-    };
-    let int_constant = |b: &mut FunctionBuilder, v: i64| {
-        let scalar = b.ins().iconst(types::I32, v);
-        if vector {
-            b.ins().splat(int, scalar)
-        } else {
-            scalar
-        }
-    };
+    let w = Width { vector };
     // `if x < bound { bound } else { x }`, which keeps a NaN as it is.
     let clamp = |b: &mut FunctionBuilder, x: Value, cc: FloatCC, bound: f32| {
-        let bound = constant(b, bound);
-        let c = b.ins().fcmp(cc, x, bound);
-        if vector {
-            let mask = b.ins().bitcast(float, MemFlagsData::new(), c);
-            b.ins().bitselect(mask, bound, x)
-        } else {
-            b.ins().select(c, bound, x)
-        }
+        let bound = w.constant(b, bound);
+        w.select(b, (x, cc, bound), bound, x)
     };
     let x = clamp(b, x, FloatCC::LessThan, EXP_LO);
     let x = clamp(b, x, FloatCC::GreaterThan, EXP_HI);
-    let log2e = constant(b, LOG2E);
+    let log2e = w.constant(b, LOG2E);
     let scaled = b.ins().fmul(x, log2e);
-    let round = constant(b, ROUND);
+    let round = w.constant(b, ROUND);
     let sum = b.ins().fadd(scaled, round);
     let k = b.ins().fsub(sum, round);
     let mut r = x;
     for part in [LN2_HI, LN2_LO] {
-        let c = constant(b, part);
+        let c = w.constant(b, part);
         let t = b.ins().fmul(k, c);
         r = b.ins().fsub(r, t);
     }
-    let mut p = constant(b, EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        let c = constant(b, c);
-        let t = b.ins().fmul(p, r);
-        p = b.ins().fadd(t, c);
-    }
+    let p = w.polynomial(b, &EXP_POLY, r);
     let r2 = b.ins().fmul(r, r);
     let y = b.ins().fmul(p, r2);
     let y = b.ins().fadd(y, r);
-    let one = constant(b, 1.0);
+    let one = w.constant(b, 1.0);
     let mut y = b.ins().fadd(y, one);
-    let bits = b.ins().bitcast(int, MemFlagsData::new(), sum);
-    let round_bits = int_constant(b, i64::from(ROUND.to_bits()));
+    let bits = b.ins().bitcast(w.int(), MemFlagsData::new(), sum);
+    let round_bits = w.int_constant(b, i64::from(ROUND.to_bits()));
     let k = b.ins().isub(bits, round_bits);
     let half = b.ins().sshr_imm_u(k, 1);
     let rest = b.ins().isub(k, half);
-    let bias = int_constant(b, 127);
+    let bias = w.int_constant(b, 127);
     for e in [half, rest] {
         let biased = b.ins().iadd(e, bias);
         let bits = b.ins().ishl_imm_u(biased, 23);
-        let factor = b.ins().bitcast(float, MemFlagsData::new(), bits);
+        let factor = b.ins().bitcast(w.float(), MemFlagsData::new(), bits);
         y = b.ins().fmul(y, factor);
     }
     y
@@ -1919,59 +1921,29 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
 /// tanh(x) on one lane or four: the interpreter's `math::tanh`, operation for operation.
 fn tanh(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
     use crate::interp::math::{TANH_POLY, TANH_SMALL};
-    let (float, int) = if vector {
-        (types::F32X4, types::I32X4)
-    } else {
-        (types::F32, types::I32)
-    };
-    let constant = |b: &mut FunctionBuilder, v: f32| {
-        let scalar = b.ins().f32const(v);
-        if vector {
-            b.ins().splat(float, scalar)
-        } else {
-            scalar
-        }
-    };
+    let w = Width { vector };
     let a = b.ins().fabs(x);
     let twice = b.ins().fadd(a, a);
     let e = exp(b, twice, vector);
-    let [one, two] = [1.0, 2.0].map(|v| constant(b, v));
+    let [one, two] = [1.0, 2.0].map(|v| w.constant(b, v));
     let denominator = b.ins().fadd(e, one);
     let fraction = b.ins().fdiv(two, denominator);
     let magnitude = b.ins().fsub(one, fraction);
     // copysign: the magnitude's bits with x's sign bit.
-    let sign_bit = {
-        let scalar = b.ins().iconst(types::I32, i64::from(0x8000_0000u32));
-        if vector {
-            b.ins().splat(int, scalar)
-        } else {
-            scalar
-        }
-    };
-    let bits = |b: &mut FunctionBuilder, v: Value| b.ins().bitcast(int, MemFlagsData::new(), v);
+    let sign_bit = w.int_constant(b, i64::from(0x8000_0000u32));
+    let bits = |b: &mut FunctionBuilder, v: Value| b.ins().bitcast(w.int(), MemFlagsData::new(), v);
     let (x_bits, magnitude_bits) = (bits(b, x), bits(b, magnitude));
     let sign = b.ins().band(x_bits, sign_bit);
     let unsigned = b.ins().band_not(magnitude_bits, sign_bit);
     let large = b.ins().bor(unsigned, sign);
-    let large = b.ins().bitcast(float, MemFlagsData::new(), large);
+    let large = b.ins().bitcast(w.float(), MemFlagsData::new(), large);
     let z = b.ins().fmul(x, x);
-    let mut q = constant(b, TANH_POLY[0]);
-    for &c in &TANH_POLY[1..] {
-        let c = constant(b, c);
-        let t = b.ins().fmul(q, z);
-        q = b.ins().fadd(t, c);
-    }
+    let q = w.polynomial(b, &TANH_POLY, z);
     let qz = b.ins().fmul(q, z);
     let qzx = b.ins().fmul(qz, x);
     let small = b.ins().fadd(qzx, x);
-    let limit = constant(b, TANH_SMALL);
-    let is_large = b.ins().fcmp(FloatCC::GreaterThan, a, limit);
-    if vector {
-        let mask = b.ins().bitcast(float, MemFlagsData::new(), is_large);
-        b.ins().bitselect(mask, large, small)
-    } else {
-        b.ins().select(is_large, large, small)
-    }
+    let limit = w.constant(b, TANH_SMALL);
+    w.select(b, (a, FloatCC::GreaterThan, limit), large, small)
 }
 
 /// A loop over `lo..hi` calling `body(z, type, addresses)`: four lanes at a time (type `f32x4`)
