@@ -63,8 +63,8 @@ enum Command {
         seed: Option<u64>,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Threads for the compiled step's matrix products (default: all cores); results do not
-        /// depend on it.
+        /// Threads for the compiled step's split kernels: 1 runs them on one thread, 2 or more
+        /// on the two workers (default: all cores); results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
         /// Print the compiled training step's time per kernel after training.
@@ -107,6 +107,7 @@ enum Command {
         /// Steps timed one by one for the median.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         steps: u32,
+        /// Threads for the compiled step's split kernels (as for `run`).
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -10,8 +10,9 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,8 @@ struct Helper {
     slot: UnsafeCell<Option<Job>>,
     posted: AtomicU64,
     finished: AtomicU64,
+    /// Whether the last job panicked (the panic is raised again on the caller).
+    panicked: AtomicBool,
     sleeping: AtomicBool,
     thread: OnceLock<Thread>,
 }
@@ -90,6 +93,7 @@ static HELPER: Helper = Helper {
     slot: UnsafeCell::new(None),
     posted: AtomicU64::new(0),
     finished: AtomicU64::new(0),
+    panicked: AtomicBool::new(false),
     sleeping: AtomicBool::new(false),
     thread: OnceLock::new(),
 };
@@ -127,11 +131,10 @@ impl Helper {
             }
             seen += 1;
             // SAFETY: see `unsafe impl Sync for Helper`; the job outlives its run because the
-            // caller waits for `finished`.
-            unsafe {
-                let job = (*self.slot.get()).take().expect("a posted job");
-                (*job)();
-            }
+            // caller waits for `finished`, even when it panics itself.
+            let job = unsafe { (*self.slot.get()).take() }.expect("a posted job");
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
+            self.panicked.store(run.is_err(), Ordering::Relaxed);
             self.finished.store(seen, Ordering::Release);
         }
     }
@@ -143,8 +146,11 @@ impl Helper {
         mine: &mut (dyn FnMut() + Send),
         theirs: &mut (dyn FnMut() + Send),
     ) -> bool {
-        let Ok(_held) = self.busy.try_lock() else {
-            return false;
+        // A panic raised through `join` poisons the lock; the helper is fine all the same.
+        let _held = match self.busy.try_lock() {
+            Ok(held) => held,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
         };
         let thread = self.thread();
         // SAFETY: only the lifetime is erased; this function does not return before the
@@ -156,9 +162,29 @@ impl Helper {
         if self.sleeping.load(Ordering::SeqCst) {
             thread.unpark();
         }
+        // Waits for the helper when dropped, so that `theirs` is never freed while it runs,
+        // even if `mine` panics.
+        let wait = Wait { helper: self, job };
         mine();
+        drop(wait);
+        assert!(
+            !self.panicked.load(Ordering::Relaxed),
+            "the second worker panicked"
+        );
+        true
+    }
+}
+
+/// Until dropped, the helper may still be running job `job`.
+struct Wait {
+    helper: &'static Helper,
+    job: u64,
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
         let mut spins = 0u32;
-        while self.finished.load(Ordering::Acquire) < job {
+        while self.helper.finished.load(Ordering::Acquire) < self.job {
             spins = spins.wrapping_add(1);
             // If the helper was descheduled, let it have this core.
             if spins.is_multiple_of(1024) {
@@ -167,7 +193,6 @@ impl Helper {
                 std::hint::spin_loop();
             }
         }
-        true
     }
 }
 
@@ -208,4 +233,23 @@ pub fn join(mine: &mut (dyn FnMut() + Send), theirs: &mut (dyn FnMut() + Send)) 
     }
     mine();
     theirs();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{join, set_threads};
+
+    #[test]
+    fn both_halves_run_and_a_panic_reaches_the_caller() {
+        set_threads(2);
+        let (mut a, mut b) = (0, 0);
+        join(&mut || a = 1, &mut || b = 2);
+        assert_eq!((a, b), (1, 2));
+        let caught = std::panic::catch_unwind(|| join(&mut || {}, &mut || panic!("in a worker")));
+        assert!(caught.is_err());
+        // The pool still works.
+        let mut c = 0;
+        join(&mut || {}, &mut || c = 3);
+        assert_eq!(c, 3);
+    }
 }
