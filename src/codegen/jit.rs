@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use super::lower::{self, IMPORTS};
-use super::plan::{Base, Kernel, Plan, Unsupported, ALIGN};
+use super::plan::{Base, ConvPass, Kernel, Plan, Unsupported, ALIGN};
 use super::workers::netc_parallel;
 use crate::interp::{Bindings, Tensor};
 use crate::ir::{Graph, NodeId};
@@ -501,29 +501,38 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
     let sums = match kernel {
         Kernel::Gemm {
             sums: Some(sums), ..
-        } => Some((sums.node, sums.out, "over the rows")),
+        } => Some((sums.node, sums.out, "over the rows", sums.then.as_slice())),
         Kernel::Softmax {
             sums: Some(sums), ..
-        } => Some((sums.node, sums.out, "along each row")),
+        } => Some((sums.node, sums.out, "along each row", &[][..])),
         _ => None,
     };
-    if let Some((node, out, how)) = sums {
+    if let Some((node, out, how, after)) = sums {
         let summed = graph.node(node);
         then.push(format!(
             "{node} = {} : {}{} summed {how} -> arena[{}..]",
             summed.op, summed.dtype, summed.shape, plan.buffers[out]
         ));
+        then.extend(
+            after
+                .iter()
+                .map(|map| format!("once summed, {}", describe(graph, plan, map))),
+        );
     }
     let then = if then.is_empty() {
         String::new()
     } else {
         let piece = match kernel {
-            Kernel::Conv { .. } => "chunk",
-            Kernel::PoolGrad { .. } => "plane",
-            Kernel::Softmax { .. } => "group of rows",
-            _ => "worker's rows",
+            Kernel::Conv {
+                pass: ConvPass::GradWeight,
+                ..
+            } => "once the gradient is summed",
+            Kernel::Conv { .. } => "on each chunk",
+            Kernel::PoolGrad { .. } => "on each plane",
+            Kernel::Softmax { .. } => "on each group of rows",
+            _ => "on each worker's rows",
         };
-        format!("; then on each {piece}, {}", then.join(", and "))
+        format!("; then {piece}, {}", then.join(", and "))
     };
     format!(
         "{} {} = {} : {}{}{detail}{line} -> arena[{}..]{then}",

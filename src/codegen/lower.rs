@@ -576,6 +576,12 @@ impl Lowerer<'_> {
                         let row = element(b, source, start);
                         add_into(b, into, row, n_value);
                     });
+                    // Unsplit, the sums are complete here; split, once `dispatch` adds them.
+                    if self.share.is_none() {
+                        for map in &sums.then {
+                            self.kernel(b, usize::MAX, map);
+                        }
+                    }
                 }
             }
             Kernel::Reduce {
@@ -1148,6 +1154,10 @@ impl Lowerer<'_> {
                     .iadd_imm_s(scratch, 4 * WORKERS * conv.im2col_floats(*chunk));
                 let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
                 add_into(b, out, partial, floats);
+                // The weight's update, now that its gradient is complete.
+                for map in kernel.epilogue() {
+                    self.kernel(b, usize::MAX, map);
+                }
             }
             Kernel::Gemm {
                 n,
@@ -1158,6 +1168,9 @@ impl Lowerer<'_> {
                 let partial = self.buffer_address(b, sums.partial);
                 let floats = self.sym(b, *n);
                 add_into(b, out, partial, floats);
+                for map in &sums.then {
+                    self.kernel(b, usize::MAX, map);
+                }
             }
             _ => {}
         }

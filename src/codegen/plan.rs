@@ -239,8 +239,9 @@ pub enum Kernel {
         other: View,
         conv: Conv,
         chunk: i64,
-        /// Maps over the forward output (the bias and activation that follow), run in order
-        /// on each chunk's images right after its product, while they are in cache.
+        /// Maps over the output, run in order: in the forward pass the bias and activation that
+        /// follow, on each chunk's images right after its product, while they are in cache; in
+        /// the weight-gradient pass the weight's update, once the gradient is summed.
         epilogue: Vec<Kernel>,
     },
     /// Max or average pooling of a contiguous `[N, C, H, W]` input.
@@ -309,6 +310,8 @@ pub struct ColumnSums {
     pub input: usize,
     /// The second worker's sums: one float per column.
     pub partial: usize,
+    /// Maps over the finished sums (the bias's update), run once they are complete.
+    pub then: Vec<Kernel>,
 }
 
 /// The alignment of every buffer in the arena, in floats: a 64-byte cache line.
@@ -515,7 +518,10 @@ impl Kernel {
         match self {
             Kernel::Gemm {
                 sums: Some(sums), ..
-            } => writes.push(sums.out),
+            } => {
+                writes.push(sums.out);
+                writes.extend(sums.then.iter().map(Kernel::out));
+            }
             Kernel::Softmax {
                 sums: Some(sums), ..
             } => writes.push(sums.out),
@@ -589,9 +595,17 @@ impl Kernel {
     fn reads(&self) -> Vec<&View> {
         match self {
             Kernel::Map { args, .. } => args.iter().collect(),
-            Kernel::Gemm { a, b, epilogue, .. } => {
+            Kernel::Gemm {
+                a,
+                b,
+                epilogue,
+                sums,
+                ..
+            } => {
                 let mut reads = vec![a, b];
                 reads.extend(epilogue.iter().flat_map(|e| e.reads()));
+                let then = sums.iter().flat_map(|s| &s.then);
+                reads.extend(then.flat_map(|e| e.reads()));
                 reads
             }
             Kernel::PoolGrad {
@@ -1087,6 +1101,7 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
                         out,
                         input,
                         partial,
+                        then: Vec::new(),
                     });
                 }
                 Kernel::Softmax { sums, .. } => *sums = Some(RowSums { node, out, input }),
@@ -1102,15 +1117,21 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
             let producer = result.iter_mut().rev().find(|k| {
                 independent || k.writes().iter().any(|&w| reads.contains(&Base::Buffer(w)))
             });
-            if let Some(
-                Kernel::Gemm { epilogue, .. }
-                | Kernel::Conv { epilogue, .. }
-                | Kernel::PoolGrad { epilogue, .. }
-                | Kernel::Softmax { epilogue, .. },
-            ) = producer.filter(|p| fits(graph, p, &kernel))
-            {
-                epilogue.push(kernel);
-                continue;
+            if let Some(producer) = producer {
+                if fits(graph, producer, &kernel) {
+                    if let Kernel::Gemm { epilogue, .. }
+                    | Kernel::Conv { epilogue, .. }
+                    | Kernel::PoolGrad { epilogue, .. }
+                    | Kernel::Softmax { epilogue, .. } = producer
+                    {
+                        epilogue.push(kernel);
+                        continue;
+                    }
+                }
+                if let Some(then) = finished(graph, producer, &kernel) {
+                    then.push(kernel);
+                    continue;
+                }
             }
         }
         result.push(kernel);
@@ -1150,6 +1171,44 @@ fn summing<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<(&'k mut Ke
         _ => return None,
     };
     (axes == &[axis] && input_dims == &[rows, len]).then_some((producer, summed))
+}
+
+/// Where `map` can run once `producer`'s work is complete, when what it reads of that work is
+/// the final result or the maps already after it, element for element: after a product's
+/// column sums (a bias's update), or after a convolution's summed weight gradient (the
+/// weight's update).
+fn finished<'k>(
+    graph: &Graph,
+    producer: &'k mut Kernel,
+    map: &Kernel,
+) -> Option<&'k mut Vec<Kernel>> {
+    let Kernel::Map { args, .. } = map else {
+        return None;
+    };
+    let written = producer.writes();
+    let (result, then) = match producer {
+        Kernel::Gemm {
+            sums: Some(sums), ..
+        } => ((sums.node, sums.out), &mut sums.then),
+        Kernel::Conv {
+            node,
+            out,
+            pass: ConvPass::GradWeight,
+            epilogue,
+            ..
+        } => ((*node, *out), epilogue),
+        _ => return None,
+    };
+    let shape = graph.shape(result.0);
+    let mut complete: Vec<usize> = then.iter().map(Kernel::out).collect();
+    complete.push(result.1);
+    let pointwise = args.iter().all(|a| match a.base {
+        Base::Buffer(b) if written.contains(&b) => {
+            complete.contains(&b) && a.strides == contiguous(shape)
+        }
+        _ => true,
+    });
+    (graph.shape(map.node()) == shape && pointwise).then_some(then)
 }
 
 /// Whether `map` can run at the end of `producer`'s epilogue, piece by piece (see
