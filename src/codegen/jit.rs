@@ -502,6 +502,14 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         Kernel::Gemm {
             sums: Some(sums), ..
         } => Some((sums.node, sums.out, "over the rows", sums.then.as_slice())),
+        Kernel::PoolGrad {
+            sums: Some(sums), ..
+        } => Some((
+            sums.node,
+            sums.out,
+            "over each channel",
+            sums.then.as_slice(),
+        )),
         Kernel::Softmax {
             sums: Some(sums), ..
         } => Some((sums.node, sums.out, "along each row", &[][..])),

@@ -5,7 +5,7 @@
 //! Results match the interpreter exactly everywhere except inside matrix products and
 //! reductions split between workers, whose summation order differs.
 
-use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Share, Sym, View, WORKERS};
+use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Share, Sums, Sym, View, WORKERS};
 use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -557,31 +557,14 @@ impl Lowerer<'_> {
                 let worker = self.share.map_or(first, |[_, _, w]| w);
                 self.epilogue_rows(b, kernel, [first, end, worker]);
                 if let Some(sums) = sums {
-                    // The first worker sums its rows into the result, the second into its own
-                    // partial sums, which `dispatch` then adds.
-                    let total = self.buffer_address(b, sums.out);
-                    let into = match self.share {
-                        Some([_, _, worker]) => {
-                            let partial = self.buffer_address(b, sums.partial);
-                            let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
-                            b.ins().select(is_first, total, partial)
-                        }
-                        None => total,
-                    };
+                    let into = self.sums_into(b, sums, n_value);
                     let source = self.buffer_address(b, sums.input);
-                    let zero = b.ins().iconst(types::I64, 0);
-                    zero_range(b, into, zero, n_value);
                     range(b, first, end, 1, &mut |b, row| {
                         let start = b.ins().imul(row, n_value);
                         let row = element(b, source, start);
                         add_into(b, into, row, n_value);
                     });
-                    // Unsplit, the sums are complete here; split, once `dispatch` adds them.
-                    if self.share.is_none() {
-                        for map in &sums.then {
-                            self.kernel(b, usize::MAX, map);
-                        }
-                    }
+                    self.sums_done(b, sums);
                 }
             }
             Kernel::Reduce {
@@ -698,34 +681,17 @@ impl Lowerer<'_> {
                             };
                             let zero = b.ins().iconst(types::I64, 0);
                             if reduced_inner {
-                                let mut start = zero;
-                                let mut acc = init;
-                                if vector {
-                                    let lanes_init = b.ins().splat(types::F32X4, init);
-                                    let whole = b.ins().band_imm_s(inner, -4);
-                                    let partial = fold_range(
-                                        b,
-                                        zero,
-                                        whole,
-                                        4,
-                                        lanes_init,
-                                        &mut |b, z, acc| {
-                                            let address = at(b, *base, &in_strides, z);
-                                            let v = b.ins().load(types::F32X4, flags(), address, 0);
-                                            combine(b, acc, v)
-                                        },
-                                    );
-                                    for lane in 0..4 {
-                                        let v = b.ins().extractlane(partial, lane);
-                                        acc = combine(b, acc, v);
-                                    }
-                                    start = whole;
-                                }
-                                let acc = fold_range(b, start, inner, 1, acc, &mut |b, z, acc| {
-                                    let address = at(b, *base, &in_strides, z);
-                                    let v = b.ins().load(types::F32, flags(), address, 0);
-                                    combine(b, acc, v)
-                                });
+                                let acc = fold_lanes(
+                                    b,
+                                    inner,
+                                    init,
+                                    vector,
+                                    &mut |b, z, ty| {
+                                        let address = at(b, *base, &in_strides, z);
+                                        b.ins().load(ty, flags(), address, 0)
+                                    },
+                                    &combine,
+                                );
                                 let address = at(b, out_base, &out_strides, zero);
                                 let current = b.ins().load(types::F32, flags(), address, 0);
                                 let next = combine(b, current, acc);
@@ -844,10 +810,13 @@ impl Lowerer<'_> {
                 op,
                 conv,
                 epilogue,
+                sums,
                 ..
             } => {
                 let (x, dy) = (self.memory(b, input), self.memory(b, grad));
                 let dx = self.buffer_address(b, *out);
+                let channels = b.ins().iconst(types::I64, conv.channels);
+                let into = sums.as_ref().map(|sums| self.sums_into(b, sums, channels));
                 // The windows of a plane add only into that plane: a share zeroes its own.
                 match self.share {
                     Some([first, end, _]) => {
@@ -868,6 +837,29 @@ impl Lowerer<'_> {
                     let worker = self.share.map_or(start, |[_, _, w]| w);
                     for map in epilogue {
                         self.piece_of(b, map, [start, end, worker]);
+                    }
+                    // The plane's sum goes to its channel.
+                    if let (Some(sums), Some(into)) = (sums, into) {
+                        let source = self.buffer_address(b, sums.input);
+                        let source = element(b, source, start);
+                        let len = b.ins().iconst(types::I64, plane_size);
+                        let zero = f32_const(b, 0.0);
+                        let total = fold_lanes(
+                            b,
+                            len,
+                            zero,
+                            true,
+                            &mut |b, z, ty| {
+                                let address = element(b, source, z);
+                                b.ins().load(ty, flags(), address, 0)
+                            },
+                            &|b, acc, v| b.ins().fadd(acc, v),
+                        );
+                        let channel = b.ins().urem(plane, channels);
+                        let address = element(b, into, channel);
+                        let current = b.ins().load(types::F32, flags(), address, 0);
+                        let next = b.ins().fadd(current, total);
+                        b.ins().store(flags(), next, address, 0);
                     }
                 };
                 self.windows_by_plane(
@@ -919,6 +911,9 @@ impl Lowerer<'_> {
                     },
                     &mut after,
                 );
+                if let Some(sums) = sums {
+                    self.sums_done(b, sums);
+                }
             }
             Kernel::Softmax {
                 out,
@@ -1070,6 +1065,33 @@ impl Lowerer<'_> {
         });
     }
 
+    /// Where this worker adds its sums, zeroed: the result for the first worker (or for the
+    /// kernel unsplit), the partial sums for the second, which `dispatch` then adds.
+    fn sums_into(&self, b: &mut FunctionBuilder, sums: &Sums, floats: Value) -> Value {
+        let total = self.buffer_address(b, sums.out);
+        let into = match self.share {
+            Some([_, _, worker]) => {
+                let partial = self.buffer_address(b, sums.partial);
+                let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
+                b.ins().select(is_first, total, partial)
+            }
+            None => total,
+        };
+        let zero = b.ins().iconst(types::I64, 0);
+        zero_range(b, into, zero, floats);
+        into
+    }
+
+    /// The maps after complete sums, when the kernel is not split (`dispatch` runs them after
+    /// adding the workers' sums otherwise).
+    fn sums_done(&self, b: &mut FunctionBuilder, sums: &Sums) {
+        if self.share.is_none() {
+            for map in &sums.then {
+                self.kernel(b, usize::MAX, map);
+            }
+        }
+    }
+
     /// The epilogue of a kernel that runs it by rows (`Kernel::rows`), on rows `first..end`.
     fn epilogue_rows(
         &self,
@@ -1160,13 +1182,18 @@ impl Lowerer<'_> {
                 }
             }
             Kernel::Gemm {
-                n,
-                sums: Some(sums),
-                ..
+                sums: Some(sums), ..
+            }
+            | Kernel::PoolGrad {
+                sums: Some(sums), ..
             } => {
                 let out = self.buffer_address(b, sums.out);
                 let partial = self.buffer_address(b, sums.partial);
-                let floats = self.sym(b, *n);
+                let floats = match kernel {
+                    Kernel::PoolGrad { conv, .. } => b.ins().iconst(types::I64, conv.channels),
+                    Kernel::Gemm { n, .. } => self.sym(b, *n),
+                    _ => unreachable!("matched above"),
+                };
                 add_into(b, out, partial, floats);
                 for map in &sums.then {
                     self.kernel(b, usize::MAX, map);
@@ -1796,6 +1823,38 @@ fn range(
     let next = b.ins().iadd_imm_s(i, step);
     b.ins().jump(header, &[next.into()]);
     b.switch_to_block(done);
+}
+
+/// `combine` folded over elements `0..len` from `init`, each read by `load(z, type)`: four
+/// lanes at a time while four remain, when `vector`, the lanes then combined in order, then the
+/// rest one by one.
+fn fold_lanes(
+    b: &mut FunctionBuilder,
+    len: Value,
+    init: Value,
+    vector: bool,
+    load: &mut dyn FnMut(&mut FunctionBuilder, Value, types::Type) -> Value,
+    combine: &dyn Fn(&mut FunctionBuilder, Value, Value) -> Value,
+) -> Value {
+    let mut start = b.ins().iconst(types::I64, 0);
+    let mut acc = init;
+    if vector {
+        let lanes_init = b.ins().splat(types::F32X4, init);
+        let whole = b.ins().band_imm_s(len, -4);
+        let partial = fold_range(b, start, whole, 4, lanes_init, &mut |b, z, acc| {
+            let v = load(b, z, types::F32X4);
+            combine(b, acc, v)
+        });
+        for lane in 0..4 {
+            let v = b.ins().extractlane(partial, lane);
+            acc = combine(b, acc, v);
+        }
+        start = whole;
+    }
+    fold_range(b, start, len, 1, acc, &mut |b, z, acc| {
+        let v = load(b, z, types::F32);
+        combine(b, acc, v)
+    })
 }
 
 /// `floats` elements of `partial` added into `out`, four lanes at a time.

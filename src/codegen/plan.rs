@@ -209,7 +209,7 @@ pub enum Kernel {
         /// each worker on its rows right after its product, while they are in cache.
         epilogue: Vec<Kernel>,
         /// The column sums of the epilogue's output (or of the product's): a bias gradient.
-        sums: Option<ColumnSums>,
+        sums: Option<Sums>,
     },
     /// A reduction of `input` (in its own axes) over `axes`.
     Reduce {
@@ -264,6 +264,8 @@ pub enum Kernel {
         /// Maps over the gradient (the activation's gradient before the pooling), run in order
         /// on each plane as soon as its windows are done.
         epilogue: Vec<Kernel>,
+        /// The per-channel sums of the epilogue's output: a convolution's bias gradient.
+        sums: Option<Sums>,
     },
     /// Softmax or log-softmax of a contiguous input over one axis, seen as
     /// `[outer, len, inner]`; with a `partner`, the other of the two as well, into its own
@@ -297,18 +299,19 @@ pub struct RowSums {
     pub input: usize,
 }
 
-/// The sums over rows of a matrix product's output, or of its epilogue's, computed by each
-/// worker from its rows right after the epilogue, while they are in cache: the first worker
-/// sums into `out` and the second into `partial`, which is then added to `out`, in that order
-/// whatever the thread count.
+/// A bias gradient computed by the kernel whose pieces it sums, from each worker's pieces
+/// right after the epilogue, while they are in cache: a matrix product's output (or its
+/// epilogue's) summed over the rows, or a pooling gradient's epilogue output summed over the
+/// images and each plane. The first worker sums into `out` and the second into `partial`,
+/// which is then added to `out`, in that order whatever the thread count.
 #[derive(Clone, Debug)]
-pub struct ColumnSums {
-    /// The reduction node (a sum over axis 0).
+pub struct Sums {
+    /// The reduction node (over axis 0 of a matrix, or axes 0, 2 and 3 of images).
     pub node: NodeId,
     pub out: usize,
-    /// The buffer summed: the product's output or its epilogue's.
+    /// The buffer summed: the kernel's output or its epilogue's.
     pub input: usize,
-    /// The second worker's sums: one float per column.
+    /// The second worker's sums: one float per column or channel.
     pub partial: usize,
     /// Maps over the finished sums (the bias's update), run once they are complete.
     pub then: Vec<Kernel>,
@@ -518,6 +521,9 @@ impl Kernel {
         match self {
             Kernel::Gemm {
                 sums: Some(sums), ..
+            }
+            | Kernel::PoolGrad {
+                sums: Some(sums), ..
             } => {
                 writes.push(sums.out);
                 writes.extend(sums.then.iter().map(Kernel::out));
@@ -573,6 +579,9 @@ impl Kernel {
             Kernel::Conv { scratch, .. } => Some(*scratch),
             Kernel::Gemm {
                 sums: Some(sums), ..
+            }
+            | Kernel::PoolGrad {
+                sums: Some(sums), ..
             } => Some(sums.partial),
             _ => None,
         }
@@ -612,10 +621,13 @@ impl Kernel {
                 input,
                 grad,
                 epilogue,
+                sums,
                 ..
             } => {
                 let mut reads = vec![input, grad];
                 reads.extend(epilogue.iter().flat_map(|e| e.reads()));
+                let then = sums.iter().flat_map(|s| &s.then);
+                reads.extend(then.flat_map(|e| e.reads()));
                 reads
             }
             Kernel::Conv {
@@ -888,6 +900,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     op,
                     conv,
                     epilogue: Vec::new(),
+                    sums: None,
                 })
             }
         };
@@ -1079,7 +1092,7 @@ impl Planner<'_> {
 /// (run on each chunk of images); after a pooling gradient, maps over the same elements in one
 /// flat loop (run on each plane). A map may move up past kernels it does not depend on: it
 /// then runs while the product's output is still in cache, however late the graph needs it.
-/// A sum over the rows of a product's output joins the product too (see `ColumnSums`).
+/// A sum over the rows of a product's output joins the product too (see `Sums`).
 ///
 /// Scalars computed from hyperparameters alone (Adam's bias corrections) come first, so that
 /// nothing they feed waits for them.
@@ -1090,22 +1103,24 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
                 && args.iter().all(|a| !matches!(a.base, Base::Buffer(_) | Base::External(_))))
     });
     for kernel in rest {
-        if let Some((producer, input)) = summing(&kernel, &mut result) {
+        if let Some((producer, input)) = summing(graph, &kernel, &mut result) {
             let (node, out) = (kernel.node(), kernel.out());
+            let mut sums = |sums: &mut Option<Sums>, floats: Sym| {
+                sizes.push(floats);
+                let partial = sizes.len() - 1;
+                *sums = Some(Sums {
+                    node,
+                    out,
+                    input,
+                    partial,
+                    then: Vec::new(),
+                });
+            };
             match producer {
-                Kernel::Gemm { sums, n, .. } => {
-                    sizes.push(*n);
-                    let partial = sizes.len() - 1;
-                    *sums = Some(ColumnSums {
-                        node,
-                        out,
-                        input,
-                        partial,
-                        then: Vec::new(),
-                    });
-                }
+                Kernel::Gemm { sums: s, n, .. } => sums(s, *n),
+                Kernel::PoolGrad { sums: s, conv, .. } => sums(s, Sym::fixed(conv.channels)),
                 Kernel::Softmax { sums, .. } => *sums = Some(RowSums { node, out, input }),
-                _ => unreachable!("only products and softmax sum their rows"),
+                _ => unreachable!("only products, softmax and pooling gradients sum"),
             }
             continue;
         }
@@ -1140,10 +1155,14 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
 }
 
 /// The kernel in `kernels` that can compute `reduce` as part of its work, and the buffer it
-/// sums: a sum over the rows of a matrix product's output or its epilogue's (`ColumnSums`),
-/// or along each row of a softmax's (`RowSums`), of a contiguous matrix that nothing after
-/// that kernel writes.
-fn summing<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<(&'k mut Kernel, usize)> {
+/// sums, contiguous, that nothing after that kernel writes: over the rows of a matrix
+/// product's output or its epilogue's (`Sums`), along each row of a softmax's (`RowSums`), or
+/// over the images and planes of a pooling gradient's epilogue output (`Sums`).
+fn summing<'k>(
+    graph: &Graph,
+    reduce: &Kernel,
+    kernels: &'k mut [Kernel],
+) -> Option<(&'k mut Kernel, usize)> {
     let Kernel::Reduce {
         op: ReduceOp::Sum,
         input,
@@ -1164,13 +1183,19 @@ fn summing<'k>(reduce: &Kernel, kernels: &'k mut [Kernel]) -> Option<(&'k mut Ke
         .iter_mut()
         .rev()
         .find(|k| k.writes().contains(&summed))?;
-    let (rows, len) = producer.rows()?;
-    let axis = match producer {
-        Kernel::Gemm { sums: None, .. } => 0,
-        Kernel::Softmax { sums: None, .. } => 1,
-        _ => return None,
+    let fits = match producer {
+        Kernel::PoolGrad {
+            node, sums: None, ..
+        } => axes == &[0, 2, 3] && input_dims == &dims(graph.shape(*node)),
+        Kernel::Gemm { sums: None, .. } | Kernel::Softmax { sums: None, .. } => {
+            let axis = usize::from(matches!(producer, Kernel::Softmax { .. }));
+            producer
+                .rows()
+                .is_some_and(|(rows, len)| axes == &[axis] && input_dims == &[rows, len])
+        }
+        _ => false,
     };
-    (axes == &[axis] && input_dims == &[rows, len]).then_some((producer, summed))
+    fits.then_some((producer, summed))
 }
 
 /// Where `map` can run once `producer`'s work is complete, when what it reads of that work is
@@ -1188,6 +1213,9 @@ fn finished<'k>(
     let written = producer.writes();
     let (result, then) = match producer {
         Kernel::Gemm {
+            sums: Some(sums), ..
+        }
+        | Kernel::PoolGrad {
             sums: Some(sums), ..
         } => ((sums.node, sums.out), &mut sums.then),
         Kernel::Conv {
