@@ -518,22 +518,25 @@ impl Kernel {
     pub fn writes(&self) -> Vec<usize> {
         let mut writes = self.outputs();
         writes.extend(self.epilogue().iter().map(Kernel::out));
-        match self {
-            Kernel::Gemm {
-                sums: Some(sums), ..
-            }
-            | Kernel::PoolGrad {
-                sums: Some(sums), ..
-            } => {
-                writes.push(sums.out);
-                writes.extend(sums.then.iter().map(Kernel::out));
-            }
-            Kernel::Softmax {
-                sums: Some(sums), ..
-            } => writes.push(sums.out),
-            _ => {}
+        if let Some(sums) = self.sums() {
+            writes.push(sums.out);
+            writes.extend(sums.then.iter().map(Kernel::out));
+        }
+        if let Kernel::Softmax {
+            sums: Some(sums), ..
+        } = self
+        {
+            writes.push(sums.out);
         }
         writes
+    }
+
+    /// The bias gradient a product or a pooling gradient sums from its pieces.
+    pub fn sums(&self) -> Option<&Sums> {
+        match self {
+            Kernel::Gemm { sums, .. } | Kernel::PoolGrad { sums, .. } => sums.as_ref(),
+            _ => None,
+        }
     }
 
     /// The buffers the kernel itself computes, before any epilogue: its output, and a
@@ -577,13 +580,7 @@ impl Kernel {
     pub fn scratch(&self) -> Option<usize> {
         match self {
             Kernel::Conv { scratch, .. } => Some(*scratch),
-            Kernel::Gemm {
-                sums: Some(sums), ..
-            }
-            | Kernel::PoolGrad {
-                sums: Some(sums), ..
-            } => Some(sums.partial),
-            _ => None,
+            _ => self.sums().map(|sums| sums.partial),
         }
     }
 
@@ -601,58 +598,22 @@ impl Kernel {
         }
     }
 
+    /// Every view the kernel reads, its epilogue and the maps after its sums included.
     fn reads(&self) -> Vec<&View> {
-        match self {
+        let mut reads: Vec<&View> = match self {
             Kernel::Map { args, .. } => args.iter().collect(),
-            Kernel::Gemm {
-                a,
-                b,
-                epilogue,
-                sums,
-                ..
-            } => {
-                let mut reads = vec![a, b];
-                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
-                let then = sums.iter().flat_map(|s| &s.then);
-                reads.extend(then.flat_map(|e| e.reads()));
-                reads
-            }
-            Kernel::PoolGrad {
-                input,
-                grad,
-                epilogue,
-                sums,
-                ..
-            } => {
-                let mut reads = vec![input, grad];
-                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
-                let then = sums.iter().flat_map(|s| &s.then);
-                reads.extend(then.flat_map(|e| e.reads()));
-                reads
-            }
-            Kernel::Conv {
-                input,
-                other,
-                epilogue,
-                ..
-            } => {
-                let mut reads = vec![input, other];
-                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
-                reads
-            }
-            Kernel::Softmax {
-                input, epilogue, ..
-            } => {
-                let mut reads = vec![input];
-                reads.extend(epilogue.iter().flat_map(|e| e.reads()));
-                reads
-            }
-            Kernel::Reduce { input, .. }
+            Kernel::Gemm { a, b, .. } => vec![a, b],
+            Kernel::PoolGrad { input, grad, .. } => vec![input, grad],
+            Kernel::Conv { input, other, .. } => vec![input, other],
+            Kernel::Softmax { input, .. }
+            | Kernel::Reduce { input, .. }
             | Kernel::Copy { input, .. }
-            | Kernel::Pool { input, .. } => {
-                vec![input]
-            }
-        }
+            | Kernel::Pool { input, .. } => vec![input],
+        };
+        reads.extend(self.epilogue().iter().flat_map(Kernel::reads));
+        let then = self.sums().into_iter().flat_map(|s| &s.then);
+        reads.extend(then.flat_map(Kernel::reads));
+        reads
     }
 }
 
