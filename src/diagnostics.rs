@@ -80,6 +80,8 @@ codes! {
     E0508 => "checkpoint does not fit the model",
     E0509 => "training diverged",
     E0510 => "the JIT cannot compile this model",
+    E0511 => "not enough memory for this run",
+    E0512 => "an output file cannot be written",
     W0201 => "parameter does not reach the loss",
 }
 
@@ -143,6 +145,18 @@ impl Diagnostic {
                 message: label.into(),
                 primary: true,
             }],
+            notes: Vec::new(),
+            help: None,
+        }
+    }
+
+    /// A diagnostic about something outside the model file (data, checkpoints, memory, a
+    /// diverged run): it has no label.
+    pub fn plain(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
             notes: Vec::new(),
             help: None,
         }
@@ -239,39 +253,120 @@ fn to_codespan(source: &SourceFile, diagnostic: &Diagnostic) -> cs::Diagnostic<(
         .with_notes(notes)
 }
 
+/// Lines longer than this many bytes are shown as a window around their first label.
+const MAX_SHOWN_LINE: usize = 160;
+
+/// A diagnostic rendered against `source`, with colour codes when `ansi`. A line too long to
+/// show (a 100 KB line of generated numbers) is cut to a window around the label, with `…` for
+/// what is left out; the location printed is still the real line and column.
+fn rendered(source: &SourceFile, diagnostic: &Diagnostic, ansi: bool) -> String {
+    use term::termcolor::{Buffer, WriteColor};
+    let (shown, moved) = shortened(source, diagnostic);
+    let file = SimpleFile::new(&source.name, &shown.text);
+    let mut buffer = if ansi {
+        Buffer::ansi()
+    } else {
+        Buffer::no_color()
+    };
+    let config = term::Config::default();
+    let written = term::emit_to_write_style(
+        &mut buffer as &mut dyn WriteColor,
+        &config,
+        &file,
+        &to_codespan(&shown, &moved),
+    );
+    let text = String::from_utf8_lossy(buffer.as_slice()).into_owned();
+    if written.is_err() {
+        return format!("{}: {}\n", diagnostic.code.as_str(), diagnostic.message);
+    }
+    if moved.labels.is_empty() || shown.text.len() == source.text.len() {
+        return text;
+    }
+    let at = |file: &SourceFile, span: Span| {
+        let start = clamp(file, span).start as u32;
+        let (line, column) = file.line_col(start);
+        format!("{}:{line}:{column}", file.name)
+    };
+    text.replacen(&at(&shown, moved.span()), &at(source, diagnostic.span()), 1)
+}
+
+/// The source as shown for one diagnostic, and the diagnostic with its spans moved to match:
+/// each overlong line keeps a window around the first label that starts on it.
+fn shortened(source: &SourceFile, diagnostic: &Diagnostic) -> (SourceFile, Diagnostic) {
+    let text = &source.text;
+    let boundary = |mut at: usize| {
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    };
+    // Per line: (start, end) of the original kept, the line's end, and where the kept part
+    // starts in the shown text.
+    let mut kept: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut shown = String::with_capacity(text.len().min(1 << 16));
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n').len();
+        let (start, end) = if body <= MAX_SHOWN_LINE {
+            (offset, offset + line.len())
+        } else {
+            let anchor = diagnostic
+                .labels
+                .iter()
+                .map(|l| l.span.start as usize)
+                .filter(|s| (offset..offset + body).contains(s))
+                .min()
+                .unwrap_or(offset);
+            let start = boundary(anchor.saturating_sub(MAX_SHOWN_LINE / 3).max(offset));
+            (start, boundary((start + MAX_SHOWN_LINE).min(offset + body)))
+        };
+        if start > offset {
+            shown.push('…');
+        }
+        kept.push((start, end, offset + line.len(), shown.len()));
+        shown.push_str(&text[start..end]);
+        if end < offset + body {
+            shown.push('…');
+        }
+        if end < offset + line.len() && line.ends_with('\n') {
+            shown.push('\n');
+        }
+        offset += line.len();
+    }
+    let map = |at: u32| -> u32 {
+        let at = at as usize;
+        let moved = match kept.iter().find(|&&(_, _, line_end, _)| at <= line_end) {
+            Some(&(start, end, _, to)) => to + at.clamp(start, end) - start,
+            None => shown.len(),
+        };
+        moved as u32
+    };
+    let mut moved = diagnostic.clone();
+    for label in &mut moved.labels {
+        label.span = Span {
+            start: map(label.span.start),
+            end: map(label.span.end).max(map(label.span.start)),
+        };
+    }
+    (SourceFile::new(source.name.clone(), shown), moved)
+}
+
 /// Renders diagnostics for a terminal, without colour (as snapshots and pipes want them).
 pub fn render(source: &SourceFile, diagnostics: &[Diagnostic]) -> String {
-    let file = SimpleFile::new(&source.name, &source.text);
-    let config = term::Config::default();
-    let mut out = String::new();
-    for diagnostic in diagnostics {
-        let rendered = term::emit_into_string(&config, &file, &to_codespan(source, diagnostic))
-            .unwrap_or_else(|_| format!("{}: {}\n", diagnostic.code.as_str(), diagnostic.message));
-        out.push_str(&rendered);
-    }
-    out
+    diagnostics
+        .iter()
+        .map(|d| rendered(source, d, false))
+        .collect()
 }
 
 /// Writes diagnostics to standard error, coloured when it is a terminal.
 pub fn emit_to_stderr(source: &SourceFile, diagnostics: &[Diagnostic]) {
-    use std::io::IsTerminal;
-    use term::termcolor::{ColorChoice, StandardStream};
-    let choice = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    let mut stream = StandardStream::stderr(choice);
-    let file = SimpleFile::new(&source.name, &source.text);
-    let config = term::Config::default();
+    use std::io::{IsTerminal, Write};
+    let ansi = std::io::stderr().is_terminal();
+    let mut stderr = std::io::stderr().lock();
     for diagnostic in diagnostics {
         // A failed write to stderr leaves nothing better to report to.
-        let _ = term::emit_to_write_style(
-            &mut stream,
-            &config,
-            &file,
-            &to_codespan(source, diagnostic),
-        );
+        let _ = stderr.write_all(rendered(source, diagnostic, ansi).as_bytes());
     }
 }
 

@@ -1,11 +1,29 @@
 //! netc compiles a declarative neural-network model file through a one-way pipeline:
 //! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph)
 //! → `autodiff` (+ gradients and the optimizer step) → `opt` (simplified) → `interp` or
-//! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source` and `shape`
-//! are shared by every stage; only `cli`, `data` and `runtime` do IO.
+//! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source`, `shape` and
+//! `memory` are shared by every stage; only `cli`, `data` and `runtime` do IO.
 #![deny(unsafe_code)]
 
+/// `println!` that never panics: output to a closed pipe (`netc run ... | head -1`) is dropped
+/// and the work goes on (training, then saving).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics, as `say!`.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod diagnostics;
+pub mod memory;
 pub mod shape;
 pub mod source;
 

@@ -575,9 +575,15 @@ impl Checker {
         context: Context,
     ) -> Option<f64> {
         let spec = bound.spec(name);
-        if spec.range.contains(value) {
+        let fits_f32 = value.abs() <= super::model::MAX_HYPERPARAMETER;
+        if spec.range.contains(value) && fits_f32 {
             return Some(value);
         }
+        let must = if fits_f32 {
+            spec.range.describe()
+        } else {
+            "at most 3.4e38 in size (the largest f32)"
+        };
         let (code, what) = match context {
             Context::Call => (
                 Code::E0405,
@@ -590,12 +596,9 @@ impl Checker {
                 code,
                 format!("{what} is out of range"),
                 span,
-                format!("must be {}", spec.range.describe()),
+                format!("must be {must}"),
             )
-            .with_note(format!(
-                "`{name}` must be {}, found {value}",
-                spec.range.describe()
-            )),
+            .with_note(format!("`{name}` must be {must}, found {value}")),
         );
         None
     }

@@ -294,6 +294,37 @@ pub struct TrainSettings {
     pub shuffle: bool,
 }
 
+/// The largest batch a run may use. With the checker's bound of 2^34 elements per example, every
+/// batched size stays below 2^58 elements, so size arithmetic on 64 bits cannot overflow.
+pub const MAX_BATCH: u64 = 1 << 24;
+
+/// The largest learning rate or other hyperparameter: generated code holds them as f32.
+pub const MAX_HYPERPARAMETER: f64 = f32::MAX as f64;
+
+impl TrainSettings {
+    /// Checks a batch size, from the model file or the command line: the one limit both obey.
+    pub fn check_batch(batch: u64) -> Result<u64, String> {
+        if (1..=MAX_BATCH).contains(&batch) {
+            Ok(batch)
+        } else {
+            Err(format!(
+                "`batch` must be between 1 and {MAX_BATCH} (2^24), found {batch}"
+            ))
+        }
+    }
+
+    /// Checks a learning rate, from the model file or the command line.
+    pub fn check_lr(lr: f64) -> Result<f64, String> {
+        if lr > 0.0 && lr <= MAX_HYPERPARAMETER {
+            Ok(lr)
+        } else {
+            Err(format!(
+                "the learning rate must be above 0 and at most {MAX_HYPERPARAMETER:.1e} (the largest f32), found {lr:e}"
+            ))
+        }
+    }
+}
+
 impl Default for TrainSettings {
     fn default() -> Self {
         TrainSettings {

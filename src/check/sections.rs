@@ -350,7 +350,22 @@ impl Checker {
             Some(_) => this.count_arg(&bound, name, Context::Train),
             None => Some(default),
         };
-        let batch = setting(self, "batch", defaults.batch);
+        let batch = setting(self, "batch", defaults.batch).and_then(|batch| {
+            TrainSettings::check_batch(batch)
+                .map_err(|why| {
+                    let span = bound.expr("batch").map_or(keyword, |e| e.span);
+                    self.report(
+                        Diagnostic::new(
+                            Code::E0502,
+                            "training setting `batch` is out of range",
+                            span,
+                            "too large",
+                        )
+                        .with_note(why),
+                    )
+                })
+                .ok()
+        });
         let epochs = setting(self, "epochs", defaults.epochs);
         let seed = setting(self, "seed", defaults.seed);
         let shuffle = match bound.expr("shuffle") {
@@ -432,40 +447,54 @@ impl Checker {
         }
     }
 
-    pub(super) fn mark(&self, expr: &TExpr, reached: &mut [bool], seen: &mut [bool]) {
+    /// Marks the parameters `loss` depends on. Values are followed through a worklist, not
+    /// by recursion: a chain of 100,000 equations is as easy as one.
+    fn mark(&self, loss: &TExpr, reached: &mut [bool], seen: &mut [bool]) {
+        let mut pending = Vec::new();
+        self.mark_expr(loss, reached, seen, &mut pending);
+        while let Some(index) = pending.pop() {
+            match &self.values[index].kind {
+                ValueKind::Expr(expr) => self.mark_expr(expr, reached, seen, &mut pending),
+                ValueKind::Layers { input, layers } => {
+                    self.mark_expr(input, reached, seen, &mut pending);
+                    for layer in layers {
+                        for param in layer.kind.params() {
+                            reached[param] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks the parameters one expression reads, and queues the values it reads.
+    fn mark_expr(
+        &self,
+        expr: &TExpr,
+        reached: &mut [bool],
+        seen: &mut [bool],
+        pending: &mut Vec<usize>,
+    ) {
         match &expr.kind {
             TExprKind::Param(i) => reached[*i] = true,
-            TExprKind::Value(i) => self.mark_value(*i, reached, seen),
+            TExprKind::Value(i) => {
+                if !std::mem::replace(&mut seen[*i], true) {
+                    pending.push(*i);
+                }
+            }
             TExprKind::Input(_) | TExprKind::Label | TExprKind::Const(_) => {}
             TExprKind::Unary(_, a)
             | TExprKind::Reduce { arg: a, .. }
             | TExprKind::Softmax { arg: a, .. }
             | TExprKind::Reshape(a)
-            | TExprKind::Transpose { arg: a, .. } => self.mark(a, reached, seen),
+            | TExprKind::Transpose { arg: a, .. } => self.mark_expr(a, reached, seen, pending),
             TExprKind::Binary(_, a, b)
             | TExprKind::MatMul(a, b)
             | TExprKind::Loss {
                 pred: a, target: b, ..
             } => {
-                self.mark(a, reached, seen);
-                self.mark(b, reached, seen);
-            }
-        }
-    }
-
-    pub(super) fn mark_value(&self, index: usize, reached: &mut [bool], seen: &mut [bool]) {
-        if std::mem::replace(&mut seen[index], true) {
-            return;
-        }
-        match &self.values[index].kind {
-            ValueKind::Expr(expr) => self.mark(expr, reached, seen),
-            ValueKind::Layers { input, layers } => {
-                self.mark(input, reached, seen);
-                for layer in layers {
-                    for param in layer.kind.params() {
-                        reached[param] = true;
-                    }
-                }
+                self.mark_expr(a, reached, seen, pending);
+                self.mark_expr(b, reached, seen, pending);
             }
         }
     }

@@ -3,12 +3,14 @@
 //! for usage errors.
 
 use crate::check::model::Model;
+use crate::check::model::TrainSettings;
 use crate::diagnostics::{self, Code, Diagnostic};
 use crate::ir;
-use crate::runtime::RunSettings;
+use crate::runtime::{Every, RunSettings, Stop, INTERRUPTED};
 use crate::source::SourceFile;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use train::{bench, gradcheck, print_predictions, restored, train, RunOptions};
 
 #[derive(Parser)]
@@ -52,7 +54,7 @@ enum Command {
         /// Epochs to train (default: the model's `train` block).
         #[arg(long)]
         epochs: Option<u64>,
-        /// Examples per step (default: the model's `train` block).
+        /// Examples per step, 1 to 2^24 (default: the model's `train` block).
         #[arg(long)]
         batch: Option<u64>,
         /// Learning rate (default: the model's optimizer).
@@ -73,9 +75,14 @@ enum Command {
         /// Also write each epoch's figures to this file as JSON lines.
         #[arg(long)]
         log: Option<PathBuf>,
-        /// Save a checkpoint here when training ends (or stops).
+        /// Save a checkpoint here when training ends, stops on an error, or is interrupted
+        /// (Ctrl-C finishes the current step first; a second Ctrl-C stops at once).
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Also save the checkpoint every N epochs (`--save-every 2`) or steps
+        /// (`--save-every 500steps`), so a crash loses at most that much.
+        #[arg(long, value_parser = every)]
+        save_every: Option<Every>,
         /// Continue from a checkpoint saved by `--save`.
         #[arg(long)]
         resume: Option<PathBuf>,
@@ -104,8 +111,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         data: DataArgs,
-        /// Steps timed one by one for the median.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Steps timed one by one for the median (1 to 100000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         steps: u32,
         /// Threads for the compiled step's split kernels (as for `run`).
         #[arg(long)]
@@ -123,7 +130,7 @@ enum Command {
         target: Option<String>,
         /// Examples in the checked batch.
         #[arg(long, default_value_t = 4)]
-        batch: usize,
+        batch: u64,
     },
     /// Explain an error code, e.g. `netc explain E0301`.
     Explain { code: String },
@@ -203,7 +210,7 @@ pub fn run() -> i32 {
             match checked {
                 Some((_, model)) => {
                     if summary {
-                        print!("{}", crate::check::summary::summary(&model, &source));
+                        say_raw!("{}", crate::check::summary::summary(&model, &source));
                     }
                     0
                 }
@@ -223,22 +230,22 @@ pub fn run() -> i32 {
                 return 1;
             };
             match stage {
-                Stage::Ast => print!("{ast}"),
+                Stage::Ast => say_raw!("{ast}"),
                 Stage::Ir => {
                     let mode = match mode {
                         ModeArg::Train => ir::Mode::Train,
                         ModeArg::Eval => ir::Mode::Eval,
                     };
-                    print!("{}", ir::build(&model, &source, mode));
+                    say_raw!("{}", ir::build(&model, &source, mode));
                 }
                 Stage::Grad => {
                     let forward = ir::build(&model, &source, ir::Mode::Train);
-                    print!("{}", crate::autodiff::differentiate(&forward));
+                    say_raw!("{}", crate::autodiff::differentiate(&forward));
                 }
                 Stage::Step => {
                     let forward = ir::build(&model, &source, ir::Mode::Train);
                     let grads = crate::autodiff::differentiate(&forward);
-                    print!(
+                    say_raw!(
                         "{}",
                         crate::autodiff::step::train_step(&grads, &model.optimizer)
                     );
@@ -254,20 +261,18 @@ pub fn run() -> i32 {
                         model.train.batch as usize,
                         &wanted,
                     ) {
-                        Ok(listing) => print!("{listing}"),
+                        Ok(listing) => say_raw!("{listing}"),
                         Err(why) => {
-                            let diagnostic = crate::data::error(
-                                Code::E0510,
-                                format!("the JIT cannot compile this model: {}", why.0),
-                            );
+                            let diagnostic =
+                                train::compile_diagnostic(why, model.train.batch as usize);
                             report(&source, &[diagnostic], message_format);
                             return 1;
                         }
                     }
                 }
                 Stage::Opt => match mode {
-                    ModeArg::Train => print!("{}", crate::train_graph(&model, &source)),
-                    ModeArg::Eval => print!("{}", crate::eval_graph(&model, &source)),
+                    ModeArg::Train => say_raw!("{}", crate::train_graph(&model, &source)),
+                    ModeArg::Eval => say_raw!("{}", crate::eval_graph(&model, &source)),
                 },
             }
             0
@@ -284,32 +289,35 @@ pub fn run() -> i32 {
             profile,
             log,
             save,
+            save_every,
             resume,
         } => {
             let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
-            let defaults = model.train;
-            let model_lr = model.optimizer.lr();
-            let settings = RunSettings {
-                epochs: epochs.unwrap_or(defaults.epochs),
-                batch: batch.unwrap_or(defaults.batch).max(1) as usize,
-                lr: lr.unwrap_or(model_lr),
-                seed: seed.unwrap_or(defaults.seed),
-                shuffle: defaults.shuffle,
+            let settings = match run_settings(&model, epochs, batch, lr, seed) {
+                Ok(settings) => settings,
+                Err(diagnostic) => return finish(&source, Err(diagnostic)),
             };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             crate::codegen::set_threads(threads.unwrap_or(cores));
+            on_interrupt();
             let options = RunOptions {
+                model_path: file,
                 seed_given: seed.is_some(),
                 backend,
                 profile,
                 log,
                 save,
+                save_every,
                 resume,
             };
-            let outcome = train(&source, &model, &data, settings, options);
-            finish(&source, outcome)
+            match train(&source, &model, &data, settings, options) {
+                Ok(Stop::Finished) => 0,
+                // As a shell reports a program stopped by SIGINT.
+                Ok(Stop::Interrupted) => 130,
+                Err(diagnostic) => finish(&source, Err(diagnostic)),
+            }
         }
         Command::Eval {
             file,
@@ -322,11 +330,12 @@ pub fn run() -> i32 {
             let outcome = restored(&source, &model, &weights, &data).map(|(mut session, split)| {
                 let score = session.evaluate(&split.test, model.train.batch as usize);
                 match score.accuracy {
-                    Some(acc) => println!(
+                    Some(acc) => say!(
                         "test_loss {:.6}  test_acc {acc:.4}  ({} examples)",
-                        score.loss, split.test.len
+                        score.loss,
+                        split.test.len
                     ),
-                    None => println!("test_loss {:.6}  ({} examples)", score.loss, split.test.len),
+                    None => say!("test_loss {:.6}  ({} examples)", score.loss, split.test.len),
                 }
             });
             finish(&source, outcome)
@@ -376,14 +385,15 @@ pub fn run() -> i32 {
             let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
-            match gradcheck(
-                &source,
-                &model,
-                data.as_deref(),
-                data_dir,
-                target,
-                batch.max(1),
-            ) {
+            let batch = match TrainSettings::check_batch(batch) {
+                Ok(batch) => batch as usize,
+                Err(why) => {
+                    let diagnostic =
+                        crate::data::error(Code::E0502, "`--batch` is out of range").with_note(why);
+                    return finish(&source, Err(diagnostic));
+                }
+            };
+            match gradcheck(&source, &model, data.as_deref(), data_dir, target, batch) {
                 Ok(true) => 0,
                 // The verdict is printed; a failed check is a finding, not an error in the input.
                 Ok(false) => 1,
@@ -392,7 +402,7 @@ pub fn run() -> i32 {
         }
         Command::Explain { code } => match Code::parse(&code) {
             Some(code) => {
-                print!("{}", code.explanation());
+                say_raw!("{}", code.explanation());
                 0
             }
             None => {
@@ -400,6 +410,63 @@ pub fn run() -> i32 {
                 2
             }
         },
+    }
+}
+
+/// The run's settings: the model's `train` block overridden by the command line, each value
+/// checked against the same limits as in the model file (E0502, E0405).
+fn run_settings(
+    model: &Model,
+    epochs: Option<u64>,
+    batch: Option<u64>,
+    lr: Option<f64>,
+    seed: Option<u64>,
+) -> Result<RunSettings, Diagnostic> {
+    let defaults = model.train;
+    let batch = TrainSettings::check_batch(batch.unwrap_or(defaults.batch)).map_err(|why| {
+        crate::data::error(Code::E0502, "training setting `batch` is out of range").with_note(why)
+    })?;
+    let lr = TrainSettings::check_lr(lr.unwrap_or(model.optimizer.lr())).map_err(|why| {
+        crate::data::error(Code::E0405, "the learning rate is out of range").with_note(why)
+    })?;
+    Ok(RunSettings {
+        epochs: epochs.unwrap_or(defaults.epochs),
+        batch: batch as usize,
+        lr,
+        seed: seed.unwrap_or(defaults.seed),
+        shuffle: defaults.shuffle,
+        checkpoints: None,
+    })
+}
+
+/// The first Ctrl-C stops training after the current step (and saves); a second stops at once.
+fn on_interrupt() {
+    let installed = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: stopping now, without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after this step (Ctrl-C again stops at once)");
+    });
+    if let Err(e) = installed {
+        eprintln!("note: Ctrl-C will stop training at once, without saving: {e}");
+    }
+}
+
+/// `N` epochs or `Nsteps` steps, for `--save-every`.
+fn every(text: &str) -> Result<Every, String> {
+    let (number, unit) = match text.strip_suffix("steps") {
+        Some(n) => (n, Every::Steps as fn(u64) -> Every),
+        None => (
+            text.strip_suffix("epochs").unwrap_or(text),
+            Every::Epochs as fn(u64) -> Every,
+        ),
+    };
+    match number.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(unit(n)),
+        _ => Err(format!(
+            "`{text}` is not a count above 0 of epochs (`2`) or steps (`500steps`)"
+        )),
     }
 }
 
@@ -436,10 +503,28 @@ fn finish(source: &SourceFile, outcome: Result<(), Diagnostic>) -> i32 {
     }
 }
 
+/// The largest model file read: spans are 32-bit, and no model is near this size.
+const MAX_SOURCE_BYTES: u64 = 1 << 26;
+
 fn read(path: &Path) -> Option<SourceFile> {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if size > MAX_SOURCE_BYTES {
+        eprintln!(
+            "error: {} has {size} bytes; model files may have at most {MAX_SOURCE_BYTES} (64 MiB)",
+            path.display()
+        );
+        return None;
+    }
     match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => Some(SourceFile::new(path.display().to_string(), text)),
+            // Editors on some systems start UTF-8 files with a byte-order mark.
+            Ok(text) => Some(SourceFile::new(
+                path.display().to_string(),
+                match text.strip_prefix('\u{feff}') {
+                    Some(rest) => rest.to_string(),
+                    None => text,
+                },
+            )),
             Err(error) => {
                 eprintln!(
                     "error: {} is not UTF-8 text (invalid byte at offset {})",
@@ -461,7 +546,7 @@ fn report(source: &SourceFile, diagnostics: &[Diagnostic], format: MessageFormat
         MessageFormat::Human => diagnostics::emit_to_stderr(source, diagnostics),
         MessageFormat::Json => {
             for diagnostic in diagnostics {
-                println!("{}", diagnostics::to_json(source, diagnostic));
+                say!("{}", diagnostics::to_json(source, diagnostic));
             }
         }
     }

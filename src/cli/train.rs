@@ -3,11 +3,12 @@
 
 use super::{Backend, DataArgs};
 use crate::check::model::{LabelKind, Model};
+use crate::codegen::CompileError;
 use crate::data::{Source, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::interp::Tensor;
 use crate::ir;
-use crate::runtime::{self, Reporter, RunSettings, Session};
+use crate::runtime::{self, checkpoint, Every, Reporter, RunSettings, Session, Stop};
 use crate::source::SourceFile;
 use std::path::{Path, PathBuf};
 
@@ -18,46 +19,88 @@ pub(super) fn restored<'a>(
     weights: &Path,
     data: &DataArgs,
 ) -> Result<(Session<'a>, Split), Diagnostic> {
-    let split = load(data, model.train.seed)?;
-    let mut session = Session::new(model, source, 0);
-    session.restore(weights)?;
+    let mut session = Session::new(model, source, 0)?;
+    let checkpoint = session.restore(weights)?;
+    let split = load(data, checkpoint.seed)?;
     runtime::fits(model, &split.test)?;
     Ok((session, split))
 }
 
 pub(super) fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {
-    Source::parse(&args.data, args.data_dir.as_deref(), args.target.as_deref())?.load(seed)
+    source_of(args)?.load(seed)
+}
+
+fn source_of(args: &DataArgs) -> Result<Source, Diagnostic> {
+    Source::parse(&args.data, args.data_dir.as_deref(), args.target.as_deref())
 }
 
 /// How `netc run` runs, beyond the training settings.
 pub(super) struct RunOptions {
+    pub(super) model_path: PathBuf,
     pub(super) seed_given: bool,
     pub(super) backend: Backend,
     pub(super) profile: bool,
     pub(super) log: Option<PathBuf>,
     pub(super) save: Option<PathBuf>,
+    pub(super) save_every: Option<Every>,
     pub(super) resume: Option<PathBuf>,
 }
 
+/// Trains a model: every file the run will write is checked before anything else happens,
+/// and the checkpoint is saved however training ends (finished, interrupted or diverged).
 pub(super) fn train(
     source: &SourceFile,
     model: &Model,
     data: &DataArgs,
     mut settings: RunSettings,
     options: RunOptions,
-) -> Result<(), Diagnostic> {
+) -> Result<Stop, Diagnostic> {
     let RunOptions {
+        model_path,
         seed_given,
         backend,
         profile,
         log,
         save,
+        save_every,
         resume,
     } = options;
-    let split = load(data, settings.seed)?;
-    let mut session = Session::new(model, source, settings.seed);
+    let data_source = source_of(data)?;
+    let mut inputs = vec![(model_path, "the model file")];
+    inputs.extend(data_source.files().into_iter().map(|f| (f, "a data file")));
+    let log_path = log.clone();
+    let log = match &log {
+        Some(path) => {
+            refuse_inputs(path, "--log", &inputs)?;
+            Some(std::fs::File::create(path).map_err(|e| cannot_write("the log", path, &e))?)
+        }
+        None => None,
+    };
+    if let Some(path) = &resume {
+        // A checkpoint may be replaced by its continuation; nothing else the run reads may be.
+        if save.as_deref() != Some(path.as_path()) {
+            inputs.push((path.clone(), "the checkpoint given to --resume"));
+        }
+    }
+    if let Some(path) = &save {
+        refuse_inputs(path, "--save", &inputs)?;
+        checkpoint::probe(path).map_err(|e| cannot_write("the checkpoint", path, &e))?;
+    }
+    settings.checkpoints = match (save_every, &save) {
+        (Some(every), Some(path)) => Some((path.clone(), every)),
+        (Some(_), None) => {
+            return Err(crate::data::error(
+                Code::E0512,
+                "--save-every needs --save PATH: where to write the checkpoints",
+            ))
+        }
+        _ => None,
+    };
+    let mut session = Session::new(model, source, settings.seed)?;
     if let Some(path) = &resume {
         let checkpoint = session.restore(path)?;
+        // Everything drawn from the seed (shuffling, dropout, a CSV split, a synthetic set)
+        // continues from the checkpoint's, unless another is asked for.
         if !seed_given {
             settings.seed = checkpoint.seed;
         }
@@ -68,31 +111,30 @@ pub(super) fn train(
             checkpoint.step
         );
     }
-    let log = match log {
-        Some(path) => Some(std::fs::File::create(&path).map_err(|e| {
-            crate::data::error(
-                Code::E0504,
-                format!("cannot create the log {}: {e}", path.display()),
-            )
-        })?),
-        None => None,
-    };
+    let split = data_source.load(settings.seed)?;
+    // A batch larger than the data is the whole data set, and needs no larger buffers.
+    settings.batch = settings
+        .batch
+        .min(split.train.len.max(split.test.len).max(1));
+    if session.epoch >= settings.epochs {
+        eprintln!(
+            "note: nothing to train: {} epochs asked for, and {} done",
+            settings.epochs, session.epoch
+        );
+    }
     if backend != Backend::Interp {
         match session.compile(settings.batch, profile) {
             Ok(took) => eprintln!(
                 "compiled the training and evaluation steps in {:.1} ms",
                 took.as_secs_f64() * 1e3
             ),
-            Err(why) if backend == Backend::Auto => {
-                eprintln!("note: running on the interpreter: {}", why.0)
+            // A bug is reported as one; only what the JIT cannot serve falls back.
+            Err(why @ (CompileError::TooLarge { .. } | CompileError::NoTarget(_)))
+                if backend == Backend::Auto =>
+            {
+                eprintln!("note: running on the interpreter: {why}")
             }
-            Err(why) => {
-                return Err(crate::data::error(
-                    Code::E0510,
-                    format!("the JIT cannot compile this model: {}", why.0),
-                )
-                .with_help("run it with `--backend interp`"))
-            }
+            Err(why) => return Err(compile_diagnostic(why, settings.batch)),
         }
     }
     let mut reporter = Reporter::new(log, false);
@@ -104,7 +146,7 @@ pub(super) fn train(
             None => eprintln!("note: --profile times compiled code; this run used the interpreter"),
         }
     }
-    // The last good weights are saved even when training stopped early.
+    // The last good weights are saved however training stopped.
     if let Some(path) = &save {
         session.save(path, settings.seed)?;
         eprintln!(
@@ -114,7 +156,70 @@ pub(super) fn train(
             session.step
         );
     }
+    if let Ok(Stop::Interrupted) = outcome {
+        eprintln!(
+            "interrupted after step {} ({} epochs and {} steps done); {}",
+            session.step,
+            session.epoch,
+            session.epoch_step,
+            match &save {
+                Some(path) => format!("resume with `--resume {}`", path.display()),
+                None => "nothing was saved (no --save)".to_string(),
+            }
+        );
+    }
+    if let (Some(e), Some(path)) = (&reporter.log_error, &log_path) {
+        return Err(cannot_write("the log", path, e));
+    }
     outcome
+}
+
+/// Why the JIT did not compile a model, as a diagnostic.
+pub(super) fn compile_diagnostic(why: CompileError, batch: usize) -> Diagnostic {
+    match why {
+        CompileError::TooLarge { .. } => crate::data::error(
+            Code::E0510,
+            format!("the JIT cannot compile this model for batches of {batch}: {why}"),
+        )
+        .with_help("use a smaller `--batch`, or smaller layers"),
+        CompileError::NoTarget(_) => crate::data::error(
+            Code::E0510,
+            format!("the JIT cannot compile this model: {why}"),
+        )
+        .with_help("run it with `--backend interp`"),
+        CompileError::Internal(_) => crate::data::error(Code::E0510, why.to_string())
+            .with_note("this is a bug in netc; please report it with the model file"),
+    }
+}
+
+/// Refuses an output path that is one of the run's inputs.
+fn refuse_inputs(path: &Path, flag: &str, inputs: &[(PathBuf, &str)]) -> Result<(), Diagnostic> {
+    for (input, what) in inputs {
+        if same_file(path, input) {
+            return Err(crate::data::error(
+                Code::E0512,
+                format!("`{flag} {}` would overwrite {what}", path.display()),
+            )
+            .with_help("write to another path"));
+        }
+    }
+    Ok(())
+}
+
+/// True when both paths exist and are the same file (by device and inode, through links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn cannot_write(what: &str, path: &Path, e: &std::io::Error) -> Diagnostic {
+    crate::data::error(
+        Code::E0512,
+        format!("cannot write {what} {}: {e}", path.display()),
+    )
 }
 
 /// Times the compiled training step: compile time, the median of `steps` single steps, one
@@ -128,14 +233,11 @@ pub(super) fn bench(
 ) -> Result<(), Diagnostic> {
     let split = load(data, model.train.seed)?;
     runtime::fits(model, &split.train)?;
-    let batch = model.train.batch as usize;
-    let mut session = Session::new(model, source, model.train.seed);
-    let compile = session.compile(batch, false).map_err(|why| {
-        crate::data::error(
-            Code::E0510,
-            format!("the JIT cannot compile this model: {}", why.0),
-        )
-    })?;
+    let batch = (model.train.batch as usize).min(split.train.len);
+    let mut session = Session::new(model, source, model.train.seed)?;
+    let compile = session
+        .compile(batch, false)
+        .map_err(|why| compile_diagnostic(why, batch))?;
     let lr = model.optimizer.lr();
     let settings = |epochs| RunSettings {
         epochs,
@@ -143,6 +245,7 @@ pub(super) fn bench(
         lr,
         seed: model.train.seed,
         shuffle: true,
+        checkpoints: None,
     };
     // Single steps: train on one batch at a time and keep each step's time.
     let one_batch = crate::data::Split {
@@ -167,10 +270,10 @@ pub(super) fn bench(
     };
     // Profiled, to find the time the convolutions take; the ticks cost about a microsecond
     // per kernel.
-    let mut fresh = Session::new(model, source, model.train.seed);
+    let mut fresh = Session::new(model, source, model.train.seed)?;
     fresh
         .compile(batch, true)
-        .map_err(|why| crate::data::error(Code::E0510, why.0))?;
+        .map_err(|why| compile_diagnostic(why, batch))?;
     let started = std::time::Instant::now();
     fresh.fit(&epoch_data, &settings(1), &mut Reporter::new(None, true))?;
     let epoch = started.elapsed().as_secs_f64();
@@ -186,34 +289,34 @@ pub(super) fn bench(
     let steps = (train_len / batch) as f64;
     let matmul = full.matmul * steps + rest.matmul;
     let conv = full.conv * steps + rest.conv;
-    println!(
+    say!(
         "model        {} ({train_len} examples, batch {batch}, {threads} threads)",
         model.name
     );
-    println!(
+    say!(
         "compile      {:.1} ms (training and evaluation steps)",
         compile.as_secs_f64() * 1e3
     );
-    println!(
+    say!(
         "step         {:.3} ms median of {timed_steps}",
         median * 1e3
     );
-    println!("epoch        {epoch:.3} s");
-    println!(
+    say!("epoch        {epoch:.3} s");
+    say!(
         "matmul       {:.1} GFLOP per epoch in all products, {:.1} GFLOP/s over the epoch",
         (matmul + conv) / 1e9,
         (matmul + conv) / epoch / 1e9
     );
     if conv > 0.0 {
-        println!(
+        say!(
             "conv         {:.1} GFLOP per epoch in {conv_seconds:.3} s of convolution kernels (im2col included), {:.1} GFLOP/s",
             conv / 1e9,
             conv / conv_seconds.max(1e-9) / 1e9
         );
     }
     match peak_memory_kib() {
-        Some(kib) => println!("peak memory  {:.0} MB", kib as f64 / 1024.0),
-        None => println!("peak memory  unknown (no /proc/self/status)"),
+        Some(kib) => say!("peak memory  {:.0} MB", kib as f64 / 1024.0),
+        None => say!("peak memory  unknown (no /proc/self/status)"),
     }
     Ok(())
 }
@@ -230,14 +333,14 @@ pub(super) fn print_profile(profile: &crate::codegen::Profile) {
     let total: f64 = profile.kernels.iter().map(|(_, t)| t).sum();
     let mut kernels: Vec<(usize, &(String, f64))> = profile.kernels.iter().enumerate().collect();
     kernels.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-    println!(
+    say!(
         "profile: {:.3} s in {} kernels of the training step",
         total,
         profile.kernels.len()
     );
-    println!("{:>6} {:>9} {:>6}  kernel", "#", "seconds", "share");
+    say!("{:>6} {:>9} {:>6}  kernel", "#", "seconds", "share");
     for (k, (what, seconds)) in kernels.iter().take(15) {
-        println!(
+        say!(
             "{k:>6} {seconds:>9.4} {:>5.1}%  {what}",
             100.0 * seconds / total.max(1e-12)
         );
@@ -255,7 +358,7 @@ pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usi
             .unwrap_or_else(|| class.to_string()),
         None => class.to_string(),
     };
-    println!("{:>5}  {:<14} true", "index", "predicted");
+    say!("{:>5}  {:<14} true", "index", "predicted");
     let mut row = 0;
     for (_, output) in session.predict(&subset, 256) {
         let Some(output) = output else { break };
@@ -281,7 +384,7 @@ pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usi
             } else {
                 ""
             };
-            println!(
+            say!(
                 "{}",
                 format!("{row:>5}  {predicted:<14} {actual:<14}{mark}").trim_end()
             );
@@ -299,6 +402,13 @@ pub(super) fn gradcheck(
     batch: usize,
 ) -> Result<bool, Diagnostic> {
     let forward = ir::build(model, source, ir::Mode::Train);
+    let loss = forward.result("loss").expect("graphs have a loss");
+    // The check holds the forward values in f64, and as many again for the gradients.
+    let peak = crate::interp::peak_elements(&forward, &[loss], batch);
+    crate::memory::ensure(
+        peak.and_then(|n| crate::memory::bytes(n, 8 * 2)),
+        &format!("the gradient check's values for a batch of {batch}"),
+    )?;
     let mut classes = vec![None; model.inputs.len()];
     if let Some(label) = &model.label {
         classes.push(match label.kind {
@@ -308,7 +418,7 @@ pub(super) fn gradcheck(
     }
     let [mut inputs, params, states] =
         crate::gradcheck::random_bindings(&forward, batch, &classes, model.train.seed);
-    let session = Session::new(model, source, model.train.seed);
+    let session = Session::new(model, source, model.train.seed)?;
     // Start from the model's own initialization, nudged off zero so no unit sits on a kink.
     let params: Vec<_> = session
         .params
@@ -345,25 +455,26 @@ pub(super) fn gradcheck(
         seed: model.train.seed,
     };
     let results = crate::gradcheck::check(&problem, 20);
-    println!("{:<28} {:>10} {:>12}", "parameter", "checked", "rel. error");
+    say!("{:<28} {:>10} {:>12}", "parameter", "checked", "rel. error");
     for r in &results {
-        println!("{:<28} {:>10} {:>12.2e}", r.name, r.checked, r.error);
+        say!("{:<28} {:>10} {:>12.2e}", r.name, r.checked, r.error);
     }
     let worst = results.iter().max_by(|a, b| a.error.total_cmp(&b.error));
     match worst {
         Some(w) if w.error >= 1e-5 => {
-            println!(
+            say!(
                 "FAILED: the gradient of {} is off by {:.2e} (the bound is 1e-5)",
-                w.name, w.error
+                w.name,
+                w.error
             );
             Ok(false)
         }
         Some(w) => {
-            println!("worst: {} at {:.2e} (below 1e-5)", w.name, w.error);
+            say!("worst: {} at {:.2e} (below 1e-5)", w.name, w.error);
             Ok(true)
         }
         None => {
-            println!("the model has no parameters");
+            say!("the model has no parameters");
             Ok(true)
         }
     }

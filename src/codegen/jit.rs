@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use super::lower::{self, IMPORTS};
-use super::plan::{Base, ConvPass, Kernel, Plan, Unsupported, ALIGN};
+use super::plan::{Base, CompileError, ConvPass, Kernel, Plan, ALIGN};
 use super::workers::netc_parallel;
 use crate::interp::{Bindings, Tensor};
 use crate::ir::{Graph, NodeId};
@@ -112,6 +112,56 @@ pub struct Flops {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected(pub String);
 
+/// The buffers of a compiled step: zeroed floats starting on a cache line. They come from
+/// `alloc_zeroed` with the alignment of a float, which the system allocator serves with
+/// `calloc`: a large arena is fresh pages from the system that cost nothing until a step
+/// touches them, so compile time does not grow with the batch. (With a cache line's
+/// alignment it would be allocated and then zeroed by hand, touching every page.)
+struct Arena {
+    base: std::ptr::NonNull<f32>,
+    /// The planned arena starts `start` floats into the allocation, on a cache line.
+    start: usize,
+    len: usize,
+}
+
+// SAFETY: the arena owns its memory, as a `Vec<f32>` would.
+unsafe impl Send for Arena {}
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// `len` zeroed floats starting on a cache line, or `None` when they cannot be allocated.
+    fn zeroed(len: usize) -> Option<Arena> {
+        let layout = Arena::layout(len)?;
+        // SAFETY: the layout's size is at least one cache line.
+        let base =
+            std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>())?;
+        let start = base.as_ptr().align_offset(4 * ALIGN);
+        (start <= ALIGN).then_some(Arena { base, start, len })
+    }
+
+    fn layout(len: usize) -> Option<std::alloc::Layout> {
+        std::alloc::Layout::array::<f32>(len.checked_add(ALIGN)?).ok()
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut f32 {
+        // SAFETY: `start + len` floats lie inside the allocation.
+        unsafe { self.base.as_ptr().add(self.start) }
+    }
+
+    fn floats(&self) -> &[f32] {
+        // SAFETY: the floats were allocated and zeroed, so every one is initialized.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(self.start), self.len) }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let layout = Arena::layout(self.len).expect("the layout it was allocated with");
+        // SAFETY: allocated by `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.base.as_ptr().cast(), layout) }
+    }
+}
+
 /// A graph compiled to native code, with its arena.
 pub struct Compiled {
     graph: Graph,
@@ -119,9 +169,7 @@ pub struct Compiled {
     wanted: Vec<NodeId>,
     plan: Plan,
     max_batch: usize,
-    arena: Vec<f32>,
-    /// The planned arena is `arena[arena_start..]`, which starts on a cache line.
-    arena_start: usize,
+    arena: Arena,
     entry: Entry,
     /// The generated Cranelift IR, for `emit-ir --stage clif` (empty unless asked for).
     clif: String,
@@ -136,7 +184,7 @@ impl Compiled {
         max_batch: usize,
         wanted: &[NodeId],
         profile: bool,
-    ) -> Result<Compiled, Unsupported> {
+    ) -> Result<Compiled, CompileError> {
         Compiled::build(graph, max_batch, wanted, profile, false)
     }
 
@@ -145,7 +193,7 @@ impl Compiled {
         graph: &Graph,
         max_batch: usize,
         wanted: &[NodeId],
-    ) -> Result<String, Unsupported> {
+    ) -> Result<String, CompileError> {
         Ok(Compiled::build(graph, max_batch, wanted, false, true)?.listing())
     }
 
@@ -157,26 +205,19 @@ impl Compiled {
         wanted: &[NodeId],
         profile: bool,
         listing: bool,
-    ) -> Result<Compiled, Unsupported> {
+    ) -> Result<Compiled, CompileError> {
         let plan = super::plan::plan(graph, max_batch, wanted)?;
-        // Reserved up front, so that a step too large for this machine is refused here rather
-        // than aborting the process when the memory runs out.
-        let mut arena = Vec::new();
-        arena.try_reserve_exact(plan.arena + ALIGN).map_err(|_| {
-            Unsupported(format!(
-                "its buffers for batches of {max_batch} need {:.1} GiB, more than can be allocated",
-                plan.arena as f64 * 4.0 / (1u64 << 30) as f64
-            ))
-        })?;
-        arena.resize(plan.arena + ALIGN, 0.0);
-        // Where the planned arena starts: the first cache line of the allocation.
-        let arena_start = arena.as_ptr().align_offset(4 * ALIGN).min(ALIGN);
+        let bytes = (plan.arena as u64).checked_mul(4);
+        if bytes.is_none_or(|b| b > crate::memory::limit()) {
+            return Err(CompileError::TooLarge { bytes });
+        }
+        let arena = Arena::zeroed(plan.arena).ok_or(CompileError::TooLarge { bytes })?;
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").expect("a known setting");
         let isa = cranelift_native::builder()
-            .map_err(|e| Unsupported(format!("no code generator for this machine: {e}")))?
+            .map_err(|e| CompileError::NoTarget(e.to_string()))?
             .finish(settings::Flags::new(flags))
-            .map_err(|e| Unsupported(format!("no code generator for this machine: {e}")))?;
+            .map_err(|e| CompileError::NoTarget(e.to_string()))?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         // One address per name in IMPORTS: the array's length is checked against it.
         let helpers: [*const u8; IMPORTS.len()] = [
@@ -228,9 +269,7 @@ impl Compiled {
                 );
             }
             module.define_function(id, &mut context).map_err(|e| {
-                Unsupported(format!(
-                    "internal compiler error: Cranelift rejected kernel {k}: {e:?}"
-                ))
+                CompileError::Internal(format!("Cranelift rejected kernel {k}: {e:?}"))
             })?;
             module.clear_context(&mut context);
             share_ids[k] = Some(id);
@@ -244,9 +283,18 @@ impl Compiled {
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
+        // Share functions are called and passed by absolute address: the JIT's code may be
+        // placed in chunks further apart than a 32-bit displacement reaches (as it is when
+        // another thread maps a large arena while this one compiles).
         let shares: Vec<_> = share_ids
             .iter()
-            .map(|id| id.map(|id| module.declare_func_in_func(id, &mut context.func)))
+            .map(|id| {
+                id.map(|id| {
+                    let f = module.declare_func_in_func(id, &mut context.func);
+                    context.func.dfg.ext_funcs[f].colocated = false;
+                    f
+                })
+            })
             .collect();
         let starts = lower::lower(
             graph,
@@ -278,15 +326,13 @@ impl Compiled {
             }
         }
         module.define_function(id, &mut context).map_err(|e| {
-            Unsupported(format!(
-                "internal compiler error: Cranelift rejected the step: {e:?}\n{clif}"
-            ))
+            CompileError::Internal(format!("Cranelift rejected the step: {e:?}\n{clif}"))
         })?;
         let clif = clif + &share_listing;
         module.clear_context(&mut context);
         module
             .finalize_definitions()
-            .map_err(|e| Unsupported(format!("internal compiler error: {e}")))?;
+            .map_err(|e| CompileError::Internal(e.to_string()))?;
         let code = module.get_finalized_function(id);
         // SAFETY: `code` was compiled from `entry_signature`, which is `Entry` in the system ABI.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
@@ -294,7 +340,6 @@ impl Compiled {
             graph: graph.clone(),
             wanted: wanted.to_vec(),
             arena,
-            arena_start,
             plan,
             max_batch,
             entry,
@@ -365,7 +410,7 @@ impl Compiled {
         unsafe {
             (self.entry)(
                 pointers.as_ptr(),
-                self.arena[self.arena_start..].as_mut_ptr(),
+                self.arena.as_mut_ptr(),
                 batch as i64,
                 hypers.as_ptr(),
                 seed as i64,
@@ -380,7 +425,7 @@ impl Compiled {
                 unreachable!("wanted nodes end in buffers")
             };
             let dims = crate::interp::dims(self.graph.shape(*id), batch);
-            let start = self.arena_start + self.plan.buffers[buffer];
+            let start = self.plan.buffers[buffer];
             let len: usize = dims.iter().product();
             if result.dims != dims {
                 result.dims = dims;
@@ -388,7 +433,7 @@ impl Compiled {
             result.data.clear();
             result
                 .data
-                .extend_from_slice(&self.arena[start..start + len]);
+                .extend_from_slice(&self.arena.floats()[start..start + len]);
         }
         Ok(())
     }

@@ -244,14 +244,14 @@ impl Patch {
     /// The input's value here.
     fn load(&self, b: &mut FunctionBuilder, base: Value) -> Value {
         let address = element(b, base, self.source);
-        b.ins()
-            .load(types::F32, flags(), address, (4 * self.offset) as i32)
+        let (address, offset) = displaced(b, address, 4 * self.offset);
+        b.ins().load(types::F32, flags(), address, offset)
     }
 
     /// Adds `v` to the value here in `base`.
     fn add(&self, b: &mut FunctionBuilder, base: Value, v: Value) {
         let address = element(b, base, self.source);
-        let offset = (4 * self.offset) as i32;
+        let (address, offset) = displaced(b, address, 4 * self.offset);
         let current = b.ins().load(types::F32, flags(), address, offset);
         let sum = b.ins().fadd(current, v);
         b.ins().store(flags(), sum, address, offset);
@@ -323,9 +323,8 @@ impl SoftmaxRows {
         let first = b.ins().load(types::F32, flags(), address, 0);
         let vector = b.ins().splat(types::F32X4, first);
         (1..4u8).fold(vector, |v, lane| {
-            let x = b
-                .ins()
-                .load(types::F32, flags(), address, (4 * len * lane as i64) as i32);
+            let (address, offset) = displaced(b, address, 4 * len * lane as i64);
+            let x = b.ins().load(types::F32, flags(), address, offset);
             b.ins().insertlane(v, x, lane)
         })
     }
@@ -338,8 +337,8 @@ impl SoftmaxRows {
         };
         for lane in 0..4u8 {
             let x = b.ins().extractlane(v, lane);
-            b.ins()
-                .store(flags(), x, address, (4 * len * lane as i64) as i32);
+            let (address, offset) = displaced(b, address, 4 * len * lane as i64);
+            b.ins().store(flags(), x, address, offset);
         }
     }
 }
@@ -1514,23 +1513,26 @@ impl Lowerer<'_> {
                     |b: &mut FunctionBuilder, j: usize| element(b, column, row_offsets[j]);
                 let mut inside_row = |b: &mut FunctionBuilder| {
                     for (j, &(lo, hi)) in bounds.iter().enumerate() {
-                        let (at, tap) = (columns_of(b, j), (4 * j) as i32);
-                        let source_offset = |z: i64| tap + (4 * z * stride_z) as i32;
+                        let at = columns_of(b, j);
+                        let source_offset = |b: &mut FunctionBuilder, z: i64| {
+                            displaced(b, source, 4 * (j as i64 + z * stride_z))
+                        };
                         match direction {
                             Direction::Gather => {
                                 zeros(b, at, (0..lo).chain(hi..conv.out_width));
                                 unrolled(b, lo..hi, vector, &mut |b, z, ty| {
-                                    let v = b.ins().load(ty, flags(), source, source_offset(z));
+                                    let (from, offset) = source_offset(b, z);
+                                    let v = b.ins().load(ty, flags(), from, offset);
                                     b.ins().store(flags(), v, at, (4 * z) as i32);
                                 });
                             }
                             Direction::Scatter => {
                                 unrolled(b, lo..hi, vector, &mut |b, z, ty| {
                                     let v = b.ins().load(ty, flags(), at, (4 * z) as i32);
-                                    let offset = source_offset(z);
-                                    let current = b.ins().load(ty, flags(), source, offset);
+                                    let (to, offset) = source_offset(b, z);
+                                    let current = b.ins().load(ty, flags(), to, offset);
                                     let sum = b.ins().fadd(current, v);
-                                    b.ins().store(flags(), sum, source, offset);
+                                    b.ins().store(flags(), sum, to, offset);
                                 });
                             }
                         }
@@ -2144,6 +2146,15 @@ fn unrolled(
     }
     for z in z..range.end {
         body(b, z, types::F32);
+    }
+}
+
+/// `address + bytes` as a base and a 32-bit displacement: the displacement alone when it fits,
+/// else the sum computed in a register (offsets within one example can exceed 2 GiB).
+fn displaced(b: &mut FunctionBuilder, address: Value, bytes: i64) -> (Value, i32) {
+    match i32::try_from(bytes) {
+        Ok(offset) => (address, offset),
+        Err(_) => (b.ins().iadd_imm_s(address, bytes), 0),
     }
 }
 

@@ -10,5 +10,5 @@ mod plan;
 mod workers;
 
 pub use jit::{Compiled, Flops, Profile, Rejected};
-pub use plan::Unsupported;
+pub use plan::CompileError;
 pub use workers::{join, set_threads};

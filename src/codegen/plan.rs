@@ -154,6 +154,11 @@ impl View {
     }
 }
 
+/// The deepest chain of operations one map fuses: a longer chain (thousands of equations
+/// `h = h + b`) becomes several maps, so that fusing, emitting and compiling stay linear in
+/// the graph and recursion over an expression stays shallow.
+const MAX_FUSED_DEPTH: usize = 32;
+
 /// How an elementwise kernel combines its arguments, per element.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
@@ -171,6 +176,14 @@ impl Expr {
             Expr::Apply(node, children) => std::iter::once(*node)
                 .chain(children.iter().flat_map(Expr::nodes))
                 .collect(),
+        }
+    }
+
+    /// Operations on the longest path from the result to an argument.
+    fn depth(&self) -> usize {
+        match self {
+            Expr::Read(_) => 0,
+            Expr::Apply(_, children) => 1 + children.iter().map(Expr::depth).max().unwrap_or(0),
         }
     }
 
@@ -629,13 +642,60 @@ pub struct Plan {
     pub views: Vec<Option<View>>,
 }
 
-/// Why a graph cannot be compiled yet.
+/// Why a graph was not compiled.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Unsupported(pub String);
+pub enum CompileError {
+    /// The step's buffers for the largest batch need more memory than the process may use
+    /// (`None`: more than 2^64 bytes).
+    TooLarge { bytes: Option<u64> },
+    /// Cranelift has no code generator for this machine.
+    NoTarget(String),
+    /// A bug in netc: the planner or Cranelift rejected what netc generated.
+    Internal(String),
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            CompileError::TooLarge { bytes } => write!(
+                f,
+                "its buffers need {}, more than this process may use ({})",
+                bytes.map_or("more than 2^64 bytes".into(), crate::memory::gib),
+                crate::memory::gib(crate::memory::limit())
+            ),
+            CompileError::NoTarget(why) => write!(f, "no code generator for this machine: {why}"),
+            CompileError::Internal(why) => write!(f, "internal compiler error: {why}"),
+        }
+    }
+}
+
+/// The most elements one example of a tensor may hold, as the checker allows (E0310).
+const MAX_EXAMPLE_ELEMENTS: i64 = 1 << 34;
 
 /// Plans `graph` for batches of at most `max_batch` examples, so that `wanted` nodes end up in
 /// contiguous buffers.
-pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, Unsupported> {
+pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, CompileError> {
+    // Batched sizes are coefficient × batch: with these two bounds every size, offset and
+    // byte count below stays far from overflowing 64 bits (2^34 · 2^24 · 4 = 2^60).
+    let too_large = CompileError::TooLarge { bytes: None };
+    if max_batch == 0 || max_batch as u64 > crate::check::model::MAX_BATCH {
+        return Err(too_large);
+    }
+    for node in &graph.nodes {
+        let elements = node
+            .shape
+            .0
+            .iter()
+            .map(|d| match d {
+                crate::shape::Dim::Batch => 1,
+                crate::shape::Dim::Fixed(n) => *n,
+            })
+            .try_fold(1i64, |n, d| n.checked_mul(i64::try_from(d).ok()?));
+        match elements {
+            Some(n) if n <= MAX_EXAMPLE_ELEMENTS => {}
+            _ => return Err(too_large),
+        }
+    }
     let mut p = Planner {
         graph,
         views: vec![None; graph.nodes.len()],
@@ -685,8 +745,13 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                 let mut args = Vec::new();
                 let mut children = Vec::new();
                 for &a in &node.args {
-                    // Cloned: a one-hot encoding is inlined into each of its consumers.
-                    match p.pending[a.index()].clone() {
+                    // A pending map is used once, so it moves into its consumer; a one-hot
+                    // encoding is inlined into each of its consumers, so it is copied.
+                    let pending = match graph.node(a).op {
+                        Op::OneHot { .. } => p.pending[a.index()].clone(),
+                        _ => p.pending[a.index()].take(),
+                    };
+                    match pending {
                         Some((expr, leaves)) => {
                             children.push(expr.shifted(args.len()));
                             args.extend(leaves);
@@ -698,7 +763,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                     }
                 }
                 let expr = Expr::Apply(id, children);
-                if fusible[i] {
+                if fusible[i] && expr.depth() < MAX_FUSED_DEPTH {
                     p.pending[i] = Some((expr, args));
                     continue;
                 }
@@ -876,7 +941,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
         }
     }
     let kernels = with_epilogues(graph, p.kernels, &mut p.sizes);
-    let (buffers, arena) = allocate(&kernels, &p.sizes, &p.views, wanted, max_batch);
+    let (buffers, arena) =
+        allocate(&kernels, &p.sizes, &p.views, wanted, max_batch).ok_or(too_large)?;
     Ok(Plan {
         kernels,
         buffers,
@@ -1312,14 +1378,14 @@ fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
 }
 
 /// Places buffers in one arena: a buffer's space is reused after its last reader, first fit;
-/// wanted results live to the end.
+/// wanted results live to the end. `None` when the arena would not fit in the address space.
 fn allocate(
     kernels: &[Kernel],
     sizes: &[Sym],
     views: &[Option<View>],
     wanted: &[NodeId],
     max_batch: usize,
-) -> (Vec<usize>, usize) {
+) -> Option<(Vec<usize>, usize)> {
     let mut last_read = vec![0usize; sizes.len()];
     for (k, kernel) in kernels.iter().enumerate() {
         for view in kernel.reads() {
@@ -1357,7 +1423,8 @@ fn allocate(
                     offset
                 }
                 None => {
-                    end += need;
+                    end =
+                        usize::checked_add(end, need).filter(|&e| e <= isize::MAX as usize / 4)?;
                     end - need
                 }
             };
@@ -1375,5 +1442,5 @@ fn allocate(
             !done
         });
     }
-    (buffers, end)
+    Some((buffers, end))
 }

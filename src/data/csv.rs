@@ -27,10 +27,19 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
     let width = columns.len();
     let mut features = Vec::new();
     let mut targets = Vec::new();
-    for (row, record) in reader.records().enumerate() {
-        // Line numbers count the header as line 1.
-        let line = row + 2;
-        let record = record.map_err(|e| error(Code::E0506, format!("{name}, line {line}: {e}")))?;
+    let mut lines = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e
+                .position()
+                .map_or(String::new(), |p| format!(", line {}", p.line()));
+            error(Code::E0506, format!("{name}{line}: {e}"))
+        })?;
+        // The line the record starts on (quoted fields may hold line breaks).
+        let line = record
+            .position()
+            .map_or(lines.len() + 2, |p| p.line() as usize);
+        lines.push(line);
         if record.len() != width {
             return Err(error(
                 Code::E0506,
@@ -90,6 +99,8 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
         ),
         target_dims: vec![1],
         targets: rows.iter().map(|&r| targets[r]).collect(),
+        origin: name.clone(),
+        lines: rows.iter().map(|&r| lines[r]).collect(),
     };
     Ok(Split {
         train: take(&order[..len - held_out]),

@@ -52,34 +52,56 @@ fn pair(dir: &Path, prefix: &str) -> Result<Dataset, Diagnostic> {
         features: Features::Pixels(pixels),
         target_dims: vec![],
         targets: labels.iter().map(|&l| f32::from(l)).collect(),
+        origin: labels_path.display().to_string(),
+        lines: Vec::new(),
     })
 }
 
-/// Reads one gzipped IDX file of unsigned bytes: its dimensions and data.
+/// The four files of Fashion-MNIST, as Debian's package names them.
+pub const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// Reads one gzipped IDX file of unsigned bytes: its dimensions and data. The data is inflated
+/// as it is read, no further than the header promises, after checking that promise against
+/// the memory this process may use: a small file that inflates to gigabytes is refused early.
 fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
     let name = path.display();
     let file = std::fs::File::open(path).map_err(|e| {
         error(Code::E0504, format!("cannot open {name}: {e}"))
             .with_help("install the data set with `apt-get install dataset-fashion-mnist`, or point `--data-dir` at a directory holding the four IDX .gz files")
     })?;
-    let mut bytes = Vec::new();
-    GzDecoder::new(file).read_to_end(&mut bytes).map_err(|e| {
+    let mut stream = GzDecoder::new(std::io::BufReader::new(file));
+    let unreadable = |e: std::io::Error| {
         error(
             Code::E0505,
             format!("{name} is not a readable gzip file: {e}"),
         )
-    })?;
-    let word = |i: usize| {
-        bytes
-            .get(4 * i..4 * i + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
-    let found = word(0).ok_or_else(|| {
-        error(
+    // Fills `buffer`, or says how many bytes there were before the data ended.
+    let mut fill = |buffer: &mut [u8]| -> Result<usize, Diagnostic> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match stream.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(unreadable(e)),
+            }
+        }
+        Ok(filled)
+    };
+    let mut word = [0u8; 4];
+    if fill(&mut word)? < 4 {
+        return Err(error(
             Code::E0505,
             format!("{name} is truncated: it has no IDX header"),
-        )
-    })?;
+        ));
+    }
+    let found = u32::from_be_bytes(word);
     if found != magic {
         return Err(error(
             Code::E0505,
@@ -88,31 +110,45 @@ fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
         .with_note(format!("expected 0x{magic:08x}, found 0x{found:08x}")));
     }
     let rank = (magic & 0xff) as usize;
-    let dims: Vec<usize> = (1..=rank)
-        .map(|i| word(i).map(|d| d as usize))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            error(
+    let mut dims = Vec::with_capacity(rank);
+    for _ in 0..rank {
+        if fill(&mut word)? < 4 {
+            return Err(error(
                 Code::E0505,
                 format!("{name} is truncated inside its header"),
-            )
-        })?;
-    let start = 4 * (rank + 1);
-    let expected: usize = dims.iter().product();
-    let data = &bytes[start.min(bytes.len())..];
-    if data.len() != expected {
-        let record = data.len() / expected.checked_div(dims[0].max(1)).unwrap_or(1).max(1);
+            ));
+        }
+        dims.push(u32::from_be_bytes(word) as usize);
+    }
+    if dims[0] == 0 {
+        return Err(error(Code::E0505, format!("{name} holds no records")));
+    }
+    let expected = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+    crate::memory::ensure(expected, &format!("the {dims:?} bytes {name} promises")).map_err(
+        |d| Diagnostic {
+            code: Code::E0505,
+            ..d
+        },
+    )?;
+    let expected = expected.unwrap_or(0) as usize;
+    let mut data = vec![0u8; expected];
+    let got = fill(&mut data)?;
+    if got < expected {
+        let record = got / (expected / dims[0]).max(1);
         return Err(error(
             Code::E0505,
-            format!(
-                "{name} holds {} bytes of data but its header promises {expected}",
-                data.len()
-            ),
+            format!("{name} holds {got} bytes of data but its header promises {expected}"),
         )
         .with_note(format!(
             "the file ends inside record {record} of {}",
             dims[0]
         )));
     }
-    Ok((dims, data.to_vec()))
+    if fill(&mut word[..1])? > 0 {
+        return Err(error(
+            Code::E0505,
+            format!("{name} holds more data than the {expected} bytes its header promises"),
+        ));
+    }
+    Ok((dims, data))
 }

@@ -36,9 +36,22 @@ pub struct Dataset {
     /// One example's target dimensions (`[]` for a class index).
     pub target_dims: Vec<usize>,
     pub targets: Vec<f32>,
+    /// Where the examples came from (a file, or a synthetic set's name), for error messages.
+    pub origin: String,
+    /// The file line each example was read from, when it has lines (CSV); otherwise examples
+    /// are named by their position in the file.
+    pub lines: Vec<usize>,
 }
 
 impl Dataset {
+    /// Names example `row` as its file does: "data.csv line 5", or "train-labels record 152".
+    pub fn describe(&self, row: usize) -> String {
+        match self.lines.get(row) {
+            Some(line) => format!("{} line {line}", self.origin),
+            None => format!("{} record {row}", self.origin),
+        }
+    }
+
     /// Elements per example of the features.
     pub fn feature_size(&self) -> usize {
         self.feature_dims.iter().product()
@@ -53,6 +66,8 @@ impl Dataset {
             features: self.features.head(n * self.feature_size()),
             target_dims: self.target_dims.clone(),
             targets: self.targets[..n * self.target_size()].to_vec(),
+            origin: self.origin.clone(),
+            lines: self.lines.iter().take(n).copied().collect(),
         }
     }
 
@@ -152,6 +167,15 @@ impl Source {
         })
     }
 
+    /// The files the source reads (none for synthetic sets): a run must never write over them.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Fmnist { dir } => idx::FILES.iter().map(|f| dir.join(f)).collect(),
+            Source::Csv { path, .. } => vec![path.clone()],
+            Source::Linear | Source::Beans | Source::Xor | Source::Separable => Vec::new(),
+        }
+    }
+
     /// Loads the source. Synthetic sets and the CSV split are drawn from `seed`.
     pub fn load(&self, seed: u64) -> Result<Split, Diagnostic> {
         match self {
@@ -167,11 +191,5 @@ impl Source {
 
 /// A data diagnostic: not tied to a place in the model file, so it has no label.
 pub fn error(code: Code, message: impl Into<String>) -> Diagnostic {
-    Diagnostic {
-        code,
-        message: message.into(),
-        labels: Vec::new(),
-        notes: Vec::new(),
-        help: None,
-    }
+    Diagnostic::plain(code, message)
 }

@@ -5,8 +5,10 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-fn table(rows: Vec<(Vec<f32>, f32)>) -> Dataset {
+fn table(name: &str, rows: Vec<(Vec<f32>, f32)>) -> Dataset {
     Dataset {
+        origin: format!("the {name} data set"),
+        lines: Vec::new(),
         len: rows.len(),
         feature_dims: vec![rows.first().map_or(0, |r| r.0.len())],
         features: Features::F32(rows.iter().flat_map(|r| r.0.iter().copied()).collect()),
@@ -23,6 +25,7 @@ pub fn linear(seed: u64) -> Split {
     let noise = Normal::new(0.0f64, 0.01).expect("valid normal");
     let mut draw = |n: usize| {
         table(
+            "linear",
             (0..n)
                 .map(|_| {
                     let x = [unit.sample(&mut rng), unit.sample(&mut rng)];
@@ -46,6 +49,7 @@ pub fn beans(seed: u64) -> Split {
     let noise = Normal::new(0.0f64, 0.05).expect("valid normal");
     let mut draw = |n: usize| {
         table(
+            "beans",
             (0..n)
                 .map(|_| {
                     let x: f64 = rng.random::<f64>() * 2.0;
@@ -79,7 +83,7 @@ pub fn separable(seed: u64) -> Split {
                 rows.push((vec![x[0] as f32, x[1] as f32], score.signum() as f32));
             }
         }
-        table(rows)
+        table("separable", rows)
     };
     Split {
         train: draw(500),
@@ -90,12 +94,15 @@ pub fn separable(seed: u64) -> Split {
 
 /// The four XOR points, for training and testing alike.
 pub fn xor() -> Split {
-    let points = table(vec![
-        (vec![0.0, 0.0], 0.0),
-        (vec![0.0, 1.0], 1.0),
-        (vec![1.0, 0.0], 1.0),
-        (vec![1.0, 1.0], 0.0),
-    ]);
+    let points = table(
+        "xor",
+        vec![
+            (vec![0.0, 0.0], 0.0),
+            (vec![0.0, 1.0], 1.0),
+            (vec![1.0, 0.0], 1.0),
+            (vec![1.0, 1.0], 0.0),
+        ],
+    );
     Split {
         train: points.clone(),
         test: points,

@@ -46,27 +46,7 @@ pub fn run<T: Real>(
     check_finite: bool,
 ) -> Result<Vec<Tensor<T>>, NonFinite> {
     let count = graph.nodes.len();
-    // Only what the wanted nodes need is computed, and each value lives until its last use.
-    let mut needed = vec![false; count];
-    for id in wanted {
-        needed[id.index()] = true;
-    }
-    for i in (0..count).rev() {
-        if needed[i] {
-            for a in &graph.nodes[i].args {
-                needed[a.index()] = true;
-            }
-        }
-    }
-    let mut last_use = vec![0usize; count];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for a in &node.args {
-            last_use[a.index()] = i;
-        }
-    }
-    for id in wanted {
-        last_use[id.index()] = usize::MAX;
-    }
+    let Liveness { needed, last_use } = Liveness::of(graph, wanted);
     let mut values: Vec<Option<Tensor<T>>> = vec![None; count];
     for i in 0..count {
         if !needed[i] {
@@ -95,6 +75,67 @@ pub fn run<T: Real>(
         .iter()
         .map(|id| values[id.index()].clone().expect("wanted values are kept"))
         .collect())
+}
+
+/// Which nodes a run computes, and the node after which each value is dropped.
+struct Liveness {
+    needed: Vec<bool>,
+    last_use: Vec<usize>,
+}
+
+impl Liveness {
+    /// Only what the wanted nodes need is computed, and each value lives until its last use.
+    fn of(graph: &Graph, wanted: &[NodeId]) -> Liveness {
+        let count = graph.nodes.len();
+        let mut needed = vec![false; count];
+        for id in wanted {
+            needed[id.index()] = true;
+        }
+        for i in (0..count).rev() {
+            if needed[i] {
+                for a in &graph.nodes[i].args {
+                    needed[a.index()] = true;
+                }
+            }
+        }
+        let mut last_use = vec![0usize; count];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for a in &node.args {
+                last_use[a.index()] = i;
+            }
+        }
+        for id in wanted {
+            last_use[id.index()] = usize::MAX;
+        }
+        Liveness { needed, last_use }
+    }
+}
+
+/// The most elements `run` holds at once for a batch (the bound tensors excluded), or `None`
+/// when counting overflows: what a run on the interpreter needs, checked before it starts.
+pub fn peak_elements(graph: &Graph, wanted: &[NodeId], batch: usize) -> Option<u64> {
+    let Liveness { needed, last_use } = Liveness::of(graph, wanted);
+    let size = |i: usize| -> Option<u64> {
+        dims(&graph.nodes[i].shape, batch)
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+    };
+    let (mut live, mut peak) = (0u64, 0u64);
+    let mut held = vec![false; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if !needed[i] {
+            continue;
+        }
+        live = live.checked_add(size(i)?)?;
+        peak = peak.max(live);
+        held[i] = true;
+        for a in &node.args {
+            if last_use[a.index()] == i && std::mem::replace(&mut held[a.index()], false) {
+                live -= size(a.index())?;
+            }
+        }
+    }
+    Some(peak)
 }
 
 fn eval<T: Real>(graph: &Graph, id: NodeId, args: &[&Tensor<T>], bind: &Bindings<T>) -> Tensor<T> {

@@ -21,6 +21,8 @@ pub struct Checkpoint {
     pub states: Vec<Tensor<f32>>,
     pub step: u64,
     pub epoch: u64,
+    /// Steps done of the epoch after `epoch`, when the run stopped inside it.
+    pub epoch_step: u64,
     pub seed: u64,
 }
 
@@ -66,18 +68,53 @@ pub fn save(path: &Path, graph: &Graph, checkpoint: &Checkpoint) -> Result<(), D
         "model_hash": checkpoint.model_hash,
         "step": checkpoint.step,
         "epoch": checkpoint.epoch,
+        "epoch_step": checkpoint.epoch_step,
         "seed": checkpoint.seed,
     });
     let metadata = HashMap::from([("netc".to_string(), netc.to_string())]);
     let encoded = safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| error(Code::E0508, format!("cannot encode the checkpoint: {e}")))?;
-    let temporary = path.with_extension("safetensors.partial");
-    let write =
-        std::fs::write(&temporary, encoded).and_then(|()| std::fs::rename(&temporary, path));
-    write.map_err(|e| {
+    write_atomically(path, &encoded)
+        .map_err(|e| error(Code::E0508, format!("cannot write {}: {e}", path.display())))
+}
+
+/// Checks that a checkpoint can be written at `path` (its directory exists and takes files,
+/// and it is not a directory), without touching any file already there.
+pub fn probe(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        ));
+    }
+    let temporary = partial(path);
+    std::fs::File::create(&temporary)?;
+    std::fs::remove_file(&temporary)
+}
+
+/// The temporary name a checkpoint is written under before it is renamed.
+fn partial(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    name.into()
+}
+
+/// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it over
+/// `path`: a reader sees the old file or the new one, never half of one. The temporary name is
+/// the same every time, so a save that was killed leaves nothing behind once one succeeds.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = partial(path);
+    let written = std::fs::File::create(&temporary)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
-        error(Code::E0508, format!("cannot write {}: {e}", path.display()))
-    })
+    }
+    written
 }
 
 /// Reads a checkpoint and checks it was saved from `graph`'s model.
@@ -102,23 +139,7 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         return Err(not_ours("it has no netc metadata".into()));
     }
     let tensors = SafeTensors::deserialize(&buffer).map_err(|e| not_ours(e.to_string()))?;
-    let read = |tensor_name: &str, dims: Vec<usize>| -> Result<Tensor<f32>, String> {
-        let view = tensors
-            .tensor(tensor_name)
-            .map_err(|_| format!("the checkpoint has no tensor `{tensor_name}`"))?;
-        if view.shape() != dims.as_slice() || view.dtype() != Dtype::F32 {
-            return Err(format!(
-                "`{tensor_name}` has shape {:?} in the checkpoint but {dims:?} in the model",
-                view.shape()
-            ));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok(Tensor::new(dims, data))
-    };
+    let corrupt = |what: String| error(Code::E0508, format!("{name} is damaged")).with_note(what);
     let mismatch = |what: String| {
         error(
             Code::E0508,
@@ -127,23 +148,47 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         .with_note(what)
         .with_help("use the checkpoint saved from this model file")
     };
+    let read =
+        |tensor_name: &str, shape: &crate::shape::Shape| -> Result<Tensor<f32>, Diagnostic> {
+            let dims = crate::interp::dims(shape, 1);
+            let view = tensors
+                .tensor(tensor_name)
+                .map_err(|_| mismatch(format!("the checkpoint has no tensor `{tensor_name}`")))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(corrupt(format!(
+                    "`{tensor_name}` holds {:?} values, but netc checkpoints hold F32",
+                    view.dtype()
+                )));
+            }
+            if view.shape() != dims.as_slice() {
+                return Err(mismatch(format!(
+                    "`{tensor_name}` has shape {:?} in the checkpoint but {dims:?} in the model",
+                    view.shape()
+                )));
+            }
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+                return Err(corrupt(format!(
+                    "`{tensor_name}` holds {} at index {at}: a checkpoint's values are finite",
+                    data[at]
+                )));
+            }
+            Ok(Tensor::new(dims, data))
+        };
     let params = graph
         .params
         .iter()
-        .map(|d| read(&d.name, crate::interp::dims(&d.shape, 1)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(mismatch)?;
+        .map(|d| read(&d.name, &d.shape))
+        .collect::<Result<Vec<_>, _>>()?;
     let states = graph
         .states
         .iter()
-        .map(|d| {
-            read(
-                &format!("state.{}", d.name),
-                crate::interp::dims(&d.shape, 1),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(mismatch)?;
+        .map(|d| read(&format!("state.{}", d.name), &d.shape))
+        .collect::<Result<Vec<_>, _>>()?;
     let found_hash = meta["model_hash"].as_str().unwrap_or_default().to_string();
     if found_hash != expected_hash {
         return Err(mismatch(format!(
@@ -153,14 +198,31 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
     let number = |key: &str| {
         meta[key]
             .as_u64()
-            .ok_or_else(|| not_ours(format!("`{key}` is missing")))
+            .ok_or_else(|| not_ours(format!("`{key}` is missing or not a whole number")))
     };
+    let (step, epoch, seed) = (number("step")?, number("epoch")?, number("seed")?);
+    // Checkpoints from before mid-epoch saves have no `epoch_step`.
+    let epoch_step = match meta.get("epoch_step") {
+        None => 0,
+        Some(_) => number("epoch_step")?,
+    };
+    if step > super::MAX_STEP {
+        return Err(corrupt(format!(
+            "its step is {step}, past the last step a run may reach (2^53)"
+        )));
+    }
+    if epoch > step || epoch_step > step {
+        return Err(corrupt(format!(
+            "it claims {epoch} epochs and {epoch_step} steps into the next in only {step} steps"
+        )));
+    }
     Ok(Checkpoint {
         model_hash: found_hash,
         params,
         states,
-        step: number("step")?,
-        epoch: number("epoch")?,
-        seed: number("seed")?,
+        step,
+        epoch,
+        epoch_step,
+        seed,
     })
 }

@@ -8,7 +8,7 @@ mod init;
 mod report;
 
 use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
-use crate::codegen::{Compiled, Unsupported};
+use crate::codegen::{CompileError, Compiled};
 use crate::data::{error, Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::interp::{self, Bindings, Tensor};
@@ -19,6 +19,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 pub use report::{EpochReport, Reporter};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set (by the command line's Ctrl-C handler) to stop training after the current step.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Settings of one training run (the model's `train` block, overridden from the command line).
 #[derive(Clone, Debug)]
@@ -28,6 +33,24 @@ pub struct RunSettings {
     pub lr: f64,
     pub seed: u64,
     pub shuffle: bool,
+    /// Where and how often to save checkpoints while training (`--save-every`).
+    pub checkpoints: Option<(PathBuf, Every)>,
+}
+
+/// How often something happens during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Every {
+    Epochs(u64),
+    Steps(u64),
+}
+
+/// How a training run ended, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Every epoch asked for is done.
+    Finished,
+    /// Stopped early by an interrupt (Ctrl-C), after a whole step.
+    Interrupted,
 }
 
 /// A model compiled for training and evaluation, with its current weights.
@@ -40,8 +63,13 @@ pub struct Session<'a> {
     pub params: Vec<Tensor<f32>>,
     pub states: Vec<Tensor<f32>>,
     pub step: u64,
+    /// Epochs completed.
     pub epoch: u64,
+    /// Steps completed of the epoch after `epoch`, when a run stopped inside it.
+    pub epoch_step: u64,
     pub engine: Engine,
+    /// The weights and state before the last step (or spare tensors of their shapes).
+    previous: (Vec<Tensor<f32>>, Vec<Tensor<f32>>),
 }
 
 /// How a session executes its graphs: the reference interpreter, or both graphs compiled to
@@ -95,14 +123,30 @@ pub struct Score {
 }
 
 impl<'a> Session<'a> {
-    /// Compiles the model's training and evaluation graphs and draws its first weights.
-    pub fn new(model: &'a Model, source: &'a SourceFile, seed: u64) -> Session<'a> {
+    /// Builds the model's training and evaluation graphs and draws its first weights, after
+    /// checking that the weights, their updates and the last good copy fit in memory (E0511).
+    pub fn new(
+        model: &'a Model,
+        source: &'a SourceFile,
+        seed: u64,
+    ) -> Result<Session<'a>, Diagnostic> {
         let train = crate::train_graph(model, source);
         let eval = crate::eval_graph(model, source);
+        let elements = train
+            .params
+            .iter()
+            .chain(&train.states)
+            .try_fold(0u64, |sum, d| {
+                sum.checked_add(d.shape.elements_per_example())
+            });
+        crate::memory::ensure(
+            elements.and_then(|n| crate::memory::bytes(n, 4 * 3)),
+            "the model's weights and optimizer state (three copies while training)",
+        )?;
         let hash = checkpoint::model_hash(&train);
         let shapes: Vec<_> = train.states.iter().map(|d| d.shape.clone()).collect();
         let (params, states) = init::initial(model, &shapes, seed);
-        Session {
+        Ok(Session {
             model,
             source,
             train,
@@ -112,8 +156,29 @@ impl<'a> Session<'a> {
             states,
             step: 0,
             epoch: 0,
+            epoch_step: 0,
             engine: Engine::Interp,
-        }
+            previous: (Vec::new(), Vec::new()),
+        })
+    }
+
+    /// The nodes a training step must return: the loss, the output if any, then the updated
+    /// parameters and states in declaration order.
+    fn train_results(&self) -> Vec<NodeId> {
+        let loss = self.train.result("loss").expect("graphs have a loss");
+        let mut wanted = vec![loss];
+        wanted.extend(self.train.result("output"));
+        wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
+        wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
+        wanted
+    }
+
+    /// The nodes an evaluation step returns: the loss, then the output if any.
+    fn eval_results(&self) -> Vec<NodeId> {
+        let loss = self.eval.result("loss").expect("graphs have a loss");
+        let mut wanted = vec![loss];
+        wanted.extend(self.eval.result("output"));
+        wanted
     }
 
     /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
@@ -121,15 +186,9 @@ impl<'a> Session<'a> {
         &mut self,
         batch: usize,
         profile: bool,
-    ) -> Result<std::time::Duration, Unsupported> {
+    ) -> Result<std::time::Duration, CompileError> {
         let started = std::time::Instant::now();
-        let loss = |g: &Graph| g.result("loss").expect("graphs have a loss");
-        let mut train_wanted = vec![loss(&self.train)];
-        train_wanted.extend(self.train.result("output"));
-        train_wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
-        train_wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
-        let mut eval_wanted = vec![loss(&self.eval)];
-        eval_wanted.extend(self.eval.result("output"));
+        let (train_wanted, eval_wanted) = (self.train_results(), self.eval_results());
         // The two graphs compile at the same time, on two threads.
         let (train, eval) = std::thread::scope(|scope| {
             let eval = scope.spawn(|| Compiled::new(&self.eval, batch, &eval_wanted, false));
@@ -167,6 +226,7 @@ impl<'a> Session<'a> {
         self.states = checkpoint.states.clone();
         self.step = checkpoint.step;
         self.epoch = checkpoint.epoch;
+        self.epoch_step = checkpoint.epoch_step;
         Ok(checkpoint)
     }
 
@@ -178,30 +238,44 @@ impl<'a> Session<'a> {
             states: self.states.clone(),
             step: self.step,
             epoch: self.epoch,
+            epoch_step: self.epoch_step,
             seed,
         };
         checkpoint::save(path, &self.train, &checkpoint)
     }
 
-    /// Trains until `settings.epochs` epochs are done, reporting each. On divergence the weights
-    /// of the last good step are kept and the error is returned.
+    /// Trains until `settings.epochs` epochs are done, reporting each, or until `INTERRUPTED`
+    /// is set (then it stops after a whole step). On divergence the weights are put back to the
+    /// last ones whose loss was finite, and the error is returned.
     pub fn fit(
         &mut self,
         data: &Split,
         settings: &RunSettings,
         reporter: &mut Reporter,
-    ) -> Result<(), Diagnostic> {
+    ) -> Result<Stop, Diagnostic> {
         fits(self.model, &data.train)?;
         fits(self.model, &data.test)?;
-        let loss = self
-            .train
-            .result("loss")
-            .expect("training graphs have a loss");
-        let output = self.train.result("output");
-        let mut train_wanted = vec![loss];
-        train_wanted.extend(output);
-        train_wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
-        train_wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
+        let train_wanted = self.train_results();
+        if let Engine::Interp = self.engine {
+            let peak = interp::peak_elements(&self.train, &train_wanted, settings.batch);
+            crate::memory::ensure(
+                peak.and_then(|n| crate::memory::bytes(n, 4)),
+                &format!("the interpreter's values for batches of {}", settings.batch),
+            )?;
+        }
+        let has_output = self.train.result("output").is_some();
+        let updates = 1 + usize::from(has_output);
+        // Three sets of weights take turns, so that nothing is copied: the current ones, the
+        // step's results, and the previous step's weights (with their position), put back if
+        // the current ones give a non-finite loss. The third set lives in the session, so that
+        // a caller running one step per `fit` (`netc bench`) copies nothing after the first.
+        if self.previous.0.len() != self.params.len() || self.previous.1.len() != self.states.len()
+        {
+            self.previous = (self.params.clone(), self.states.clone());
+        }
+        let mut previous_position: Option<Position> = None;
+        let mut values = Vec::new();
+        let mut inputs = Vec::new();
         while self.epoch < settings.epochs {
             let epoch = self.epoch + 1;
             let started = std::time::Instant::now();
@@ -211,16 +285,23 @@ impl<'a> Session<'a> {
                     settings.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 ));
             }
-            let (mut total_loss, mut correct) = (0.0, 0usize);
+            let (mut total_loss, mut correct, mut seen) = (0.0, 0usize, 0usize);
             let batches = order.len().div_ceil(settings.batch);
+            let skip = usize::try_from(self.epoch_step).unwrap_or(usize::MAX);
             reporter.start_epoch(epoch, batches as u64);
-            // The results are reused every step: their tensors become the new weights while
-            // the old ones take their place, for the next step to overwrite.
-            let mut values = Vec::new();
-            let mut inputs = Vec::new();
-            for (index, rows) in order.chunks(settings.batch).enumerate() {
+            for (index, rows) in order.chunks(settings.batch).enumerate().skip(skip) {
                 batch_tensors(&self.train.inputs, &data.train, rows, &mut inputs);
-                let step = self.step + 1;
+                let position = self.position();
+                let step = self
+                    .step
+                    .checked_add(1)
+                    .filter(|&s| s <= MAX_STEP)
+                    .ok_or_else(|| {
+                        error(
+                            Code::E0502,
+                            format!("the step counter would pass {MAX_STEP}"),
+                        )
+                    })?;
                 let hypers = [settings.lr, step as f64];
                 let bind = Bindings {
                     batch: rows.len(),
@@ -239,40 +320,89 @@ impl<'a> Session<'a> {
                 );
                 let step_loss = values[0].item() as f64;
                 if !step_loss.is_finite() {
-                    return Err(self.diverged(&bind, epoch, index + 1));
+                    let diagnostic = self.diverged(&bind, epoch, index + 1);
+                    return Err(match previous_position {
+                        Some(kept) => {
+                            std::mem::swap(&mut self.params, &mut self.previous.0);
+                            std::mem::swap(&mut self.states, &mut self.previous.1);
+                            self.set_position(kept);
+                            diagnostic.with_note(format!(
+                                "the weights are put back to those after step {}, the last whose loss was finite",
+                                kept.step
+                            ))
+                        }
+                        None => diagnostic.with_note(format!(
+                            "the weights are kept as they were before this run's first step (step {})",
+                            self.step
+                        )),
+                    });
                 }
-                if let Some(out) = output.map(|_| &values[1]) {
-                    correct += self.correct(out, &inputs[1]);
+                if has_output {
+                    correct += self.correct(&values[1], &inputs[1]);
                 }
-                let mut updates = values[1 + usize::from(output.is_some())..].iter_mut();
-                for (&(p, _), value) in self.train.param_updates.iter().zip(updates.by_ref()) {
+                let mut results = values[updates..].iter_mut();
+                for (&(p, _), value) in self.train.param_updates.iter().zip(results.by_ref()) {
+                    std::mem::swap(&mut self.previous.0[p], &mut self.params[p]);
                     std::mem::swap(&mut self.params[p], value);
                 }
-                for (&(s, _), value) in self.train.state_updates.iter().zip(updates) {
+                for (&(s, _), value) in self.train.state_updates.iter().zip(results) {
+                    std::mem::swap(&mut self.previous.1[s], &mut self.states[s]);
                     std::mem::swap(&mut self.states[s], value);
                 }
+                previous_position = Some(position);
                 total_loss += step_loss * rows.len() as f64;
+                seen += rows.len();
                 self.step = step;
+                self.epoch_step = index as u64 + 1;
                 reporter.advance();
+                if let Some((path, Every::Steps(n))) = &settings.checkpoints {
+                    if step.is_multiple_of(*n) {
+                        self.save(path, settings.seed)?;
+                    }
+                }
+                if INTERRUPTED.load(Ordering::Relaxed) {
+                    return Ok(Stop::Interrupted);
+                }
             }
             self.epoch = epoch;
+            self.epoch_step = 0;
             let test = self.evaluate(&data.test, settings.batch);
             let seconds = started.elapsed().as_secs_f64();
-            let accuracy = self
-                .model
-                .metric
-                .map(|_| correct as f64 / data.train.len as f64);
+            let seen = seen.max(1) as f64;
             reporter.finish_epoch(&EpochReport {
                 epoch,
-                train_loss: total_loss / data.train.len as f64,
-                train_accuracy: accuracy,
+                train_loss: total_loss / seen,
+                train_accuracy: self.model.metric.map(|_| correct as f64 / seen),
                 test_loss: test.loss,
                 test_accuracy: test.accuracy,
                 seconds,
-                examples_per_second: data.train.len as f64 / seconds,
+                examples_per_second: seen / seconds,
             });
+            if let Some((path, Every::Epochs(n))) = &settings.checkpoints {
+                if epoch.is_multiple_of(*n) {
+                    self.save(path, settings.seed)?;
+                }
+            }
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                return Ok(Stop::Interrupted);
+            }
         }
-        Ok(())
+        Ok(Stop::Finished)
+    }
+
+    /// Where training stands.
+    fn position(&self) -> Position {
+        Position {
+            step: self.step,
+            epoch: self.epoch,
+            epoch_step: self.epoch_step,
+        }
+    }
+
+    fn set_position(&mut self, at: Position) {
+        self.step = at.step;
+        self.epoch = at.epoch;
+        self.epoch_step = at.epoch_step;
     }
 
     /// The loss and accuracy on a data set, with the evaluation graph, in batches.
@@ -298,13 +428,8 @@ impl<'a> Session<'a> {
 
     /// The evaluation graph's loss and output for each batch of a data set, in order.
     pub fn predict(&mut self, data: &Dataset, batch: usize) -> Vec<(f64, Option<Tensor<f32>>)> {
-        let loss = self
-            .eval
-            .result("loss")
-            .expect("evaluation graphs have a loss");
-        let output = self.eval.result("output");
-        let mut wanted = vec![loss];
-        wanted.extend(output);
+        let wanted = self.eval_results();
+        let has_output = wanted.len() > 1;
         let rows: Vec<usize> = (0..data.len).collect();
         let mut inputs = Vec::new();
         rows.chunks(batch)
@@ -322,7 +447,7 @@ impl<'a> Session<'a> {
                 let mut values = Vec::new();
                 self.engine
                     .run(&self.eval, &bind, &wanted, Graphs::Eval, &mut values);
-                let out = output.map(|_| values.swap_remove(1));
+                let out = has_output.then(|| values.swap_remove(1));
                 (values[0].item() as f64, out)
             })
             .collect()
@@ -363,10 +488,20 @@ impl<'a> Session<'a> {
         if let Err(interp::NonFinite(node)) = interp::run(&self.train, bind, &[loss], true) {
             diagnostic = diagnostic.with_note(describe_node(&self.train, node, self.source));
         }
-        diagnostic
-            .with_note("the weights of the last good step are kept")
-            .with_help("lower the learning rate (`--lr`), or check the scale of the inputs")
+        diagnostic.with_help("lower the learning rate (`--lr`), or check the scale of the inputs")
     }
+}
+
+/// The last step a run may reach: steps are passed to generated code as numbers that must stay
+/// exact (2^53), and a checkpoint claiming more is refused.
+pub const MAX_STEP: u64 = 1 << 53;
+
+/// A point in training: steps done, epochs done, and steps done of the next epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    step: u64,
+    epoch: u64,
+    epoch_step: u64,
 }
 
 /// "the first non-finite value came from `exp` at models/x.net line 13".
@@ -467,6 +602,12 @@ const GATHER_SPLIT_MIN: usize = 1 << 16;
 /// Checks that a data set's examples fit the model's input and label (E0507), pointing at the
 /// declaration in the model file.
 pub fn fits(model: &Model, data: &Dataset) -> Result<(), Diagnostic> {
+    if data.len == 0 {
+        return Err(error(
+            Code::E0507,
+            format!("{} has no examples", data.origin),
+        ));
+    }
     let [input] = model.inputs.as_slice() else {
         return Err(error(
             Code::E0507,
@@ -514,7 +655,10 @@ pub fn fits(model: &Model, data: &Dataset) -> Result<(), Diagnostic> {
             {
                 return Err(Diagnostic::new(
                     Code::E0507,
-                    format!("record {row} has label {bad}, which is not a class in 0..{classes}"),
+                    format!(
+                        "{} has label {bad}, which is not a class in 0..{classes}",
+                        data.describe(row)
+                    ),
                     label.span,
                     format!("{classes} classes declared here"),
                 ));

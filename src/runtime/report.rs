@@ -23,6 +23,8 @@ pub struct Reporter {
     quiet: bool,
     /// Every report so far, for callers that want the figures.
     pub history: Vec<EpochReport>,
+    /// The first failure to write the log, if any: training goes on, and the caller reports it.
+    pub log_error: Option<std::io::Error>,
 }
 
 impl Reporter {
@@ -44,6 +46,7 @@ impl Reporter {
             bar,
             quiet,
             history: Vec::new(),
+            log_error: None,
         }
     }
 
@@ -83,7 +86,7 @@ impl Reporter {
         if let Some(bar) = &self.bar {
             bar.println(&line);
         } else if !self.quiet {
-            println!("{line}");
+            say!("{line}");
         }
         if let Some(file) = &mut self.log {
             let json = serde_json::json!({
@@ -94,8 +97,11 @@ impl Reporter {
                 "test_loss": report.test_loss,
                 "seconds": report.seconds,
             });
-            // A log line that cannot be written is not worth stopping training for.
-            let _ = writeln!(file, "{json}").and_then(|()| file.flush());
+            // A log line that cannot be written is not worth stopping training for; it is
+            // reported once training ends.
+            if let Err(e) = writeln!(file, "{json}").and_then(|()| file.flush()) {
+                self.log_error.get_or_insert(e);
+            }
         }
         self.history.push(report.clone());
     }

@@ -10,10 +10,19 @@ use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use std::sync::OnceLock;
 
-/// Collects number errors while lowering.
+/// Collects number and depth errors while lowering.
+#[derive(Default)]
 pub struct Lowerer {
     pub diagnostics: Vec<Diagnostic>,
+    /// Operators and brackets enclosing the expression being lowered.
+    depth: usize,
 }
+
+/// How deep operators may nest in one expression, counting every operator and bracket between
+/// the outermost expression and the innermost operand (a chain `a + b + c` of 256 terms is as
+/// deep as 256 nested brackets). Every later stage walks expressions recursively: this bound,
+/// with the bracket limit, is what keeps them within the stack.
+pub const MAX_EXPR_DEPTH: usize = 256;
 
 fn span(pair: &Pair<Rule>) -> Span {
     let s = pair.as_span();
@@ -197,10 +206,47 @@ impl Lowerer {
     }
 
     fn expr_pairs(&mut self, pairs: Pairs<Rule>) -> Expr {
+        // Counted before the Pratt parser runs: it recurses once per prefix operator.
+        let operators = pairs
+            .clone()
+            .filter(|p| {
+                matches!(
+                    p.as_rule(),
+                    Rule::neg | Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul
+                )
+            })
+            .count();
+        let depth = self.depth + 1 + operators;
+        if depth > MAX_EXPR_DEPTH {
+            let whole = pairs
+                .clone()
+                .map(|p| span(&p))
+                .reduce(|a, b| a.to(b))
+                .unwrap_or_default();
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::E0103,
+                    "expression nested too deeply",
+                    whole,
+                    format!("{operators} operators here"),
+                )
+                .with_note(format!(
+                    "operators and brackets may nest at most {MAX_EXPR_DEPTH} deep in one expression"
+                ))
+                .with_help("name parts of it in equations of their own (`h = ...`)"),
+            );
+            return Expr {
+                span: whole,
+                kind: ExprKind::Number {
+                    value: 0.0,
+                    is_integer: true,
+                },
+            };
+        }
         // The Pratt closures all need `self`; a RefCell-free way is to collect errors separately.
         let mut errors = Vec::new();
         let expr = pratt()
-            .map_primary(|primary| primary_expr(primary, &mut errors))
+            .map_primary(|primary| primary_expr(primary, depth, &mut errors))
             .map_prefix(|op, operand| Expr {
                 span: span(&op).to(operand.span),
                 kind: ExprKind::Neg(Box::new(operand)),
@@ -232,10 +278,11 @@ fn ident(pair: Pair<Rule>) -> Ident {
     }
 }
 
-fn primary_expr(pair: Pair<Rule>, errors: &mut Vec<Diagnostic>) -> Expr {
+fn primary_expr(pair: Pair<Rule>, depth: usize, errors: &mut Vec<Diagnostic>) -> Expr {
     let whole = span(&pair);
     let mut lowerer = Lowerer {
         diagnostics: Vec::new(),
+        depth,
     };
     let kind = match pair.as_rule() {
         Rule::number => {

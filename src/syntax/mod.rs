@@ -11,7 +11,8 @@ use crate::source::{SourceFile, Span};
 use grammar::{NetParser, Rule};
 use pest::Parser;
 
-/// Brackets nested deeper than this are refused before parsing, so no input can exhaust the stack.
+/// Brackets nested deeper than this are refused before parsing; with `lower::MAX_EXPR_DEPTH`
+/// for operators, no input can exhaust the stack.
 pub const MAX_NESTING: usize = 64;
 
 /// Parses a model file. Returns the AST when the text is well formed, and any diagnostics.
@@ -24,11 +25,11 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
         Ok(mut pairs) => {
             let file = pairs.next().expect("grammar: file rule matched");
             let net = file.into_inner().next().expect("grammar: file holds a net");
-            let mut lowerer = lower::Lowerer {
-                diagnostics: Vec::new(),
-            };
+            let mut lowerer = lower::Lowerer::default();
             let model = lowerer.model(net);
-            (Some(model), lowerer.diagnostics)
+            // An expression cut short for its depth is not worth checking.
+            let whole = !lowerer.diagnostics.iter().any(|d| d.code == Code::E0103);
+            (whole.then_some(model), lowerer.diagnostics)
         }
         Err(error) => (None, vec![syntax_error(&source.text, &error)]),
     }
@@ -181,8 +182,10 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     // Newlines are not significant, so a missing piece shows up at the next `name =`.
     let before = text[..span.start as usize].trim_end();
     let word_start = before
-        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let word = &before[word_start..];
     const KEYWORDS: &[&str] = &[
         "net",

@@ -401,34 +401,44 @@ fn the_jit_trains_what_it_compiles_and_refuses_the_rest_with_e0510() {
         "the JIT and the interpreter report the same epochs"
     );
 
-    // A layer of 2^20 units at a batch of 2^20: buffers of 4 TiB cannot be had.
+    // A layer of 2^16 units at a batch of 1000 needs buffers of gigabytes: with the memory
+    // this process may use set to 64 MiB, the JIT refuses before allocating them, and so does
+    // the interpreter that `auto` falls back to.
     let dir = std::env::temp_dir().join(format!("netc-jit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let model = dir.join("wide.net");
     std::fs::write(
         &model,
-        "net wide {\n  input x: [2]\n  target y: [1]\n  h = layers(x) { dense(1048576) relu dense(1) }\n  loss mse(h, y)\n  optimizer sgd(lr: 0.1)\n}\n",
+        "net wide {\n  input x: [2]\n  target y: [1]\n  h = layers(x) { dense(65536) relu dense(1) }\n  loss mse(h, y)\n  optimizer sgd(lr: 0.1)\n}\n",
     )
     .expect("write model");
     let model = model.to_str().expect("utf-8");
-    let huge = ["--batch", "1048576"];
-    let refused = netc(
-        &[
-            &["run", model, "--data", "xor", "--backend", "jit"],
-            &huge[..],
-        ]
-        .concat(),
-    );
+    let limited = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_netc"))
+            .args(args)
+            .env("NETC_MEMORY_LIMIT", (64u64 << 20).to_string())
+            .output()
+            .expect("netc runs")
+    };
+    let run = ["run", model, "--data", "linear", "--batch", "1000"];
+    let refused = limited(&[&run[..], &["--backend", "jit"]].concat());
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
-    let code = netc::diagnostics::Code::E0510.as_str();
+    let stderr = text(&refused.stderr);
+    let jit = netc::diagnostics::Code::E0510.as_str();
     assert!(
-        text(&refused.stderr).contains(&format!("error[{code}]")),
-        "{}",
-        text(&refused.stderr)
+        stderr.contains(&format!("error[{jit}]"))
+            && stderr.contains("more than this process may use"),
+        "{stderr}"
     );
-    let auto = netc(&[&["run", model, "--data", "xor", "--epochs", "1"], &huge[..]].concat());
-    assert_eq!(auto.status.code(), Some(0), "{}", text(&auto.stderr));
-    assert!(text(&auto.stderr).contains("running on the interpreter"));
+    let auto = limited(&run);
+    let stderr = text(&auto.stderr);
+    assert_eq!(auto.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("running on the interpreter"), "{stderr}");
+    let code = netc::diagnostics::Code::E0511.as_str();
+    assert!(
+        stderr.contains(&format!("error[{code}]")) && stderr.contains("interpreter's values"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

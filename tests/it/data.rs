@@ -240,7 +240,50 @@ fn e0507_data_that_does_not_fit_the_model_points_at_the_declaration() {
         .into_iter()
         .find_map(Result::err)
         .expect("label 7 is not a class of 3");
-    expect(error, Code::E0507, &["label 7", "0..3"]);
+    // Named by the line of the file it stands on (3), not its place after shuffling.
+    expect(error, Code::E0507, &["label 7", "0..3", "t.csv line 3"]);
+}
+
+#[test]
+fn empty_sets_oversized_headers_and_trailing_data_are_refused() {
+    let dir = fmnist("no-records", 3);
+    dir.file("t10k-labels-idx1-ubyte.gz", &gzip(&idx(0x0801, &[0], &[])));
+    expect(
+        fmnist_error(&dir.0),
+        Code::E0505,
+        &["t10k-labels", "no records"],
+    );
+
+    // The header promises 2^32 · 2^32 · 2^32 bytes: refused from the header alone.
+    let dir = fmnist("bomb", 3);
+    let huge = u32::MAX;
+    dir.file(
+        "train-images-idx3-ubyte.gz",
+        &gzip(&idx(0x0803, &[huge, huge, huge], &[0; 64])),
+    );
+    expect(
+        fmnist_error(&dir.0),
+        Code::E0505,
+        &["train-images", "promises"],
+    );
+
+    let dir = fmnist("trailing", 3);
+    dir.file(
+        "train-labels-idx1-ubyte.gz",
+        &gzip(&idx(0x0801, &[3], &[1, 2, 3, 4, 5])),
+    );
+    expect(fmnist_error(&dir.0), Code::E0505, &["more data than"]);
+
+    let (checked, _) = netc::front_end(&crate::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("models/linreg.net"),
+    ));
+    let linreg = checked.expect("checks").1;
+    let empty = Source::Linear.load(0).expect("synthetic").train.head(0);
+    expect(
+        netc::runtime::fits(&linreg, &empty).expect_err("empty"),
+        Code::E0507,
+        &["no examples"],
+    );
 }
 
 #[test]
@@ -251,7 +294,7 @@ fn e0508_a_file_that_is_no_checkpoint_is_refused() {
         "net tiny { input x: [2] target y: [1] layers { dense(1) } loss mse optimizer sgd(lr: 0.1) }",
     );
     let model = netc::front_end(&source).0.expect("checks").1;
-    let mut session = netc::runtime::Session::new(&model, &source, 0);
+    let mut session = netc::runtime::Session::new(&model, &source, 0).expect("fits in memory");
     let junk = dir.file("junk.safetensors", b"not a checkpoint at all");
     expect(
         session.restore(&junk).expect_err("junk"),
@@ -265,4 +308,87 @@ fn e0508_a_file_that_is_no_checkpoint_is_refused() {
         Code::E0508,
         &["absent.safetensors"],
     );
+}
+
+/// A real checkpoint of `tiny.net`, rewritten by `edit` (tensors by name, and the metadata).
+fn edited_checkpoint(
+    dir: &Dir,
+    name: &str,
+    edit: impl FnOnce(
+        &mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+        &mut serde_json::Value,
+    ),
+) -> Result<netc::runtime::checkpoint::Checkpoint, Diagnostic> {
+    let source = netc::source::SourceFile::new(
+        "tiny.net",
+        "net tiny { input x: [2] target y: [1] layers { dense(1) } loss mse optimizer adam(lr: 0.1) }",
+    );
+    let model = netc::front_end(&source).0.expect("checks").1;
+    let mut session = netc::runtime::Session::new(&model, &source, 0).expect("fits in memory");
+    let path = dir.0.join(name);
+    session.save(&path, 0).expect("saves");
+    let bytes = std::fs::read(&path).expect("saved");
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("readable");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&header.metadata().as_ref().expect("metadata")["netc"]).expect("json");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("readable");
+    let mut named: Vec<_> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut named, &mut meta);
+    let views: Vec<_> = named
+        .iter()
+        .map(|(n, dtype, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+                .expect("consistent");
+            (n.clone(), view)
+        })
+        .collect();
+    let metadata = std::collections::HashMap::from([("netc".to_string(), meta.to_string())]);
+    let encoded = safetensors::tensor::serialize(views, Some(metadata)).expect("encodes");
+    std::fs::write(&path, encoded).expect("writes");
+    session.restore(&path)
+}
+
+#[test]
+fn e0508_every_field_of_a_checkpoint_is_validated() {
+    let dir = Dir::new("fields");
+    edited_checkpoint(&dir, "fine.safetensors", |_, _| {}).expect("an untouched checkpoint loads");
+    let error = edited_checkpoint(&dir, "step.safetensors", |_, meta| {
+        meta["step"] = serde_json::json!(u64::MAX);
+    })
+    .expect_err("a step past 2^53");
+    expect(error, Code::E0508, &["damaged", "2^53"]);
+    let error = edited_checkpoint(&dir, "epoch.safetensors", |_, meta| {
+        meta["epoch"] = serde_json::json!(5);
+    })
+    .expect_err("5 epochs in 0 steps");
+    expect(error, Code::E0508, &["damaged", "5 epochs"]);
+    let error = edited_checkpoint(&dir, "f16.safetensors", |tensors, _| {
+        let weight = tensors
+            .iter_mut()
+            .find(|t| t.0 == "dense1.weight")
+            .expect("weight");
+        weight.1 = safetensors::Dtype::F16;
+        weight.3.truncate(weight.3.len() / 2);
+    })
+    .expect_err("half precision");
+    expect(error, Code::E0508, &["dense1.weight", "F16", "F32"]);
+    let error = edited_checkpoint(&dir, "nan.safetensors", |tensors, _| {
+        let weight = tensors
+            .iter_mut()
+            .find(|t| t.0 == "dense1.weight")
+            .expect("weight");
+        weight.3[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    })
+    .expect_err("NaN weights");
+    expect(error, Code::E0508, &["dense1.weight", "NaN", "index 1"]);
+    let error = edited_checkpoint(&dir, "seed.safetensors", |_, meta| {
+        meta["seed"] = serde_json::json!(-3);
+    })
+    .expect_err("a negative seed");
+    expect(error, Code::E0508, &["`seed`"]);
 }

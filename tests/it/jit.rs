@@ -49,7 +49,7 @@ fn compiled_steps_match_the_interpreter() {
         ] {
             let wanted: Vec<_> = graph.results().collect();
             let mut compiled = Compiled::new(&graph, 8, &wanted, false)
-                .unwrap_or_else(|why| panic!("{}: {}", source.name, why.0));
+                .unwrap_or_else(|why| panic!("{}: {}", source.name, why));
             compiled_models += 1;
             for batch in [1, 7, 8] {
                 // Inputs are random; weights and states come from the model's own initialization,
@@ -57,7 +57,8 @@ fn compiled_steps_match_the_interpreter() {
                 let [inputs, _, _] =
                     netc::gradcheck::random_bindings(&graph, batch, &classes(&model), batch as u64);
                 let inputs = f32s(inputs);
-                let session = netc::runtime::Session::new(&model, &source, 5);
+                let session =
+                    netc::runtime::Session::new(&model, &source, 5).expect("fits in memory");
                 let params = session.params.clone();
                 let states = session.states[..graph.states.len()].to_vec();
                 let lr = model.optimizer.lr();
@@ -141,7 +142,7 @@ fn mismatched_bindings_are_rejected() {
     let graph = netc::train_graph(&model, &source);
     let wanted: Vec<_> = graph.results().collect();
     let mut compiled = Compiled::new(&graph, 4, &wanted, false).expect("compiles");
-    let session = netc::runtime::Session::new(&model, &source, 0);
+    let session = netc::runtime::Session::new(&model, &source, 0).expect("fits in memory");
     let run =
         |compiled: &mut Compiled, batch: usize, x: Tensor<f32>, wanted: &[netc::ir::NodeId]| {
             let inputs = [x, Tensor::full(&[batch, 1], 0.0)];

@@ -4,6 +4,7 @@
 mod cli;
 mod data;
 mod gradcheck;
+mod hostile;
 mod jit;
 mod models;
 mod mutate;
@@ -14,6 +15,23 @@ mod ui;
 
 use netc::source::SourceFile;
 use std::path::Path;
+
+/// True (with the skip printed) when Fashion-MNIST is missing and `NETC_SKIP_FMNIST=1` allows
+/// skipping the tests that need it; a missing data set without that is a failure.
+pub fn fmnist_missing() -> bool {
+    let installed = Path::new(netc::data::FMNIST_DIR)
+        .join("train-images-idx3-ubyte.gz")
+        .exists();
+    if installed {
+        return false;
+    }
+    assert!(
+        std::env::var_os("NETC_SKIP_FMNIST").is_some_and(|v| v == "1"),
+        "Fashion-MNIST is not installed: run scripts/install-data, or set NETC_SKIP_FMNIST=1 to skip"
+    );
+    eprintln!("SKIPPED (NETC_SKIP_FMNIST=1): Fashion-MNIST is not installed");
+    true
+}
 
 /// Reads a file as the CLI would, named by its path relative to the repository root so that
 /// snapshots do not depend on where the checkout lives.

@@ -44,9 +44,14 @@ fn every_code_has_a_bad_input() {
     }
     // Data, training and backend errors are not about a model file: their cases build broken
     // data sets and runs in tests/it/data.rs, train.rs and cli.rs.
-    let runtime_cases = ["tests/it/data.rs", "tests/it/train.rs", "tests/it/cli.rs"]
-        .map(|f| std::fs::read_to_string(root().join(f)).expect("readable test file"))
-        .join("\n");
+    let runtime_cases = [
+        "tests/it/data.rs",
+        "tests/it/train.rs",
+        "tests/it/cli.rs",
+        "tests/it/hostile.rs",
+    ]
+    .map(|f| std::fs::read_to_string(root().join(f)).expect("readable test file"))
+    .join("\n");
     let missing: Vec<&str> = Code::ALL
         .iter()
         .filter(|c| {
