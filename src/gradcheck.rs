@@ -5,8 +5,9 @@
 //! by a looser bound.
 
 use crate::autodiff;
-use crate::interp::{self, Bindings, Tensor};
+use crate::interp;
 use crate::ir::Graph;
+use crate::tensor::{Bindings, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -147,7 +148,7 @@ pub fn random_bindings(
     };
     let mut inputs = Vec::new();
     for (i, decl) in graph.inputs.iter().enumerate() {
-        let dims = interp::dims(&decl.shape, batch);
+        let dims = crate::tensor::dims(&decl.shape, batch);
         inputs.push(match classes.get(i).copied().flatten() {
             Some(n) => {
                 let t = uniform(dims);
@@ -165,12 +166,12 @@ pub fn random_bindings(
     let params = graph
         .params
         .iter()
-        .map(|d| uniform(interp::dims(&d.shape, batch)))
+        .map(|d| uniform(crate::tensor::dims(&d.shape, batch)))
         .collect();
     let states = graph
         .states
         .iter()
-        .map(|d| Tensor::full(&interp::dims(&d.shape, batch), 0.0))
+        .map(|d| Tensor::full(&crate::tensor::dims(&d.shape, batch), 0.0))
         .collect();
     [inputs, params, states]
 }

@@ -1,8 +1,8 @@
 //! netc compiles a declarative neural-network model file through a one-way pipeline:
 //! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph)
 //! → `autodiff` (+ gradients and the optimizer step) → `opt` (simplified) → `interp` or
-//! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source`, `shape` and
-//! `memory` are shared by every stage; only `cli`, `data` and `runtime` do IO.
+//! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source`, `shape`,
+//! `tensor`, `math` and `memory` are shared by every stage; only `cli`, `data` and `runtime` do IO.
 #![deny(unsafe_code)]
 
 /// `println!` that never panics: output to a closed pipe (`netc run ... | head -1`) is dropped
@@ -23,15 +23,18 @@ macro_rules! say_raw {
 }
 
 pub mod diagnostics;
+pub mod math;
 pub mod memory;
 pub mod shape;
 pub mod source;
+pub mod tensor;
 
 pub mod syntax;
 pub mod check;
 pub mod ir;
 pub mod autodiff;
 pub mod opt;
+pub mod step;
 pub mod interp;
 pub mod gradcheck;
 pub mod codegen;

@@ -8,6 +8,7 @@ use crate::diagnostics::{self, Code, Diagnostic};
 use crate::ir;
 use crate::runtime::{Every, RunSettings, Stop, INTERRUPTED};
 use crate::source::SourceFile;
+use crate::step::Step;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -251,16 +252,12 @@ pub fn run() -> i32 {
                     );
                 }
                 Stage::Clif => {
-                    let graph = match mode {
-                        ModeArg::Train => crate::train_graph(&model, &source),
-                        ModeArg::Eval => crate::eval_graph(&model, &source),
+                    // The very step `netc run` compiles.
+                    let step = match mode {
+                        ModeArg::Train => Step::train(&model, &source),
+                        ModeArg::Eval => Step::eval(&model, &source),
                     };
-                    let wanted: Vec<_> = graph.results().collect();
-                    match crate::codegen::Compiled::listing_of(
-                        &graph,
-                        model.train.batch as usize,
-                        &wanted,
-                    ) {
+                    match crate::codegen::Compiled::listing_of(&step, model.train.batch as usize) {
                         Ok(listing) => say_raw!("{listing}"),
                         Err(why) => {
                             let diagnostic =
@@ -389,7 +386,7 @@ pub fn run() -> i32 {
                 Ok(batch) => batch as usize,
                 Err(why) => {
                     let diagnostic =
-                        crate::data::error(Code::E0502, "`--batch` is out of range").with_note(why);
+                        Diagnostic::plain(Code::E0502, "`--batch` is out of range").with_note(why);
                     return finish(&source, Err(diagnostic));
                 }
             };
@@ -424,10 +421,10 @@ fn run_settings(
 ) -> Result<RunSettings, Diagnostic> {
     let defaults = model.train;
     let batch = TrainSettings::check_batch(batch.unwrap_or(defaults.batch)).map_err(|why| {
-        crate::data::error(Code::E0502, "training setting `batch` is out of range").with_note(why)
+        Diagnostic::plain(Code::E0502, "training setting `batch` is out of range").with_note(why)
     })?;
     let lr = TrainSettings::check_lr(lr.unwrap_or(model.optimizer.lr())).map_err(|why| {
-        crate::data::error(Code::E0405, "the learning rate is out of range").with_note(why)
+        Diagnostic::plain(Code::E0405, "the learning rate is out of range").with_note(why)
     })?;
     Ok(RunSettings {
         epochs: epochs.unwrap_or(defaults.epochs),

@@ -6,10 +6,10 @@ use crate::check::model::{LabelKind, Model};
 use crate::codegen::CompileError;
 use crate::data::{Source, Split};
 use crate::diagnostics::{Code, Diagnostic};
-use crate::interp::Tensor;
 use crate::ir;
 use crate::runtime::{self, checkpoint, Every, Reporter, RunSettings, Session, Stop};
 use crate::source::SourceFile;
+use crate::tensor::Tensor;
 use std::path::{Path, PathBuf};
 
 /// A session holding saved weights, and the data to use them on (checked to fit).
@@ -89,7 +89,7 @@ pub(super) fn train(
     settings.checkpoints = match (save_every, &save) {
         (Some(every), Some(path)) => Some((path.clone(), every)),
         (Some(_), None) => {
-            return Err(crate::data::error(
+            return Err(Diagnostic::plain(
                 Code::E0512,
                 "--save-every needs --save PATH: where to write the checkpoints",
             ))
@@ -177,17 +177,17 @@ pub(super) fn train(
 /// Why the JIT did not compile a model, as a diagnostic.
 pub(super) fn compile_diagnostic(why: CompileError, batch: usize) -> Diagnostic {
     match why {
-        CompileError::TooLarge { .. } => crate::data::error(
+        CompileError::TooLarge { .. } => Diagnostic::plain(
             Code::E0510,
             format!("the JIT cannot compile this model for batches of {batch}: {why}"),
         )
         .with_help("use a smaller `--batch`, or smaller layers"),
-        CompileError::NoTarget(_) => crate::data::error(
+        CompileError::NoTarget(_) => Diagnostic::plain(
             Code::E0510,
             format!("the JIT cannot compile this model: {why}"),
         )
         .with_help("run it with `--backend interp`"),
-        CompileError::Internal(_) => crate::data::error(Code::E0510, why.to_string())
+        CompileError::Internal(_) => Diagnostic::plain(Code::E0510, why.to_string())
             .with_note("this is a bug in netc; please report it with the model file"),
     }
 }
@@ -196,7 +196,7 @@ pub(super) fn compile_diagnostic(why: CompileError, batch: usize) -> Diagnostic 
 fn refuse_inputs(path: &Path, flag: &str, inputs: &[(PathBuf, &str)]) -> Result<(), Diagnostic> {
     for (input, what) in inputs {
         if same_file(path, input) {
-            return Err(crate::data::error(
+            return Err(Diagnostic::plain(
                 Code::E0512,
                 format!("`{flag} {}` would overwrite {what}", path.display()),
             )
@@ -216,7 +216,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn cannot_write(what: &str, path: &Path, e: &std::io::Error) -> Diagnostic {
-    crate::data::error(
+    Diagnostic::plain(
         Code::E0512,
         format!("cannot write {what} {}: {e}", path.display()),
     )

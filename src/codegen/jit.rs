@@ -5,8 +5,9 @@
 use super::lower::{self, IMPORTS};
 use super::plan::{Base, CompileError, ConvPass, Kernel, Plan, ALIGN};
 use super::workers::netc_parallel;
-use crate::interp::{Bindings, Tensor};
 use crate::ir::{Graph, NodeId};
+use crate::step::Step;
+use crate::tensor::{Bindings, Tensor};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
@@ -165,7 +166,7 @@ impl Drop for Arena {
 /// A graph compiled to native code, with its arena.
 pub struct Compiled {
     graph: Graph,
-    /// The results kept after a run, as given to `new`.
+    /// The step's results, kept after a run.
     wanted: Vec<NodeId>,
     plan: Plan,
     max_batch: usize,
@@ -178,23 +179,14 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Compiles `graph` for batches of up to `max_batch`, with `wanted` nodes readable after a run.
-    pub fn new(
-        graph: &Graph,
-        max_batch: usize,
-        wanted: &[NodeId],
-        profile: bool,
-    ) -> Result<Compiled, CompileError> {
-        Compiled::build(graph, max_batch, wanted, profile, false)
+    /// Compiles a step for batches of up to `max_batch`; a run returns the step's results.
+    pub fn new(step: &Step, max_batch: usize, profile: bool) -> Result<Compiled, CompileError> {
+        Compiled::build(&step.graph, max_batch, &step.results, profile, false)
     }
 
     /// The printed program `new` would compile (see `listing`).
-    pub fn listing_of(
-        graph: &Graph,
-        max_batch: usize,
-        wanted: &[NodeId],
-    ) -> Result<String, CompileError> {
-        Ok(Compiled::build(graph, max_batch, wanted, false, true)?.listing())
+    pub fn listing_of(step: &Step, max_batch: usize) -> Result<String, CompileError> {
+        Ok(Compiled::build(&step.graph, max_batch, &step.results, false, true)?.listing())
     }
 
     /// Compiles, keeping the Cranelift IR as text when `listing` (printing it takes longer than
@@ -348,26 +340,20 @@ impl Compiled {
         })
     }
 
-    /// Runs the step on a batch and returns the `wanted` nodes (see `run_into`).
-    pub fn run(
-        &mut self,
-        bind: &Bindings<f32>,
-        wanted: &[NodeId],
-    ) -> Result<Vec<Tensor<f32>>, Rejected> {
+    /// Runs the step on a batch and returns its results (see `run_into`).
+    pub fn run(&mut self, bind: &Bindings<f32>) -> Result<Vec<Tensor<f32>>, Rejected> {
         let mut results = Vec::new();
-        self.run_into(bind, wanted, &mut results)?;
+        self.run_into(bind, &mut results)?;
         Ok(results)
     }
 
-    /// Runs the step on a batch and copies the `wanted` nodes, which must be those given to
-    /// `new`, into `results`, reusing its tensors' memory: a training loop that passes the same
-    /// vector every step allocates nothing. The batch size and every bound tensor are checked
-    /// first, and a mismatch is rejected before any generated code runs, so it only touches
-    /// memory of the sizes it was planned for.
+    /// Runs the step on a batch and copies its results into `results`, reusing its tensors'
+    /// memory: a training loop that passes the same vector every step allocates nothing. The
+    /// batch size and every bound tensor are checked first, and a mismatch is rejected before
+    /// any generated code runs, so it only touches memory of the sizes it was planned for.
     pub fn run_into(
         &mut self,
         bind: &Bindings<f32>,
-        wanted: &[NodeId],
         results: &mut Vec<Tensor<f32>>,
     ) -> Result<(), Rejected> {
         let (batch, hypers, seed) = (bind.batch, bind.hypers, bind.seed);
@@ -377,11 +363,6 @@ impl Compiled {
                 "a batch of {batch} examples; this step was compiled for 1 to {}",
                 self.max_batch
             )));
-        }
-        if wanted != self.wanted.as_slice() {
-            return Err(Rejected(
-                "results other than those the step was compiled to keep".into(),
-            ));
         }
         let declared = self
             .graph
@@ -396,7 +377,7 @@ impl Compiled {
             ));
         }
         for (decl, tensor) in declared.zip(&bound) {
-            let dims = crate::interp::dims(&decl.shape, batch);
+            let dims = crate::tensor::dims(&decl.shape, batch);
             if tensor.dims != dims || tensor.data.len() != dims.iter().product::<usize>() {
                 return Err(Rejected(format!(
                     "`{}` has dimensions {:?}, not {dims:?}",
@@ -416,15 +397,15 @@ impl Compiled {
                 seed as i64,
             )
         };
-        results.resize_with(wanted.len(), || Tensor::scalar(0.0));
-        for (id, result) in wanted.iter().zip(results.iter_mut()) {
+        results.resize_with(self.wanted.len(), || Tensor::scalar(0.0));
+        for (id, result) in self.wanted.iter().zip(results.iter_mut()) {
             let view = self.plan.views[id.index()]
                 .as_ref()
                 .expect("every node is planned");
             let Base::Buffer(buffer) = view.base else {
                 unreachable!("wanted nodes end in buffers")
             };
-            let dims = crate::interp::dims(self.graph.shape(*id), batch);
+            let dims = crate::tensor::dims(self.graph.shape(*id), batch);
             let start = self.plan.buffers[buffer];
             let len: usize = dims.iter().product();
             if result.dims != dims {
@@ -459,15 +440,14 @@ impl Compiled {
     /// The printed program: one comment line per kernel naming the IR node it computes and
     /// its buffer, then the Cranelift IR of the step.
     pub fn listing(&self) -> String {
-        let mut out = format!(
-            "; {} kernels, arena of {} floats\n",
-            self.plan.kernels.len(),
-            self.plan.arena
-        );
-        for (k, kernel) in self.plan.kernels.iter().enumerate() {
-            out += &format!("; kernel {k}: {}\n", self.describe(kernel));
-        }
-        out + &self.clif
+        kernel_lines(&self.graph, &self.plan) + &self.clif
+    }
+
+    /// The kernel lines of `listing` alone, from the plan, without generating code: what each
+    /// kernel computes and fuses, for a reviewable record of every change to fusion.
+    pub fn kernels_of(step: &Step, max_batch: usize) -> Result<String, CompileError> {
+        let plan = super::plan::plan(&step.graph, max_batch, &step.results)?;
+        Ok(kernel_lines(&step.graph, &plan))
     }
 
     fn describe(&self, kernel: &Kernel) -> String {
@@ -500,6 +480,19 @@ impl Compiled {
     pub fn arena_len(&self) -> usize {
         self.plan.arena
     }
+}
+
+/// A comment line on the arena, then one per kernel.
+fn kernel_lines(graph: &Graph, plan: &Plan) -> String {
+    let mut out = format!(
+        "; {} kernels, arena of {} floats\n",
+        plan.kernels.len(),
+        plan.arena
+    );
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        out += &format!("; kernel {k}: {}\n", describe(graph, plan, kernel));
+    }
+    out
 }
 
 /// One line on what a kernel computes: its kind, the IR node (and the nodes it fuses), the

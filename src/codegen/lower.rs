@@ -1951,7 +1951,7 @@ impl Width {
 
 /// e^x on one lane or four: the interpreter's `math::exp`, operation for operation.
 fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
-    use crate::interp::math::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E, ROUND};
+    use crate::math::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E, ROUND};
     let w = Width { vector };
     // `if x < bound { bound } else { x }`, which keeps a NaN as it is.
     let clamp = |b: &mut FunctionBuilder, x: Value, cc: FloatCC, bound: f32| {
@@ -1994,7 +1994,7 @@ fn exp(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
 
 /// tanh(x) on one lane or four: the interpreter's `math::tanh`, operation for operation.
 fn tanh(b: &mut FunctionBuilder, x: Value, vector: bool) -> Value {
-    use crate::interp::math::{TANH_POLY, TANH_SMALL};
+    use crate::math::{TANH_POLY, TANH_SMALL};
     let w = Width { vector };
     let a = b.ins().fabs(x);
     let twice = b.ins().fadd(a, a);

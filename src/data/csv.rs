@@ -1,7 +1,7 @@
 //! CSV tables: a header row naming the columns, numeric fields, one column named by `--target`.
 //! The rows are shuffled with the seed and the last fifth held out for testing.
 
-use super::{error, Dataset, Features, Split};
+use super::{Dataset, Features, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -14,14 +14,14 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(path)
-        .map_err(|e| error(Code::E0504, format!("cannot open {name}: {e}")))?;
+        .map_err(|e| Diagnostic::plain(Code::E0504, format!("cannot open {name}: {e}")))?;
     let header = reader
         .headers()
-        .map_err(|e| error(Code::E0506, format!("{name}: unreadable header row: {e}")))?
+        .map_err(|e| Diagnostic::plain(Code::E0506, format!("{name}: unreadable header row: {e}")))?
         .clone();
     let columns: Vec<&str> = header.iter().collect();
     let target_at = columns.iter().position(|c| *c == target).ok_or_else(|| {
-        error(Code::E0506, format!("{name} has no column `{target}`"))
+        Diagnostic::plain(Code::E0506, format!("{name} has no column `{target}`"))
             .with_note(format!("its columns are: {}", columns.join(", ")))
     })?;
     let width = columns.len();
@@ -33,7 +33,7 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
             let line = e
                 .position()
                 .map_or(String::new(), |p| format!(", line {}", p.line()));
-            error(Code::E0506, format!("{name}{line}: {e}"))
+            Diagnostic::plain(Code::E0506, format!("{name}{line}: {e}"))
         })?;
         // The line the record starts on (quoted fields may hold line breaks).
         let line = record
@@ -41,7 +41,7 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
             .map_or(lines.len() + 2, |p| p.line() as usize);
         lines.push(line);
         if record.len() != width {
-            return Err(error(
+            return Err(Diagnostic::plain(
                 Code::E0506,
                 format!(
                     "{name}, line {line}: {} fields, but the header names {width}",
@@ -53,7 +53,7 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
             let value: f32 = match field.parse::<f32>() {
                 Ok(v) if v.is_finite() => v,
                 _ if field.is_empty() => {
-                    return Err(error(
+                    return Err(Diagnostic::plain(
                         Code::E0506,
                         format!(
                             "{name}, line {line}: column `{}` is missing",
@@ -62,7 +62,7 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
                     ))
                 }
                 _ => {
-                    return Err(error(
+                    return Err(Diagnostic::plain(
                         Code::E0506,
                         format!(
                             "{name}, line {line}: column `{}` holds `{field}`, not a finite number",
@@ -80,7 +80,7 @@ pub fn load(path: &Path, target: &str, seed: u64) -> Result<Split, Diagnostic> {
     }
     let len = targets.len();
     if len < 2 {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0506,
             format!("{name} has {len} records: at least 2 are needed to hold one out for testing"),
         ));

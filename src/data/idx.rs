@@ -1,7 +1,7 @@
 //! The IDX format of (Fashion-)MNIST, gzipped: a big-endian magic number (0x0803 for images,
 //! 0x0801 for labels), the dimensions, then bytes. Pixels are scaled to [0, 1].
 
-use super::{error, Dataset, Features, Split, FMNIST_CLASSES};
+use super::{Dataset, Features, Split, FMNIST_CLASSES};
 use crate::diagnostics::{Code, Diagnostic};
 use flate2::read::GzDecoder;
 use std::io::Read;
@@ -24,7 +24,7 @@ fn pair(dir: &Path, prefix: &str) -> Result<Dataset, Diagnostic> {
     let (image_dims, pixels) = read(&images_path, 0x0803)?;
     let (label_dims, labels) = read(&labels_path, 0x0801)?;
     if image_dims.len() != 3 || label_dims.len() != 1 || image_dims[0] != label_dims[0] {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0505,
             format!(
                 "{} and {} do not match",
@@ -37,7 +37,7 @@ fn pair(dir: &Path, prefix: &str) -> Result<Dataset, Diagnostic> {
         )));
     }
     if let Some(record) = labels.iter().position(|&l| l > 9) {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0505,
             format!(
                 "{}: label {} of record {record} is not a class 0..9",
@@ -71,12 +71,12 @@ pub const FILES: [&str; 4] = [
 fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
     let name = path.display();
     let file = std::fs::File::open(path).map_err(|e| {
-        error(Code::E0504, format!("cannot open {name}: {e}"))
+        Diagnostic::plain(Code::E0504, format!("cannot open {name}: {e}"))
             .with_help("install the data set with `apt-get install dataset-fashion-mnist`, or point `--data-dir` at a directory holding the four IDX .gz files")
     })?;
     let mut stream = GzDecoder::new(std::io::BufReader::new(file));
     let unreadable = |e: std::io::Error| {
-        error(
+        Diagnostic::plain(
             Code::E0505,
             format!("{name} is not a readable gzip file: {e}"),
         )
@@ -96,14 +96,14 @@ fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
     };
     let mut word = [0u8; 4];
     if fill(&mut word)? < 4 {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0505,
             format!("{name} is truncated: it has no IDX header"),
         ));
     }
     let found = u32::from_be_bytes(word);
     if found != magic {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0505,
             format!("{name} is not an IDX file of bytes: wrong magic number"),
         )
@@ -113,7 +113,7 @@ fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
     let mut dims = Vec::with_capacity(rank);
     for _ in 0..rank {
         if fill(&mut word)? < 4 {
-            return Err(error(
+            return Err(Diagnostic::plain(
                 Code::E0505,
                 format!("{name} is truncated inside its header"),
             ));
@@ -121,7 +121,10 @@ fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
         dims.push(u32::from_be_bytes(word) as usize);
     }
     if dims[0] == 0 {
-        return Err(error(Code::E0505, format!("{name} holds no records")));
+        return Err(Diagnostic::plain(
+            Code::E0505,
+            format!("{name} holds no records"),
+        ));
     }
     let expected = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
     crate::memory::ensure(expected, &format!("the {dims:?} bytes {name} promises")).map_err(
@@ -135,7 +138,7 @@ fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
     let got = fill(&mut data)?;
     if got < expected {
         let record = got / (expected / dims[0]).max(1);
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0505,
             format!("{name} holds {got} bytes of data but its header promises {expected}"),
         )
@@ -145,7 +148,7 @@ fn read(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), Diagnostic> {
         )));
     }
     if fill(&mut word[..1])? > 0 {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0505,
             format!("{name} holds more data than the {expected} bytes its header promises"),
         ));

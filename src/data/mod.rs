@@ -155,13 +155,19 @@ impl Source {
                 path: PathBuf::from(path),
                 target: target
                     .ok_or_else(|| {
-                        error(Code::E0506, format!("{path}: which column is the target?"))
-                            .with_help("name it with `--target COLUMN`")
+                        Diagnostic::plain(
+                            Code::E0506,
+                            format!("{path}: which column is the target?"),
+                        )
+                        .with_help("name it with `--target COLUMN`")
                     })?
                     .to_string(),
             },
-            other => return Err(error(Code::E0504, format!("unknown data source `{other}`"))
-                .with_note(
+            other => return Err(Diagnostic::plain(
+                Code::E0504,
+                format!("unknown data source `{other}`"),
+            )
+            .with_note(
                 "the sources are fmnist, linear, beans, xor, separable, or a path to a .csv file",
             )),
         })
@@ -187,9 +193,4 @@ impl Source {
             Source::Separable => Ok(synthetic::separable(seed)),
         }
     }
-}
-
-/// A data diagnostic: not tied to a place in the model file, so it has no label.
-pub fn error(code: Code, message: impl Into<String>) -> Diagnostic {
-    Diagnostic::plain(code, message)
 }

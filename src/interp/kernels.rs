@@ -1,8 +1,8 @@
 //! The reference kernels: straightforward loops, written to be obviously right.
 
-use super::tensor::{for_each_index, strides, Real, Tensor};
 use crate::ir::PoolOp;
 use crate::shape::Window;
+use crate::tensor::{for_each_index, strides, Real, Tensor};
 
 /// Numpy broadcast of `x` to `dims`.
 pub fn broadcast<T: Real>(x: &Tensor<T>, dims: &[usize]) -> Tensor<T> {

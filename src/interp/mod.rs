@@ -3,39 +3,13 @@
 //! dropped after their last use, so memory stays near the live set of one step.
 
 mod kernels;
-pub mod math;
-pub mod tensor;
 
 use crate::ir::{BinaryOp, Graph, NodeId, Op, UnaryOp};
-use crate::shape::{Dim, Shape};
-pub use tensor::{Real, Tensor};
-
-/// What a graph reads: the batch size, the tensors it declares, the step's scalars, and the
-/// seed of the step's random numbers.
-pub struct Bindings<'a, T> {
-    pub batch: usize,
-    pub inputs: &'a [Tensor<T>],
-    pub params: &'a [Tensor<T>],
-    pub states: &'a [Tensor<T>],
-    pub hypers: &'a [f64],
-    pub seed: u64,
-}
+use crate::tensor::{dims, Bindings, Real, Tensor};
 
 /// The first node that produced a NaN or an infinity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NonFinite(pub NodeId);
-
-/// The concrete dimensions of a shape for a batch size.
-pub fn dims(shape: &Shape, batch: usize) -> Vec<usize> {
-    shape
-        .0
-        .iter()
-        .map(|d| match d {
-            Dim::Batch => batch,
-            Dim::Fixed(n) => *n as usize,
-        })
-        .collect()
-}
 
 /// Evaluates `wanted` nodes of `graph`. With `check_finite`, stops at the first node whose
 /// value holds a NaN or an infinity.

@@ -2,10 +2,9 @@
 //! under `state.<name>`, and metadata (format, model name and hash, step, epoch, seed). Written
 //! to a temporary name and renamed, so an interrupted save never leaves half a file.
 
-use crate::data::error;
 use crate::diagnostics::{Code, Diagnostic};
-use crate::interp::Tensor;
 use crate::ir::Graph;
+use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,10 +71,12 @@ pub fn save(path: &Path, graph: &Graph, checkpoint: &Checkpoint) -> Result<(), D
         "seed": checkpoint.seed,
     });
     let metadata = HashMap::from([("netc".to_string(), netc.to_string())]);
-    let encoded = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| error(Code::E0508, format!("cannot encode the checkpoint: {e}")))?;
-    write_atomically(path, &encoded)
-        .map_err(|e| error(Code::E0508, format!("cannot write {}: {e}", path.display())))
+    let encoded = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| {
+        Diagnostic::plain(Code::E0508, format!("cannot encode the checkpoint: {e}"))
+    })?;
+    write_atomically(path, &encoded).map_err(|e| {
+        Diagnostic::plain(Code::E0508, format!("cannot write {}: {e}", path.display()))
+    })
 }
 
 /// Checks that a checkpoint can be written at `path` (its directory exists and takes files,
@@ -120,10 +121,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Reads a checkpoint and checks it was saved from `graph`'s model.
 pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoint, Diagnostic> {
     let name = path.display();
-    let buffer =
-        std::fs::read(path).map_err(|e| error(Code::E0508, format!("cannot read {name}: {e}")))?;
+    let buffer = std::fs::read(path)
+        .map_err(|e| Diagnostic::plain(Code::E0508, format!("cannot read {name}: {e}")))?;
     let not_ours = |why: String| {
-        error(
+        Diagnostic::plain(
             Code::E0508,
             format!("{name} is not a netc checkpoint: {why}"),
         )
@@ -139,9 +140,10 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         return Err(not_ours("it has no netc metadata".into()));
     }
     let tensors = SafeTensors::deserialize(&buffer).map_err(|e| not_ours(e.to_string()))?;
-    let corrupt = |what: String| error(Code::E0508, format!("{name} is damaged")).with_note(what);
+    let corrupt =
+        |what: String| Diagnostic::plain(Code::E0508, format!("{name} is damaged")).with_note(what);
     let mismatch = |what: String| {
-        error(
+        Diagnostic::plain(
             Code::E0508,
             format!("{name} was saved from a different model"),
         )
@@ -150,7 +152,7 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
     };
     let read =
         |tensor_name: &str, shape: &crate::shape::Shape| -> Result<Tensor<f32>, Diagnostic> {
-            let dims = crate::interp::dims(shape, 1);
+            let dims = crate::tensor::dims(shape, 1);
             let view = tensors
                 .tensor(tensor_name)
                 .map_err(|_| mismatch(format!("the checkpoint has no tensor `{tensor_name}`")))?;

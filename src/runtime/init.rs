@@ -1,8 +1,8 @@
 //! Seeded parameter initialization: every draw comes from one ChaCha8 stream, in parameter order.
 
 use crate::check::model::{Init, Model};
-use crate::interp::Tensor;
 use crate::shape::Shape;
+use crate::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -41,7 +41,7 @@ fn fans(dims: &[usize]) -> (f64, f64) {
 }
 
 fn draw(init: Init, shape: &Shape, rng: &mut ChaCha8Rng) -> Tensor<f32> {
-    let dims = crate::interp::dims(shape, 1);
+    let dims = crate::tensor::dims(shape, 1);
     let count: usize = dims.iter().product();
     let (fan_in, fan_out) = fans(&dims);
     let normal = |std: f64, rng: &mut ChaCha8Rng| -> Vec<f32> {

@@ -9,11 +9,13 @@ mod report;
 
 use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
 use crate::codegen::{CompileError, Compiled};
-use crate::data::{error, Dataset, Split};
+use crate::data::{Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
-use crate::interp::{self, Bindings, Tensor};
+use crate::interp;
 use crate::ir::{Decl, Graph, NodeId};
 use crate::source::SourceFile;
+use crate::step::Step;
+use crate::tensor::{Bindings, Tensor};
 use checkpoint::Checkpoint;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -57,8 +59,8 @@ pub enum Stop {
 pub struct Session<'a> {
     pub model: &'a Model,
     pub source: &'a SourceFile,
-    pub train: Graph,
-    pub eval: Graph,
+    pub train: Step,
+    pub eval: Step,
     pub hash: String,
     pub params: Vec<Tensor<f32>>,
     pub states: Vec<Tensor<f32>>,
@@ -90,27 +92,27 @@ enum Graphs {
 }
 
 impl Engine {
-    /// Runs one of the graphs, leaving the `wanted` values in `results` (whose tensors compiled
-    /// code reuses).
+    /// Runs one of the steps, leaving its results in `results` (whose tensors compiled code
+    /// reuses).
     fn run(
         &mut self,
-        graph: &Graph,
+        step: &Step,
         bind: &Bindings<f32>,
-        wanted: &[NodeId],
         which: Graphs,
         results: &mut Vec<Tensor<f32>>,
     ) {
         let compiled = match (self, which) {
             (Engine::Interp, _) => {
-                *results = interp::run(graph, bind, wanted, false).expect("unchecked runs finish");
+                *results = interp::run(&step.graph, bind, &step.results, false)
+                    .expect("unchecked runs finish");
                 return;
             }
             (Engine::Jit { train, .. }, Graphs::Train) => train,
             (Engine::Jit { eval, .. }, Graphs::Eval) => eval,
         };
-        // The session binds the graph's declared shapes and asks for what it compiled.
+        // The session binds the graph's declared shapes and the batch it compiled for.
         compiled
-            .run_into(bind, wanted, results)
+            .run_into(bind, results)
             .expect("the session binds what it compiled");
     }
 }
@@ -130,12 +132,13 @@ impl<'a> Session<'a> {
         source: &'a SourceFile,
         seed: u64,
     ) -> Result<Session<'a>, Diagnostic> {
-        let train = crate::train_graph(model, source);
-        let eval = crate::eval_graph(model, source);
+        let train = Step::train(model, source);
+        let eval = Step::eval(model, source);
         let elements = train
+            .graph
             .params
             .iter()
-            .chain(&train.states)
+            .chain(&train.graph.states)
             .try_fold(0u64, |sum, d| {
                 sum.checked_add(d.shape.elements_per_example())
             });
@@ -143,8 +146,8 @@ impl<'a> Session<'a> {
             elements.and_then(|n| crate::memory::bytes(n, 4 * 3)),
             "the model's weights and optimizer state (three copies while training)",
         )?;
-        let hash = checkpoint::model_hash(&train);
-        let shapes: Vec<_> = train.states.iter().map(|d| d.shape.clone()).collect();
+        let hash = checkpoint::model_hash(&train.graph);
+        let shapes: Vec<_> = train.graph.states.iter().map(|d| d.shape.clone()).collect();
         let (params, states) = init::initial(model, &shapes, seed);
         Ok(Session {
             model,
@@ -162,25 +165,6 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// The nodes a training step must return: the loss, the output if any, then the updated
-    /// parameters and states in declaration order.
-    fn train_results(&self) -> Vec<NodeId> {
-        let loss = self.train.result("loss").expect("graphs have a loss");
-        let mut wanted = vec![loss];
-        wanted.extend(self.train.result("output"));
-        wanted.extend(self.train.param_updates.iter().map(|&(_, id)| id));
-        wanted.extend(self.train.state_updates.iter().map(|&(_, id)| id));
-        wanted
-    }
-
-    /// The nodes an evaluation step returns: the loss, then the output if any.
-    fn eval_results(&self) -> Vec<NodeId> {
-        let loss = self.eval.result("loss").expect("graphs have a loss");
-        let mut wanted = vec![loss];
-        wanted.extend(self.eval.result("output"));
-        wanted
-    }
-
     /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
     pub fn compile(
         &mut self,
@@ -188,11 +172,10 @@ impl<'a> Session<'a> {
         profile: bool,
     ) -> Result<std::time::Duration, CompileError> {
         let started = std::time::Instant::now();
-        let (train_wanted, eval_wanted) = (self.train_results(), self.eval_results());
         // The two graphs compile at the same time, on two threads.
         let (train, eval) = std::thread::scope(|scope| {
-            let eval = scope.spawn(|| Compiled::new(&self.eval, batch, &eval_wanted, false));
-            let train = Compiled::new(&self.train, batch, &train_wanted, profile);
+            let eval = scope.spawn(|| Compiled::new(&self.eval, batch, false));
+            let train = Compiled::new(&self.train, batch, profile);
             (train, eval.join().expect("compiling does not panic"))
         });
         let (train, eval) = (train?, eval?);
@@ -221,7 +204,7 @@ impl<'a> Session<'a> {
 
     /// Replaces the weights and position with a checkpoint's, after checking it fits.
     pub fn restore(&mut self, path: &std::path::Path) -> Result<Checkpoint, Diagnostic> {
-        let checkpoint = checkpoint::load(path, &self.train, &self.hash)?;
+        let checkpoint = checkpoint::load(path, &self.train.graph, &self.hash)?;
         self.params = checkpoint.params.clone();
         self.states = checkpoint.states.clone();
         self.step = checkpoint.step;
@@ -241,7 +224,7 @@ impl<'a> Session<'a> {
             epoch_step: self.epoch_step,
             seed,
         };
-        checkpoint::save(path, &self.train, &checkpoint)
+        checkpoint::save(path, &self.train.graph, &checkpoint)
     }
 
     /// Trains until `settings.epochs` epochs are done, reporting each, or until `INTERRUPTED`
@@ -255,16 +238,15 @@ impl<'a> Session<'a> {
     ) -> Result<Stop, Diagnostic> {
         fits(self.model, &data.train)?;
         fits(self.model, &data.test)?;
-        let train_wanted = self.train_results();
         if let Engine::Interp = self.engine {
-            let peak = interp::peak_elements(&self.train, &train_wanted, settings.batch);
+            let peak =
+                interp::peak_elements(&self.train.graph, &self.train.results, settings.batch);
             crate::memory::ensure(
                 peak.and_then(|n| crate::memory::bytes(n, 4)),
                 &format!("the interpreter's values for batches of {}", settings.batch),
             )?;
         }
-        let has_output = self.train.result("output").is_some();
-        let updates = 1 + usize::from(has_output);
+        let (output, updates) = (self.train.output(), self.train.first_update());
         // Three sets of weights take turns, so that nothing is copied: the current ones, the
         // step's results, and the previous step's weights (with their position), put back if
         // the current ones give a non-finite loss. The third set lives in the session, so that
@@ -290,14 +272,14 @@ impl<'a> Session<'a> {
             let skip = usize::try_from(self.epoch_step).unwrap_or(usize::MAX);
             reporter.start_epoch(epoch, batches as u64);
             for (index, rows) in order.chunks(settings.batch).enumerate().skip(skip) {
-                batch_tensors(&self.train.inputs, &data.train, rows, &mut inputs);
+                batch_tensors(&self.train.graph.inputs, &data.train, rows, &mut inputs);
                 let position = self.position();
                 let step = self
                     .step
                     .checked_add(1)
                     .filter(|&s| s <= MAX_STEP)
                     .ok_or_else(|| {
-                        error(
+                        Diagnostic::plain(
                             Code::E0502,
                             format!("the step counter would pass {MAX_STEP}"),
                         )
@@ -311,13 +293,8 @@ impl<'a> Session<'a> {
                     hypers: &hypers,
                     seed: step_seed(settings.seed, step),
                 };
-                self.engine.run(
-                    &self.train,
-                    &bind,
-                    &train_wanted,
-                    Graphs::Train,
-                    &mut values,
-                );
+                self.engine
+                    .run(&self.train, &bind, Graphs::Train, &mut values);
                 let step_loss = values[0].item() as f64;
                 if !step_loss.is_finite() {
                     let diagnostic = self.diverged(&bind, epoch, index + 1);
@@ -337,15 +314,16 @@ impl<'a> Session<'a> {
                         )),
                     });
                 }
-                if has_output {
-                    correct += self.correct(&values[1], &inputs[1]);
+                if let Some(output) = output {
+                    correct += self.correct(&values[output], &inputs[1]);
                 }
                 let mut results = values[updates..].iter_mut();
-                for (&(p, _), value) in self.train.param_updates.iter().zip(results.by_ref()) {
+                for (&(p, _), value) in self.train.graph.param_updates.iter().zip(results.by_ref())
+                {
                     std::mem::swap(&mut self.previous.0[p], &mut self.params[p]);
                     std::mem::swap(&mut self.params[p], value);
                 }
-                for (&(s, _), value) in self.train.state_updates.iter().zip(results) {
+                for (&(s, _), value) in self.train.graph.state_updates.iter().zip(results) {
                     std::mem::swap(&mut self.previous.1[s], &mut self.states[s]);
                     std::mem::swap(&mut self.states[s], value);
                 }
@@ -416,7 +394,7 @@ impl<'a> Session<'a> {
         {
             loss += batch_loss * rows.len() as f64;
             if let Some(out) = outputs {
-                correct += self.correct(&out, &batch_targets(&self.eval, data, rows));
+                correct += self.correct(&out, &batch_targets(&self.eval.graph, data, rows));
             }
         }
         let accuracy = self.model.metric.map(|_| correct as f64 / data.len as f64);
@@ -428,14 +406,13 @@ impl<'a> Session<'a> {
 
     /// The evaluation graph's loss and output for each batch of a data set, in order.
     pub fn predict(&mut self, data: &Dataset, batch: usize) -> Vec<(f64, Option<Tensor<f32>>)> {
-        let wanted = self.eval_results();
-        let has_output = wanted.len() > 1;
+        let output = self.eval.output();
         let rows: Vec<usize> = (0..data.len).collect();
         let mut inputs = Vec::new();
         rows.chunks(batch)
             .map(|rows| {
-                batch_tensors(&self.eval.inputs, data, rows, &mut inputs);
-                let model_states = &self.states[..self.eval.states.len()];
+                batch_tensors(&self.eval.graph.inputs, data, rows, &mut inputs);
+                let model_states = &self.states[..self.eval.graph.states.len()];
                 let bind = Bindings {
                     batch: rows.len(),
                     inputs: &inputs,
@@ -446,8 +423,8 @@ impl<'a> Session<'a> {
                 };
                 let mut values = Vec::new();
                 self.engine
-                    .run(&self.eval, &bind, &wanted, Graphs::Eval, &mut values);
-                let out = has_output.then(|| values.swap_remove(1));
+                    .run(&self.eval, &bind, Graphs::Eval, &mut values);
+                let out = output.map(|o| values.swap_remove(o));
                 (values[0].item() as f64, out)
             })
             .collect()
@@ -477,16 +454,13 @@ impl<'a> Session<'a> {
 
     /// Re-runs a diverged step with checks to name the first operation that went non-finite.
     fn diverged(&self, bind: &Bindings<f32>, epoch: u64, step: usize) -> Diagnostic {
-        let loss = self
-            .train
-            .result("loss")
-            .expect("training graphs have a loss");
-        let mut diagnostic = error(
+        let loss = self.train.results[0];
+        let mut diagnostic = Diagnostic::plain(
             Code::E0509,
             format!("the loss is not finite at epoch {epoch}, step {step}"),
         );
-        if let Err(interp::NonFinite(node)) = interp::run(&self.train, bind, &[loss], true) {
-            diagnostic = diagnostic.with_note(describe_node(&self.train, node, self.source));
+        if let Err(interp::NonFinite(node)) = interp::run(&self.train.graph, bind, &[loss], true) {
+            diagnostic = diagnostic.with_note(describe_node(&self.train.graph, node, self.source));
         }
         diagnostic.with_help("lower the learning rate (`--lr`), or check the scale of the inputs")
     }
@@ -579,7 +553,7 @@ fn gather(
     out: &mut Tensor<f32>,
     copy_row: &(dyn Fn(usize, &mut [f32]) + Sync),
 ) {
-    out.dims = interp::dims(&input.shape, rows.len());
+    out.dims = crate::tensor::dims(&input.shape, rows.len());
     out.data.resize(rows.len() * width, 0.0);
     let copy = |rows: &[usize], out: &mut [f32]| {
         for (&r, row) in rows.iter().zip(out.chunks_exact_mut(width.max(1))) {
@@ -603,13 +577,13 @@ const GATHER_SPLIT_MIN: usize = 1 << 16;
 /// declaration in the model file.
 pub fn fits(model: &Model, data: &Dataset) -> Result<(), Diagnostic> {
     if data.len == 0 {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0507,
             format!("{} has no examples", data.origin),
         ));
     }
     let [input] = model.inputs.as_slice() else {
-        return Err(error(
+        return Err(Diagnostic::plain(
             Code::E0507,
             "data sources feed models with exactly one input",
         ));

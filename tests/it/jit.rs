@@ -7,7 +7,9 @@
 
 use crate::load;
 use netc::codegen::Compiled;
-use netc::interp::{self, Bindings, Tensor};
+use netc::interp;
+use netc::step::Step;
+use netc::tensor::{Bindings, Tensor};
 use std::path::Path;
 
 fn classes(model: &netc::check::Model) -> Vec<Option<u64>> {
@@ -25,9 +27,31 @@ fn f32s(tensors: Vec<Tensor<f64>>) -> Vec<Tensor<f32>> {
     tensors.iter().map(Tensor::cast).collect()
 }
 
+/// Values for the states (optimizer moments, momentum, running statistics) that are not the
+/// zeros a run starts from, so that a kernel misreading them cannot hide behind a product with
+/// zero; positive, as a variance must be.
+fn nonzero_states(states: &[Tensor<f32>]) -> Vec<Tensor<f32>> {
+    let mut seed = 0x2545_f491u32;
+    states
+        .iter()
+        .map(|t| {
+            let data = (0..t.data.len())
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    0.05 + 0.45 * (seed >> 8) as f32 / (1u32 << 24) as f32
+                })
+                .collect();
+            Tensor::new(t.dims.clone(), data)
+        })
+        .collect()
+}
+
+/// Every model's and every per-operation file's training and evaluation steps, exactly as
+/// `netc run` compiles them, on one thread and on two (the same bits), for three consecutive
+/// steps from non-zero state, against the interpreter.
 #[test]
 fn compiled_steps_match_the_interpreter() {
-    let mut compiled_models = 0;
+    let mut compiled_steps = 0;
     // The models, and the per-operation cases with their odd shapes and broadcasts.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<_> = ["models", "tests/gradcheck"]
@@ -39,99 +63,125 @@ fn compiled_steps_match_the_interpreter() {
         })
         .collect();
     files.sort();
-    let graphs = 2 * files.len();
+    let steps = 2 * files.len();
     for path in files {
         let source = load(&path);
         let model = netc::front_end(&source).0.expect("models check").1;
-        for graph in [
-            netc::train_graph(&model, &source),
-            netc::eval_graph(&model, &source),
+        // Weights from the model's own initialization, so values have training's magnitudes.
+        let session = netc::runtime::Session::new(&model, &source, 5).expect("fits in memory");
+        for (step, runs) in [
+            (Step::train(&model, &source), 3),
+            (Step::eval(&model, &source), 1),
         ] {
-            let wanted: Vec<_> = graph.results().collect();
-            let mut compiled = Compiled::new(&graph, 8, &wanted, false)
+            let graph = &step.graph;
+            let mut compiled = Compiled::new(&step, 8, false)
                 .unwrap_or_else(|why| panic!("{}: {}", source.name, why));
-            compiled_models += 1;
+            compiled_steps += 1;
             for batch in [1, 7, 8] {
-                // Inputs are random; weights and states come from the model's own initialization,
-                // so values have the magnitudes training sees.
                 let [inputs, _, _] =
-                    netc::gradcheck::random_bindings(&graph, batch, &classes(&model), batch as u64);
+                    netc::gradcheck::random_bindings(graph, batch, &classes(&model), batch as u64);
                 let inputs = f32s(inputs);
-                let session =
-                    netc::runtime::Session::new(&model, &source, 5).expect("fits in memory");
-                let params = session.params.clone();
-                let states = session.states[..graph.states.len()].to_vec();
-                let lr = model.optimizer.lr();
-                let hypers = [lr, 2.0];
-                let bind = Bindings {
-                    batch,
-                    inputs: &inputs,
-                    params: &params,
-                    states: &states,
-                    hypers: &hypers,
-                    seed: 3,
-                };
-                let expected = interp::run(&graph, &bind, &wanted, false).expect("runs");
-                let got = compiled.run(&bind, &wanted).expect("bindings fit");
-                let wide = |t: &[Tensor<f32>]| t.iter().map(Tensor::cast).collect::<Vec<_>>();
-                let (inputs64, params64, states64) = (wide(&inputs), wide(&params), wide(&states));
-                let exact = interp::run(
-                    &graph,
-                    &Bindings {
+                let mut params = session.params.clone();
+                let mut states = nonzero_states(&session.states[..graph.states.len()]);
+                for t in 1..=runs {
+                    let hypers = [model.optimizer.lr(), t as f64];
+                    let bind = Bindings {
+                        batch,
+                        inputs: &inputs,
+                        params: &params,
+                        states: &states,
+                        hypers: &hypers,
+                        seed: 3,
+                    };
+                    let expected = interp::run(graph, &bind, &step.results, false).expect("runs");
+                    netc::codegen::set_threads(1);
+                    let one = compiled.run(&bind).expect("bindings fit");
+                    netc::codegen::set_threads(2);
+                    let got = compiled.run(&bind).expect("bindings fit");
+                    let bits = |t: &[Tensor<f32>]| -> Vec<u32> {
+                        t.iter()
+                            .flat_map(|t| t.data.iter().map(|v| v.to_bits()))
+                            .collect()
+                    };
+                    assert!(
+                        bits(&one) == bits(&got),
+                        "{}: one thread and two give other bits",
+                        source.name
+                    );
+                    let wide = |t: &[Tensor<f32>]| t.iter().map(Tensor::cast).collect::<Vec<_>>();
+                    let (inputs64, params64, states64) =
+                        (wide(&inputs), wide(&params), wide(&states));
+                    let bind64 = Bindings {
                         batch,
                         inputs: &inputs64,
                         params: &params64,
                         states: &states64,
                         hypers: &hypers,
                         seed: 3,
-                    },
-                    &wanted,
-                    false,
-                )
-                .expect("runs");
-                let adam = matches!(model.optimizer, netc::check::model::Optimizer::Adam { .. });
-                let first_update = graph.outputs.len() + graph.gradients.len();
-                for (k, (((e, g), id), x)) in expected
-                    .iter()
-                    .zip(&got)
-                    .zip(&wanted)
-                    .zip(&exact)
-                    .enumerate()
-                {
-                    assert_eq!(e.dims, g.dims);
+                    };
+                    let exact = interp::run(graph, &bind64, &step.results, false).expect("runs");
                     // Where a gradient is of the order of Adam's ε, its step m̂/(√v̂ + ε) is
                     // ill-conditioned: such elements of Adam's parameter updates are skipped.
-                    let gradient = (adam
-                        && (first_update..first_update + graph.param_updates.len()).contains(&k))
-                    .then(|| &expected[graph.outputs.len() + (k - first_update)]);
-                    // Relative to the tensor's largest element (and absolute below 1e-3): a matrix
-                    // product sums in another order, and an element that cancels to near zero
-                    // carries the rounding of the terms it cancelled.
-                    let scale = e.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-                    let exact: &[f64] = &x.data;
-                    let noise = 10.0
-                        * e.data
-                            .iter()
-                            .zip(exact)
-                            .map(|(&v, w)| (v as f64 - w).abs())
-                            .fold(0.0, f64::max);
-                    for (j, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
-                        if gradient.is_some_and(|grad| grad.data[j].abs() < 1e-6) {
-                            continue;
+                    let adam =
+                        matches!(model.optimizer, netc::check::model::Optimizer::Adam { .. });
+                    let gradients: Vec<_> = graph.gradients.iter().map(|&(_, id)| id).collect();
+                    let gradient_values = if adam {
+                        interp::run(graph, &bind, &gradients, false).expect("runs")
+                    } else {
+                        Vec::new()
+                    };
+                    let first = step.first_update();
+                    for (k, (((e, g), id), x)) in expected
+                        .iter()
+                        .zip(&got)
+                        .zip(&step.results)
+                        .zip(&exact)
+                        .enumerate()
+                    {
+                        assert_eq!(e.dims, g.dims);
+                        let gradient = graph
+                            .param_updates
+                            .get(k.wrapping_sub(first))
+                            .and_then(|&(p, _)| graph.gradients.iter().position(|&(q, _)| q == p))
+                            .and_then(|i| gradient_values.get(i));
+                        // Relative to the tensor's largest element (and absolute below 1e-3): a
+                        // matrix product sums in another order, and an element that cancels to
+                        // near zero carries the rounding of the terms it cancelled.
+                        let scale = e.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                        let exact: &[f64] = &x.data;
+                        let noise = 10.0
+                            * e.data
+                                .iter()
+                                .zip(exact)
+                                .map(|(&v, w)| (v as f64 - w).abs())
+                                .fold(0.0, f64::max);
+                        for (j, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
+                            if gradient.is_some_and(|grad| grad.data[j].abs() < 1e-6) {
+                                continue;
+                            }
+                            let (x, y) = (*x, *y);
+                            assert!(
+                                (x - y).abs() <= 1e-5 * scale
+                                    || (y as f64 - exact[j]).abs() <= noise,
+                                "{} batch {batch} step {t} node {id}: interpreter {x}, compiled {y}, exact {}",
+                                source.name,
+                                exact[j]
+                            );
                         }
-                        let (x, y) = (*x, *y);
-                        assert!(
-                            (x - y).abs() <= 1e-5 * scale || (y as f64 - exact[j]).abs() <= noise,
-                            "{} batch {batch} node {id}: interpreter {x}, compiled {y}, exact {}",
-                            source.name,
-                            exact[j]
-                        );
+                    }
+                    // The next step starts from the interpreter's updates, as training would.
+                    let mut updates = expected[first..].iter().cloned();
+                    for &(p, _) in &graph.param_updates {
+                        params[p] = updates.next().expect("an update per parameter");
+                    }
+                    for &(s, _) in &graph.state_updates {
+                        states[s] = updates.next().expect("an update per state");
                     }
                 }
             }
         }
     }
-    assert_eq!(compiled_models, graphs, "every graph compiles");
+    assert_eq!(compiled_steps, steps, "every step compiles");
 }
 
 /// A binding that does not fit is rejected before any generated code runs.
@@ -139,33 +189,28 @@ fn compiled_steps_match_the_interpreter() {
 fn mismatched_bindings_are_rejected() {
     let source = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.net"));
     let model = netc::front_end(&source).0.expect("checks").1;
-    let graph = netc::train_graph(&model, &source);
-    let wanted: Vec<_> = graph.results().collect();
-    let mut compiled = Compiled::new(&graph, 4, &wanted, false).expect("compiles");
+    let step = Step::train(&model, &source);
+    let mut compiled = Compiled::new(&step, 4, false).expect("compiles");
     let session = netc::runtime::Session::new(&model, &source, 0).expect("fits in memory");
-    let run =
-        |compiled: &mut Compiled, batch: usize, x: Tensor<f32>, wanted: &[netc::ir::NodeId]| {
-            let inputs = [x, Tensor::full(&[batch, 1], 0.0)];
-            let bind = Bindings {
-                batch,
-                inputs: &inputs,
-                params: &session.params,
-                states: &session.states,
-                hypers: &[0.1, 1.0],
-                seed: 0,
-            };
-            compiled.run(&bind, wanted)
+    let run = |compiled: &mut Compiled, batch: usize, x: Tensor<f32>| {
+        let inputs = [x, Tensor::full(&[batch, 1], 0.0)];
+        let bind = Bindings {
+            batch,
+            inputs: &inputs,
+            params: &session.params,
+            states: &session.states,
+            hypers: &[0.1, 1.0],
+            seed: 0,
         };
-    assert!(run(&mut compiled, 4, Tensor::full(&[4, 2], 0.5), &wanted).is_ok());
-    let too_big = run(&mut compiled, 5, Tensor::full(&[5, 2], 0.5), &wanted)
+        compiled.run(&bind)
+    };
+    assert!(run(&mut compiled, 4, Tensor::full(&[4, 2], 0.5)).is_ok());
+    let too_big = run(&mut compiled, 5, Tensor::full(&[5, 2], 0.5))
         .expect_err("batch above the compiled size");
     assert!(too_big.0.contains("1 to 4"), "{}", too_big.0);
-    let wrong = run(&mut compiled, 4, Tensor::full(&[4, 3], 0.5), &wanted)
-        .expect_err("three features for two");
+    let wrong =
+        run(&mut compiled, 4, Tensor::full(&[4, 3], 0.5)).expect_err("three features for two");
     assert!(wrong.0.contains("`x`"), "{}", wrong.0);
-    let other =
-        run(&mut compiled, 4, Tensor::full(&[4, 2], 0.5), &wanted[..1]).expect_err("other results");
-    assert!(other.0.contains("compiled to keep"), "{}", other.0);
 }
 
 /// Elementwise kernels (exp, sigmoid and tanh inline, four lanes and the scalar tail) and softmax
@@ -211,7 +256,8 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
         let model = netc::front_end(&source).0.expect("checks").1;
         let graph = netc::eval_graph(&model, &source);
         let wanted: Vec<_> = graph.results().collect();
-        let mut compiled = Compiled::new(&graph, rows, &wanted, false).expect("compiles");
+        let step = Step::keeping(graph.clone(), wanted.clone());
+        let mut compiled = Compiled::new(&step, rows, false).expect("compiles");
         // Cross-entropy's loss is a mean over all rows: its inputs stay finite, since one NaN
         // would make the loss NaN whatever the kernels computed.
         let (x, labels) = if target.starts_with("label") {
@@ -231,7 +277,7 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
             seed: 0,
         };
         let expected = interp::run(&graph, &bind, &wanted, false).expect("runs");
-        let got = compiled.run(&bind, &wanted).expect("bindings fit");
+        let got = compiled.run(&bind).expect("bindings fit");
         for (e, g) in expected.iter().zip(&got) {
             for (i, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
                 assert!(
@@ -239,6 +285,80 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
                     "{body}: element {i}: interpreter {x}, compiled {y}"
                 );
             }
+        }
+    }
+}
+
+/// Convolution and pooling forward, on both engines, against values computed by hand: an
+/// asymmetric kernel (a flipped one gives other numbers), stride 2 and padding 1, and pooling
+/// over negative inputs (padding taken for zeros would win the maximum).
+#[test]
+fn forward_convolution_and_pooling_match_hand_computed_values() {
+    // x[r][c] = 4r + c + 1 (+ `shift`), one 4×4 image.
+    let image = |shift: f32| {
+        Tensor::new(
+            vec![1, 1, 4, 4],
+            (1..=16).map(|v| v as f32 + shift).collect(),
+        )
+    };
+    // (layer, target shape, added to every pixel, parameters, expected output)
+    type Case<'a> = (&'a str, &'a str, f32, Vec<Tensor<f32>>, &'a [f32]);
+    let cases: [Case; 3] = [
+        (
+            "conv2d(1, 3, stride: 2, padding: 1, bias: false)",
+            "[1, 2, 2]",
+            0.0,
+            // The kernel [[1, 2, 0], [0, -1, 0], [0, 0, 3]], for cross-correlation:
+            // out[i][j] = Σ w[a][b] · x[2i − 1 + a][2j − 1 + b], zero outside the image.
+            vec![Tensor::new(
+                vec![1, 1, 3, 3],
+                vec![1.0, 2.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 3.0],
+            )],
+            &[17.0, 21.0, 43.0, 57.0],
+        ),
+        (
+            "maxpool(2, padding: 1)",
+            "[1, 3, 3]",
+            -20.0,
+            vec![],
+            &[-19.0, -17.0, -16.0, -11.0, -9.0, -8.0, -7.0, -5.0, -4.0],
+        ),
+        (
+            // Padding counts as zeros: every window divides by 4.
+            "avgpool(2, padding: 1)",
+            "[1, 3, 3]",
+            0.0,
+            vec![],
+            &[0.25, 1.25, 1.0, 3.5, 8.5, 5.0, 3.25, 7.25, 4.0],
+        ),
+    ];
+    for (layer, target, shift, params, expected) in cases {
+        let source = netc::source::SourceFile::new(
+            "hand.net",
+            format!(
+                "net hand {{\n input x: [1, 4, 4]\n target y: {target}\n layers {{ {layer} }}\n loss mse\n optimizer sgd(lr: 0.1)\n}}\n"
+            ),
+        );
+        let model = netc::front_end(&source).0.expect("checks").1;
+        let step = Step::eval(&model, &source);
+        let output = step.output().expect("an output");
+        let dims = netc::tensor::dims(&step.graph.inputs[1].shape, 1);
+        let inputs = [image(shift), Tensor::full(&dims, 0.0)];
+        let bind = Bindings {
+            batch: 1,
+            inputs: &inputs,
+            params: &params,
+            states: &[],
+            hypers: &[],
+            seed: 0,
+        };
+        let interpreted = interp::run(&step.graph, &bind, &step.results, false).expect("runs");
+        let compiled = Compiled::new(&step, 1, false)
+            .expect("compiles")
+            .run(&bind)
+            .expect("bindings fit");
+        for (engine, results) in [("interpreter", interpreted), ("compiled", compiled)] {
+            assert_eq!(results[output].data, expected, "{layer} on the {engine}");
         }
     }
 }

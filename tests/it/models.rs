@@ -1,6 +1,8 @@
 //! Every model in `models/` checks cleanly, and its printed stages are snapshotted.
 
 use crate::load;
+use netc::codegen::Compiled;
+use netc::step::Step;
 use netc::{check, ir};
 
 #[test]
@@ -30,6 +32,16 @@ fn models_check_and_lower() {
         insta::assert_snapshot!("opt_eval", netc::eval_graph(&model, &source).to_string());
         if eval.to_string() != train.to_string() {
             insta::assert_snapshot!("ir_eval", eval.to_string());
+        }
+        // The compiled steps' kernels, as `netc run` plans them for the model's batch: every
+        // change to fusion is a reviewable diff.
+        let batch = model.train.batch as usize;
+        for (name, step) in [
+            ("kernels", Step::train(&model, &source)),
+            ("kernels_eval", Step::eval(&model, &source)),
+        ] {
+            let kernels = Compiled::kernels_of(&step, batch).expect("every model compiles");
+            insta::assert_snapshot!(name, kernels);
         }
     });
 }

@@ -3,7 +3,8 @@
 
 use crate::load;
 use netc::check::model::LabelKind;
-use netc::interp::{self, Bindings, Tensor};
+use netc::interp;
+use netc::tensor::{Bindings, Tensor};
 use netc::{autodiff, gradcheck, ir, opt};
 use std::path::Path;
 
@@ -52,7 +53,7 @@ fn simplification_keeps_every_value() {
         let states: Vec<Tensor<f64>> = raw
             .states
             .iter()
-            .map(|d| Tensor::full(&interp::dims(&d.shape, 5), 0.5))
+            .map(|d| Tensor::full(&netc::tensor::dims(&d.shape, 5), 0.5))
             .collect();
         let bind = Bindings {
             batch: 5,

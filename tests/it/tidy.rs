@@ -97,6 +97,16 @@ fn stages_only_import_earlier_stages() {
             );
         }
     }
+    // Compiled code is checked against the interpreter, so it must not be built from it: the
+    // tensors, bindings and netc's own `exp` and `tanh` live in `tensor.rs` and `math.rs`.
+    for file in walk(&root().join("src/codegen")) {
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        assert!(
+            !text.contains("crate::interp"),
+            "{} uses the interpreter it is tested against",
+            file.display()
+        );
+    }
     // Only the syntax stage knows pest; only diagnostics.rs knows codespan-reporting.
     for file in walk(&root().join("src")) {
         let text = std::fs::read_to_string(&file).expect("readable source");

@@ -1,4 +1,4 @@
-//! netc's own f32 exponential and hyperbolic tangent. The interpreter computes `exp` (and so
+//! netc's own f32 exponential and hyperbolic tangent, shared by both engines. The interpreter computes `exp` (and so
 //! sigmoid and softmax) and `tanh` in f32 with these functions, and compiled code emits the
 //! same operations in the same order, four lanes at a time, so the two agree bit for bit
 //! without a call per element. `exp` is Cephes' `expf`: range reduction by ln 2 in two parts,

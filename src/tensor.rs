@@ -1,5 +1,8 @@
-//! Dense row-major tensors for the reference interpreter, generic over the float type.
+//! Dense row-major tensors, generic over the float type, and what a step reads: shared by the
+//! reference interpreter, compiled code and the runtime, so that neither engine depends on the
+//! other.
 
+use crate::shape::{Dim, Shape};
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
@@ -139,4 +142,27 @@ pub fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
             index[axis] = 0;
         }
     }
+}
+
+/// What a graph reads: the batch size, the tensors it declares, the step's scalars, and the
+/// seed of the step's random numbers.
+pub struct Bindings<'a, T> {
+    pub batch: usize,
+    pub inputs: &'a [Tensor<T>],
+    pub params: &'a [Tensor<T>],
+    pub states: &'a [Tensor<T>],
+    pub hypers: &'a [f64],
+    pub seed: u64,
+}
+
+/// The concrete dimensions of a shape for a batch size.
+pub fn dims(shape: &Shape, batch: usize) -> Vec<usize> {
+    shape
+        .0
+        .iter()
+        .map(|d| match d {
+            Dim::Batch => batch,
+            Dim::Fixed(n) => *n as usize,
+        })
+        .collect()
 }
