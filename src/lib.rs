@@ -2,7 +2,7 @@
 //! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph)
 //! → `autodiff` (+ gradients and the optimizer step) → `opt` (simplified) → `interp` or
 //! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source`, `shape`,
-//! `tensor`, `math` and `memory` are shared by every stage; only `cli`, `data` and `runtime` do IO.
+//! `ops`, `tensor`, `math` and `memory` are shared by every stage; only `cli`, `data` and `runtime` do IO.
 #![deny(unsafe_code)]
 
 /// `println!` that never panics: output to a closed pipe (`netc run ... | head -1`) is dropped
@@ -25,6 +25,7 @@ macro_rules! say_raw {
 pub mod diagnostics;
 pub mod math;
 pub mod memory;
+pub mod ops;
 pub mod shape;
 pub mod source;
 pub mod tensor;

@@ -118,6 +118,8 @@ const fn sig(name: &'static str, params: &'static [Spec]) -> Signature {
     Signature { name, params }
 }
 
+use crate::ops::{PoolOp, ReduceOp, UnaryOp};
+use std::sync::OnceLock;
 use Range::*;
 use Ty::*;
 
@@ -125,21 +127,31 @@ const X: Spec = req("x", Tensor, Any);
 const AXIS: Spec = opt("axis", Int, Any);
 const PRED_TARGET: &[Spec] = &[req("pred", Tensor, Any), req("target", Tensor, Any)];
 
-/// Functions usable in expressions; the losses are functions too.
-pub const FUNCTIONS: &[Signature] = &[
-    sig("relu", &[X]),
-    sig("sigmoid", &[X]),
-    sig("tanh", &[X]),
-    sig("exp", &[X]),
-    sig("log", &[X]),
-    sig("abs", &[X]),
-    sig("sqrt", &[X]),
-    sig("square", &[X]),
-    sig("softmax", &[X, AXIS]),
-    sig("log_softmax", &[X, AXIS]),
-    sig("sum", &[X, AXIS]),
-    sig("mean", &[X, AXIS]),
-    sig("max", &[X, AXIS]),
+/// Functions usable in expressions: the elementwise functions, softmax, the reductions and
+/// the shape functions, then the losses (which are functions too). The elementwise functions
+/// and reductions come from `ops`, the one list of operations.
+pub fn functions() -> &'static [Signature] {
+    static TABLE: OnceLock<Vec<Signature>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let unary = UnaryOp::ALL
+            .iter()
+            .filter(|op| op.info().surface.is_function())
+            .map(|op| sig(op.name(), &[X]));
+        let reduce = ReduceOp::ALL
+            .iter()
+            .filter(|op| op.info().surface.is_function())
+            .map(|op| sig(op.name(), &[X, AXIS]));
+        unary
+            .chain(SOFTMAX.iter().copied())
+            .chain(reduce)
+            .chain(SHAPE_AND_LOSS_FUNCTIONS.iter().copied())
+            .collect()
+    })
+}
+
+const SOFTMAX: &[Signature] = &[sig("softmax", &[X, AXIS]), sig("log_softmax", &[X, AXIS])];
+
+const SHAPE_AND_LOSS_FUNCTIONS: &[Signature] = &[
     sig("reshape", &[X, req("shape", IntList, Any)]),
     sig("flatten", &[X]),
     sig("transpose", &[X, opt("perm", IntList, Any)]),
@@ -151,7 +163,7 @@ pub const FUNCTIONS: &[Signature] = &[
     sig("perceptron", PRED_TARGET),
 ];
 
-/// The names of the built-in losses (a subset of `FUNCTIONS`).
+/// The names of the built-in losses (a subset of `functions()`).
 pub const LOSSES: &[&str] = &[
     "mse",
     "l1",
@@ -167,8 +179,28 @@ const POOL: &[Spec] = &[
     opt("padding", IntPair, NonNegative),
 ];
 
-/// Layers usable in a `layers` block.
-pub const LAYERS: &[Signature] = &[
+/// Layers usable in a `layers` block; the activations and pooling layers come from `ops`.
+pub fn layers() -> &'static [Signature] {
+    static TABLE: OnceLock<Vec<Signature>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let activations = UnaryOp::ALL
+            .iter()
+            .filter(|op| op.info().surface.is_layer())
+            .map(|op| sig(op.name(), &[]));
+        let pools = PoolOp::ALL
+            .iter()
+            .filter(|op| op.info().surface.is_layer())
+            .map(|op| sig(op.name(), POOL));
+        let mut table = LAYERS_BEFORE.to_vec();
+        table.extend(activations);
+        table.extend(LAYERS_BETWEEN);
+        table.extend(pools);
+        table.extend(LAYERS_AFTER);
+        table
+    })
+}
+
+const LAYERS_BEFORE: [Signature; 2] = [
     sig("flatten", &[]),
     sig(
         "dense",
@@ -178,9 +210,9 @@ pub const LAYERS: &[Signature] = &[
             opt("init", Init, Any),
         ],
     ),
-    sig("relu", &[]),
-    sig("sigmoid", &[]),
-    sig("tanh", &[]),
+];
+
+const LAYERS_BETWEEN: [Signature; 4] = [
     sig("softmax", &[]),
     sig("log_softmax", &[]),
     sig("dropout", &[req("p", Number, Fraction)]),
@@ -195,16 +227,15 @@ pub const LAYERS: &[Signature] = &[
             opt("init", Init, Any),
         ],
     ),
-    sig("maxpool", POOL),
-    sig("avgpool", POOL),
-    sig(
-        "batchnorm",
-        &[
-            opt("eps", Number, Positive),
-            opt("momentum", Number, Probability),
-        ],
-    ),
 ];
+
+const LAYERS_AFTER: [Signature; 1] = [sig(
+    "batchnorm",
+    &[
+        opt("eps", Number, Positive),
+        opt("momentum", Number, Probability),
+    ],
+)];
 
 /// Optimizers.
 pub const OPTIMIZERS: &[Signature] = &[

@@ -52,7 +52,7 @@ impl Checker {
             ExprKind::Neg(inner) => {
                 let inner = self.expr(inner)?;
                 let shape = inner.shape.clone();
-                (TExprKind::Unary(Unary::Neg, Box::new(inner)), shape)
+                (TExprKind::Unary(UnaryOp::Neg, Box::new(inner)), shape)
             }
             ExprKind::Binary(op, left, right) => {
                 let (left, right) = (self.expr(left), self.expr(right));
@@ -103,7 +103,7 @@ impl Checker {
         } else if let Some(guess) = did_you_mean(name, self.scope.keys().map(String::as_str)) {
             let guess = guess.to_string();
             diagnostic = diagnostic.with_help(format!("did you mean `{guess}`?"));
-        } else if args::lookup(args::FUNCTIONS, name).is_some() {
+        } else if args::lookup(args::functions(), name).is_some() {
             diagnostic =
                 diagnostic.with_help(format!("`{name}` is a function: call it as `{name}(...)`"));
         }
@@ -147,10 +147,10 @@ impl Checker {
         }
         let kind = match op {
             BinOp::MatMul => TExprKind::MatMul(Box::new(left), Box::new(right)),
-            BinOp::Add => TExprKind::Binary(Binary::Add, Box::new(left), Box::new(right)),
-            BinOp::Sub => TExprKind::Binary(Binary::Sub, Box::new(left), Box::new(right)),
-            BinOp::Mul => TExprKind::Binary(Binary::Mul, Box::new(left), Box::new(right)),
-            BinOp::Div => TExprKind::Binary(Binary::Div, Box::new(left), Box::new(right)),
+            BinOp::Add => TExprKind::Binary(BinaryOp::Add, Box::new(left), Box::new(right)),
+            BinOp::Sub => TExprKind::Binary(BinaryOp::Sub, Box::new(left), Box::new(right)),
+            BinOp::Mul => TExprKind::Binary(BinaryOp::Mul, Box::new(left), Box::new(right)),
+            BinOp::Div => TExprKind::Binary(BinaryOp::Div, Box::new(left), Box::new(right)),
         };
         Some(TExpr { kind, shape, span })
     }
@@ -246,21 +246,26 @@ impl Checker {
 
     fn call(&mut self, call: &Call) -> Option<TExpr> {
         let name = call.callee.name.as_str();
-        let Some(signature) = args::lookup(args::FUNCTIONS, name) else {
+        let Some(signature) = args::lookup(args::functions(), name) else {
             let mut diagnostic = Diagnostic::new(
                 Code::E0203,
                 format!("unknown function `{name}`"),
                 call.callee.span,
                 "not a function",
             );
-            if args::lookup(args::LAYERS, name).is_some()
-                && did_you_mean(name, args::names(args::FUNCTIONS)).is_none()
+            if args::lookup(args::layers(), name).is_some()
+                && did_you_mean(name, args::names(args::functions())).is_none()
             {
                 diagnostic = diagnostic.with_help(format!(
                     "`{name}` is a layer: use it inside `layers {{ ... }}`"
                 ));
             } else {
-                diagnostic = suggest(diagnostic, name, "functions", args::names(args::FUNCTIONS));
+                diagnostic = suggest(
+                    diagnostic,
+                    name,
+                    "functions",
+                    args::names(args::functions()),
+                );
             }
             self.report(diagnostic);
             return None;
@@ -274,16 +279,12 @@ impl Checker {
         }
         let x = self.expr(bound.expr("x")?)?;
         let rank = x.shape.rank();
-        let unary = |op| Some((TExprKind::Unary(op, Box::new(x.clone())), x.shape.clone()));
         let (kind, shape) = match name {
-            "relu" => unary(Unary::Relu),
-            "sigmoid" => unary(Unary::Sigmoid),
-            "tanh" => unary(Unary::Tanh),
-            "exp" => unary(Unary::Exp),
-            "log" => unary(Unary::Log),
-            "abs" => unary(Unary::Abs),
-            "sqrt" => unary(Unary::Sqrt),
-            "square" => unary(Unary::Square),
+            _ if UnaryOp::function(name).is_some() => {
+                let op = UnaryOp::function(name)?;
+                let shape = x.shape.clone();
+                Some((TExprKind::Unary(op, Box::new(x)), shape))
+            }
             "softmax" | "log_softmax" => {
                 let axis = self.axis(&bound, rank, -1)?;
                 let shape = x.shape.clone();
@@ -296,12 +297,8 @@ impl Checker {
                     shape,
                 ))
             }
-            "sum" | "mean" | "max" => {
-                let op = match name {
-                    "sum" => Reduce::Sum,
-                    "mean" => Reduce::Mean,
-                    _ => Reduce::Max,
-                };
+            _ if ReduceOp::function(name).is_some() => {
+                let op = ReduceOp::function(name)?;
                 let axis = match bound.expr("axis") {
                     Some(_) => Some(self.axis(&bound, rank, 0)?),
                     None => None,

@@ -23,7 +23,7 @@ impl Checker {
         let mut layers = Vec::new();
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for call in &block.layers {
-            let Some(signature) = args::lookup(args::LAYERS, &call.callee.name) else {
+            let Some(signature) = args::lookup(args::layers(), &call.callee.name) else {
                 self.unknown_layer(call);
                 return None;
             };
@@ -86,14 +86,14 @@ impl Checker {
             call.callee.span,
             "not a layer",
         );
-        if args::lookup(args::FUNCTIONS, name).is_some()
-            && did_you_mean(name, args::names(args::LAYERS)).is_none()
+        if args::lookup(args::functions(), name).is_some()
+            && did_you_mean(name, args::names(args::layers())).is_none()
         {
             diagnostic = diagnostic.with_help(format!(
                 "`{name}` is a function: use it in an equation, `h = {name}(...)`"
             ));
         } else {
-            diagnostic = suggest(diagnostic, name, "layers", args::names(args::LAYERS));
+            diagnostic = suggest(diagnostic, name, "layers", args::names(args::layers()));
         }
         self.report(diagnostic);
     }
@@ -123,9 +123,9 @@ impl Checker {
         };
         let (kind, shape) = match signature.name {
             "flatten" => (LayerKind::Flatten, flattened(input)),
-            "relu" => (LayerKind::Activation(Unary::Relu), input.clone()),
-            "sigmoid" => (LayerKind::Activation(Unary::Sigmoid), input.clone()),
-            "tanh" => (LayerKind::Activation(Unary::Tanh), input.clone()),
+            name if UnaryOp::layer(name).is_some() => {
+                (LayerKind::Activation(UnaryOp::layer(name)?), input.clone())
+            }
             "softmax" | "log_softmax" => {
                 if input.rank() == 0 {
                     return rank_error(self, "a tensor with an axis to normalize", "");
@@ -223,7 +223,7 @@ impl Checker {
                     shape,
                 )
             }
-            "maxpool" | "avgpool" => {
+            name if PoolOp::layer(name).is_some() => {
                 let kernel = self.pair_arg(&bound, "kernel");
                 let stride = kernel.and_then(|kernel| self.pair_or(&bound, "stride", kernel));
                 let padding = self.pair_or(&bound, "padding", [0, 0]);
@@ -239,11 +239,7 @@ impl Checker {
                     );
                     return None;
                 }
-                let op = if signature.name == "maxpool" {
-                    Pool::Max
-                } else {
-                    Pool::Avg
-                };
+                let op = PoolOp::layer(signature.name)?;
                 let window = Window {
                     kernel,
                     stride,

@@ -11,7 +11,7 @@ mod sections;
 mod suggest;
 pub mod summary;
 
-pub use args::{FUNCTIONS, INITS, LAYERS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
+pub use args::{functions, layers, INITS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
 pub use model::Model;
 
 use crate::diagnostics::{has_errors, Code, Diagnostic};

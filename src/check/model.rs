@@ -113,12 +113,12 @@ pub enum TExprKind {
     Param(usize),
     Value(usize),
     Const(f64),
-    Unary(Unary, Box<TExpr>),
-    Binary(Binary, Box<TExpr>, Box<TExpr>),
+    Unary(UnaryOp, Box<TExpr>),
+    Binary(BinaryOp, Box<TExpr>, Box<TExpr>),
     MatMul(Box<TExpr>, Box<TExpr>),
     /// A reduction over one axis, or over all when `axis` is `None`.
     Reduce {
-        op: Reduce,
+        op: ReduceOp,
         axis: Option<usize>,
         arg: Box<TExpr>,
     },
@@ -140,36 +140,7 @@ pub enum TExprKind {
     },
 }
 
-/// Elementwise functions of one tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Unary {
-    Neg,
-    Relu,
-    Sigmoid,
-    Tanh,
-    Exp,
-    Log,
-    Abs,
-    Sqrt,
-    Square,
-}
-
-/// Elementwise, broadcasting operations of two tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Binary {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-/// Reductions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reduce {
-    Sum,
-    Mean,
-    Max,
-}
+pub use crate::ops::{BinaryOp, PoolOp, ReduceOp, UnaryOp};
 
 /// The built-in losses; each is the mean over the batch of a per-example loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +177,7 @@ pub enum LayerKind {
         window: Window,
     },
     Pool {
-        op: Pool,
+        op: PoolOp,
         window: Window,
     },
     BatchNorm {
@@ -220,18 +191,11 @@ pub enum LayerKind {
     Dropout {
         p: f64,
     },
-    Activation(Unary),
+    Activation(UnaryOp),
     Softmax {
         log: bool,
     },
     Flatten,
-}
-
-/// Pooling kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Pool {
-    Max,
-    Avg,
 }
 
 /// An L1 or L2 penalty on some parameters, added to the loss.

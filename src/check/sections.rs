@@ -5,7 +5,7 @@
 use super::args::{self, Context};
 use super::model::*;
 use super::suggest::suggest;
-use super::{Checker, Entry, FUNCTIONS, INITS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
+use super::{functions, Checker, Entry, INITS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::shape::Shape;
 use crate::source::Span;
@@ -74,7 +74,7 @@ impl Checker {
                 self.loss(name, pred, target, value.span)?
             }
             ExprKind::Call(call)
-                if args::lookup(FUNCTIONS, &call.callee.name).is_none()
+                if args::lookup(functions(), &call.callee.name).is_none()
                     && !self.scope.contains_key(&call.callee.name) =>
             {
                 self.unknown_loss(&call.callee.name, call.callee.span);

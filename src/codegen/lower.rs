@@ -611,7 +611,7 @@ impl Lowerer<'_> {
                         };
                         w.select(b, (v, FloatCC::GreaterThan, current), v, current)
                     }
-                    _ => b.ins().fadd(current, v),
+                    ReduceOp::Sum | ReduceOp::Mean => b.ins().fadd(current, v),
                 };
                 let row_major = super::plan::row_major(input_dims);
                 let reader = self.reader(b, input);
@@ -1761,8 +1761,25 @@ impl Lowerer<'_> {
                 let dropped = b.ins().fcmp(FloatCC::LessThan, u, p_v);
                 b.ins().select(dropped, zero, keep)
             }
-            // A copy of a view.
-            _ => args[0],
+            // Copies of views are `Expr::Read`, never an applied operation.
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::State(_)
+            | Op::Const(_)
+            | Op::Hyper(_)
+            | Op::BatchSize
+            | Op::Broadcast(_)
+            | Op::Reduce(..)
+            | Op::MatMul
+            | Op::Reshape(_)
+            | Op::Transpose(_)
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Conv2d(_)
+            | Op::Pool(..)
+            | Op::Conv2dGradInput(..)
+            | Op::Conv2dGradWeight(_)
+            | Op::PoolGrad(..) => unreachable!("only elementwise operations are fused into maps"),
         }
     }
 
@@ -1795,11 +1812,39 @@ impl Lowerer<'_> {
 /// Elementwise operations that run on four lanes (no calls, no per-element random numbers).
 fn vectorizable(op: &Op) -> bool {
     match op {
-        Op::Unary(u) => *u != UnaryOp::Log,
+        Op::Unary(u) => match u {
+            UnaryOp::Log => false,
+            UnaryOp::Neg
+            | UnaryOp::Relu
+            | UnaryOp::Sigmoid
+            | UnaryOp::Tanh
+            | UnaryOp::Exp
+            | UnaryOp::Abs
+            | UnaryOp::Sqrt
+            | UnaryOp::Square
+            | UnaryOp::Step
+            | UnaryOp::Sign => true,
+        },
         Op::Binary(_) => true,
         Op::DropoutMask { .. } | Op::OneHot { .. } => false,
-        // A copy.
-        _ => true,
+        Op::Input(_)
+        | Op::Param(_)
+        | Op::State(_)
+        | Op::Const(_)
+        | Op::Hyper(_)
+        | Op::BatchSize
+        | Op::Broadcast(_)
+        | Op::Reduce(..)
+        | Op::MatMul
+        | Op::Reshape(_)
+        | Op::Transpose(_)
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Conv2d(_)
+        | Op::Pool(..)
+        | Op::Conv2dGradInput(..)
+        | Op::Conv2dGradWeight(_)
+        | Op::PoolGrad(..) => unreachable!("only elementwise operations are fused into maps"),
     }
 }
 

@@ -35,7 +35,7 @@ pub fn reduce<T: Real>(x: &Tensor<T>, axes: &[usize], op: crate::ir::ReduceOp) -
     let out_strides = strides(&out_dims);
     let init = match op {
         ReduceOp::Max => T::of(f64::NEG_INFINITY),
-        _ => T::default(),
+        ReduceOp::Sum | ReduceOp::Mean => T::default(),
     };
     let mut out = Tensor::full(&out_dims, init);
     let mut flat = 0;
@@ -55,7 +55,7 @@ pub fn reduce<T: Real>(x: &Tensor<T>, axes: &[usize], op: crate::ir::ReduceOp) -
                     out.data[at] = v;
                 }
             }
-            _ => out.data[at] += v,
+            ReduceOp::Sum | ReduceOp::Mean => out.data[at] += v,
         }
         flat += 1;
     });

@@ -174,18 +174,12 @@ impl Builder<'_> {
             TExprKind::Unary(op, a) => {
                 let a = self.expr(a);
                 self.at(expr.span);
-                self.unary(unary_op(*op), a)
+                self.unary(*op, a)
             }
             TExprKind::Binary(op, a, b) => {
                 let (a, b) = (self.expr(a), self.expr(b));
                 self.at(expr.span);
-                let op = match op {
-                    m::Binary::Add => BinaryOp::Add,
-                    m::Binary::Sub => BinaryOp::Sub,
-                    m::Binary::Mul => BinaryOp::Mul,
-                    m::Binary::Div => BinaryOp::Div,
-                };
-                self.binary(op, a, b)
+                self.binary(*op, a, b)
             }
             TExprKind::MatMul(a, b) => {
                 let (a, b) = (self.expr(a), self.expr(b));
@@ -196,15 +190,10 @@ impl Builder<'_> {
                 let a = self.expr(arg);
                 self.at(expr.span);
                 let axes = axis.map_or_else(|| (0..arg.shape.rank()).collect(), |axis| vec![axis]);
-                let op = match op {
-                    m::Reduce::Sum => ReduceOp::Sum,
-                    m::Reduce::Mean => ReduceOp::Mean,
-                    m::Reduce::Max => ReduceOp::Max,
-                };
                 if axes.is_empty() {
                     a
                 } else {
-                    self.add(Op::Reduce(op, axes), &[a])
+                    self.add(Op::Reduce(*op, axes), &[a])
                 }
             }
             TExprKind::Softmax { log, axis, arg } => {
@@ -337,7 +326,7 @@ impl Builder<'_> {
     fn layer(&mut self, layer: &m::Layer, x: NodeId) -> NodeId {
         match &layer.kind {
             LayerKind::Flatten => self.reshape(x, layer.shape.clone()),
-            LayerKind::Activation(op) => self.unary(unary_op(*op), x),
+            LayerKind::Activation(op) => self.unary(*op, x),
             LayerKind::Softmax { log } => {
                 let axis = layer.shape.rank() - 1;
                 self.add(
@@ -383,13 +372,7 @@ impl Builder<'_> {
                     None => y,
                 }
             }
-            LayerKind::Pool { op, window } => {
-                let op = match op {
-                    m::Pool::Max => PoolOp::Max,
-                    m::Pool::Avg => PoolOp::Avg,
-                };
-                self.add(Op::Pool(op, *window), &[x])
-            }
+            LayerKind::Pool { op, window } => self.add(Op::Pool(*op, *window), &[x]),
             LayerKind::BatchNorm {
                 gamma,
                 beta,
@@ -450,19 +433,5 @@ impl Builder<'_> {
         } else {
             v
         }
-    }
-}
-
-fn unary_op(op: m::Unary) -> UnaryOp {
-    match op {
-        m::Unary::Neg => UnaryOp::Neg,
-        m::Unary::Relu => UnaryOp::Relu,
-        m::Unary::Sigmoid => UnaryOp::Sigmoid,
-        m::Unary::Tanh => UnaryOp::Tanh,
-        m::Unary::Exp => UnaryOp::Exp,
-        m::Unary::Log => UnaryOp::Log,
-        m::Unary::Abs => UnaryOp::Abs,
-        m::Unary::Sqrt => UnaryOp::Sqrt,
-        m::Unary::Square => UnaryOp::Square,
     }
 }

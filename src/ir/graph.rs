@@ -58,49 +58,7 @@ impl Hash for Scalar {
     }
 }
 
-/// Elementwise functions of one tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Neg,
-    Relu,
-    Sigmoid,
-    Tanh,
-    Exp,
-    Log,
-    Abs,
-    Sqrt,
-    Square,
-    /// 1 where the argument is positive, else 0 (the derivative of relu).
-    Step,
-    /// −1, 0 or 1 (the derivative of abs).
-    Sign,
-}
-
-/// Elementwise functions of two tensors of the same shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    /// 1 where the operands are equal, else 0 (routes a max's gradient to its arg-max).
-    Equal,
-}
-
-/// Reductions over a set of axes (the axes are removed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReduceOp {
-    Sum,
-    Mean,
-    Max,
-}
-
-/// Pooling kinds (average pooling counts padding, as PyTorch does by default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PoolOp {
-    Max,
-    Avg,
-}
+pub use crate::ops::{BinaryOp, PoolOp, ReduceOp, UnaryOp};
 
 /// The primitive operations. Layer sugar, losses and softmax-style functions all lower to these.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -312,7 +270,16 @@ impl Graph {
             | Op::Conv2dGradInput(..)
             | Op::Conv2dGradWeight(_)
             | Op::PoolGrad(..) => 2,
-            _ => 1,
+            Op::Unary(_)
+            | Op::Broadcast(_)
+            | Op::Reduce(..)
+            | Op::Reshape(_)
+            | Op::Transpose(_)
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::OneHot { .. }
+            | Op::Pool(..)
+            | Op::DropoutMask { .. } => 1,
         };
         if args.len() != arity {
             return Err(format!("takes {arity} arguments, got {}", args.len()));

@@ -11,35 +11,10 @@ impl fmt::Display for Op {
             Op::Param(i) => write!(f, "param #{i}"),
             Op::State(i) => write!(f, "state #{i}"),
             Op::Const(c) => write!(f, "const {:?}", c.0),
-            Op::Unary(op) => f.write_str(match op {
-                UnaryOp::Neg => "neg",
-                UnaryOp::Relu => "relu",
-                UnaryOp::Sigmoid => "sigmoid",
-                UnaryOp::Tanh => "tanh",
-                UnaryOp::Exp => "exp",
-                UnaryOp::Log => "log",
-                UnaryOp::Abs => "abs",
-                UnaryOp::Sqrt => "sqrt",
-                UnaryOp::Square => "square",
-                UnaryOp::Step => "step",
-                UnaryOp::Sign => "sign",
-            }),
-            Op::Binary(op) => f.write_str(match op {
-                BinaryOp::Add => "add",
-                BinaryOp::Sub => "sub",
-                BinaryOp::Mul => "mul",
-                BinaryOp::Div => "div",
-                BinaryOp::Equal => "equal",
-            }),
+            Op::Unary(op) => f.write_str(op.name()),
+            Op::Binary(op) => f.write_str(op.name()),
             Op::Broadcast(shape) => write!(f, "broadcast{shape}"),
-            Op::Reduce(op, axes) => {
-                let name = match op {
-                    ReduceOp::Sum => "sum",
-                    ReduceOp::Mean => "mean",
-                    ReduceOp::Max => "max",
-                };
-                write!(f, "{name}{axes:?}")
-            }
+            Op::Reduce(op, axes) => write!(f, "{}{axes:?}", op.name()),
             Op::MatMul => f.write_str("matmul"),
             Op::Reshape(shape) => write!(f, "reshape{shape}"),
             Op::Transpose(perm) => write!(f, "transpose{perm:?}"),
@@ -51,17 +26,10 @@ impl fmt::Display for Op {
             Op::Conv2d(window) => write!(f, "conv2d({window})"),
             Op::Conv2dGradInput(window, _) => write!(f, "conv2d_grad_input({window})"),
             Op::Conv2dGradWeight(window) => write!(f, "conv2d_grad_weight({window})"),
-            Op::Pool(op, window) => write!(f, "{}({window})", pool_name(*op)),
-            Op::PoolGrad(op, window) => write!(f, "{}_grad({window})", pool_name(*op)),
+            Op::Pool(op, window) => write!(f, "{}({window})", op.name()),
+            Op::PoolGrad(op, window) => write!(f, "{}_grad({window})", op.name()),
             Op::DropoutMask { p } => write!(f, "dropout_mask(p {:?})", p.0),
         }
-    }
-}
-
-fn pool_name(op: PoolOp) -> &'static str {
-    match op {
-        PoolOp::Max => "maxpool",
-        PoolOp::Avg => "avgpool",
     }
 }
 

@@ -142,3 +142,42 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// The operations' names come from `ops` and the checker's tables derived from it: every
+/// function and layer is documented in the language reference and listed in the explanation
+/// of its unknown-name error.
+#[test]
+fn every_operation_is_documented() {
+    let language = std::fs::read_to_string(root().join("docs/language.md")).expect("reference");
+    for info in netc::ops::named() {
+        assert!(
+            language.contains(&format!("`{}", info.name)),
+            "docs/language.md does not document `{}` ({})",
+            info.name,
+            info.doc
+        );
+    }
+    for (code, names) in [
+        ("E0203", netc::check::functions()),
+        ("E0204", netc::check::layers()),
+    ] {
+        let doc = std::fs::read_to_string(root().join(format!("docs/errors/{code}.md")))
+            .expect("explanation");
+        // The list is the paragraph that starts "Use one of the".
+        let list = doc
+            .split("\n\n")
+            .find(|p| p.starts_with("Use one of the"))
+            .expect("a list of names");
+        let listed: Vec<&str> = list
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| names.iter().any(|s| s.name == *w))
+            .collect();
+        for signature in names {
+            assert!(
+                listed.contains(&signature.name),
+                "docs/errors/{code}.md does not list `{}`",
+                signature.name
+            );
+        }
+    }
+}
