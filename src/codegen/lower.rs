@@ -11,7 +11,7 @@ use super::loops::{
     range, unrolled, zero_range, zeros,
 };
 use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Share, Sums, Sym, View, WORKERS};
-use crate::ir::{BinaryOp, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
+use crate::ir::{BinaryOp, Elementwise, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, Block, FuncRef, Function, InstBuilder, Signature, Value,
@@ -1697,11 +1697,12 @@ impl Lowerer<'_> {
             out_strides,
             vector,
         } = *at;
-        let op = &self.graph.node(node).op;
+        let op = (self.graph.node(node).op.elementwise())
+            .expect("only elementwise operations are fused into maps");
         let w = Width { vector };
         let (zero, one) = (w.constant(b, 0.0), w.constant(b, 1.0));
         match op {
-            Op::Unary(u) => {
+            Elementwise::Unary(u) => {
                 let x = args[0];
                 match u {
                     UnaryOp::Neg => b.ins().fneg(x),
@@ -1726,7 +1727,7 @@ impl Lowerer<'_> {
                     }
                 }
             }
-            Op::Binary(op) => {
+            Elementwise::Binary(op) => {
                 let (x, y) = (args[0], args[1]);
                 match op {
                     BinaryOp::Add => b.ins().fadd(x, y),
@@ -1736,12 +1737,12 @@ impl Lowerer<'_> {
                     BinaryOp::Equal => w.select(b, (x, FloatCC::Equal, y), one, zero),
                 }
             }
-            Op::OneHot { .. } => {
+            Elementwise::OneHot => {
                 let class = b.ins().fcvt_to_sint_sat(types::I64, args[0]);
                 let hit = b.ins().icmp(IntCC::Equal, class, index[1]);
                 b.ins().select(hit, one, zero)
             }
-            Op::DropoutMask { p } => {
+            Elementwise::DropoutMask { p } => {
                 let flat = index.iter().zip(out_strides).fold(
                     b.ins().iconst(types::I64, 0),
                     |acc, (&i, &s)| {
@@ -1751,30 +1752,11 @@ impl Lowerer<'_> {
                 );
                 let stream = b.ins().iconst(types::I64, node.0 as i64);
                 let u = self.uniform(b, stream, flat);
-                let p_v = b.ins().f64const(p.0);
-                let keep = w.constant(b, (1.0 / (1.0 - p.0)) as f32);
+                let p_v = b.ins().f64const(p);
+                let keep = w.constant(b, (1.0 / (1.0 - p)) as f32);
                 let dropped = b.ins().fcmp(FloatCC::LessThan, u, p_v);
                 b.ins().select(dropped, zero, keep)
             }
-            // Copies of views are `Expr::Read`, never an applied operation.
-            Op::Input(_)
-            | Op::Param(_)
-            | Op::State(_)
-            | Op::Const(_)
-            | Op::Hyper(_)
-            | Op::BatchSize
-            | Op::Broadcast(_)
-            | Op::Reduce(..)
-            | Op::MatMul
-            | Op::Reshape(_)
-            | Op::Transpose(_)
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Conv2d(_)
-            | Op::Pool(..)
-            | Op::Conv2dGradInput(..)
-            | Op::Conv2dGradWeight(_)
-            | Op::PoolGrad(..) => unreachable!("only elementwise operations are fused into maps"),
         }
     }
 
@@ -1806,8 +1788,8 @@ impl Lowerer<'_> {
 
 /// Elementwise operations that run on four lanes (no calls, no per-element random numbers).
 fn vectorizable(op: &Op) -> bool {
-    match op {
-        Op::Unary(u) => match u {
+    match op.elementwise() {
+        Some(Elementwise::Unary(u)) => match u {
             UnaryOp::Log => false,
             UnaryOp::Neg
             | UnaryOp::Relu
@@ -1820,25 +1802,8 @@ fn vectorizable(op: &Op) -> bool {
             | UnaryOp::Step
             | UnaryOp::Sign => true,
         },
-        Op::Binary(_) => true,
-        Op::DropoutMask { .. } | Op::OneHot { .. } => false,
-        Op::Input(_)
-        | Op::Param(_)
-        | Op::State(_)
-        | Op::Const(_)
-        | Op::Hyper(_)
-        | Op::BatchSize
-        | Op::Broadcast(_)
-        | Op::Reduce(..)
-        | Op::MatMul
-        | Op::Reshape(_)
-        | Op::Transpose(_)
-        | Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::Conv2d(_)
-        | Op::Pool(..)
-        | Op::Conv2dGradInput(..)
-        | Op::Conv2dGradWeight(_)
-        | Op::PoolGrad(..) => unreachable!("only elementwise operations are fused into maps"),
+        Some(Elementwise::Binary(_)) => true,
+        Some(Elementwise::DropoutMask { .. } | Elementwise::OneHot) => false,
+        None => unreachable!("only elementwise operations are fused into maps"),
     }
 }

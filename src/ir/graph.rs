@@ -60,6 +60,19 @@ impl Hash for Scalar {
 
 pub use crate::ops::{BinaryOp, PoolOp, ReduceOp, UnaryOp};
 
+/// An operation computed element by element, as a fused map computes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Elementwise {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// The label's one-hot row, element by element.
+    OneHot,
+    /// Dropout's mask: 0 with probability `p`, else 1/(1 − p).
+    DropoutMask {
+        p: f64,
+    },
+}
+
 /// The primitive operations. Layer sugar, losses and softmax-style functions all lower to these.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -113,6 +126,35 @@ pub enum Op {
 }
 
 impl Op {
+    /// The operation as an elementwise one, when it is one. Every operation is named here,
+    /// so a new one must say which it is.
+    pub fn elementwise(&self) -> Option<Elementwise> {
+        match self {
+            Op::Unary(op) => Some(Elementwise::Unary(*op)),
+            Op::Binary(op) => Some(Elementwise::Binary(*op)),
+            Op::OneHot { .. } => Some(Elementwise::OneHot),
+            Op::DropoutMask { p } => Some(Elementwise::DropoutMask { p: p.0 }),
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::State(_)
+            | Op::Const(_)
+            | Op::Hyper(_)
+            | Op::BatchSize
+            | Op::Broadcast(_)
+            | Op::Reduce(..)
+            | Op::MatMul
+            | Op::Reshape(_)
+            | Op::Transpose(_)
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Conv2d(_)
+            | Op::Pool(..)
+            | Op::Conv2dGradInput(..)
+            | Op::Conv2dGradWeight(_)
+            | Op::PoolGrad(..) => None,
+        }
+    }
+
     /// Operations that must not be merged with an identical twin.
     fn is_random(&self) -> bool {
         matches!(self, Op::DropoutMask { .. })

@@ -8,5 +8,5 @@ mod print;
 
 pub use build::{build, Mode};
 pub use graph::{
-    BinaryOp, DType, Decl, Graph, Node, NodeId, Op, PoolOp, ReduceOp, Scalar, UnaryOp,
+    BinaryOp, DType, Decl, Elementwise, Graph, Node, NodeId, Op, PoolOp, ReduceOp, Scalar, UnaryOp,
 };
