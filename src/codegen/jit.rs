@@ -406,7 +406,7 @@ impl Compiled {
                 unreachable!("wanted nodes end in buffers")
             };
             let dims = crate::tensor::dims(self.graph.shape(*id), batch);
-            let start = self.plan.buffers[buffer];
+            let start = self.plan.offset(buffer);
             let len: usize = dims.iter().product();
             if result.dims != dims {
                 result.dims = dims;
@@ -557,7 +557,10 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         let summed = graph.node(node);
         then.push(format!(
             "{node} = {} : {}{} summed {how} -> arena[{}..]",
-            summed.op, summed.dtype, summed.shape, plan.buffers[out]
+            summed.op,
+            summed.dtype,
+            summed.shape,
+            plan.offset(out)
         ));
         then.extend(
             after
@@ -587,6 +590,6 @@ fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
         node.op,
         node.dtype,
         node.shape,
-        plan.buffers[kernel.out()]
+        plan.offset(kernel.out())
     )
 }

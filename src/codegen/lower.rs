@@ -10,7 +10,9 @@ use super::loops::{
     add_into, branch, displaced, element, flags, fold, fold_lanes, lanes, loops, loops_within,
     range, unrolled, zero_range, zeros,
 };
-use super::plan::{Base, Conv, ConvPass, Expr, Kernel, Plan, Share, Sums, Sym, View, WORKERS};
+use super::plan::{
+    Base, BufferId, Conv, ConvPass, Expr, Kernel, Plan, Share, Sums, Sym, View, WORKERS,
+};
 use crate::ir::{BinaryOp, Elementwise, Graph, NodeId, Op, PoolOp, ReduceOp, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -130,7 +132,7 @@ pub fn lower(
                 let index = b.ins().iconst(types::I64, k as i64);
                 l.call(b, Import::Tick, &[index]);
             }
-            l.kernel(b, k, kernel);
+            l.kernel(b, Some(k), kernel);
         }
         if profile {
             let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
@@ -155,7 +157,7 @@ pub fn lower_share(
             share: Some([params[5], params[6], params[7]]),
             ..Lowerer::new(graph, plan, imports, &[], config, params)
         };
-        l.kernel(b, k, &plan.kernels[k]);
+        l.kernel(b, Some(k), &plan.kernels[k]);
     });
 }
 
@@ -354,8 +356,8 @@ impl Lowerer<'_> {
         }
     }
 
-    fn buffer_address(&self, b: &mut FunctionBuilder, buffer: usize) -> Value {
-        let offset = (self.plan.buffers[buffer] * 4) as i64;
+    fn buffer_address(&self, b: &mut FunctionBuilder, buffer: BufferId) -> Value {
+        let offset = (self.plan.offset(buffer) * 4) as i64;
         b.ins().iadd_imm_s(self.arena, offset)
     }
 
@@ -427,8 +429,10 @@ impl Lowerer<'_> {
         b.inst_results(call).first().copied()
     }
 
-    fn kernel(&self, b: &mut FunctionBuilder, k: usize, kernel: &Kernel) {
-        if let Some(function) = self.shares.get(k).copied().flatten() {
+    /// Emits a kernel: the plan's kernel `k` (which may be handed to its share function), or,
+    /// with `None`, a kernel inside another (an epilogue's map).
+    fn kernel(&self, b: &mut FunctionBuilder, k: Option<usize>, kernel: &Kernel) {
+        if let Some(function) = k.and_then(|k| self.shares.get(k).copied().flatten()) {
             return self.dispatch(b, kernel, function);
         }
         match kernel {
@@ -1081,7 +1085,7 @@ impl Lowerer<'_> {
     fn sums_done(&self, b: &mut FunctionBuilder, sums: &Sums) {
         if self.share.is_none() {
             for map in &sums.then {
-                self.kernel(b, usize::MAX, map);
+                self.kernel(b, None, map);
             }
         }
     }
@@ -1108,7 +1112,7 @@ impl Lowerer<'_> {
             share: Some(range),
             ..*self
         };
-        piece.kernel(b, usize::MAX, map);
+        piece.kernel(b, None, map);
     }
 
     /// Runs a shared kernel's share function for both workers through `netc_parallel`, with
@@ -1172,7 +1176,7 @@ impl Lowerer<'_> {
                 add_into(b, out, partial, floats);
                 // The weight's update, now that its gradient is complete.
                 for map in kernel.epilogue() {
-                    self.kernel(b, usize::MAX, map);
+                    self.kernel(b, None, map);
                 }
             }
             Kernel::Gemm {
@@ -1190,7 +1194,7 @@ impl Lowerer<'_> {
                 };
                 add_into(b, out, partial, floats);
                 for map in &sums.then {
-                    self.kernel(b, usize::MAX, map);
+                    self.kernel(b, None, map);
                 }
             }
             _ => {}

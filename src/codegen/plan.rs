@@ -124,13 +124,30 @@ pub fn row_major(sizes: &[Sym]) -> Vec<Sym> {
     (0..sizes.len()).map(|i| product(&sizes[i + 1..])).collect()
 }
 
+/// A buffer of the arena, by index into `Plan::buffers` (its offset) and the planner's sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(u32);
+
+/// A new buffer of `floats` (a size in terms of the batch), recorded in `sizes`.
+fn new_buffer(sizes: &mut Vec<Sym>, floats: Sym) -> BufferId {
+    sizes.push(floats);
+    BufferId(u32::try_from(sizes.len() - 1).expect("fewer than 2^32 buffers"))
+}
+
+impl BufferId {
+    /// Its index into the plan's tables.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Where a value's elements come from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Base {
     /// Slot `i` of the pointer table: inputs, then parameters, then states.
     External(usize),
     /// A buffer of the arena.
-    Buffer(usize),
+    Buffer(BufferId),
     Const(f32),
     Hyper(usize),
     BatchSize,
@@ -204,7 +221,7 @@ pub enum Kernel {
     /// combines the `args` (views in the output's axes), fusing a chain of operations.
     Map {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         args: Vec<View>,
         expr: Expr,
     },
@@ -212,7 +229,7 @@ pub enum Kernel {
     /// split between the workers by rows of `out`.
     Gemm {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         a: View,
         b: View,
         m: Sym,
@@ -227,7 +244,7 @@ pub enum Kernel {
     /// A reduction of `input` (in its own axes) over `axes`.
     Reduce {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         op: ReduceOp,
         input: View,
         input_dims: Vec<Sym>,
@@ -236,7 +253,7 @@ pub enum Kernel {
     /// A strided view copied into a contiguous buffer of `dims`.
     Copy {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         input: View,
         dims: Vec<Sym>,
     },
@@ -245,8 +262,8 @@ pub enum Kernel {
     /// and `other` are.
     Conv {
         node: NodeId,
-        out: usize,
-        scratch: usize,
+        out: BufferId,
+        scratch: BufferId,
         pass: ConvPass,
         input: View,
         other: View,
@@ -260,7 +277,7 @@ pub enum Kernel {
     /// Max or average pooling of a contiguous `[N, C, H, W]` input.
     Pool {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         input: View,
         op: PoolOp,
         conv: Conv,
@@ -269,7 +286,7 @@ pub enum Kernel {
     /// the output's gradient, both contiguous.
     PoolGrad {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         input: View,
         grad: View,
         op: PoolOp,
@@ -286,13 +303,13 @@ pub enum Kernel {
     /// once simplified, softmax for the gradient).
     Softmax {
         node: NodeId,
-        out: usize,
+        out: BufferId,
         input: View,
         outer: Sym,
         len: Sym,
         inner: Sym,
         log: bool,
-        partner: Option<(NodeId, usize)>,
+        partner: Option<(NodeId, BufferId)>,
         /// Maps over the results (cross-entropy's terms and its gradient), run in order on
         /// each group of rows as soon as the group is done, when the axis is the innermost.
         epilogue: Vec<Kernel>,
@@ -307,9 +324,9 @@ pub enum Kernel {
 pub struct RowSums {
     /// The reduction node (a sum over axis 1).
     pub node: NodeId,
-    pub out: usize,
+    pub out: BufferId,
     /// The buffer summed.
-    pub input: usize,
+    pub input: BufferId,
 }
 
 /// A bias gradient computed by the kernel whose pieces it sums, from each worker's pieces
@@ -321,11 +338,11 @@ pub struct RowSums {
 pub struct Sums {
     /// The reduction node (over axis 0 of a matrix, or axes 0, 2 and 3 of images).
     pub node: NodeId,
-    pub out: usize,
+    pub out: BufferId,
     /// The buffer summed: the kernel's output or its epilogue's.
-    pub input: usize,
+    pub input: BufferId,
     /// The second worker's sums: one float per column or channel.
-    pub partial: usize,
+    pub partial: BufferId,
     /// Maps over the finished sums (the bias's update), run once they are complete.
     pub then: Vec<Kernel>,
 }
@@ -453,7 +470,7 @@ impl Kernel {
     }
 
     /// The buffer this kernel writes.
-    pub fn out(&self) -> usize {
+    pub fn out(&self) -> BufferId {
         match self {
             Kernel::Map { out, .. }
             | Kernel::Gemm { out, .. }
@@ -528,7 +545,7 @@ impl Kernel {
     }
 
     /// Every buffer the kernel writes for later kernels: its output, and a softmax's partner.
-    pub fn writes(&self) -> Vec<usize> {
+    pub fn writes(&self) -> Vec<BufferId> {
         let mut writes = self.outputs();
         writes.extend(self.epilogue().iter().map(Kernel::out));
         if let Some(sums) = self.sums() {
@@ -554,7 +571,7 @@ impl Kernel {
 
     /// The buffers the kernel itself computes, before any epilogue: its output, and a
     /// softmax's partner.
-    pub fn outputs(&self) -> Vec<usize> {
+    pub fn outputs(&self) -> Vec<BufferId> {
         match self {
             Kernel::Softmax {
                 out,
@@ -590,7 +607,7 @@ impl Kernel {
     }
 
     /// A buffer the kernel uses while it runs and that nothing reads after it.
-    pub fn scratch(&self) -> Option<usize> {
+    pub fn scratch(&self) -> Option<BufferId> {
         match self {
             Kernel::Conv { scratch, .. } => Some(*scratch),
             _ => self.sums().map(|sums| sums.partial),
@@ -640,6 +657,13 @@ pub struct Plan {
     pub arena: usize,
     /// Where each graph node can be read.
     pub views: Vec<Option<View>>,
+}
+
+impl Plan {
+    /// Where a buffer starts in the arena, in floats.
+    pub fn offset(&self, buffer: BufferId) -> usize {
+        self.buffers[buffer.index()]
+    }
 }
 
 /// Why a graph was not compiled.
@@ -959,7 +983,7 @@ struct Planner<'a> {
     kernels: Vec<Kernel>,
     sizes: Vec<Sym>,
     /// Output gradients copied into `[O, N, P]` order, shared by both convolution gradients.
-    by_output_channel: HashMap<NodeId, usize>,
+    by_output_channel: HashMap<NodeId, BufferId>,
 }
 
 /// A view with the given strides.
@@ -985,16 +1009,15 @@ impl Planner<'_> {
     }
 
     /// A new buffer of `floats`.
-    fn buffer(&mut self, floats: Sym) -> usize {
-        self.sizes.push(floats);
-        self.sizes.len() - 1
+    fn buffer(&mut self, floats: Sym) -> BufferId {
+        new_buffer(&mut self.sizes, floats)
     }
 
     /// A convolution pass writing `out`, with its own im2col buffer for a chunk of images.
     fn conv(
         &mut self,
         node: NodeId,
-        out: usize,
+        out: BufferId,
         pass: ConvPass,
         input: View,
         other: View,
@@ -1022,7 +1045,7 @@ impl Planner<'_> {
     }
 
     /// The contiguous view of `id`'s value in buffer `out`.
-    fn out_view(&self, id: NodeId, out: usize) -> View {
+    fn out_view(&self, id: NodeId, out: BufferId) -> View {
         View {
             base: Base::Buffer(out),
             strides: contiguous(self.graph.shape(id)),
@@ -1055,7 +1078,7 @@ impl Planner<'_> {
     }
 
     /// A new buffer for `id`'s value and the kernel that fills it.
-    fn kernel(&mut self, id: NodeId, make: impl FnOnce(usize) -> Kernel) -> View {
+    fn kernel(&mut self, id: NodeId, make: impl FnOnce(BufferId) -> Kernel) -> View {
         let out = self.buffer(product(&dims(self.graph.shape(id))));
         self.kernels.push(make(out));
         self.out_view(id, out)
@@ -1133,8 +1156,7 @@ fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> 
         if let Some((producer, input)) = summing(graph, &kernel, &mut result) {
             let (node, out) = (kernel.node(), kernel.out());
             let mut sums = |sums: &mut Option<Sums>, floats: Sym| {
-                sizes.push(floats);
-                let partial = sizes.len() - 1;
+                let partial = new_buffer(sizes, floats);
                 *sums = Some(Sums {
                     node,
                     out,
@@ -1189,7 +1211,7 @@ fn summing<'k>(
     graph: &Graph,
     reduce: &Kernel,
     kernels: &'k mut [Kernel],
-) -> Option<(&'k mut Kernel, usize)> {
+) -> Option<(&'k mut Kernel, BufferId)> {
     let Kernel::Reduce {
         op: ReduceOp::Sum,
         input,
@@ -1255,7 +1277,7 @@ fn finished<'k>(
         _ => return None,
     };
     let shape = graph.shape(result.0);
-    let mut complete: Vec<usize> = then.iter().map(Kernel::out).collect();
+    let mut complete: Vec<BufferId> = then.iter().map(Kernel::out).collect();
     complete.push(result.1);
     let pointwise = args.iter().all(|a| match a.base {
         Base::Buffer(b) if written.contains(&b) => {
@@ -1390,7 +1412,7 @@ fn allocate(
     for (k, kernel) in kernels.iter().enumerate() {
         for view in kernel.reads() {
             if let Base::Buffer(b) = view.base {
-                last_read[b] = k;
+                last_read[b.index()] = k;
             }
         }
     }
@@ -1400,7 +1422,7 @@ fn allocate(
             ..
         }) = &views[id.index()]
         {
-            last_read[*b] = usize::MAX;
+            last_read[b.index()] = usize::MAX;
         }
     }
     // Every buffer starts on a cache line, as the arena does: vector loads never straddle two.
@@ -1408,13 +1430,13 @@ fn allocate(
     let mut buffers = vec![0usize; sizes.len()];
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, length)
     let mut end = 0;
-    let mut live: Vec<usize> = Vec::new();
+    let mut live: Vec<BufferId> = Vec::new();
     for (k, kernel) in kernels.iter().enumerate() {
         let out = &kernel.out();
         for buffer in kernel.writes().into_iter().chain(kernel.scratch()) {
-            let need = floats(sizes[buffer]);
+            let need = floats(sizes[buffer.index()]);
             let slot = free.iter().position(|&(_, len)| len >= need);
-            buffers[buffer] = match slot {
+            buffers[buffer.index()] = match slot {
                 Some(i) => {
                     let (offset, len) = free.remove(i);
                     if len > need {
@@ -1431,13 +1453,13 @@ fn allocate(
             live.push(buffer);
         }
         if let Some(scratch) = kernel.scratch() {
-            last_read[scratch] = k;
+            last_read[scratch.index()] = k;
         }
         // Buffers whose last reader is this kernel are free for the kernels after it.
         live.retain(|&b| {
-            let done = last_read[b] <= k && b != *out;
+            let done = last_read[b.index()] <= k && b != *out;
             if done {
-                free.push((buffers[b], floats(sizes[b])));
+                free.push((buffers[b.index()], floats(sizes[b.index()])));
             }
             !done
         });
