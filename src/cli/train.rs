@@ -68,23 +68,22 @@ pub(super) fn train(
     let data_source = source_of(data)?;
     let mut inputs = vec![(model_path, "the model file")];
     inputs.extend(data_source.files().into_iter().map(|f| (f, "a data file")));
-    let log_path = log.clone();
-    let log = match &log {
-        Some(path) => {
-            refuse_inputs(path, "--log", &inputs)?;
-            Some(std::fs::File::create(path).map_err(|e| cannot_write("the log", path, &e))?)
-        }
-        None => None,
-    };
     if let Some(path) = &resume {
         // A checkpoint may be replaced by its continuation; nothing else the run reads may be.
-        if save.as_deref() != Some(path.as_path()) {
+        if !save.as_deref().is_some_and(|save| same_file(save, path)) {
             inputs.push((path.clone(), "the checkpoint given to --resume"));
         }
     }
-    if let Some(path) = &save {
-        refuse_inputs(path, "--save", &inputs)?;
-        checkpoint::probe(path).map_err(|e| cannot_write("the checkpoint", path, &e))?;
+    // Both outputs are checked without touching what is there: a run that fails before it
+    // trains leaves an earlier log or checkpoint as it was.
+    for (path, flag, what) in [
+        (&log, "--log", "the log"),
+        (&save, "--save", "the checkpoint"),
+    ] {
+        if let Some(path) = path {
+            refuse_inputs(path, flag, &inputs)?;
+            checkpoint::probe(path).map_err(|e| cannot_write(what, path, &e))?;
+        }
     }
     settings.checkpoints = match (save_every, &save) {
         (Some(every), Some(path)) => Some((path.clone(), every)),
@@ -137,7 +136,13 @@ pub(super) fn train(
             Err(why) => return Err(compile_diagnostic(why, settings.batch)),
         }
     }
-    let mut reporter = Reporter::new(log, false);
+    let log_file = match &log {
+        Some(path) => {
+            Some(std::fs::File::create(path).map_err(|e| cannot_write("the log", path, &e))?)
+        }
+        None => None,
+    };
+    let mut reporter = Reporter::new(log_file, false);
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
     if profile {
@@ -168,7 +173,7 @@ pub(super) fn train(
             }
         );
     }
-    if let (Some(e), Some(path)) = (&reporter.log_error, &log_path) {
+    if let (Some(e), Some(path)) = (&reporter.log_error, &log) {
         return Err(cannot_write("the log", path, e));
     }
     outcome

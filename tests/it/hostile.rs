@@ -288,6 +288,27 @@ fn e0512_outputs_are_checked_before_training_and_never_overwrite_inputs() {
     ));
     refused(&out, Code::E0512, &["/dev/full"]);
     assert!(Path::new(&save).exists());
+    // A run that fails before it trains leaves an earlier log as it was.
+    let log = dir.write("old.jsonl", "an earlier run's log\n");
+    let missing_data = dir.path("missing.csv");
+    refused(
+        &run(&[
+            "run",
+            &model,
+            "--data",
+            &missing_data,
+            "--target",
+            "y",
+            "--log",
+            &log,
+        ]),
+        Code::E0504,
+        &["missing.csv"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("kept"),
+        "an earlier run's log\n"
+    );
     // A checkpoint may be replaced by its own continuation.
     succeeds(&[
         "run", &model, "--data", &csv, "--target", "y", "--resume", &save, "--save", &save,
