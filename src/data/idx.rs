@@ -5,7 +5,7 @@ use super::{Dataset, Features, Split, FMNIST_CLASSES};
 use crate::diagnostics::{Code, Diagnostic};
 use flate2::read::GzDecoder;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Loads the 60000 training and 10000 test examples from `dir`.
 pub fn fashion_mnist(dir: &Path) -> Result<Split, Diagnostic> {
@@ -19,8 +19,7 @@ pub fn fashion_mnist(dir: &Path) -> Result<Split, Diagnostic> {
 }
 
 fn pair(dir: &Path, prefix: &str) -> Result<Dataset, Diagnostic> {
-    let images_path = dir.join(format!("{prefix}-images-idx3-ubyte.gz"));
-    let labels_path = dir.join(format!("{prefix}-labels-idx1-ubyte.gz"));
+    let [images_path, labels_path] = paths(dir, prefix);
     let (image_dims, pixels) = read(&images_path, 0x0803)?;
     let (label_dims, labels) = read(&labels_path, 0x0801)?;
     if image_dims.len() != 3 || label_dims.len() != 1 || image_dims[0] != label_dims[0] {
@@ -57,13 +56,21 @@ fn pair(dir: &Path, prefix: &str) -> Result<Dataset, Diagnostic> {
     })
 }
 
-/// The four files of Fashion-MNIST, as Debian's package names them.
-pub const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-];
+/// The images and labels files of one part (`train` or `t10k`), as Debian's package names them.
+fn paths(dir: &Path, prefix: &str) -> [PathBuf; 2] {
+    [
+        dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
+        dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+    ]
+}
+
+/// The four files of Fashion-MNIST in `dir`.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    ["train", "t10k"]
+        .iter()
+        .flat_map(|prefix| paths(dir, prefix))
+        .collect()
+}
 
 /// Reads one gzipped IDX file of unsigned bytes: its dimensions and data. The data is inflated
 /// as it is read, no further than the header promises, after checking that promise against

@@ -176,7 +176,7 @@ impl Source {
     /// The files the source reads (none for synthetic sets): a run must never write over them.
     pub fn files(&self) -> Vec<PathBuf> {
         match self {
-            Source::Fmnist { dir } => idx::FILES.iter().map(|f| dir.join(f)).collect(),
+            Source::Fmnist { dir } => idx::files(dir),
             Source::Csv { path, .. } => vec![path.clone()],
             Source::Linear | Source::Beans | Source::Xor | Source::Separable => Vec::new(),
         }
