@@ -2,8 +2,12 @@
 //! the one place that turns generated code into a Rust function pointer.
 #![allow(unsafe_code)]
 
-use super::lower::{self, IMPORTS};
-use super::plan::{Base, CompileError, ConvPass, Kernel, Plan, ALIGN};
+use super::abi::{self, Entry, IMPORTS};
+use super::alloc::ALIGN;
+use super::kernels::{Kernel, KernelId};
+use super::layout::Base;
+use super::lower;
+use super::plan::{CompileError, Plan};
 use super::workers::netc_parallel;
 use crate::ir::{Graph, NodeId};
 use crate::step::Step;
@@ -11,8 +15,6 @@ use crate::tensor::{Bindings, Tensor};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
-
-type Entry = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64);
 
 /// One thread's matrix product: large products are split between the workers by the
 /// generated code (by rows of the output), so that each half's epilogue runs on the thread
@@ -224,7 +226,7 @@ impl Compiled {
         let mut module = JITModule::new(builder);
         let config = module.target_config();
         let pointer = config.pointer_type();
-        let signatures = lower::import_signatures(|| module.make_signature(), pointer);
+        let signatures = abi::import_signatures(|| module.make_signature(), pointer);
         let import_ids: Vec<_> = IMPORTS
             .iter()
             .zip(&signatures)
@@ -240,12 +242,17 @@ impl Compiled {
         let mut share_ids = vec![None; plan.kernels.len()];
         let mut share_listing = String::new();
         for (k, kernel) in plan.kernels.iter().enumerate() {
-            if !kernel.shared(graph, max_batch) {
+            if !kernel.kind().shared(graph, max_batch) {
                 continue;
             }
-            let signature = lower::share_signature(|| module.make_signature(), pointer);
+            let k = KernelId::new(k);
+            let signature = abi::share_signature(|| module.make_signature(), pointer);
             let id = module
-                .declare_function(&format!("kernel{k}_share"), Linkage::Local, &signature)
+                .declare_function(
+                    &format!("kernel{}_share", k.index()),
+                    Linkage::Local,
+                    &signature,
+                )
                 .expect("one share function per kernel");
             context.func.signature = signature;
             let imports: Vec<_> = import_ids
@@ -255,18 +262,18 @@ impl Compiled {
             lower::lower_share(graph, &plan, k, &mut context.func, &imports, config);
             if listing {
                 share_listing += &format!(
-                    "\n; kernel {k}: one worker's share of {}\n{}",
-                    describe(graph, &plan, kernel),
+                    "\n; {k}: one worker's share of {}\n{}",
+                    kernel.describe(graph, &plan),
                     context.func.display()
                 );
             }
-            module.define_function(id, &mut context).map_err(|e| {
-                CompileError::Internal(format!("Cranelift rejected kernel {k}: {e:?}"))
-            })?;
+            module
+                .define_function(id, &mut context)
+                .map_err(|e| CompileError::Internal(format!("Cranelift rejected {k}: {e:?}")))?;
             module.clear_context(&mut context);
-            share_ids[k] = Some(id);
+            share_ids[k.index()] = Some(id);
         }
-        let entry_sig = lower::entry_signature(|| module.make_signature(), pointer);
+        let entry_sig = abi::entry_signature(|| module.make_signature(), pointer);
         let id = module
             .declare_function("step", Linkage::Export, &entry_sig)
             .expect("one entry point");
@@ -310,7 +317,7 @@ impl Compiled {
                 if let Some(&k) = named.get(block) {
                     clif += &format!(
                         "\n; kernel {k}: {}\n",
-                        describe(graph, &plan, &plan.kernels[k])
+                        plan.kernels[k].describe(graph, &plan)
                     );
                 }
                 clif += line;
@@ -429,7 +436,7 @@ impl Compiled {
             .enumerate()
             .map(|(k, kernel)| {
                 (
-                    self.describe(kernel),
+                    kernel.describe(&self.graph, &self.plan),
                     times.get(k).copied().unwrap_or(0) as f64 / 1e9,
                 )
             })
@@ -450,10 +457,6 @@ impl Compiled {
         Ok(kernel_lines(&step.graph, &plan))
     }
 
-    fn describe(&self, kernel: &Kernel) -> String {
-        describe(&self.graph, &self.plan, kernel)
-    }
-
     /// The floating-point operations of one run at `batch` (2 per multiply-add) in matrix
     /// products and in convolutions.
     pub fn flops(&self, batch: usize) -> Flops {
@@ -461,16 +464,20 @@ impl Compiled {
         let mut flops = Flops::default();
         for kernel in &self.plan.kernels {
             match kernel {
-                Kernel::Gemm { m, n, k, .. } => {
-                    flops.matmul += 2.0 * m.at(b) as f64 * n.at(b) as f64 * k.at(b) as f64;
+                Kernel::Gemm(g) => {
+                    flops.matmul += 2.0 * g.m.at(b) as f64 * g.n.at(b) as f64 * g.k.at(b) as f64;
                 }
-                Kernel::Conv { conv, .. } => {
-                    flops.conv += 2.0
-                        * conv.outputs as f64
-                        * conv.patch() as f64
-                        * conv.columns().at(b) as f64;
+                Kernel::Conv(c) => {
+                    let g = &c.geometry;
+                    flops.conv +=
+                        2.0 * g.outputs as f64 * g.patch() as f64 * g.columns().at(b) as f64;
                 }
-                _ => {}
+                Kernel::Map(_)
+                | Kernel::Reduce(_)
+                | Kernel::Copy(_)
+                | Kernel::Pool(_)
+                | Kernel::PoolGrad(_)
+                | Kernel::Softmax(_) => {}
             }
         }
         flops
@@ -490,106 +497,7 @@ fn kernel_lines(graph: &Graph, plan: &Plan) -> String {
         plan.arena
     );
     for (k, kernel) in plan.kernels.iter().enumerate() {
-        out += &format!("; kernel {k}: {}\n", describe(graph, plan, kernel));
+        out += &format!("; kernel {k}: {}\n", kernel.describe(graph, plan));
     }
     out
-}
-
-/// One line on what a kernel computes: its kind, the IR node (and the nodes it fuses), the
-/// node's type and `.net` line, and where its output goes in the arena.
-fn describe(graph: &Graph, plan: &Plan, kernel: &Kernel) -> String {
-    let node = graph.node(kernel.node());
-    let line = if node.line > 0 {
-        format!(" (line {})", node.line)
-    } else {
-        String::new()
-    };
-    let detail = match kernel {
-        Kernel::Map { expr, .. } => {
-            let inner: Vec<String> = expr
-                .nodes()
-                .iter()
-                .skip(1)
-                .map(|n| format!("{n} {}", graph.node(*n).op))
-                .collect();
-            if inner.is_empty() {
-                String::new()
-            } else {
-                format!(", fusing {}", inner.join(", "))
-            }
-        }
-        Kernel::Conv { pass, chunk, .. } => {
-            format!(", {pass:?} pass, {chunk} images per im2col chunk")
-        }
-        Kernel::Copy { .. } => ", copied into [O, N, OH·OW] order".to_string(),
-        Kernel::Softmax {
-            partner: Some((other, _)),
-            ..
-        } => format!(
-            ", and {other} {} from the same exponentials",
-            graph.node(*other).op
-        ),
-        _ => String::new(),
-    };
-    let mut then: Vec<String> = kernel
-        .epilogue()
-        .iter()
-        .map(|map| describe(graph, plan, map))
-        .collect();
-    let sums = match kernel {
-        Kernel::Gemm {
-            sums: Some(sums), ..
-        } => Some((sums.node, sums.out, "over the rows", sums.then.as_slice())),
-        Kernel::PoolGrad {
-            sums: Some(sums), ..
-        } => Some((
-            sums.node,
-            sums.out,
-            "over each channel",
-            sums.then.as_slice(),
-        )),
-        Kernel::Softmax {
-            sums: Some(sums), ..
-        } => Some((sums.node, sums.out, "along each row", &[][..])),
-        _ => None,
-    };
-    if let Some((node, out, how, after)) = sums {
-        let summed = graph.node(node);
-        then.push(format!(
-            "{node} = {} : {}{} summed {how} -> arena[{}..]",
-            summed.op,
-            summed.dtype,
-            summed.shape,
-            plan.offset(out)
-        ));
-        then.extend(
-            after
-                .iter()
-                .map(|map| format!("once summed, {}", describe(graph, plan, map))),
-        );
-    }
-    let then = if then.is_empty() {
-        String::new()
-    } else {
-        let piece = match kernel {
-            Kernel::Conv {
-                pass: ConvPass::GradWeight,
-                ..
-            } => "once the gradient is summed",
-            Kernel::Conv { .. } => "on each chunk",
-            Kernel::PoolGrad { .. } => "on each plane",
-            Kernel::Softmax { .. } => "on each group of rows",
-            _ => "on each worker's rows",
-        };
-        format!("; then {piece}, {}", then.join(", and "))
-    };
-    format!(
-        "{} {} = {} : {}{}{detail}{line} -> arena[{}..]{then}",
-        kernel.kind(),
-        kernel.node(),
-        node.op,
-        node.dtype,
-        node.shape,
-        plan.offset(kernel.out())
-    )
 }

@@ -1,13 +1,20 @@
-//! Stage 7, codegen: a `Step` in, native code out. `plan` decides which nodes are views
-//! (reshape, broadcast, transpose) and which need a kernel and a buffer in one arena; `lower`
-//! turns the kernels into a single Cranelift function (matrix products call the `gemm` crate
-//! through an imported symbol), with the loop builders of `loops` and the one-or-four-lane
-//! arithmetic of `arith`; `jit` compiles it and runs it; `workers` runs the kernels split
-//! between two threads. It guarantees the interpreter's results (bit for bit outside products
-//! and split sums) and touches only memory checked before the step runs.
+//! Stage 7, codegen: a `Step` in, native code out, in the order the modules run:
+//! `plan` decides which nodes are views (`layout`) and which need a kernel of which kind
+//! (`kernels`, one file per kind); `fuse` moves maps and sums into the kernels whose pieces
+//! they can run on; `alloc` places every buffer in one arena; `lower` emits one Cranelift
+//! function for the step and one per kernel split between workers, following the calling
+//! convention of `abi`, with the loop builders of `loops` and the one-or-four-lane arithmetic
+//! of `arith`; `jit` compiles and runs it; `workers` runs the split kernels on two threads.
+//! It guarantees the interpreter's results (bit for bit outside products and split sums) and
+//! touches only memory checked before the step runs.
 
+mod abi;
+mod alloc;
 mod arith;
+mod fuse;
 mod jit;
+mod kernels;
+mod layout;
 mod loops;
 mod lower;
 mod plan;

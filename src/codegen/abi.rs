@@ -1,0 +1,120 @@
+//! The calling convention between netc and its generated code: the entry point's and the
+//! share functions' parameters, and the Rust helpers the code imports, with their signatures.
+//! `jit` binds the helpers and calls the entry point as `Entry`; `lower` reads the parameters
+//! through `Params`.
+
+use cranelift_codegen::ir::{types, AbiParam, Signature, Value};
+
+/// The compiled step as Rust calls it: `(pointers, arena, batch, hypers, seed)`. `pointers`
+/// holds the bound inputs, then parameters, then states; `hypers` the step's scalars.
+pub type Entry = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64);
+
+/// The imported helpers, in the order `lower` expects their references.
+pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_logf", "netc_tick", "netc_parallel"];
+
+/// An imported helper, by its position in `IMPORTS`.
+#[derive(Clone, Copy)]
+pub enum Import {
+    Gemm,
+    Logf,
+    Tick,
+    Parallel,
+}
+
+/// Signatures of the imported helpers, in `IMPORTS` order.
+pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> Vec<Signature> {
+    let gemm = {
+        let mut s = make();
+        for ty in [
+            types::I64,
+            types::I64,
+            types::I64,
+            pointer,
+            types::I64,
+            pointer,
+            types::I64,
+            types::I64,
+            pointer,
+            types::I64,
+            types::I64,
+            types::I64,
+        ] {
+            s.params.push(AbiParam::new(ty));
+        }
+        s
+    };
+    let unary = {
+        let mut s = make();
+        s.params.push(AbiParam::new(types::F32));
+        s.returns.push(AbiParam::new(types::F32));
+        s
+    };
+    let tick = {
+        let mut s = make();
+        s.params.push(AbiParam::new(types::I64));
+        s
+    };
+    let parallel = {
+        let mut s = make();
+        for ty in [
+            pointer,
+            pointer,
+            pointer,
+            types::I64,
+            pointer,
+            types::I64,
+            types::I64,
+        ] {
+            s.params.push(AbiParam::new(ty));
+        }
+        s
+    };
+    vec![gemm, unary, tick, parallel]
+}
+
+/// The signature of a kernel's share function: the entry point's arguments
+/// `(pointers, arena, batch, hypers, seed)`, then `first, end, worker`.
+pub fn share_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+    let mut s = entry_signature(make, pointer);
+    for _ in ["first", "end", "worker"] {
+        s.params.push(AbiParam::new(types::I64));
+    }
+    s
+}
+
+/// The entry point's signature: `(pointers, arena, batch, hypers, seed)`.
+pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+    let mut s = make();
+    for ty in [pointer, pointer, types::I64, pointer, types::I64] {
+        s.params.push(AbiParam::new(ty));
+    }
+    s
+}
+
+/// The entry point's parameters as values inside a function, and in a share function the
+/// range of the split loop and the worker.
+#[derive(Clone, Copy)]
+pub struct Params {
+    pub pointers: Value,
+    pub arena: Value,
+    pub batch: Value,
+    pub hypers: Value,
+    pub seed: Value,
+    /// In a share function: iterations `first..end` of the split loop, and the worker.
+    pub share: Option<[Value; 3]>,
+}
+
+impl Params {
+    /// The parameters of a function with the entry signature, or the share signature when
+    /// `shared`.
+    pub fn of(values: &[Value], shared: bool) -> Params {
+        Params {
+            pointers: values[0],
+            arena: values[1],
+            batch: values[2],
+            hypers: values[3],
+            seed: values[4],
+            share: shared.then(|| [values[5], values[6], values[7]]),
+        }
+    }
+}

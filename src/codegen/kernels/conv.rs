@@ -1,0 +1,483 @@
+//! Convolutions: im2col and a matrix product through the same GEMM as dense layers, one pass
+//! per product (the forward pass and the two gradients). A direct convolution in generated
+//! code would be limited to Cranelift's 128-bit vectors and its GEMM speed (a third of the
+//! `gemm` crate's here). im2col over the whole batch makes one large product, but its matrix
+//! (25 MB for LeNet's first layer) streams from memory and the product runs at a third of the
+//! core's speed; so each pass works through the batch a few images at a time, with an im2col
+//! buffer of at most `SCRATCH` floats that stays in the core's cache (measured here: 100–110
+//! GFLOP/s for the chunked forward products, 38–46 unchunked). The forward output is laid out
+//! `[O, N, OH·OW]`, which downstream kernels read as an `[N, O, OH, OW]` view through strides,
+//! so the bias and activation that follow are one pass that also writes the usual layout.
+
+use super::{Kernel, KernelKind, Map, Share, WORKERS};
+use crate::codegen::alloc::BufferId;
+use crate::codegen::arith::f32_const;
+use crate::codegen::layout::{dims, Sym, View};
+use crate::codegen::loops::{
+    add_into, branch, displaced, element, flags, lanes, loops, range, unrolled, zeros,
+};
+use crate::codegen::lower::Lowerer;
+use crate::ir::{Graph, NodeId};
+use crate::shape::{Shape, Window};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+
+/// Floats in a convolution's im2col buffer: a chunk of images whose patches fit the core's
+/// cache next to the chunk's output.
+const SCRATCH: i64 = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPass {
+    /// `input` is x `[N, C, H, W]`, `other` the weight `[O, C, KH, KW]`; the output is
+    /// `[O, N, OH·OW]`: weight @ im2col(x).
+    Forward,
+    /// `input` is x, `other` the output gradient as `[O, N, OH·OW]`; the output is the weight's
+    /// gradient, summed over the chunks in order: dy @ im2col(x)ᵀ.
+    GradWeight,
+    /// `input` is the output gradient as `[O, N, OH·OW]`, `other` the weight; the output is x's
+    /// gradient `[N, C, H, W]`: col2im(weightᵀ @ dy).
+    GradInput,
+}
+
+/// One pass of a convolution, a chunk of `chunk` images at a time through an im2col buffer
+/// (`[C·KH·KW, chunk·OH·OW]`, one per worker in `scratch`): see `ConvPass` for what `input`
+/// and `other` are.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub node: NodeId,
+    pub out: BufferId,
+    pub scratch: BufferId,
+    pub pass: ConvPass,
+    pub input: View,
+    pub other: View,
+    pub geometry: Geometry,
+    pub chunk: i64,
+    /// Maps over the output, run in order: in the forward pass the bias and activation that
+    /// follow, on each chunk's images right after its product, while they are in cache; in
+    /// the weight-gradient pass the weight's update, once the gradient is summed.
+    pub epilogue: Vec<Kernel>,
+}
+
+impl Conv {
+    /// A pass writing `out`, with chunks of images that fit `SCRATCH` floats.
+    pub fn new(
+        node: NodeId,
+        (out, scratch): (BufferId, BufferId),
+        pass: ConvPass,
+        [input, other]: [View; 2],
+        geometry: Geometry,
+    ) -> Conv {
+        Conv {
+            node,
+            out,
+            scratch,
+            pass,
+            input,
+            other,
+            chunk: geometry.chunk(),
+            geometry,
+            epilogue: Vec::new(),
+        }
+    }
+
+    /// Floats of the scratch buffer of a pass over `geometry`: an im2col buffer per worker,
+    /// then, for the weight gradient, the second worker's sum.
+    pub fn scratch_floats(pass: ConvPass, geometry: &Geometry) -> i64 {
+        let partial = match pass {
+            ConvPass::GradWeight => geometry.outputs * geometry.patch(),
+            ConvPass::Forward | ConvPass::GradInput => 0,
+        };
+        WORKERS * geometry.im2col_floats(geometry.chunk()) + partial
+    }
+}
+
+impl KernelKind for Conv {
+    fn name(&self) -> &'static str {
+        "conv"
+    }
+
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn outputs(&self) -> Vec<BufferId> {
+        vec![self.out]
+    }
+
+    fn inputs(&self) -> Vec<&View> {
+        vec![&self.input, &self.other]
+    }
+
+    fn detail(&self, _graph: &Graph) -> String {
+        format!(
+            ", {:?} pass, {} images per im2col chunk",
+            self.pass, self.chunk
+        )
+    }
+
+    /// Chunks of images: a convolution always runs as shares.
+    fn split(&self, _graph: &Graph) -> Option<Share> {
+        Some(Share::Chunks {
+            images: self.geometry.batch,
+            chunk: self.chunk,
+        })
+    }
+
+    /// Each chunk of the input gradient adds into its own images' rows: zeroed first.
+    fn before_shares(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        if self.pass == ConvPass::GradInput {
+            let out = l.buffer_address(b, self.out);
+            l.zero(b, out, self.geometry.input_floats());
+        }
+    }
+
+    /// The weight gradient is the first worker's sum plus the second's; then the weight's
+    /// update, now that its gradient is complete.
+    fn after_shares(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        if self.pass != ConvPass::GradWeight {
+            return;
+        }
+        let g = &self.geometry;
+        let out = l.buffer_address(b, self.out);
+        let scratch = l.buffer_address(b, self.scratch);
+        let partial = b
+            .ins()
+            .iadd_imm_s(scratch, 4 * WORKERS * g.im2col_floats(self.chunk));
+        let floats = b.ins().iconst(types::I64, g.outputs * g.patch());
+        add_into(b, out, partial, floats);
+        for map in &self.epilogue {
+            l.kernel(b, None, map);
+        }
+    }
+
+    fn epilogue(&self) -> &[Kernel] {
+        &self.epilogue
+    }
+
+    /// In the forward pass, maps looping over the batch outermost, on each chunk of images.
+    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Kernel>> {
+        let outer = map.map_layout(graph).0;
+        let fits = self.pass == ConvPass::Forward && outer.first() == Some(&self.geometry.batch);
+        fits.then_some(&mut self.epilogue)
+    }
+
+    fn piece(&self) -> &'static str {
+        match self.pass {
+            ConvPass::GradWeight => "once the gradient is summed",
+            ConvPass::Forward | ConvPass::GradInput => "on each chunk",
+        }
+    }
+
+    /// The weight gradient, once summed.
+    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Kernel>)> {
+        (self.pass == ConvPass::GradWeight).then_some((self.node, self.out, &mut self.epilogue))
+    }
+
+    fn scratch(&self) -> Option<BufferId> {
+        Some(self.scratch)
+    }
+
+    /// One worker's share: chunks `first..end` of `chunk` images, through the worker's own part
+    /// of the im2col buffer (and, for the weight gradient, its own sum).
+    fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        let [first, end, worker] = l.params.share.expect("convolutions run as shares");
+        let (conv, chunk, pass) = (&self.geometry, self.chunk, self.pass);
+        let (input, other) = (l.memory(b, &self.input), l.memory(b, &self.other));
+        let out = l.buffer_address(b, self.out);
+        let per_worker = conv.im2col_floats(chunk);
+        let scratch_base = l.buffer_address(b, self.scratch);
+        let own = b.ins().imul_imm_s(worker, per_worker);
+        let scratch = element(b, scratch_base, own);
+        // The second worker sums the weight gradient after both workers' im2col buffers.
+        let partial = b.ins().iadd_imm_s(scratch_base, 4 * WORKERS * per_worker);
+        let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
+        let sum = b.ins().select(is_first, out, partial);
+        // The row stride of `[O, N, OH·OW]` matrices.
+        let row = l.sym(b, conv.columns());
+        let [outputs, patch, unit, zero] =
+            [conv.outputs, conv.patch(), 1, 0].map(|v| b.ins().iconst(types::I64, v));
+        if pass == ConvPass::GradWeight {
+            let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
+            let zero_f = f32_const(b, 0.0);
+            lanes(
+                b,
+                zero,
+                floats,
+                false,
+                &[sum],
+                &[unit],
+                &mut |b, _, _, a| {
+                    b.ins().store(flags(), zero_f, a[0], 0);
+                },
+            );
+        }
+        let start = b.ins().imul_imm_s(first, chunk);
+        let stop = b.ins().imul_imm_s(end, chunk);
+        let stop = b.ins().smin(stop, l.params.batch);
+        range(b, start, stop, chunk, &mut |b, first| {
+            let left = b.ins().isub(l.params.batch, first);
+            let most = b.ins().iconst(types::I64, chunk);
+            let images = b.ins().smin(left, most);
+            let n = b.ins().imul_imm_s(images, conv.positions());
+            // The chunk's first column in `[O, N, OH·OW]` matrices.
+            let offset = b.ins().imul_imm_s(first, conv.positions());
+            // Both products with the input need its patches; the input gradient makes them.
+            if pass != ConvPass::GradInput {
+                let places = [input, scratch];
+                patches(b, conv, Direction::Gather, places, first, images, n);
+            }
+            match pass {
+                ConvPass::Forward => {
+                    let dst = element(b, out, offset);
+                    l.gemm(
+                        b,
+                        [outputs, n, patch],
+                        (dst, row),
+                        (other, unit, patch),
+                        (scratch, unit, n),
+                        zero,
+                    );
+                    // The maps over this chunk's images only.
+                    let end = b.ins().iadd(first, images);
+                    for map in &self.epilogue {
+                        l.piece_of(b, map, [first, end, worker]);
+                    }
+                }
+                ConvPass::GradWeight => {
+                    let dy = element(b, other, offset);
+                    l.gemm(
+                        b,
+                        [outputs, patch, n],
+                        (sum, patch),
+                        (dy, unit, row),
+                        (scratch, n, unit),
+                        unit,
+                    );
+                }
+                ConvPass::GradInput => {
+                    let dy = element(b, input, offset);
+                    l.gemm(
+                        b,
+                        [patch, n, outputs],
+                        (scratch, n),
+                        (other, patch, unit),
+                        (dy, unit, row),
+                        zero,
+                    );
+                    patches(
+                        b,
+                        conv,
+                        Direction::Scatter,
+                        [out, scratch],
+                        first,
+                        images,
+                        n,
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// The geometry of a convolution or pooling window over `[N, C, H, W]`, with `O` output
+/// channels (equal to `C` for pooling) and an output of `OH × OW` positions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geometry {
+    pub batch: Sym,
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub outputs: i64,
+    pub out_height: i64,
+    pub out_width: i64,
+    pub window: Window,
+}
+
+impl Geometry {
+    /// From the input shape, the output (or output gradient) shape and the window, whose
+    /// kernel size is the weight's for a convolution.
+    pub fn new(input: &Shape, output: &Shape, window: Window) -> Geometry {
+        let fixed = |shape: &Shape, axis| shape.fixed_dim(axis).expect("a fixed dimension") as i64;
+        Geometry {
+            batch: dims(input)[0],
+            channels: fixed(input, 1),
+            height: fixed(input, 2),
+            width: fixed(input, 3),
+            outputs: fixed(output, 1),
+            out_height: fixed(output, 2),
+            out_width: fixed(output, 3),
+            window,
+        }
+    }
+
+    /// Rows of an im2col matrix: one per (channel, kernel row, kernel column).
+    pub fn patch(&self) -> i64 {
+        self.channels * (self.window.kernel[0] * self.window.kernel[1]) as i64
+    }
+
+    /// Output positions per image.
+    pub fn positions(&self) -> i64 {
+        self.out_height * self.out_width
+    }
+
+    /// Floats of one worker's im2col buffer for chunks of `chunk` images. The second worker's
+    /// weight-gradient sum follows both workers' buffers, at `WORKERS` times this.
+    pub fn im2col_floats(&self, chunk: i64) -> i64 {
+        chunk * self.patch() * self.positions()
+    }
+
+    /// Output positions of the batch: every position of every image.
+    pub fn columns(&self) -> Sym {
+        self.batch.scaled(self.positions())
+    }
+
+    /// Floats of an output (or output gradient) laid out `[O, N, OH·OW]`.
+    pub fn by_channel(&self) -> Sym {
+        self.columns().scaled(self.outputs)
+    }
+
+    /// Images per im2col chunk: as many as fit `SCRATCH` floats, at least one.
+    pub fn chunk(&self) -> i64 {
+        (SCRATCH / self.im2col_floats(1)).max(1)
+    }
+
+    /// Planes of the input: one per image and channel.
+    pub fn planes(&self) -> Sym {
+        self.batch.scaled(self.channels)
+    }
+
+    /// Floats of the input.
+    pub fn input_floats(&self) -> Sym {
+        self.planes().scaled(self.height * self.width)
+    }
+}
+
+/// Which way `patches` moves data between an image tensor and its im2col matrix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From the image into the matrix (im2col).
+    Gather,
+    /// From the matrix back into the image, adding (col2im).
+    Scatter,
+}
+
+/// Moves the im2col matrix (`columns`, rows `row_len` long) of `images` images from `first`
+/// of the `[N, C, H, W]` tensor `image`: `Gather` writes it from the image (zeros where the
+/// window is in padding), `Scatter` adds each entry back to the image position it came from.
+///
+/// The matrix's rows are (channel, kernel row, kernel column), its columns (image, output
+/// row, output column). The kernel columns and the output columns of a row are written out
+/// in full (the rows of one channel and kernel row read the same image row, shifted), so
+/// every offset inside an output row is a constant.
+fn patches(
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    direction: Direction,
+    [image, columns]: [Value; 2],
+    first: Value,
+    images: Value,
+    row_len: Value,
+) {
+    let constant = |b: &mut FunctionBuilder, v: i64| b.ins().iconst(types::I64, v);
+    let w = conv.window;
+    let [kh, kw] = w.kernel.map(|k| k as i64);
+    let [stride_y, stride_z] = w.stride.map(|s| s as i64);
+    let [pad_y, pad_z] = w.padding.map(|p| p as i64);
+    // Per kernel column j, the output columns whose tap z·stride − padding + j lies in
+    // 0..width: ceil((padding − j) / stride) up to ceil((width + padding − j) / stride).
+    let ceil = |a: i64| {
+        if a > 0 {
+            (a + stride_z - 1) / stride_z
+        } else {
+            0
+        }
+    };
+    let bounds: Vec<(i64, i64)> = (0..kw)
+        .map(|j| {
+            let lo = ceil(pad_z - j).min(conv.out_width);
+            let hi = ceil(conv.width + pad_z - j).min(conv.out_width);
+            (lo, hi.max(lo))
+        })
+        .collect();
+    let row_offsets: Vec<Value> = (0..kw).map(|j| b.ins().imul_imm_s(row_len, j)).collect();
+    let rows = [conv.channels, kh].map(|d| constant(b, d));
+    let out_dims = [images, constant(b, conv.out_height)];
+    let vector = stride_z == 1;
+    loops(b, &rows, &mut |b, r| {
+        let (c, i) = (r[0], r[1]);
+        let row = {
+            let t = b.ins().imul_imm_s(c, kh);
+            let t = b.ins().iadd(t, i);
+            b.ins().imul_imm_s(t, kw)
+        };
+        let row_start = b.ins().imul(row, row_len);
+        loops(b, &out_dims, &mut |b, o| {
+            let (local, y) = (o[0], o[1]);
+            let this_image = b.ins().iadd(first, local);
+            let column = {
+                let t = b.ins().imul_imm_s(local, conv.out_height);
+                let t = b.ins().iadd(t, y);
+                let t = b.ins().imul_imm_s(t, conv.out_width);
+                let t = b.ins().iadd(row_start, t);
+                element(b, columns, t)
+            };
+            let sy = {
+                let t = b.ins().imul_imm_s(y, stride_y);
+                let t = b.ins().iadd(t, i);
+                b.ins().iadd_imm_s(t, -pad_y)
+            };
+            // The image address tap z = 0 would read (outside the image unless lo is 0).
+            let source = {
+                let t = b.ins().imul_imm_s(this_image, conv.channels);
+                let t = b.ins().iadd(t, c);
+                let t = b.ins().imul_imm_s(t, conv.height);
+                let t = b.ins().iadd(t, sy);
+                let t = b.ins().imul_imm_s(t, conv.width);
+                let t = b.ins().iadd_imm_s(t, -pad_z);
+                element(b, image, t)
+            };
+            let columns_of = |b: &mut FunctionBuilder, j: usize| element(b, column, row_offsets[j]);
+            let mut inside_row = |b: &mut FunctionBuilder| {
+                for (j, &(lo, hi)) in bounds.iter().enumerate() {
+                    let at = columns_of(b, j);
+                    let source_offset = |b: &mut FunctionBuilder, z: i64| {
+                        displaced(b, source, 4 * (j as i64 + z * stride_z))
+                    };
+                    match direction {
+                        Direction::Gather => {
+                            zeros(b, at, (0..lo).chain(hi..conv.out_width));
+                            unrolled(b, lo..hi, vector, &mut |b, z, ty| {
+                                let (from, offset) = source_offset(b, z);
+                                let v = b.ins().load(ty, flags(), from, offset);
+                                b.ins().store(flags(), v, at, (4 * z) as i32);
+                            });
+                        }
+                        Direction::Scatter => {
+                            unrolled(b, lo..hi, vector, &mut |b, z, ty| {
+                                let v = b.ins().load(ty, flags(), at, (4 * z) as i32);
+                                let (to, offset) = source_offset(b, z);
+                                let current = b.ins().load(ty, flags(), to, offset);
+                                let sum = b.ins().fadd(current, v);
+                                b.ins().store(flags(), sum, to, offset);
+                            });
+                        }
+                    }
+                }
+            };
+            if pad_y == 0 {
+                return inside_row(b);
+            }
+            // A row in vertical padding reads nothing: its entries are zeros.
+            let inside = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sy, conv.height);
+            branch(b, inside, &mut inside_row, &mut |b| {
+                if direction == Direction::Gather {
+                    for j in 0..bounds.len() {
+                        let at = columns_of(b, j);
+                        zeros(b, at, 0..conv.out_width);
+                    }
+                }
+            });
+        });
+    });
+}

@@ -1,0 +1,446 @@
+//! Max and average pooling and their gradients, over contiguous `[N, C, H, W]` tensors. Each
+//! window is unrolled (its size is known), in the interpreter's order; positions in padding
+//! contribute what cannot change the result. Work is split by planes (image and channel): the
+//! gradient of a plane adds only into that plane, and the maps after a pooling gradient (the
+//! activation's gradient) run on each plane as soon as its windows are done.
+
+use super::{Geometry, Kernel, KernelKind, Map, Share, Sums};
+use crate::codegen::alloc::BufferId;
+use crate::codegen::arith::f32_const;
+use crate::codegen::layout::{dims, product, Sym, View};
+use crate::codegen::loops::{displaced, element, flags, fold_lanes, loops, range, zero_range};
+use crate::codegen::lower::Lowerer;
+use crate::ir::{Graph, NodeId, PoolOp};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+
+/// Max or average pooling of a contiguous `[N, C, H, W]` input.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pub node: NodeId,
+    pub out: BufferId,
+    pub input: View,
+    pub op: PoolOp,
+    pub geometry: Geometry,
+}
+
+/// Pooling's gradient with respect to its input: `input` is the pooled input and `grad` the
+/// output's gradient, both contiguous.
+#[derive(Clone, Debug)]
+pub struct PoolGrad {
+    pub node: NodeId,
+    pub out: BufferId,
+    pub input: View,
+    pub grad: View,
+    pub op: PoolOp,
+    pub geometry: Geometry,
+    /// Maps over the gradient (the activation's gradient before the pooling), run in order on
+    /// each plane as soon as its windows are done.
+    pub epilogue: Vec<Kernel>,
+    /// The per-channel sums of the epilogue's output: a convolution's bias gradient.
+    pub sums: Option<Sums>,
+}
+
+impl KernelKind for Pool {
+    fn name(&self) -> &'static str {
+        "pool"
+    }
+
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn outputs(&self) -> Vec<BufferId> {
+        vec![self.out]
+    }
+
+    fn inputs(&self) -> Vec<&View> {
+        vec![&self.input]
+    }
+
+    fn detail(&self, _graph: &Graph) -> String {
+        String::new()
+    }
+
+    /// Planes.
+    fn split(&self, _graph: &Graph) -> Option<Share> {
+        Some(Share::Loop(self.geometry.planes()))
+    }
+
+    fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        let (op, conv) = (self.op, &self.geometry);
+        let x = l.memory(b, &self.input);
+        let y = l.buffer_address(b, self.out);
+        let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
+        windows(l, b, conv, &mut |b, window| {
+            // The interpreter's fold over the window, in its order; a position in
+            // padding contributes what cannot change the result (-inf or +0).
+            let (init, skip) = match op {
+                PoolOp::Max => (f32::NEG_INFINITY, f32::NEG_INFINITY),
+                PoolOp::Avg => (0.0, 0.0),
+            };
+            let mut acc = f32_const(b, init);
+            for at in &window.cover {
+                let v = at.load(b, x);
+                let skip = f32_const(b, skip);
+                let v = at.keep(b, v, skip);
+                acc = match op {
+                    PoolOp::Max => {
+                        let greater = b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+                        b.ins().select(greater, v, acc)
+                    }
+                    PoolOp::Avg => b.ins().fadd(acc, v),
+                };
+            }
+            if op == PoolOp::Avg {
+                let area = f32_const(b, area);
+                acc = b.ins().fdiv(acc, area);
+            }
+            let address = window.output_address(b, y);
+            b.ins().store(flags(), acc, address, 0);
+        });
+    }
+}
+
+impl KernelKind for PoolGrad {
+    fn name(&self) -> &'static str {
+        "pool_grad"
+    }
+
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn outputs(&self) -> Vec<BufferId> {
+        vec![self.out]
+    }
+
+    fn inputs(&self) -> Vec<&View> {
+        vec![&self.input, &self.grad]
+    }
+
+    fn detail(&self, _graph: &Graph) -> String {
+        String::new()
+    }
+
+    /// Planes.
+    fn split(&self, _graph: &Graph) -> Option<Share> {
+        Some(Share::Loop(self.geometry.planes()))
+    }
+
+    fn epilogue(&self) -> &[Kernel] {
+        &self.epilogue
+    }
+
+    /// Maps over the same elements in one flat loop, on each plane.
+    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Kernel>> {
+        let shape = graph.shape(self.node);
+        let flat = map.map_layout(graph).0 == [product(&dims(shape))];
+        (graph.shape(map.node) == shape && flat).then_some(&mut self.epilogue)
+    }
+
+    fn piece(&self) -> &'static str {
+        "on each plane"
+    }
+
+    fn sums(&self) -> Option<&Sums> {
+        self.sums.as_ref()
+    }
+
+    fn summed(&self) -> &'static str {
+        "over each channel"
+    }
+
+    /// Per-channel sums over the images and each plane: each worker sums its planes.
+    fn summing(
+        &mut self,
+        graph: &Graph,
+        axes: &[usize],
+        input_dims: &[Sym],
+    ) -> Option<(&mut Option<Sums>, Sym, bool)> {
+        let fits = self.sums.is_none()
+            && axes == [0, 2, 3]
+            && input_dims == dims(graph.shape(self.node)).as_slice();
+        let channels = Sym::fixed(self.geometry.channels);
+        fits.then_some((&mut self.sums, channels, true))
+    }
+
+    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Kernel>)> {
+        let sums = self.sums.as_mut()?;
+        Some((sums.node, sums.out, &mut sums.then))
+    }
+
+    fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        let (op, conv) = (self.op, &self.geometry);
+        let (x, dy) = (l.memory(b, &self.input), l.memory(b, &self.grad));
+        let dx = l.buffer_address(b, self.out);
+        let channels = b.ins().iconst(types::I64, conv.channels);
+        let sums = &self.sums;
+        let into = sums.as_ref().map(|sums| l.sums_into(b, sums, channels));
+        // The windows of a plane add only into that plane: a share zeroes its own.
+        match l.params.share {
+            Some([first, end, _]) => {
+                let plane = conv.height * conv.width;
+                let lo = b.ins().imul_imm_s(first, plane);
+                let hi = b.ins().imul_imm_s(end, plane);
+                zero_range(b, dx, lo, hi);
+            }
+            None => l.zero(b, dx, conv.input_floats()),
+        }
+        let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
+        // The maps that follow (the activation's gradient), on each plane once its
+        // windows are done, while the plane is in cache.
+        let plane_size = conv.height * conv.width;
+        let mut after = |b: &mut FunctionBuilder, plane: Value| {
+            let start = b.ins().imul_imm_s(plane, plane_size);
+            let end = b.ins().iadd_imm_s(start, plane_size);
+            let worker = l.params.share.map_or(start, |[_, _, w]| w);
+            for map in &self.epilogue {
+                l.piece_of(b, map, [start, end, worker]);
+            }
+            // The plane's sum goes to its channel.
+            if let (Some(sums), Some(into)) = (sums, into) {
+                let source = l.buffer_address(b, sums.input);
+                let source = element(b, source, start);
+                let len = b.ins().iconst(types::I64, plane_size);
+                let zero = f32_const(b, 0.0);
+                let total = fold_lanes(
+                    b,
+                    len,
+                    zero,
+                    true,
+                    &mut |b, z, ty| {
+                        let address = element(b, source, z);
+                        b.ins().load(ty, flags(), address, 0)
+                    },
+                    &|b, acc, v| b.ins().fadd(acc, v),
+                );
+                let channel = b.ins().urem(plane, channels);
+                let address = element(b, into, channel);
+                let current = b.ins().load(types::F32, flags(), address, 0);
+                let next = b.ins().fadd(current, total);
+                b.ins().store(flags(), next, address, 0);
+            }
+        };
+        windows_by_plane(
+            l,
+            b,
+            conv,
+            &mut |b, window| {
+                let address = window.output_address(b, dy);
+                let g = b.ins().load(types::F32, flags(), address, 0);
+                let zero = f32_const(b, 0.0);
+                match op {
+                    // The first maximum of the window takes the whole gradient.
+                    PoolOp::Max => {
+                        let mut best = b.ins().iconst(types::I64, -1);
+                        let mut best_value = zero;
+                        for at in &window.cover {
+                            let v = at.load(b, x);
+                            let none = b.ins().icmp_imm_s(IntCC::SignedLessThan, best, 0);
+                            let greater = b.ins().fcmp(FloatCC::GreaterThan, v, best_value);
+                            let better = b.ins().bor(none, greater);
+                            let take = match at.inside {
+                                Some(inside) => b.ins().band(inside, better),
+                                None => better,
+                            };
+                            let index = at.index(b);
+                            best = b.ins().select(take, index, best);
+                            best_value = b.ins().select(take, v, best_value);
+                        }
+                        let found = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, best, 0);
+                        let first = b.ins().iconst(types::I64, 0);
+                        let index = b.ins().select(found, best, first);
+                        let v = b.ins().select(found, g, zero);
+                        let target = Patch {
+                            inside: None,
+                            source: index,
+                            offset: 0,
+                        };
+                        target.add(b, dx, v);
+                    }
+                    PoolOp::Avg => {
+                        let area = f32_const(b, area);
+                        let share = b.ins().fdiv(g, area);
+                        for at in &window.cover {
+                            let v = at.keep(b, share, zero);
+                            at.add(b, dx, v);
+                        }
+                    }
+                }
+            },
+            &mut after,
+        );
+        if let Some(sums) = sums {
+            l.sums_done(b, sums);
+        }
+    }
+}
+
+/// One position a pooling window reads: element `source + offset` of the input.
+struct Patch {
+    /// Whether the position is inside the input (not padding); `None` when it always is.
+    inside: Option<Value>,
+    /// An element index (0 when the position is outside), shared by the window's positions
+    /// when the window has no padding...
+    source: Value,
+    /// ...which then differ by this constant.
+    offset: i64,
+}
+
+impl Patch {
+    /// The input's value here.
+    fn load(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        let address = element(b, base, self.source);
+        let (address, offset) = displaced(b, address, 4 * self.offset);
+        b.ins().load(types::F32, flags(), address, offset)
+    }
+
+    /// Adds `v` to the value here in `base`.
+    fn add(&self, b: &mut FunctionBuilder, base: Value, v: Value) {
+        let address = element(b, base, self.source);
+        let (address, offset) = displaced(b, address, 4 * self.offset);
+        let current = b.ins().load(types::F32, flags(), address, offset);
+        let sum = b.ins().fadd(current, v);
+        b.ins().store(flags(), sum, address, offset);
+    }
+
+    /// The element index.
+    fn index(&self, b: &mut FunctionBuilder) -> Value {
+        b.ins().iadd_imm_s(self.source, self.offset)
+    }
+
+    /// `v` inside the input, `otherwise` in padding.
+    fn keep(&self, b: &mut FunctionBuilder, v: Value, otherwise: Value) -> Value {
+        match self.inside {
+            Some(inside) => b.ins().select(inside, v, otherwise),
+            None => v,
+        }
+    }
+}
+
+/// One pooling window: its output element and the positions it covers, in order.
+struct WindowAt {
+    output: Value,
+    cover: Vec<Patch>,
+}
+
+impl WindowAt {
+    fn output_address(&self, b: &mut FunctionBuilder, base: Value) -> Value {
+        element(b, base, self.output)
+    }
+}
+
+/// Visits every pooling window: output (plane, row, column) and the positions it covers,
+/// unrolled since the window's size is known.
+fn windows(
+    l: &Lowerer,
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    body: &mut dyn FnMut(&mut FunctionBuilder, &WindowAt),
+) {
+    windows_by_plane(l, b, conv, body, &mut |_, _| {});
+}
+
+/// `windows`, calling `after(plane)` once the windows of each plane are done.
+fn windows_by_plane(
+    l: &Lowerer,
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    body: &mut dyn FnMut(&mut FunctionBuilder, &WindowAt),
+    after: &mut dyn FnMut(&mut FunctionBuilder, Value),
+) {
+    let planes = l.sym(b, conv.planes());
+    let (first, end) = match l.params.share {
+        Some([first, end, _]) => (first, end),
+        None => (b.ins().iconst(types::I64, 0), planes),
+    };
+    let out_dims = [
+        b.ins().iconst(types::I64, conv.out_height),
+        b.ins().iconst(types::I64, conv.out_width),
+    ];
+    range(b, first, end, 1, &mut |b, plane| {
+        plane_windows(b, conv, plane, &out_dims, body);
+        after(b, plane);
+    });
+}
+
+/// The windows of one plane, in order.
+fn plane_windows(
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    plane: Value,
+    out_dims: &[Value],
+    body: &mut dyn FnMut(&mut FunctionBuilder, &WindowAt),
+) {
+    loops(b, out_dims, &mut |b, o| {
+        let (y, z) = (o[0], o[1]);
+        let output = {
+            let t = b.ins().imul_imm_s(plane, conv.out_height);
+            let t = b.ins().iadd(t, y);
+            let t = b.ins().imul_imm_s(t, conv.out_width);
+            b.ins().iadd(t, z)
+        };
+        let mut cover = Vec::new();
+        let [kh, kw] = conv.window.kernel.map(|k| k as i64);
+        if conv.window.padding == [0, 0] {
+            // Every position is inside: one index for the window, constant offsets.
+            let zero = b.ins().iconst(types::I64, 0);
+            let origin = tap(b, conv, plane, [y, z], [zero, zero]).source;
+            for i in 0..kh {
+                for j in 0..kw {
+                    cover.push(Patch {
+                        inside: None,
+                        source: origin,
+                        offset: i * conv.width + j,
+                    });
+                }
+            }
+        } else {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let offsets = [i, j].map(|k| b.ins().iconst(types::I64, k));
+                    cover.push(tap(b, conv, plane, [y, z], offsets));
+                }
+            }
+        }
+        body(b, &WindowAt { output, cover });
+    });
+}
+
+/// Where output position (y, z) of a window reads at kernel offset (i, j) in a plane of
+/// the input: `y·stride − padding + i`, and whether that is inside the input.
+fn tap(
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    plane: Value,
+    [y, z]: [Value; 2],
+    [i, j]: [Value; 2],
+) -> Patch {
+    let w = conv.window;
+    let coordinate = |b: &mut FunctionBuilder, o: Value, k: Value, axis: usize| {
+        let t = b.ins().imul_imm_s(o, w.stride[axis] as i64);
+        let t = b.ins().iadd(t, k);
+        b.ins().iadd_imm_s(t, -(w.padding[axis] as i64))
+    };
+    let (sy, sz) = (coordinate(b, y, i, 0), coordinate(b, z, j, 1));
+    // Negative coordinates are huge unsigned ones: one comparison per axis.
+    let inside_y = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sy, conv.height);
+    let inside_z = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, sz, conv.width);
+    let inside = b.ins().band(inside_y, inside_z);
+    let source = {
+        let t = b.ins().imul_imm_s(plane, conv.height);
+        let t = b.ins().iadd(t, sy);
+        let t = b.ins().imul_imm_s(t, conv.width);
+        b.ins().iadd(t, sz)
+    };
+    // Outside the input, the first element stands in: always a valid address.
+    let first = b.ins().iconst(types::I64, 0);
+    let source = b.ins().select(inside, source, first);
+    Patch {
+        inside: Some(inside),
+        source,
+        offset: 0,
+    }
+}

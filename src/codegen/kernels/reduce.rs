@@ -1,0 +1,213 @@
+//! Reductions (sum, mean, max) of a view over some of its axes. A loss (a whole small tensor)
+//! is summed in one register in the interpreter's order; otherwise the axes are merged and the
+//! innermost runs four lanes wide, folding a reduced axis in registers or updating four kept
+//! outputs at a time.
+
+use super::KernelKind;
+use crate::codegen::alloc::BufferId;
+use crate::codegen::arith::Width;
+use crate::codegen::layout::{coalesce, product, row_major, Sym, View};
+use crate::codegen::loops::{flags, fold, fold_lanes, lanes, loops};
+use crate::codegen::lower::{Lowerer, Reader};
+use crate::ir::{Graph, NodeId, ReduceOp};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+
+/// Whole-tensor sums of fewer elements than this (per example, for a tensor with a batch
+/// axis) add them one after another, in the interpreter's order.
+const EXACT_SUM_MAX: i64 = 1 << 14;
+
+/// A reduction of `input` (in its own axes) over `axes`.
+#[derive(Clone, Debug)]
+pub struct Reduce {
+    pub node: NodeId,
+    pub out: BufferId,
+    pub op: ReduceOp,
+    pub input: View,
+    pub input_dims: Vec<Sym>,
+    pub axes: Vec<usize>,
+}
+
+impl KernelKind for Reduce {
+    fn name(&self) -> &'static str {
+        "reduce"
+    }
+
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn outputs(&self) -> Vec<BufferId> {
+        vec![self.out]
+    }
+
+    fn inputs(&self) -> Vec<&View> {
+        vec![&self.input]
+    }
+
+    fn detail(&self, _graph: &Graph) -> String {
+        String::new()
+    }
+
+    fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        let (op, input, input_dims, axes) = (self.op, &self.input, &self.input_dims, &self.axes);
+        let in_dims: Vec<Value> = input_dims.iter().map(|&d| l.sym(b, d)).collect();
+        let out_dims: Vec<Value> = in_dims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect();
+        let out_base = l.buffer_address(b, self.out);
+        let out_contiguous = l.contiguous(b, &out_dims);
+        let zero = b.ins().iconst(types::I64, 0);
+        let mut kept = out_contiguous.iter();
+        let out_strides: Vec<Value> = (0..in_dims.len())
+            .map(|i| {
+                if axes.contains(&i) {
+                    zero
+                } else {
+                    *kept.next().expect("one stride per kept axis")
+                }
+            })
+            .collect();
+        let init = b.ins().f32const(if op == ReduceOp::Max {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        });
+        loops(b, &out_dims, &mut |b, index| {
+            let address = l.address(b, out_base, &out_contiguous, index);
+            b.ins().store(flags(), init, address, 0);
+        });
+        // `current` and `v` are both scalars or both four lanes.
+        let combine = |b: &mut FunctionBuilder, current: Value, v: Value| match op {
+            ReduceOp::Max => {
+                let w = Width {
+                    vector: b.func.dfg.value_type(v) == types::F32X4,
+                };
+                w.select(b, (v, FloatCC::GreaterThan, current), v, current)
+            }
+            ReduceOp::Sum | ReduceOp::Mean => b.ins().fadd(current, v),
+        };
+        let contiguous = row_major(input_dims);
+        let reader = l.reader(b, input);
+        let total = product(input_dims);
+        match &reader {
+            // A reduction of a whole contiguous tensor (a loss) keeps its sum in a
+            // register, in the same order as the interpreter, unless the tensor is
+            // large (an L2 penalty over a layer's weights): there one addition waiting
+            // for the last costs more than the rest of the step's elementwise work, so
+            // it takes four lanes, as below.
+            Reader::Memory { base, .. }
+                if out_dims.is_empty()
+                    && input.strides == contiguous
+                    && total.coef < EXACT_SUM_MAX =>
+            {
+                let total = l.sym(b, total);
+                let one = b.ins().iconst(types::I64, 1);
+                let sum = fold(b, total, init, &mut |b, j, acc| {
+                    let address = l.address(b, *base, &[one], &[j]);
+                    let v = b.ins().load(types::F32, flags(), address, 0);
+                    combine(b, acc, v)
+                });
+                b.ins().store(flags(), sum, out_base, 0);
+            }
+            // Otherwise, over the merged axes: an innermost reduced axis is folded in
+            // registers (four partial results, then the remainder), an innermost kept
+            // axis updates four outputs at a time.
+            Reader::Memory { base, .. } => {
+                let kept_dims: Vec<Sym> = input_dims
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect();
+                let mut kept = row_major(&kept_dims).into_iter();
+                let out_sym: Vec<Sym> = (0..input_dims.len())
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            Sym::ZERO
+                        } else {
+                            kept.next().expect("one stride per kept axis")
+                        }
+                    })
+                    .collect();
+                let (dims, views) = coalesce(input_dims, &[input.strides.clone(), out_sym]);
+                let reduced_inner = views[1].last() == Some(&Sym::ZERO);
+                let vector = views[0].last() == Some(&Sym::ONE)
+                    && (reduced_inner || views[1].last() == Some(&Sym::ONE));
+                let dims: Vec<Value> = dims.iter().map(|&d| l.sym(b, d)).collect();
+                let [in_strides, out_strides] = [&views[0], &views[1]]
+                    .map(|v| v.iter().map(|&s| l.sym(b, s)).collect::<Vec<_>>());
+                let (&inner, outer) = dims.split_last().expect("a reduced axis");
+                loops(b, outer, &mut |b, outer_index| {
+                    let at = |b: &mut FunctionBuilder, base: Value, strides: &[Value], z: Value| {
+                        let mut index = outer_index.to_vec();
+                        index.push(z);
+                        l.address(b, base, strides, &index)
+                    };
+                    let zero = b.ins().iconst(types::I64, 0);
+                    if reduced_inner {
+                        let acc = fold_lanes(
+                            b,
+                            inner,
+                            init,
+                            vector,
+                            &mut |b, z, ty| {
+                                let address = at(b, *base, &in_strides, z);
+                                b.ins().load(ty, flags(), address, 0)
+                            },
+                            &combine,
+                        );
+                        let address = at(b, out_base, &out_strides, zero);
+                        let current = b.ins().load(types::F32, flags(), address, 0);
+                        let next = combine(b, current, acc);
+                        b.ins().store(flags(), next, address, 0);
+                    } else {
+                        let starts = [
+                            at(b, *base, &in_strides, zero),
+                            at(b, out_base, &out_strides, zero),
+                        ];
+                        let steps =
+                            [&in_strides, &out_strides].map(|s| *s.last().expect("an inner axis"));
+                        lanes(
+                            b,
+                            zero,
+                            inner,
+                            vector,
+                            &starts,
+                            &steps,
+                            &mut |b, _, ty, a| {
+                                let v = b.ins().load(ty, flags(), a[0], 0);
+                                let current = b.ins().load(ty, flags(), a[1], 0);
+                                let next = combine(b, current, v);
+                                b.ins().store(flags(), next, a[1], 0);
+                            },
+                        );
+                    }
+                });
+            }
+            Reader::Scalar(_) => loops(b, &in_dims, &mut |b, index| {
+                let v = l.read(b, &reader, index);
+                let address = l.address(b, out_base, &out_strides, index);
+                let current = b.ins().load(types::F32, flags(), address, 0);
+                let next = combine(b, current, v);
+                b.ins().store(flags(), next, address, 0);
+            }),
+        }
+        if op == ReduceOp::Mean {
+            let count = axes.iter().fold(b.ins().iconst(types::I64, 1), |acc, &a| {
+                b.ins().imul(acc, in_dims[a])
+            });
+            let count = b.ins().fcvt_from_sint(types::F32, count);
+            loops(b, &out_dims, &mut |b, index| {
+                let address = l.address(b, out_base, &out_contiguous, index);
+                let v = b.ins().load(types::F32, flags(), address, 0);
+                let mean = b.ins().fdiv(v, count);
+                b.ins().store(flags(), mean, address, 0);
+            });
+        }
+    }
+}
