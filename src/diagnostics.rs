@@ -82,6 +82,7 @@ codes! {
     E0510 => "the JIT cannot compile this model",
     E0511 => "not enough memory for this run",
     E0512 => "an output file cannot be written",
+    E0513 => "bad training log",
     W0201 => "parameter does not reach the loss",
 }
 

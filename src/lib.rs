@@ -41,6 +41,7 @@ pub mod gradcheck;
 pub mod codegen;
 pub mod data;
 pub mod runtime;
+pub mod plot;
 
 pub mod cli;
 

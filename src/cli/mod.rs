@@ -76,6 +76,9 @@ enum Command {
         /// Also write each epoch's figures to this file as JSON lines.
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Redraw the training curves in this picture (.svg or .png) after every epoch.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Save a checkpoint here when training ends, stops on an error, or is interrupted
         /// (Ctrl-C finishes the current step first; a second Ctrl-C stops at once).
         #[arg(long)]
@@ -132,6 +135,18 @@ enum Command {
         /// Examples in the checked batch.
         #[arg(long, default_value_t = 4)]
         batch: u64,
+    },
+    /// Draw the training curves of one or more `--log` files on the same axes.
+    Plot {
+        /// The logs, one run each.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The picture to write (.svg or .png).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The title above the curves (default: the logs' names).
+        #[arg(long)]
+        title: Option<String>,
     },
     /// Explain an error code, e.g. `netc explain E0301`.
     Explain { code: String },
@@ -285,6 +300,7 @@ pub fn run() -> i32 {
             threads,
             profile,
             log,
+            plot,
             save,
             save_every,
             resume,
@@ -305,6 +321,7 @@ pub fn run() -> i32 {
                 backend,
                 profile,
                 log,
+                plot,
                 save,
                 save_every,
                 resume,
@@ -396,6 +413,28 @@ pub fn run() -> i32 {
                 Ok(false) => 1,
                 Err(diagnostic) => finish(&source, Err(diagnostic)),
             }
+        }
+        Command::Plot {
+            logs,
+            output,
+            title,
+        } => {
+            let runs: Result<Vec<crate::plot::Run>, Diagnostic> = (logs.iter())
+                .map(|path| {
+                    let label = path.file_stem().map_or_else(
+                        || path.display().to_string(),
+                        |s| s.to_string_lossy().into_owned(),
+                    );
+                    let epochs = crate::plot::log::read(path)?;
+                    Ok(crate::plot::Run { label, epochs })
+                })
+                .collect();
+            let outcome = runs.and_then(|runs| {
+                let names: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
+                let title = title.unwrap_or_else(|| names.join(" vs "));
+                crate::plot::curves(&output, &runs, &title)
+            });
+            finish(&SourceFile::new("netc plot", ""), outcome)
         }
         Command::Explain { code } => match Code::parse(&code) {
             Some(code) => {

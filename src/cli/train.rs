@@ -41,6 +41,7 @@ pub(super) struct RunOptions {
     pub(super) backend: Backend,
     pub(super) profile: bool,
     pub(super) log: Option<PathBuf>,
+    pub(super) plot: Option<PathBuf>,
     pub(super) save: Option<PathBuf>,
     pub(super) save_every: Option<Every>,
     pub(super) resume: Option<PathBuf>,
@@ -61,6 +62,7 @@ pub(super) fn train(
         backend,
         profile,
         log,
+        plot,
         save,
         save_every,
         resume,
@@ -76,8 +78,12 @@ pub(super) fn train(
     }
     // Both outputs are checked without touching what is there: a run that fails before it
     // trains leaves an earlier log or checkpoint as it was.
+    if let Some(path) = &plot {
+        crate::plot::Format::of(path, "--plot")?;
+    }
     for (path, flag, what) in [
         (&log, "--log", "the log"),
+        (&plot, "--plot", "the picture"),
         (&save, "--save", "the checkpoint"),
     ] {
         if let Some(path) = path {
@@ -143,6 +149,16 @@ pub(super) fn train(
         None => None,
     };
     let mut reporter = Reporter::new(log_file, false);
+    if let Some(path) = plot.clone() {
+        let title = run_title(source, model, &settings);
+        reporter.after_epoch = Some(Box::new(move |history| {
+            let run = crate::plot::Run {
+                label: String::new(),
+                epochs: history.to_vec(),
+            };
+            crate::plot::curves(&path, &[run], &title)
+        }));
+    }
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
     if profile {
@@ -176,7 +192,26 @@ pub(super) fn train(
     if let (Some(e), Some(path)) = (&reporter.log_error, &log) {
         return Err(cannot_write("the log", path, e));
     }
+    if let Some(e) = reporter.after_epoch_error.take() {
+        return Err(e);
+    }
     outcome
+}
+
+/// The title of a run's pictures: the model's name and its training settings.
+fn run_title(source: &SourceFile, model: &Model, settings: &RunSettings) -> String {
+    let name = Path::new(&source.name)
+        .file_name()
+        .map_or(source.name.clone(), |n| n.to_string_lossy().into_owned());
+    let optimizer = match model.optimizer {
+        crate::check::model::Optimizer::Sgd { momentum, .. } if momentum > 0.0 => "sgd, momentum",
+        crate::check::model::Optimizer::Sgd { .. } => "sgd",
+        crate::check::model::Optimizer::Adam { .. } => "adam",
+    };
+    format!(
+        "{name}: {optimizer}, lr {}, batch {}, seed {}",
+        settings.lr, settings.batch, settings.seed
+    )
 }
 
 /// Why the JIT did not compile a model, as a diagnostic.

@@ -25,7 +25,14 @@ pub struct Reporter {
     pub history: Vec<EpochReport>,
     /// The first failure to write the log, if any: training goes on, and the caller reports it.
     pub log_error: Option<std::io::Error>,
+    /// Called with every report so far after each epoch (`--plot` redraws its picture).
+    pub after_epoch: Option<AfterEpoch>,
+    /// The first failure of `after_epoch`: training goes on, and the caller reports it.
+    pub after_epoch_error: Option<crate::diagnostics::Diagnostic>,
 }
+
+/// What a reporter calls after each epoch, with every report so far.
+pub type AfterEpoch = Box<dyn FnMut(&[EpochReport]) -> Result<(), crate::diagnostics::Diagnostic>>;
 
 impl Reporter {
     /// A reporter writing JSON lines to `log` if given; quiet ones print nothing.
@@ -47,6 +54,8 @@ impl Reporter {
             quiet,
             history: Vec::new(),
             log_error: None,
+            after_epoch: None,
+            after_epoch_error: None,
         }
     }
 
@@ -104,6 +113,11 @@ impl Reporter {
             }
         }
         self.history.push(report.clone());
+        if let Some(after) = &mut self.after_epoch {
+            if let Err(e) = after(&self.history) {
+                self.after_epoch_error.get_or_insert(e);
+            }
+        }
     }
 
     /// Removes the progress bar.

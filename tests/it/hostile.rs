@@ -14,7 +14,7 @@ fn netc() -> Command {
     command
 }
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     netc().args(args).output().expect("netc runs")
 }
 
@@ -29,18 +29,18 @@ fn succeeds_line(line: &str) -> Output {
 }
 
 /// Runs netc and asserts it succeeded.
-fn succeeds(args: &[&str]) -> Output {
+pub(crate) fn succeeds(args: &[&str]) -> Output {
     let out = run(args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     out
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Asserts a run failed with exit 1 and the diagnostic `code`, mentioning each of `words`.
-fn refused(out: &Output, code: Code, words: &[&str]) {
+pub(crate) fn refused(out: &Output, code: Code, words: &[&str]) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -54,27 +54,27 @@ fn refused(out: &Output, code: Code, words: &[&str]) {
 }
 
 /// A temporary directory of this test's own, removed afterwards.
-struct Dir(PathBuf);
+pub(crate) struct Dir(PathBuf);
 
 impl Dir {
-    fn new(name: &str) -> Dir {
+    pub(crate) fn new(name: &str) -> Dir {
         let dir = std::env::temp_dir().join(format!("netc-hostile-{}-{name}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).expect("temp dir");
         Dir(dir)
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.0.join(name).display().to_string()
     }
 
-    fn write(&self, name: &str, text: &str) -> String {
+    pub(crate) fn write(&self, name: &str, text: &str) -> String {
         std::fs::write(self.0.join(name), text).expect("write fixture");
         self.path(name)
     }
 
     /// Files left in the directory whose name ends in `.partial`.
-    fn partial_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn partial_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.0)
             .expect("listable")
             .filter_map(|e| Some(e.ok()?.path()))

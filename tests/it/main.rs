@@ -8,6 +8,7 @@ mod hostile;
 mod jit;
 mod models;
 mod mutate;
+mod plot;
 mod step;
 mod tidy;
 mod train;

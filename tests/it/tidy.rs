@@ -49,6 +49,7 @@ fn every_code_has_a_bad_input() {
         "tests/it/train.rs",
         "tests/it/cli.rs",
         "tests/it/hostile.rs",
+        "tests/it/plot.rs",
     ]
     .map(|f| std::fs::read_to_string(root().join(f)).expect("readable test file"))
     .join("\n");
@@ -68,11 +69,11 @@ fn every_code_has_a_bad_input() {
 }
 
 /// Data flows one way: syntax → check → ir → autodiff → opt → interp → codegen → data →
-/// runtime. A stage may use earlier stages, never later ones.
+/// runtime → plot. A stage may use earlier stages, never later ones.
 #[test]
 fn stages_only_import_earlier_stages() {
     let order = [
-        "syntax", "check", "ir", "autodiff", "opt", "interp", "codegen", "data", "runtime",
+        "syntax", "check", "ir", "autodiff", "opt", "interp", "codegen", "data", "runtime", "plot",
     ];
     for (i, stage) in order.iter().enumerate() {
         for file in walk(&root().join("src").join(stage)) {
@@ -118,6 +119,12 @@ fn stages_only_import_earlier_stages() {
             assert!(
                 !text.contains("cranelift"),
                 "{path} uses Cranelift outside codegen/"
+            );
+        }
+        if !path.contains("src/plot") {
+            assert!(
+                !text.contains("plotters"),
+                "{path} uses plotters outside plot/"
             );
         }
         if !path.ends_with("diagnostics.rs") {

@@ -1,0 +1,353 @@
+//! Pictures of training, drawn with plotters: the training curves of one or more runs
+//! (`curves`), from the epoch reports a run makes or its `--log` files (`log`). A picture is
+//! rendered in memory, as SVG or PNG by the path's extension, and written to a temporary name
+//! then renamed, so a viewer watching the file never sees half of one.
+//!
+//! Text is set in DejaVu Sans, read from Debian's `fonts-dejavu-core` (the set-up scripts
+//! install it; `NETC_FONT` names another TrueType file), so that a picture looks the same on
+//! every machine and SVG output is deterministic.
+
+pub mod log;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::runtime::EpochReport;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Where the font is when `NETC_FONT` does not say.
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// A picture's size in pixels (SVG user units).
+const SIZE: (u32, u32) = (960, 400);
+
+/// The colours of successive runs (and, in one run, of train and test).
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// One run's epochs, named for the legend.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub label: String,
+    pub epochs: Vec<EpochReport>,
+}
+
+/// An image format, from a path's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Svg,
+    Png,
+}
+
+impl Format {
+    /// The format `path` names, or E0512 naming the flag that gave it.
+    pub fn of(path: &Path, flag: &str) -> Result<Format, Diagnostic> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("svg") => Ok(Format::Svg),
+            Some(e) if e.eq_ignore_ascii_case("png") => Ok(Format::Png),
+            _ => Err(Diagnostic::plain(
+                Code::E0512,
+                format!(
+                    "{flag} {} must end in .svg or .png: the extension says which to write",
+                    path.display()
+                ),
+            )),
+        }
+    }
+}
+
+/// Registers the font with plotters once; E0512 when it cannot be read.
+fn font() -> Result<(), Diagnostic> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(|| {
+        let path = std::env::var_os("NETC_FONT").map_or(FONT.into(), std::path::PathBuf::from);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // plotters keeps fonts for the life of the process.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{} is not a TrueType font", path.display()))
+    });
+    loaded.clone().map_err(|why| {
+        Diagnostic::plain(Code::E0512, format!("cannot draw text: {why}")).with_note(
+            "install Debian's fonts-dejavu-core (scripts/main does), or set NETC_FONT to a .ttf file",
+        )
+    })
+}
+
+/// Something drawn on any of plotters' backends.
+pub trait Picture {
+    /// Draws on `root`; a failure is plotters' message.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Renders `picture` on a canvas of `size` in `format` and returns the file's bytes.
+pub fn render(
+    format: Format,
+    size: (u32, u32),
+    picture: &impl Picture,
+) -> Result<Vec<u8>, Diagnostic> {
+    font()?;
+    let failed = |why: String| Diagnostic::plain(Code::E0512, format!("cannot draw: {why}"));
+    match format {
+        Format::Svg => {
+            let mut text = String::new();
+            {
+                let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+                picture.draw(&root).map_err(failed)?;
+                root.present().map_err(|e| failed(e.to_string()))?;
+            }
+            Ok(text.into_bytes())
+        }
+        Format::Png => {
+            let (w, h) = size;
+            let mut pixels = vec![0u8; w as usize * h as usize * 3];
+            {
+                let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+                picture.draw(&root).map_err(failed)?;
+                root.present().map_err(|e| failed(e.to_string()))?;
+            }
+            png_bytes(&pixels, size).map_err(|e| failed(e.to_string()))
+        }
+    }
+}
+
+/// RGB pixels as a PNG file.
+fn png_bytes(pixels: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(pixels)?;
+    }
+    Ok(out)
+}
+
+/// Writes a picture to `path` atomically (a temporary name, then a rename).
+pub fn save(path: &Path, bytes: &[u8]) -> Result<(), Diagnostic> {
+    crate::runtime::checkpoint::write_atomically(path, bytes).map_err(|e| {
+        Diagnostic::plain(
+            Code::E0512,
+            format!("cannot write the picture {}: {e}", path.display()),
+        )
+    })
+}
+
+/// Draws the training curves of `runs` to `path`: loss against epoch on the left, accuracy on
+/// the right when the runs measure it; train solid, test dashed; `title` above.
+pub fn curves(path: &Path, runs: &[Run], title: &str) -> Result<(), Diagnostic> {
+    let format = Format::of(path, "the picture")?;
+    let bytes = render(format, SIZE, &Curves { runs, title })?;
+    save(path, &bytes)
+}
+
+/// The training curves of some runs, under a title.
+struct Curves<'a> {
+    runs: &'a [Run],
+    title: &'a str,
+}
+
+impl Picture for Curves<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw_curves(root, self.runs, self.title)
+    }
+}
+
+/// One panel's line: a run's points, its colour, whether dashed, its legend entry.
+struct Line {
+    points: Vec<(f64, f64)>,
+    colour: RGBColor,
+    dashed: bool,
+    label: String,
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    runs: &[Run],
+    title: &str,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let body = root.titled(title, ("sans-serif", 18)).map_err(err)?;
+    let one = runs.len() == 1;
+    let label = |run: &Run, what: &str| {
+        if one {
+            what.to_string()
+        } else {
+            format!("{}: {what}", run.label)
+        }
+    };
+    let mut losses = Vec::new();
+    let mut accuracies = Vec::new();
+    for (r, run) in runs.iter().enumerate() {
+        let colour = |k: usize| COLOURS[if one { k } else { r } % COLOURS.len()];
+        let series = |f: &dyn Fn(&EpochReport) -> Option<f64>| -> Vec<(f64, f64)> {
+            (run.epochs.iter())
+                .filter_map(|e| Some((e.epoch as f64, f(e).filter(|v| v.is_finite())?)))
+                .collect()
+        };
+        losses.push(Line {
+            points: series(&|e| Some(e.train_loss)),
+            colour: colour(0),
+            dashed: false,
+            label: label(run, "train loss"),
+        });
+        // Classifiers are tested by accuracy; a regression's test loss goes with its train loss.
+        let classifier = run.epochs.iter().any(|e| e.test_accuracy.is_some());
+        if !classifier {
+            losses.push(Line {
+                points: series(&|e| Some(e.test_loss)),
+                colour: colour(1),
+                dashed: true,
+                label: label(run, "test loss"),
+            });
+        }
+        accuracies.push(Line {
+            points: series(&|e| e.train_accuracy),
+            colour: colour(if one { 2 } else { 0 }),
+            dashed: false,
+            label: label(run, "train acc"),
+        });
+        accuracies.push(Line {
+            points: series(&|e| e.test_accuracy),
+            colour: colour(if one { 3 } else { 0 }),
+            dashed: true,
+            label: label(run, "test acc"),
+        });
+    }
+    accuracies.retain(|l| !l.points.is_empty());
+    if accuracies.is_empty() {
+        return panel(&body, "loss", &losses, false);
+    }
+    let (left, right) = body.split_horizontally(body.dim_in_pixel().0 / 2);
+    panel(&left, "loss", &losses, false)?;
+    panel(&right, "accuracy", &accuracies, true)
+}
+
+/// One panel: the lines against epoch, axes labelled, a legend.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    y_name: &str,
+    lines: &[Line],
+    unit_interval: bool,
+) -> Result<(), String> {
+    let points = lines.iter().flat_map(|l| &l.points);
+    let last_epoch = points.clone().map(|p| p.0).fold(1.0, f64::max);
+    let (low, high) = points.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
+    let (low, high) = if low > high { (0.0, 1.0) } else { (low, high) };
+    // A loss falling by orders of magnitude is read on a log scale.
+    if !unit_interval && low > 0.0 && high / low > 30.0 {
+        let range = (low / 1.5..high * 1.5).log_scale();
+        let y_name = format!("{y_name} (log scale)");
+        return draw_panel(area, last_epoch, range, &y_name, lines, unit_interval);
+    }
+    let pad = ((high - low) * 0.08).max(1e-3);
+    let (low, high) = if unit_interval {
+        ((low - pad).max(0.0), (high + pad).min(1.0))
+    } else {
+        (
+            (low - pad).max(if low >= 0.0 { 0.0 } else { f64::MIN }),
+            high + pad,
+        )
+    };
+    draw_panel(area, last_epoch, low..high, y_name, lines, unit_interval)
+}
+
+/// `panel` on a y axis of `y_range` (linear or logarithmic).
+fn draw_panel<DB: DrawingBackend, Y>(
+    area: &DrawingArea<DB, Shift>,
+    last_epoch: f64,
+    y_range: Y,
+    y_name: &str,
+    lines: &[Line],
+    unit_interval: bool,
+) -> Result<(), String>
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(1f64.min(last_epoch)..last_epoch.max(2.0), y_range)
+        .map_err(err)?;
+    let integer_epochs = last_epoch <= 20.0;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_name)
+        .x_labels(if integer_epochs {
+            last_epoch as usize
+        } else {
+            10
+        })
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_label_formatter(&|y| {
+            format!("{y:.3}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        })
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.08))
+        .draw()
+        .map_err(err)?;
+    for line in lines {
+        let style = line.colour.stroke_width(2);
+        let series = if line.dashed {
+            chart.draw_series(DashedLineSeries::new(line.points.clone(), 6, 4, style))
+        } else {
+            chart.draw_series(LineSeries::new(line.points.clone(), style))
+        };
+        let colour = line.colour;
+        let dashed = line.dashed;
+        series
+            .map_err(err)?
+            .label(&line.label)
+            .legend(move |(x, y)| {
+                let style = colour.stroke_width(2);
+                let gap = if dashed { 8..12 } else { 10..10 };
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (gap.start, 0)], style)
+                    + PathElement::new(vec![(gap.end, 0), (20, 0)], style)
+            });
+        if line.points.len() == 1 {
+            // One epoch is a point, not a line: mark it.
+            chart
+                .draw_series(PointSeries::of_element(
+                    line.points.clone(),
+                    4,
+                    line.colour.filled(),
+                    &|c, s, st| Circle::new(c, s, st),
+                ))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(if unit_interval {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
