@@ -12,7 +12,9 @@ use crate::step::Step;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use train::{bench, gradcheck, print_predictions, restored, train, RunOptions};
+use train::{
+    bench, gradcheck, print_predictions, restored, surface, train, RunOptions, SurfaceRequest,
+};
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +81,17 @@ enum Command {
         /// Redraw the training curves in this picture (.svg or .png) after every epoch.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Also write each epoch's figures as TensorBoard scalars, in an event file in DIR.
+        #[arg(long, value_name = "DIR")]
+        tensorboard: Option<PathBuf>,
+        /// Draw the model's prediction against its first input over the training data after
+        /// every epoch: every frame in a .gif, or the latest in a .png or .svg.
+        #[arg(long)]
+        animate: Option<PathBuf>,
+        /// Write the small parameters' values after every step as JSON lines, for
+        /// `netc surface --trace` to draw the optimizer's path.
+        #[arg(long)]
+        trace: Option<PathBuf>,
         /// Save a checkpoint here when training ends, stops on an error, or is interrupted
         /// (Ctrl-C finishes the current step first; a second Ctrl-C stops at once).
         #[arg(long)]
@@ -109,6 +122,9 @@ enum Command {
         /// How many examples to show.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// Also draw the examples (image inputs) with their labels in this picture.
+        #[arg(long)]
+        grid: Option<PathBuf>,
     },
     /// Measure training speed: compile time, step and epoch times, GFLOP/s, peak memory.
     Bench {
@@ -135,6 +151,25 @@ enum Command {
         /// Examples in the checked batch.
         #[arg(long, default_value_t = 4)]
         batch: u64,
+    },
+    /// Draw the loss over two coordinates of the parameters as a surface and a contour map.
+    Surface {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// The two coordinates: `w,b`, or elements such as `dense1.weight[0],dense1.bias[0]`
+        /// (default: the model's two parameters, when it has two of one element each).
+        #[arg(long)]
+        params: Option<String>,
+        /// Centre the grid on these weights (default: the initial weights).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Draw the optimizer's path from a `netc run --trace` file.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// The picture to write (.svg or .png).
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Draw the training curves of one or more `--log` files on the same axes.
     Plot {
@@ -301,6 +336,9 @@ pub fn run() -> i32 {
             profile,
             log,
             plot,
+            tensorboard,
+            animate,
+            trace,
             save,
             save_every,
             resume,
@@ -322,6 +360,9 @@ pub fn run() -> i32 {
                 profile,
                 log,
                 plot,
+                tensorboard,
+                animate,
+                trace,
                 save,
                 save_every,
                 resume,
@@ -359,12 +400,15 @@ pub fn run() -> i32 {
             weights,
             data,
             limit,
+            grid,
         } => {
             let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
-            let outcome = restored(&source, &model, &weights, &data)
-                .map(|(mut session, split)| print_predictions(&mut session, &split, limit));
+            let outcome =
+                restored(&source, &model, &weights, &data).and_then(|(mut session, split)| {
+                    print_predictions(&mut session, &split, limit, grid.as_deref())
+                });
             finish(&source, outcome)
         }
         Command::Bench {
@@ -414,6 +458,25 @@ pub fn run() -> i32 {
                 Err(diagnostic) => finish(&source, Err(diagnostic)),
             }
         }
+        Command::Surface {
+            file,
+            data,
+            params,
+            weights,
+            trace,
+            output,
+        } => {
+            let Some((source, model)) = checked_model(&file) else {
+                return 1;
+            };
+            let request = SurfaceRequest {
+                params: params.as_deref(),
+                weights: weights.as_deref(),
+                trace: trace.as_deref(),
+                output: &output,
+            };
+            finish(&source, surface(&source, &model, &data, request))
+        }
         Command::Plot {
             logs,
             output,
@@ -432,7 +495,7 @@ pub fn run() -> i32 {
             let outcome = runs.and_then(|runs| {
                 let names: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
                 let title = title.unwrap_or_else(|| names.join(" vs "));
-                crate::plot::curves(&output, &runs, &title)
+                crate::plot::curves(&output, &runs, &title, crate::plot::Effort::Small)
             });
             finish(&SourceFile::new("netc plot", ""), outcome)
         }

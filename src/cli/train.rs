@@ -7,6 +7,7 @@ use crate::codegen::CompileError;
 use crate::data::{Source, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir;
+use crate::plot::animate::Animation;
 use crate::runtime::{self, checkpoint, Every, Reporter, RunSettings, Session, Stop};
 use crate::source::SourceFile;
 use crate::tensor::Tensor;
@@ -42,6 +43,9 @@ pub(super) struct RunOptions {
     pub(super) profile: bool,
     pub(super) log: Option<PathBuf>,
     pub(super) plot: Option<PathBuf>,
+    pub(super) tensorboard: Option<PathBuf>,
+    pub(super) animate: Option<PathBuf>,
+    pub(super) trace: Option<PathBuf>,
     pub(super) save: Option<PathBuf>,
     pub(super) save_every: Option<Every>,
     pub(super) resume: Option<PathBuf>,
@@ -63,6 +67,9 @@ pub(super) fn train(
         profile,
         log,
         plot,
+        tensorboard,
+        animate,
+        trace,
         save,
         save_every,
         resume,
@@ -84,6 +91,8 @@ pub(super) fn train(
     for (path, flag, what) in [
         (&log, "--log", "the log"),
         (&plot, "--plot", "the picture"),
+        (&animate, "--animate", "the animation"),
+        (&trace, "--trace", "the trace"),
         (&save, "--save", "the checkpoint"),
     ] {
         if let Some(path) = path {
@@ -142,6 +151,23 @@ pub(super) fn train(
             Err(why) => return Err(compile_diagnostic(why, settings.batch)),
         }
     }
+    let title = run_title(source, model, &settings);
+    let mut watchers: Vec<Box<dyn runtime::Watcher>> = Vec::new();
+    // The one watcher that can refuse the model comes first, before any file is made.
+    if let Some(path) = animate {
+        let batch = settings.batch;
+        let animation = Animation::new(path, title.clone(), (&session, batch), &split.train)?;
+        watchers.push(Box::new(animation));
+    }
+    if let Some(path) = plot {
+        watchers.push(Box::new(crate::plot::LiveCurves::new(path, title)));
+    }
+    if let Some(dir) = &tensorboard {
+        watchers.push(Box::new(crate::plot::tensorboard::EventFile::create(dir)?));
+    }
+    if let Some(path) = trace {
+        watchers.push(Box::new(crate::plot::trace::Trace::create(path, &session)?));
+    }
     let log_file = match &log {
         Some(path) => {
             Some(std::fs::File::create(path).map_err(|e| cannot_write("the log", path, &e))?)
@@ -149,16 +175,7 @@ pub(super) fn train(
         None => None,
     };
     let mut reporter = Reporter::new(log_file, false);
-    if let Some(path) = plot.clone() {
-        let title = run_title(source, model, &settings);
-        reporter.after_epoch = Some(Box::new(move |history| {
-            let run = crate::plot::Run {
-                label: String::new(),
-                epochs: history.to_vec(),
-            };
-            crate::plot::curves(&path, &[run], &title)
-        }));
-    }
+    reporter.watchers = watchers;
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
     if profile {
@@ -192,10 +209,68 @@ pub(super) fn train(
     if let (Some(e), Some(path)) = (&reporter.log_error, &log) {
         return Err(cannot_write("the log", path, e));
     }
-    if let Some(e) = reporter.after_epoch_error.take() {
+    if let Some(e) = reporter.watch_error.take() {
         return Err(e);
     }
     outcome
+}
+
+/// What `netc surface` draws and where.
+pub(super) struct SurfaceRequest<'a> {
+    pub(super) params: Option<&'a str>,
+    pub(super) weights: Option<&'a Path>,
+    pub(super) trace: Option<&'a Path>,
+    pub(super) output: &'a Path,
+}
+
+/// The loss over two coordinates of the parameters, around saved or initial weights.
+pub(super) fn surface(
+    source: &SourceFile,
+    model: &Model,
+    data: &DataArgs,
+    request: SurfaceRequest,
+) -> Result<(), Diagnostic> {
+    crate::plot::Format::of(request.output, "-o")?;
+    let coordinates = crate::plot::surface::coordinates(model, request.params)?;
+    let (mut session, split) = match request.weights {
+        Some(weights) => restored(source, model, weights, data)?,
+        None => {
+            let split = load(data, model.train.seed)?;
+            runtime::fits(model, &split.train)?;
+            (Session::new(model, source, model.train.seed)?, split)
+        }
+    };
+    let path = match request.trace {
+        Some(trace) => {
+            let names = coordinates
+                .each_ref()
+                .map(|c| model.params[c.param].name.as_str());
+            crate::plot::trace::read(trace, &coordinates, names)?
+        }
+        None => Vec::new(),
+    };
+    let batch = (model.train.batch as usize).clamp(1, crate::plot::surface::MAX_EXAMPLES);
+    // The interpreter draws the surface too, only more slowly.
+    let _ = session.compile(batch, false);
+    let name = Path::new(&source.name)
+        .file_name()
+        .map_or(source.name.clone(), |n| n.to_string_lossy().into_owned());
+    let at = match request.weights {
+        Some(w) => format!("around {}", w.display()),
+        None => "around the initial weights".to_string(),
+    };
+    let title = format!(
+        "{name}: the loss over {} and {}, {at}",
+        coordinates[0].label, coordinates[1].label
+    );
+    crate::plot::surface::surface(
+        &mut session,
+        &split.train,
+        &coordinates,
+        &path,
+        request.output,
+        &title,
+    )
 }
 
 /// The title of a run's pictures: the model's name and its training settings.
@@ -387,10 +462,31 @@ pub(super) fn print_profile(profile: &crate::codegen::Profile) {
     }
 }
 
-pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usize) {
+/// Prints predicted against true labels for the first `limit` test examples, and with `grid`
+/// draws them as labelled images.
+pub(super) fn print_predictions(
+    session: &mut Session,
+    split: &Split,
+    limit: usize,
+    grid: Option<&Path>,
+) -> Result<(), Diagnostic> {
     let test = &split.test;
     let shown = limit.min(test.len);
     let subset = test.head(shown);
+    let image_width = match (grid, subset.feature_dims.as_slice()) {
+        (None, _) => None,
+        (Some(_), [.., h, w]) if *h > 1 && *w > 1 => Some(*w),
+        (Some(path), dims) => {
+            return Err(Diagnostic::plain(
+                Code::E0512,
+                format!(
+                    "--grid {} draws images, and {}'s examples are {dims:?}",
+                    path.display(),
+                    test.origin
+                ),
+            ))
+        }
+    };
     let name = |class: usize| match &split.class_names {
         Some(names) => names
             .get(class)
@@ -398,27 +494,27 @@ pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usi
             .unwrap_or_else(|| class.to_string()),
         None => class.to_string(),
     };
+    let classes = matches!(
+        session.model.label.as_ref().map(|l| &l.kind),
+        Some(LabelKind::Class(_))
+    );
     say!("{:>5}  {:<14} true", "index", "predicted");
+    let mut labelled = Vec::new();
     let mut row = 0;
     for (_, output) in session.predict(&subset, 256) {
         let Some(output) = output else { break };
         let per = output.data.len() / output.dims[0].max(1);
         for values in output.data.chunks(per) {
             let truth = subset.targets[row * subset.target_size()];
-            let (predicted, actual) = match session.model.label.as_ref().map(|l| &l.kind) {
-                Some(LabelKind::Class(_)) => {
-                    let best = values
-                        .iter()
-                        .enumerate()
-                        .fold(0, |b, (i, &v)| if v > values[b] { i } else { b });
-                    (name(best), name(truth as usize))
-                }
-                _ => (format!("{:.4}", values[0]), format!("{truth:.4}")),
+            let (predicted, actual) = if classes {
+                let best = values
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &v)| if v > values[b] { i } else { b });
+                (name(best), name(truth as usize))
+            } else {
+                (format!("{:.4}", values[0]), format!("{truth:.4}"))
             };
-            let classes = matches!(
-                session.model.label.as_ref().map(|l| &l.kind),
-                Some(LabelKind::Class(_))
-            );
             let mark = if classes && predicted != actual {
                 "  ✗"
             } else {
@@ -428,8 +524,33 @@ pub(super) fn print_predictions(session: &mut Session, split: &Split, limit: usi
                 "{}",
                 format!("{row:>5}  {predicted:<14} {actual:<14}{mark}").trim_end()
             );
+            if let Some(width) = image_width {
+                let mut pixels = vec![0.0; subset.feature_size()];
+                subset
+                    .features
+                    .copy_to(row * subset.feature_size(), &mut pixels);
+                labelled.push(crate::plot::Labelled {
+                    pixels,
+                    width,
+                    predicted,
+                    actual,
+                });
+            }
             row += 1;
         }
+    }
+    match grid {
+        Some(path) => {
+            let wrong = labelled.iter().filter(|l| l.predicted != l.actual).count();
+            let title = format!(
+                "{}: {} of {} test images predicted wrongly",
+                session.model.name,
+                wrong,
+                labelled.len()
+            );
+            crate::plot::image_grid(path, &labelled, &title)
+        }
+        None => Ok(()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Pictures of training, drawn with plotters: the training curves of one or more runs
-//! (`curves`), from the epoch reports a run makes or its `--log` files (`log`). A picture is
+//! (`curves`), from the epoch reports a run makes or its `--log` files (`log`); a model's fit
+//! to its data as training goes (`animate`); test images with their predicted labels
+//! (`image_grid`); and the figures as TensorBoard event files (`tensorboard`). A picture is
 //! rendered in memory, as SVG or PNG by the path's extension, and written to a temporary name
 //! then renamed, so a viewer watching the file never sees half of one.
 //!
@@ -7,10 +9,14 @@
 //! install it; `NETC_FONT` names another TrueType file), so that a picture looks the same on
 //! every machine and SVG output is deterministic.
 
+pub mod animate;
 pub mod log;
+pub mod surface;
+pub mod tensorboard;
+pub mod trace;
 
 use crate::diagnostics::{Code, Diagnostic};
-use crate::runtime::EpochReport;
+use crate::runtime::{EpochReport, Session, Watcher};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -87,9 +93,17 @@ pub trait Picture {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
+/// How hard PNG compression works: a picture redrawn while training runs is written quickly
+/// (a third of the time, three times the size), one drawn once is written small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effort {
+    Quick,
+    Small,
+}
+
 /// Renders `picture` on a canvas of `size` in `format` and returns the file's bytes.
 pub fn render(
-    format: Format,
+    (format, effort): (Format, Effort),
     size: (u32, u32),
     picture: &impl Picture,
 ) -> Result<Vec<u8>, Diagnostic> {
@@ -106,25 +120,43 @@ pub fn render(
             Ok(text.into_bytes())
         }
         Format::Png => {
-            let (w, h) = size;
-            let mut pixels = vec![0u8; w as usize * h as usize * 3];
-            {
-                let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-                picture.draw(&root).map_err(failed)?;
-                root.present().map_err(|e| failed(e.to_string()))?;
-            }
-            png_bytes(&pixels, size).map_err(|e| failed(e.to_string()))
+            let pixels = pixels(size, picture)?;
+            png_bytes(&pixels, size, effort).map_err(|e| failed(e.to_string()))
         }
     }
 }
 
+/// Renders `picture` as RGB pixels, row by row.
+fn pixels(size: (u32, u32), picture: &impl Picture) -> Result<Vec<u8>, Diagnostic> {
+    font()?;
+    let failed = |why: String| Diagnostic::plain(Code::E0512, format!("cannot draw: {why}"));
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        picture.draw(&root).map_err(failed)?;
+        root.present().map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(pixels)
+}
+
 /// RGB pixels as a PNG file.
-fn png_bytes(pixels: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, png::EncodingError> {
+fn png_bytes(
+    pixels: &[u8],
+    (w, h): (u32, u32),
+    effort: Effort,
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, w, h);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
+        match effort {
+            Effort::Quick => encoder.set_compression(png::Compression::Fast),
+            Effort::Small => {
+                encoder.set_compression(png::Compression::Best);
+                encoder.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+            }
+        }
         let mut writer = encoder.write_header()?;
         writer.write_image_data(pixels)?;
     }
@@ -143,10 +175,67 @@ pub fn save(path: &Path, bytes: &[u8]) -> Result<(), Diagnostic> {
 
 /// Draws the training curves of `runs` to `path`: loss against epoch on the left, accuracy on
 /// the right when the runs measure it; train solid, test dashed; `title` above.
-pub fn curves(path: &Path, runs: &[Run], title: &str) -> Result<(), Diagnostic> {
+pub fn curves(path: &Path, runs: &[Run], title: &str, effort: Effort) -> Result<(), Diagnostic> {
     let format = Format::of(path, "the picture")?;
-    let bytes = render(format, SIZE, &Curves { runs, title })?;
+    let bytes = render((format, effort), SIZE, &Curves { runs, title })?;
     save(path, &bytes)
+}
+
+/// `--plot`'s picture of a run's curves. It is redrawn after an epoch when drawing (as long
+/// as it took last time; at first, `FIRST_GUESS`) costs at most 1% of that epoch's time, so no
+/// epoch is slowed by more; epochs too short for that are drawn once the run ends.
+pub struct LiveCurves {
+    path: std::path::PathBuf,
+    title: String,
+    /// How long drawing takes.
+    cost: std::time::Duration,
+    /// Whether epochs have been reported since the last drawing.
+    behind: bool,
+}
+
+/// What a drawing is taken to cost before the first one is timed: a quickly compressed PNG of
+/// the curves takes about 4 ms here.
+const FIRST_GUESS: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl LiveCurves {
+    pub fn new(path: std::path::PathBuf, title: String) -> LiveCurves {
+        LiveCurves {
+            path,
+            title,
+            cost: FIRST_GUESS,
+            behind: false,
+        }
+    }
+
+    fn draw(&mut self, history: &[EpochReport]) -> Result<(), Diagnostic> {
+        let started = std::time::Instant::now();
+        let run = Run {
+            label: String::new(),
+            epochs: history.to_vec(),
+        };
+        curves(&self.path, &[run], &self.title, Effort::Quick)?;
+        self.cost = started.elapsed();
+        self.behind = false;
+        Ok(())
+    }
+}
+
+impl Watcher for LiveCurves {
+    fn epoch(&mut self, _: &mut Session, history: &[EpochReport]) -> Result<(), Diagnostic> {
+        self.behind = true;
+        let epoch = history.last().map_or(0.0, |e| e.seconds);
+        if self.cost.as_secs_f64() <= epoch / 100.0 {
+            self.draw(history)?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, history: &[EpochReport]) -> Result<(), Diagnostic> {
+        if self.behind {
+            self.draw(history)?;
+        }
+        Ok(())
+    }
 }
 
 /// The training curves of some runs, under a title.
@@ -176,7 +265,10 @@ fn draw_curves<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
-    let body = root.titled(title, ("sans-serif", 18)).map_err(err)?;
+    let body = root
+        .margin(6, 0, 0, 0)
+        .titled(title, ("sans-serif", 18))
+        .map_err(err)?;
     let one = runs.len() == 1;
     let label = |run: &Run, what: &str| {
         if one {
@@ -337,17 +429,147 @@ where
                 .map_err(err)?;
         }
     }
+    let position = if unit_interval {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
+    legend(&mut chart, position)
+}
+
+/// A chart's legend at `position`, on a light box.
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
     chart
         .configure_series_labels()
-        .position(if unit_interval {
-            SeriesLabelPosition::LowerRight
-        } else {
-            SeriesLabelPosition::UpperRight
-        })
+        .position(position)
         .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .draw()
-        .map_err(err)?;
-    Ok(())
+        .map_err(|e| e.to_string())
+}
+
+/// An image with its predicted and true labels.
+#[derive(Clone, Debug)]
+pub struct Labelled {
+    /// Grey levels in 0..=1, row by row.
+    pub pixels: Vec<f32>,
+    pub width: usize,
+    pub predicted: String,
+    pub actual: String,
+}
+
+impl Labelled {
+    fn wrong(&self) -> bool {
+        self.predicted != self.actual
+    }
+}
+
+/// Draws `images` in a grid, each under its predicted label (red when wrong, with the true
+/// label beneath), as d2l's `show_images` does.
+pub fn image_grid(path: &Path, images: &[Labelled], title: &str) -> Result<(), Diagnostic> {
+    let format = Format::of(path, "--grid")?;
+    let grid = Grid::new(images);
+    let bytes = render(
+        (format, Effort::Small),
+        grid.size(),
+        &Grid { title, ..grid },
+    )?;
+    save(path, &bytes)
+}
+
+/// A grid of labelled images: `columns` across, each image scaled to `cell` pixels.
+struct Grid<'a> {
+    images: &'a [Labelled],
+    title: &'a str,
+    columns: usize,
+    scale: usize,
+}
+
+/// Pixels above each image for its two labels, and around it.
+const LABELS: usize = 34;
+const GAP: usize = 10;
+const TITLE: usize = 34;
+
+impl<'a> Grid<'a> {
+    fn new(images: &'a [Labelled]) -> Grid<'a> {
+        let width = images.first().map_or(1, |i| i.width.max(1));
+        Grid {
+            images,
+            title: "",
+            columns: images.len().clamp(1, 8),
+            // Fashion-MNIST's 28 pixels become 112: large enough to see the garment.
+            scale: (112 / width).max(1),
+        }
+    }
+
+    fn cell(&self) -> (usize, usize) {
+        let image = self.images.first();
+        let width = image.map_or(1, |i| i.width.max(1));
+        let height = image.map_or(1, |i| i.pixels.len() / width.max(1));
+        (width * self.scale, height * self.scale)
+    }
+
+    fn size(&self) -> (u32, u32) {
+        let (w, h) = self.cell();
+        let rows = self.images.len().div_ceil(self.columns).max(1);
+        let width = self.columns * (w + GAP) + GAP;
+        let height = TITLE + rows * (h + LABELS + GAP) + GAP;
+        (width.max(360) as u32, height as u32)
+    }
+}
+
+impl Picture for Grid<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(err)?;
+        let body = root
+            .margin(6, 0, 0, 0)
+            .titled(self.title, ("sans-serif", 18))
+            .map_err(err)?;
+        let (w, h) = self.cell();
+        let red = RGBColor(200, 30, 30);
+        for (i, image) in self.images.iter().enumerate() {
+            let (row, column) = (i / self.columns, i % self.columns);
+            let x = (GAP + column * (w + GAP)) as i32;
+            let y = (row * (h + LABELS + GAP)) as i32;
+            let colour = if image.wrong() { red } else { BLACK };
+            let style = TextStyle::from(("sans-serif", 13)).color(&colour);
+            body.draw(&Text::new(image.predicted.clone(), (x, y), style))
+                .map_err(err)?;
+            if image.wrong() {
+                let grey = RGBColor(100, 100, 100);
+                let style = TextStyle::from(("sans-serif", 12)).color(&grey);
+                let truth = format!("true: {}", image.actual);
+                body.draw(&Text::new(truth, (x, y + 15), style))
+                    .map_err(err)?;
+            }
+            let top = y + LABELS as i32 - 4;
+            // Dark garments on a light ground, as d2l shows them.
+            for (p, &v) in image.pixels.iter().enumerate() {
+                let (py, px) = (p / image.width, p % image.width);
+                let level = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+                let corner = (x + (px * self.scale) as i32, top + (py * self.scale) as i32);
+                let end = (corner.0 + self.scale as i32, corner.1 + self.scale as i32);
+                let shade = RGBColor(level, level, level).filled();
+                body.draw(&Rectangle::new([corner, end], shade))
+                    .map_err(err)?;
+            }
+            let frame = [(x - 1, top - 1), (x + w as i32, top + h as i32)];
+            let border = if image.wrong() {
+                red.stroke_width(2)
+            } else {
+                BLACK.mix(0.2).stroke_width(1)
+            };
+            body.draw(&Rectangle::new(frame, border)).map_err(err)?;
+        }
+        Ok(())
+    }
 }

@@ -20,7 +20,7 @@ use checkpoint::Checkpoint;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-pub use report::{EpochReport, Reporter};
+pub use report::{EpochReport, Reporter, Watcher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -332,7 +332,7 @@ impl<'a> Session<'a> {
                 seen += rows.len();
                 self.step = step;
                 self.epoch_step = index as u64 + 1;
-                reporter.advance();
+                reporter.advance(self);
                 if let Some((path, Every::Steps(n))) = &settings.checkpoints {
                     if step.is_multiple_of(*n) {
                         self.save(path, settings.seed)?;
@@ -347,7 +347,7 @@ impl<'a> Session<'a> {
             let test = self.evaluate(&data.test, settings.batch);
             let seconds = started.elapsed().as_secs_f64();
             let seen = seen.max(1) as f64;
-            reporter.finish_epoch(&EpochReport {
+            let report = EpochReport {
                 epoch,
                 train_loss: total_loss / seen,
                 train_accuracy: self.model.metric.map(|_| correct as f64 / seen),
@@ -355,7 +355,8 @@ impl<'a> Session<'a> {
                 test_accuracy: test.accuracy,
                 seconds,
                 examples_per_second: seen / seconds,
-            });
+            };
+            reporter.finish_epoch(&report, self);
             if let Some((path, Every::Epochs(n))) = &settings.checkpoints {
                 if epoch.is_multiple_of(*n) {
                     self.save(path, settings.seed)?;

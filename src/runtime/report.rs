@@ -1,6 +1,9 @@
 //! Reporting a run: one line per epoch on stdout, a progress bar on stderr when it is a
-//! terminal, and the same figures as JSON lines in `--log PATH`.
+//! terminal, the same figures as JSON lines in `--log PATH`, and to each `Watcher` (pictures
+//! and event files) the figures and the session.
 
+use super::Session;
+use crate::diagnostics::Diagnostic;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 
@@ -25,14 +28,25 @@ pub struct Reporter {
     pub history: Vec<EpochReport>,
     /// The first failure to write the log, if any: training goes on, and the caller reports it.
     pub log_error: Option<std::io::Error>,
-    /// Called with every report so far after each epoch (`--plot` redraws its picture).
-    pub after_epoch: Option<AfterEpoch>,
-    /// The first failure of `after_epoch`: training goes on, and the caller reports it.
-    pub after_epoch_error: Option<crate::diagnostics::Diagnostic>,
+    /// What follows the run epoch by epoch (`--plot`, `--tensorboard`, `--animate`).
+    pub watchers: Vec<Box<dyn Watcher>>,
+    /// The first failure of a watcher: training goes on, and the caller reports it.
+    pub watch_error: Option<Diagnostic>,
 }
 
-/// What a reporter calls after each epoch, with every report so far.
-pub type AfterEpoch = Box<dyn FnMut(&[EpochReport]) -> Result<(), crate::diagnostics::Diagnostic>>;
+/// Something that follows a run epoch by epoch (and, if it wants, step by step).
+pub trait Watcher {
+    /// After each step, with the session's new weights.
+    fn step(&mut self, _session: &Session) -> Result<(), Diagnostic> {
+        Ok(())
+    }
+
+    /// After each epoch, with the session as it stands and every report so far.
+    fn epoch(&mut self, session: &mut Session, history: &[EpochReport]) -> Result<(), Diagnostic>;
+
+    /// Once the run has ended, however it ended.
+    fn end(&mut self, history: &[EpochReport]) -> Result<(), Diagnostic>;
+}
 
 impl Reporter {
     /// A reporter writing JSON lines to `log` if given; quiet ones print nothing.
@@ -54,8 +68,8 @@ impl Reporter {
             quiet,
             history: Vec::new(),
             log_error: None,
-            after_epoch: None,
-            after_epoch_error: None,
+            watchers: Vec::new(),
+            watch_error: None,
         }
     }
 
@@ -68,15 +82,20 @@ impl Reporter {
         }
     }
 
-    /// One step done.
-    pub fn advance(&self) {
+    /// One step done: `session` holds its weights.
+    pub fn advance(&mut self, session: &Session) {
         if let Some(bar) = &self.bar {
             bar.inc(1);
         }
+        for watcher in &mut self.watchers {
+            if let Err(e) = watcher.step(session) {
+                self.watch_error.get_or_insert(e);
+            }
+        }
     }
 
-    /// Prints and logs an epoch's figures.
-    pub fn finish_epoch(&mut self, report: &EpochReport) {
+    /// Prints and logs an epoch's figures, and shows them and `session` to the watchers.
+    pub fn finish_epoch(&mut self, report: &EpochReport, session: &mut Session) {
         let mut line = format!(
             "epoch {:>3}  train_loss {:.4}",
             report.epoch, report.train_loss
@@ -113,17 +132,22 @@ impl Reporter {
             }
         }
         self.history.push(report.clone());
-        if let Some(after) = &mut self.after_epoch {
-            if let Err(e) = after(&self.history) {
-                self.after_epoch_error.get_or_insert(e);
+        for watcher in &mut self.watchers {
+            if let Err(e) = watcher.epoch(session, &self.history) {
+                self.watch_error.get_or_insert(e);
             }
         }
     }
 
-    /// Removes the progress bar.
-    pub fn finish(&self) {
+    /// Removes the progress bar and tells the watchers the run has ended.
+    pub fn finish(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        for watcher in &mut self.watchers {
+            if let Err(e) = watcher.end(&self.history) {
+                self.watch_error.get_or_insert(e);
+            }
         }
     }
 }
