@@ -138,7 +138,15 @@ impl Checker {
             None => Some(TrainSettings::default()),
         };
         let metric = self.metric(sections.metric);
-        if self.input_decls == 0 {
+        // A model without inputs is an objective over its parameters alone (d2l's f(x1, x2)),
+        // trained without data; a label or a metric needs examples to compare with.
+        let predicts = ast.items.iter().any(|item| {
+            matches!(
+                item,
+                Item::Label { .. } | Item::Target { .. } | Item::Metric { .. }
+            )
+        });
+        if self.input_decls == 0 && predicts {
             self.missing(ast, "input", "declare one, e.g. `input x: [784]`");
         }
         let loss = loss?;

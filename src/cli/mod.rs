@@ -88,6 +88,9 @@ enum Command {
         /// every epoch: every frame in a .gif, or the latest in a .png or .svg.
         #[arg(long)]
         animate: Option<PathBuf>,
+        /// With --animate, a frame every N steps instead of one per epoch.
+        #[arg(long, value_name = "N", requires = "animate", value_parser = clap::value_parser!(u64).range(1..))]
+        animate_every: Option<u64>,
         /// Write the small parameters' values after every step as JSON lines, for
         /// `netc surface --trace` to draw the optimizer's path.
         #[arg(long)]
@@ -189,7 +192,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct DataArgs {
-    /// fmnist, linear, beans, xor, separable, or a path to a .csv file.
+    /// fmnist, linear, beans, xor, separable, a path to a .csv file, or none (for a model
+    /// without inputs).
     #[arg(long)]
     data: String,
     /// Where the Fashion-MNIST IDX files are (default: /usr/share/datasets/fashion-mnist).
@@ -338,6 +342,7 @@ pub fn run() -> i32 {
             plot,
             tensorboard,
             animate,
+            animate_every,
             trace,
             save,
             save_every,
@@ -361,7 +366,7 @@ pub fn run() -> i32 {
                 log,
                 plot,
                 tensorboard,
-                animate,
+                animate: animate.map(|path| (path, animate_every)),
                 trace,
                 save,
                 save_every,

@@ -44,7 +44,8 @@ pub(super) struct RunOptions {
     pub(super) log: Option<PathBuf>,
     pub(super) plot: Option<PathBuf>,
     pub(super) tensorboard: Option<PathBuf>,
-    pub(super) animate: Option<PathBuf>,
+    /// The animation's path, and a frame every N steps rather than every epoch.
+    pub(super) animate: Option<(PathBuf, Option<u64>)>,
     pub(super) trace: Option<PathBuf>,
     pub(super) save: Option<PathBuf>,
     pub(super) save_every: Option<Every>,
@@ -91,7 +92,11 @@ pub(super) fn train(
     for (path, flag, what) in [
         (&log, "--log", "the log"),
         (&plot, "--plot", "the picture"),
-        (&animate, "--animate", "the animation"),
+        (
+            &animate.as_ref().map(|a| a.0.clone()),
+            "--animate",
+            "the animation",
+        ),
         (&trace, "--trace", "the trace"),
         (&save, "--save", "the checkpoint"),
     ] {
@@ -154,9 +159,10 @@ pub(super) fn train(
     let title = run_title(source, model, &settings);
     let mut watchers: Vec<Box<dyn runtime::Watcher>> = Vec::new();
     // The one watcher that can refuse the model comes first, before any file is made.
-    if let Some(path) = animate {
+    if let Some((path, every)) = animate {
         let batch = settings.batch;
-        let animation = Animation::new(path, title.clone(), (&session, batch), &split.train)?;
+        let (title, train) = (title.clone(), &split.train);
+        let animation = Animation::new(path, title, (&session, batch), train, every)?;
         watchers.push(Box::new(animation));
     }
     if let Some(path) = plot {

@@ -10,7 +10,7 @@ use super::kernels::{
     Conv, ConvPass, Copy, Expr, Gemm, Geometry, Kernel, Map, Pool, PoolGrad, Reduce, Softmax,
 };
 use super::layout::{contiguous, dims, product, Base, Sym, View};
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{Elementwise, Graph, NodeId, Op};
 use crate::shape::Shape;
 use std::collections::HashMap;
 
@@ -138,9 +138,14 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
                 for &a in &node.args {
                     // A pending map is used once, so it moves into its consumer; a one-hot
                     // encoding is inlined into each of its consumers, so it is copied.
-                    let pending = match graph.node(a).op {
-                        Op::OneHot { .. } => p.pending[a.index()].clone(),
-                        _ => p.pending[a.index()].take(),
+                    let pending = match graph.node(a).op.elementwise() {
+                        Some(Elementwise::OneHot) => p.pending[a.index()].clone(),
+                        Some(
+                            Elementwise::Unary(_)
+                            | Elementwise::Binary(_)
+                            | Elementwise::DropoutMask { .. },
+                        )
+                        | None => p.pending[a.index()].take(),
                     };
                     match pending {
                         Some((expr, leaves)) => {

@@ -57,6 +57,24 @@ impl Dataset {
         self.feature_dims.iter().product()
     }
 
+    /// `--data none`'s one example, which holds no features (dimensions `[0]`) and no target.
+    pub fn nothing() -> Dataset {
+        Dataset {
+            len: 1,
+            feature_dims: vec![0],
+            features: Features::F32(Vec::new()),
+            target_dims: vec![0],
+            targets: Vec::new(),
+            origin: "no data (`--data none`)".into(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Whether this is `--data none`'s example.
+    pub fn is_nothing(&self) -> bool {
+        self.feature_dims == [0]
+    }
+
     /// The first `n` examples (all of them when there are fewer).
     pub fn head(&self, n: usize) -> Dataset {
         let n = n.min(self.len);
@@ -128,12 +146,20 @@ pub struct Split {
 /// A named data source, as given to `--data`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
-    Fmnist { dir: PathBuf },
-    Csv { path: PathBuf, target: String },
+    Fmnist {
+        dir: PathBuf,
+    },
+    Csv {
+        path: PathBuf,
+        target: String,
+    },
     Linear,
     Beans,
     Xor,
     Separable,
+    /// No data: for a model without inputs (an objective over its parameters), each epoch is
+    /// one step on one example that holds nothing.
+    Nothing,
 }
 
 impl Source {
@@ -151,6 +177,7 @@ impl Source {
             "beans" => Source::Beans,
             "xor" => Source::Xor,
             "separable" => Source::Separable,
+            "none" => Source::Nothing,
             path if path.ends_with(".csv") => Source::Csv {
                 path: PathBuf::from(path),
                 target: target
@@ -168,7 +195,7 @@ impl Source {
                 format!("unknown data source `{other}`"),
             )
             .with_note(
-                "the sources are fmnist, linear, beans, xor, separable, or a path to a .csv file",
+                "the sources are fmnist, linear, beans, xor, separable, none, or a path to a .csv file",
             )),
         })
     }
@@ -178,7 +205,9 @@ impl Source {
         match self {
             Source::Fmnist { dir } => idx::files(dir),
             Source::Csv { path, .. } => vec![path.clone()],
-            Source::Linear | Source::Beans | Source::Xor | Source::Separable => Vec::new(),
+            Source::Linear | Source::Beans | Source::Xor | Source::Separable | Source::Nothing => {
+                Vec::new()
+            }
         }
     }
 
@@ -191,6 +220,11 @@ impl Source {
             Source::Beans => Ok(synthetic::beans(seed)),
             Source::Xor => Ok(synthetic::xor()),
             Source::Separable => Ok(synthetic::separable(seed)),
+            Source::Nothing => Ok(Split {
+                train: Dataset::nothing(),
+                test: Dataset::nothing(),
+                class_names: None,
+            }),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `--animate`: a model with one real output drawn against its first input as training goes,
-//! the training data as points and the model's prediction as a line, one frame per epoch.
+//! the training data as points and the model's prediction as a line, one frame per epoch or
+//! every N steps.
 //! Other inputs are held at their mean over the training set. A `.gif` collects every frame
 //! and is written when the run ends; a `.png` or `.svg` is the latest frame, redrawn after
 //! every epoch.
@@ -43,6 +44,8 @@ pub struct Animation {
     encoder: Option<gif::Encoder<Vec<u8>>>,
     /// The batch the session's steps were compiled for.
     batch: usize,
+    /// A frame every this many steps, instead of one per epoch.
+    every: Option<u64>,
     /// The last frame's pixels, shown longer when the run ends.
     last: Option<Vec<u8>>,
 }
@@ -55,6 +58,7 @@ impl Animation {
         title: String,
         (session, batch): (&Session, usize),
         train: &Dataset,
+        every: Option<u64>,
     ) -> Result<Animation, Diagnostic> {
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some(e) if e.eq_ignore_ascii_case("gif") => None,
@@ -78,9 +82,9 @@ impl Animation {
         }
         let size = train.feature_size();
         let feature = |row: usize, k: usize| f64::from(train.features.get(row * size + k));
-        let every = train.len.div_ceil(MAX_POINTS);
+        let stride = train.len.div_ceil(MAX_POINTS);
         let points: Vec<(f64, f64)> = (0..train.len)
-            .step_by(every)
+            .step_by(stride)
             .map(|row| (feature(row, 0), f64::from(train.targets[row])))
             .collect();
         let span = |values: &mut dyn Iterator<Item = f64>| {
@@ -154,6 +158,7 @@ impl Animation {
             y_range,
             encoder,
             batch,
+            every,
             last: None,
         })
     }
@@ -171,23 +176,18 @@ impl Animation {
     }
 }
 
-impl Watcher for Animation {
-    fn epoch(&mut self, session: &mut Session, history: &[EpochReport]) -> Result<(), Diagnostic> {
+impl Animation {
+    /// Draws the model's prediction now as a frame captioned `caption`.
+    fn frame(&mut self, session: &mut Session, caption: String) -> Result<(), Diagnostic> {
         let mut line = Vec::with_capacity(SAMPLES);
         for (_, output) in session.predict(&self.grid, self.batch) {
             let output = output.expect("a model with a real output has one");
             let per = output.data.len() / output.dims[0].max(1);
             line.extend(output.data.chunks(per).map(|v| f64::from(v[0])));
         }
-        let Some(report) = history.last() else {
-            return Ok(());
-        };
         let frame = Frame {
             title: &self.title,
-            caption: format!(
-                "epoch {}: train loss {:.4}, test loss {:.4}",
-                report.epoch, report.train_loss, report.test_loss
-            ),
+            caption,
             points: &self.points,
             line: self.sweep.iter().copied().zip(line).collect(),
             x_range: self.x_range,
@@ -203,6 +203,33 @@ impl Watcher for Animation {
             self.add_frame(&previous, FRAME_DELAY)?;
         }
         Ok(())
+    }
+}
+
+impl Watcher for Animation {
+    /// A frame every `every` steps, when asked for.
+    fn step(&mut self, session: &mut Session) -> Result<(), Diagnostic> {
+        match self.every {
+            Some(n) if session.step.is_multiple_of(n) => {
+                let caption = format!("step {} (epoch {})", session.step, session.epoch + 1);
+                self.frame(session, caption)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A frame every epoch, unless frames are by steps.
+    fn epoch(&mut self, session: &mut Session, history: &[EpochReport]) -> Result<(), Diagnostic> {
+        match (self.every, history.last()) {
+            (None, Some(report)) => {
+                let caption = format!(
+                    "epoch {}: train loss {:.4}, test loss {:.4}",
+                    report.epoch, report.train_loss, report.test_loss
+                );
+                self.frame(session, caption)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The last frame, held longer, and the whole GIF, written at once.

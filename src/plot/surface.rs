@@ -166,7 +166,7 @@ pub fn surface(
         ys,
         losses,
         path,
-        examples: subset.len,
+        examples: (!subset.is_nothing()).then_some(subset.len),
     };
     let bytes = render((format, Effort::Small), SIZE, &landscape)?;
     save(out, &bytes)
@@ -181,7 +181,8 @@ struct Landscape<'a> {
     /// `losses[j][i]` is the loss at (`xs[i]`, `ys[j]`).
     losses: Vec<Vec<f64>>,
     path: &'a [[f64; 2]],
-    examples: usize,
+    /// The training examples the loss is computed on; none for an objective without data.
+    examples: Option<usize>,
 }
 
 impl Landscape<'_> {
@@ -235,10 +236,11 @@ impl Picture for Landscape<'_> {
         let (x0, x1) = (self.xs[0], self.xs[STEPS - 1]);
         let (y0, y1) = (self.ys[0], self.ys[STEPS - 1]);
         let (lo, hi) = self.range();
-        let caption = format!(
-            "loss on {} training examples (x: {}, z: {})",
-            self.examples, self.labels[0], self.labels[1]
-        );
+        let over = match self.examples {
+            Some(n) => format!("loss on {n} training examples"),
+            None => "the objective".to_string(),
+        };
+        let caption = format!("{over} (x: {}, z: {})", self.labels[0], self.labels[1]);
 
         let mut chart = ChartBuilder::on(&left)
             .caption(&caption, ("sans-serif", 14))

@@ -56,7 +56,7 @@ fn cannot(path: &Path, e: &std::io::Error) -> Diagnostic {
 }
 
 impl Watcher for Trace {
-    fn step(&mut self, session: &Session) -> Result<(), Diagnostic> {
+    fn step(&mut self, session: &mut Session) -> Result<(), Diagnostic> {
         self.write(session)
     }
 

@@ -314,7 +314,7 @@ impl<'a> Session<'a> {
                         )),
                     });
                 }
-                if let Some(output) = output {
+                if let (Some(output), Some(_)) = (output, self.model.metric) {
                     correct += self.correct(&values[output], &inputs[1]);
                 }
                 let mut results = values[updates..].iter_mut();
@@ -394,7 +394,7 @@ impl<'a> Session<'a> {
             .zip(predictions)
         {
             loss += batch_loss * rows.len() as f64;
-            if let Some(out) = outputs {
+            if let (Some(out), Some(_)) = (outputs, self.model.metric) {
                 correct += self.correct(&out, &batch_targets(&self.eval.graph, data, rows));
             }
         }
@@ -523,12 +523,17 @@ pub fn batch_tensors(
     rows: &[usize],
     batch: &mut Vec<Tensor<f32>>,
 ) {
+    // An objective (no inputs) reads nothing from its one empty example.
+    let [features, targets] = inputs else {
+        batch.clear();
+        return;
+    };
     batch.resize_with(2, || Tensor::scalar(0.0));
     let width = data.feature_size();
-    gather(&inputs[0], width, rows, &mut batch[0], &|r, row| {
+    gather(features, width, rows, &mut batch[0], &|r, row| {
         data.features.copy_to(r * width, row)
     });
-    batch_targets_into(&inputs[1], data, rows, &mut batch[1]);
+    batch_targets_into(targets, data, rows, &mut batch[1]);
 }
 
 fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
@@ -583,11 +588,36 @@ pub fn fits(model: &Model, data: &Dataset) -> Result<(), Diagnostic> {
             format!("{} has no examples", data.origin),
         ));
     }
-    let [input] = model.inputs.as_slice() else {
-        return Err(Diagnostic::plain(
-            Code::E0507,
-            "data sources feed models with exactly one input",
-        ));
+    let input = match (model.inputs.as_slice(), data.is_nothing()) {
+        ([], true) => return Ok(()),
+        ([], false) => {
+            return Err(Diagnostic::plain(
+                Code::E0507,
+                format!(
+                    "`{}` has no input: it is an objective over its parameters, and takes no data",
+                    model.name
+                ),
+            )
+            .with_help("run it with `--data none`"))
+        }
+        ([input], true) => {
+            return Err(Diagnostic::new(
+                Code::E0507,
+                format!("`--data none` has no examples for `{}`", input.name),
+                input.span,
+                "this input needs data",
+            )
+            .with_help(
+                "give a data source: fmnist, linear, beans, xor, separable, or a .csv file",
+            ))
+        }
+        ([input], false) => input,
+        _ => {
+            return Err(Diagnostic::plain(
+                Code::E0507,
+                "data sources feed models with exactly one input",
+            ))
+        }
     };
     let declared: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
     if declared != data.feature_dims {

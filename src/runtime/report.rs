@@ -37,7 +37,7 @@ pub struct Reporter {
 /// Something that follows a run epoch by epoch (and, if it wants, step by step).
 pub trait Watcher {
     /// After each step, with the session's new weights.
-    fn step(&mut self, _session: &Session) -> Result<(), Diagnostic> {
+    fn step(&mut self, _session: &mut Session) -> Result<(), Diagnostic> {
         Ok(())
     }
 
@@ -83,7 +83,7 @@ impl Reporter {
     }
 
     /// One step done: `session` holds its weights.
-    pub fn advance(&mut self, session: &Session) {
+    pub fn advance(&mut self, session: &mut Session) {
         if let Some(bar) = &self.bar {
             bar.inc(1);
         }

@@ -380,3 +380,56 @@ fn predict_draws_its_images_with_their_labels() {
     ]);
     refused(&out, Code::E0512, &["draws images"]);
 }
+
+#[test]
+fn an_objective_trains_without_data_along_gradient_descents_closed_form_path() {
+    let dir = Dir::new("objective");
+    let trace = dir.path("gd.trace");
+    let line = [
+        "run",
+        "models/gd_2d.net",
+        "--data",
+        "none",
+        "--trace",
+        &trace,
+    ];
+    succeeds(&line);
+    // f = x1² + 2·x2² with lr 0.1: each step multiplies x1 by 1 − 0.2 and x2 by 1 − 0.4.
+    let text = std::fs::read_to_string(&trace).expect("a trace");
+    let steps: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(steps.len(), 21, "the start and one step per epoch");
+    for (k, step) in steps.iter().enumerate() {
+        let at = |name: &str| step["params"][name][0].as_f64().expect("a value");
+        let (x1, x2) = (-5.0 * 0.8f64.powi(k as i32), -2.0 * 0.6f64.powi(k as i32));
+        assert!(
+            (at("x1") - x1).abs() <= 1e-5 * (1.0 + x1.abs()),
+            "step {k}: x1 {} ≠ {x1}",
+            at("x1")
+        );
+        assert!(
+            (at("x2") - x2).abs() <= 1e-5 * (1.0 + x2.abs()),
+            "step {k}: x2 {} ≠ {x2}",
+            at("x2")
+        );
+    }
+    let png = dir.path("gd.png");
+    succeeds(&[
+        "surface",
+        "models/gd_2d.net",
+        "--data",
+        "none",
+        "--trace",
+        &trace,
+        "-o",
+        &png,
+    ]);
+    assert!(is_png(&png));
+    // Data where there is no input, and none where there is one, are refused before training.
+    let out = run(&["run", "models/gd_2d.net", "--data", "beans"]);
+    refused(&out, Code::E0507, &["no input", "--data none"]);
+    let out = run(&["run", "models/beans.net", "--data", "none"]);
+    refused(&out, Code::E0507, &["no examples for `size`"]);
+}
