@@ -84,8 +84,8 @@ pub(super) fn train(
             inputs.push((path.clone(), "the checkpoint given to --resume"));
         }
     }
-    // Both outputs are checked without touching what is there: a run that fails before it
-    // trains leaves an earlier log or checkpoint as it was.
+    // Every output is checked without touching what is there: a run that fails before it
+    // trains leaves an earlier log, picture, trace or checkpoint as it was.
     if let Some(path) = &plot {
         crate::plot::Format::of(path, "--plot")?;
     }
@@ -215,10 +215,8 @@ pub(super) fn train(
     if let (Some(e), Some(path)) = (&reporter.log_error, &log) {
         return Err(cannot_write("the log", path, e));
     }
-    if let Some(e) = reporter.watch_error.take() {
-        return Err(e);
-    }
-    outcome
+    // A failed step is the first thing to report; a picture that could not be drawn, next.
+    outcome.and_then(|stop| reporter.watch_error.take().map_or(Ok(stop), Err))
 }
 
 /// What `netc surface` draws and where.
@@ -256,8 +254,11 @@ pub(super) fn surface(
         None => Vec::new(),
     };
     let batch = (model.train.batch as usize).clamp(1, crate::plot::surface::MAX_EXAMPLES);
-    // The interpreter draws the surface too, only more slowly.
-    let _ = session.compile(batch, false);
+    // The interpreter draws the surface too, only more slowly; a bug is reported as one.
+    match session.compile(batch, false) {
+        Ok(_) | Err(CompileError::TooLarge { .. } | CompileError::NoTarget(_)) => {}
+        Err(why) => return Err(compile_diagnostic(why, batch)),
+    }
     let name = Path::new(&source.name)
         .file_name()
         .map_or(source.name.clone(), |n| n.to_string_lossy().into_owned());
