@@ -138,12 +138,12 @@ fn joined(graph: &Graph, result: &mut [Kernel], map: Map) -> Option<Map> {
     };
     if reads_pieces(graph, producer, &map) {
         if let Some(epilogue) = producer.kind_mut().epilogue_for(graph, &map) {
-            epilogue.push(Kernel::Map(map));
+            epilogue.push(map);
             return None;
         }
     }
     if let Some(then) = finished(graph, producer, &map) {
-        then.push(Kernel::Map(map));
+        then.push(map);
         return None;
     }
     Some(map)
@@ -151,11 +151,11 @@ fn joined(graph: &Graph, result: &mut [Kernel], map: Map) -> Option<Map> {
 
 /// Where `map` can run once `producer`'s work is complete, when what it reads of that work is
 /// the final result or the maps already after it, element for element.
-fn finished<'k>(graph: &Graph, producer: &'k mut Kernel, map: &Map) -> Option<&'k mut Vec<Kernel>> {
+fn finished<'k>(graph: &Graph, producer: &'k mut Kernel, map: &Map) -> Option<&'k mut Vec<Map>> {
     let written = producer.writes();
     let (node, out, then) = producer.kind_mut().finished()?;
     let shape = graph.shape(node);
-    let mut complete: Vec<BufferId> = then.iter().map(Kernel::out).collect();
+    let mut complete: Vec<BufferId> = then.iter().map(|map| map.out).collect();
     complete.push(out);
     let pointwise = map.args.iter().all(|a| match a.base {
         Base::Buffer(b) if written.contains(&b) => {
@@ -176,7 +176,7 @@ fn reads_pieces(graph: &Graph, producer: &Kernel, map: &Map) -> bool {
         .map(Base::Buffer)
         .collect();
     let chained: Vec<Base> = (producer.kind().epilogue().iter())
-        .map(|e| Base::Buffer(e.out()))
+        .map(|e| Base::Buffer(e.out))
         .collect();
     let sums: Vec<Base> = (producer.writes().into_iter())
         .map(Base::Buffer)

@@ -9,7 +9,7 @@
 use super::abi::{Import, Params};
 use super::alloc::BufferId;
 use super::fuse::iterations_per_row;
-use super::kernels::{Kernel, KernelId, KernelKind, Share, Sums};
+use super::kernels::{Kernel, KernelId, KernelKind, Map, Share, Sums};
 use super::layout::{Base, Sym, View};
 use super::loops::{add_into, flags, lanes, loops_within, zero_range};
 use super::plan::Plan;
@@ -45,7 +45,7 @@ pub fn lower(
                 let index = b.ins().iconst(types::I64, k.index() as i64);
                 l.call(b, Import::Tick, &[index]);
             }
-            l.kernel(b, Some(k), kernel);
+            l.kernel(b, k, kernel);
         }
         if profile {
             let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
@@ -67,7 +67,7 @@ pub fn lower_share(
 ) {
     define(func, config, |b, params| {
         let l = Lowerer::new(graph, plan, imports, &[], config, (params, true));
-        l.kernel(b, Some(k), &plan.kernels[k.index()]);
+        l.kernel(b, k, &plan.kernels[k.index()]);
     });
 }
 
@@ -215,10 +215,9 @@ impl Lowerer<'_> {
         b.inst_results(call).first().copied()
     }
 
-    /// Emits a kernel: the plan's kernel `k` (which may be handed to its share function), or,
-    /// with `None`, a kernel inside another (an epilogue's map).
-    pub fn kernel(&self, b: &mut FunctionBuilder, k: Option<KernelId>, kernel: &Kernel) {
-        match k.and_then(|k| self.shares.get(k.index()).copied().flatten()) {
+    /// Emits the plan's kernel `k`, or hands it to its share function.
+    fn kernel(&self, b: &mut FunctionBuilder, k: KernelId, kernel: &Kernel) {
+        match self.shares.get(k.index()).copied().flatten() {
             Some(function) => self.dispatch(b, kernel.kind(), function),
             None => kernel.kind().emit(self, b),
         }
@@ -247,7 +246,7 @@ impl Lowerer<'_> {
     pub fn sums_done(&self, b: &mut FunctionBuilder, sums: &Sums) {
         if self.params.share.is_none() {
             for map in &sums.then {
-                self.kernel(b, None, map);
+                map.emit(self, b);
             }
         }
     }
@@ -261,10 +260,7 @@ impl Lowerer<'_> {
         [first, end, worker]: [Value; 3],
     ) {
         for map in producer.epilogue() {
-            let Kernel::Map(piece) = map else {
-                unreachable!("epilogues are maps")
-            };
-            let per_row = iterations_per_row(self.graph, producer, piece)
+            let per_row = iterations_per_row(self.graph, producer, map)
                 .expect("the planner fuses only maps that run by rows");
             let [first, end] = [first, end].map(|row| b.ins().imul_imm_s(row, per_row));
             self.piece_of(b, map, [first, end, worker]);
@@ -272,7 +268,7 @@ impl Lowerer<'_> {
     }
 
     /// Iterations `first..end` of `map`'s outermost loop, as `worker`: a piece of an epilogue.
-    pub fn piece_of(&self, b: &mut FunctionBuilder, map: &Kernel, range: [Value; 3]) {
+    pub fn piece_of(&self, b: &mut FunctionBuilder, map: &Map, range: [Value; 3]) {
         let piece = Lowerer {
             shares: &[],
             params: Params {
@@ -281,7 +277,7 @@ impl Lowerer<'_> {
             },
             ..*self
         };
-        piece.kernel(b, None, map);
+        map.emit(&piece, b);
     }
 
     /// Runs a shared kernel's share function for both workers through `netc_parallel`, with
@@ -316,7 +312,7 @@ impl Lowerer<'_> {
                 add_into(b, out, partial, floats);
             }
             for map in &sums.then {
-                self.kernel(b, None, map);
+                map.emit(self, b);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! under `state.<name>`, and metadata (format, model name and hash, step, epoch, seed). Written
 //! to a temporary name and renamed, so an interrupted save never leaves half a file.
 
+use crate::check::model::MAX_BATCH;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::Graph;
 use crate::tensor::Tensor;
@@ -22,6 +23,8 @@ pub struct Checkpoint {
     pub epoch: u64,
     /// Steps done of the epoch after `epoch`, when the run stopped inside it.
     pub epoch_step: u64,
+    /// The batch size of those steps (unknown in checkpoints from before it was recorded).
+    pub batch: Option<u64>,
     pub seed: u64,
 }
 
@@ -68,6 +71,7 @@ pub fn save(path: &Path, graph: &Graph, checkpoint: &Checkpoint) -> Result<(), D
         "step": checkpoint.step,
         "epoch": checkpoint.epoch,
         "epoch_step": checkpoint.epoch_step,
+        "batch": checkpoint.batch,
         "seed": checkpoint.seed,
     });
     let metadata = HashMap::from([("netc".to_string(), netc.to_string())]);
@@ -208,6 +212,18 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         None => 0,
         Some(_) => number("epoch_step")?,
     };
+    // Checkpoints from before batch sizes were recorded have no `batch`.
+    let batch = match meta.get("batch") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(_) => match number("batch")? {
+            b @ 1..=MAX_BATCH => Some(b),
+            b => {
+                return Err(corrupt(format!(
+                    "its batch size is {b}, not between 1 and {MAX_BATCH}"
+                )))
+            }
+        },
+    };
     if step > super::MAX_STEP {
         return Err(corrupt(format!(
             "its step is {step}, past the last step a run may reach (2^53)"
@@ -225,6 +241,7 @@ pub fn load(path: &Path, graph: &Graph, expected_hash: &str) -> Result<Checkpoin
         step,
         epoch,
         epoch_step,
+        batch,
         seed,
     })
 }

@@ -69,6 +69,9 @@ pub struct Session<'a> {
     pub epoch: u64,
     /// Steps completed of the epoch after `epoch`, when a run stopped inside it.
     pub epoch_step: u64,
+    /// The batch size those steps took, which a run resuming inside the epoch must keep (0
+    /// before any training).
+    pub batch: usize,
     pub engine: Engine,
     /// The weights and state before the last step (or spare tensors of their shapes).
     previous: (Vec<Tensor<f32>>, Vec<Tensor<f32>>),
@@ -160,6 +163,7 @@ impl<'a> Session<'a> {
             step: 0,
             epoch: 0,
             epoch_step: 0,
+            batch: 0,
             engine: Engine::Interp,
             previous: (Vec::new(), Vec::new()),
         })
@@ -210,6 +214,8 @@ impl<'a> Session<'a> {
         self.step = checkpoint.step;
         self.epoch = checkpoint.epoch;
         self.epoch_step = checkpoint.epoch_step;
+        // Sizes above 2^24 are refused when the checkpoint is read.
+        self.batch = checkpoint.batch.map_or(0, |b| b as usize);
         Ok(checkpoint)
     }
 
@@ -222,6 +228,7 @@ impl<'a> Session<'a> {
             step: self.step,
             epoch: self.epoch,
             epoch_step: self.epoch_step,
+            batch: (self.batch > 0).then_some(self.batch as u64),
             seed,
         };
         checkpoint::save(path, &self.train.graph, &checkpoint)
@@ -238,6 +245,21 @@ impl<'a> Session<'a> {
     ) -> Result<Stop, Diagnostic> {
         fits(self.model, &data.train)?;
         fits(self.model, &data.test)?;
+        // Steps into an epoch are counted in batches: another size would skip other examples.
+        if self.epoch_step > 0 && self.batch > 0 && self.batch != settings.batch {
+            return Err(Diagnostic::plain(
+                Code::E0502,
+                format!(
+                    "the run stopped {} steps into epoch {} with batches of {}; going on with batches of {} would skip other examples than those it trained on",
+                    self.epoch_step,
+                    self.epoch + 1,
+                    self.batch,
+                    settings.batch
+                ),
+            )
+            .with_help(format!("resume with `--batch {}`", self.batch)));
+        }
+        self.batch = settings.batch;
         if let Engine::Interp = self.engine {
             let peak =
                 interp::peak_elements(&self.train.graph, &self.train.results, settings.batch);

@@ -391,4 +391,15 @@ fn e0508_every_field_of_a_checkpoint_is_validated() {
     })
     .expect_err("a negative seed");
     expect(error, Code::E0508, &["`seed`"]);
+    for batch in [
+        serde_json::json!(0),
+        serde_json::json!(1u64 << 40),
+        serde_json::json!("8"),
+    ] {
+        let error = edited_checkpoint(&dir, "batch.safetensors", |_, meta| {
+            meta["batch"] = batch.clone();
+        })
+        .expect_err("a batch size out of range");
+        expect(error, Code::E0508, &["batch"]);
+    }
 }

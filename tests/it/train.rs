@@ -4,6 +4,7 @@
 
 use crate::load;
 use netc::data::Source;
+use netc::diagnostics::Code;
 use netc::runtime::{Reporter, RunSettings, Session};
 use std::path::Path;
 
@@ -397,4 +398,42 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
             "{file}: parameter {p} drifted by {worst} (scale {scale}) from the interpreter"
         );
     }
+}
+
+/// Steps into an epoch are counted in batches: a checkpoint saved inside an epoch records its
+/// batch size, and a run resuming it with another is refused (E0502) instead of skipping other
+/// examples than those already trained on.
+#[test]
+fn a_run_stopped_inside_an_epoch_resumes_only_with_its_batch_size() {
+    let (model, source) = model("models/beans.net");
+    let data = Source::Beans.load(0).expect("synthetic data");
+    let mut session = Session::new(&model, &source, 1).expect("fits in memory");
+    let mut reporter = Reporter::new(None, true);
+    let mut eight = settings(&model, 1);
+    eight.batch = 8;
+    session.fit(&data, &eight, &mut reporter).expect("trains");
+    // As if the run had stopped three steps into its second epoch.
+    session.epoch_step = 3;
+    let path = temp("beans-inside-an-epoch.safetensors");
+    session.save(&path, 1).expect("saves");
+    let mut resumed = Session::new(&model, &source, 1).expect("fits in memory");
+    let checkpoint = resumed.restore(&path).expect("restores");
+    assert_eq!((checkpoint.epoch_step, checkpoint.batch), (3, Some(8)));
+    let mut sixteen = settings(&model, 2);
+    sixteen.batch = 16;
+    let refused = resumed
+        .fit(&data, &sixteen, &mut reporter)
+        .expect_err("another batch size is refused");
+    assert_eq!(refused.code, Code::E0502);
+    assert!(refused
+        .message
+        .contains("3 steps into epoch 2 with batches of 8"));
+    assert_eq!(resumed.step, checkpoint.step, "nothing was trained");
+    let mut eight_more = settings(&model, 2);
+    eight_more.batch = 8;
+    resumed
+        .fit(&data, &eight_more, &mut reporter)
+        .expect("the same batch size resumes");
+    assert_eq!(resumed.step, checkpoint.step + 25 - 3);
+    std::fs::remove_file(path).ok();
 }

@@ -9,7 +9,7 @@
 //! `[O, N, OH·OW]`, which downstream kernels read as an `[N, O, OH, OW]` view through strides,
 //! so the bias and activation that follow are one pass that also writes the usual layout.
 
-use super::{Kernel, KernelKind, Map, Share, WORKERS};
+use super::{KernelKind, Map, Share, WORKERS};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::f32_const;
 use crate::codegen::layout::{dims, Sym, View};
@@ -56,7 +56,7 @@ pub struct Conv {
     /// Maps over the output, run in order: in the forward pass the bias and activation that
     /// follow, on each chunk's images right after its product, while they are in cache; in
     /// the weight-gradient pass the weight's update, once the gradient is summed.
-    pub epilogue: Vec<Kernel>,
+    pub epilogue: Vec<Map>,
 }
 
 impl Conv {
@@ -147,16 +147,16 @@ impl KernelKind for Conv {
         let floats = b.ins().iconst(types::I64, g.outputs * g.patch());
         add_into(b, out, partial, floats);
         for map in &self.epilogue {
-            l.kernel(b, None, map);
+            map.emit(l, b);
         }
     }
 
-    fn epilogue(&self) -> &[Kernel] {
+    fn epilogue(&self) -> &[Map] {
         &self.epilogue
     }
 
     /// In the forward pass, maps looping over the batch outermost, on each chunk of images.
-    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Kernel>> {
+    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Map>> {
         let outer = map.map_layout(graph).0;
         let fits = self.pass == ConvPass::Forward && outer.first() == Some(&self.geometry.batch);
         fits.then_some(&mut self.epilogue)
@@ -170,7 +170,7 @@ impl KernelKind for Conv {
     }
 
     /// The weight gradient, once summed.
-    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Kernel>)> {
+    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Map>)> {
         (self.pass == ConvPass::GradWeight).then_some((self.node, self.out, &mut self.epilogue))
     }
 

@@ -6,7 +6,7 @@
 //! faster on the MLP's shapes; within the step, this one is: 1.13 ms per MLP step against 1.58
 //! with the crate splitting on its own threads.
 
-use super::{Kernel, KernelKind, Map, Share, Sums};
+use super::{KernelKind, Map, Share, Sums};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::fuse::iterations_per_row;
 use crate::codegen::layout::{dims, product, Sym, View};
@@ -31,7 +31,7 @@ pub struct Gemm {
     pub k: Sym,
     /// Maps over the output (a bias and activation, an optimizer update), run in order by
     /// each worker on its rows right after its product, while they are in cache.
-    pub epilogue: Vec<Kernel>,
+    pub epilogue: Vec<Map>,
     /// The column sums of the epilogue's output (or of the product's): a bias gradient.
     pub sums: Option<Sums>,
 }
@@ -68,11 +68,11 @@ impl KernelKind for Gemm {
         product(&dims(graph.shape(self.node))).at(b) * self.k.at(b) >= GEMM_SHARE_MIN
     }
 
-    fn epilogue(&self) -> &[Kernel] {
+    fn epilogue(&self) -> &[Map] {
         &self.epilogue
     }
 
-    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Kernel>> {
+    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Map>> {
         iterations_per_row(graph, &*self, map)?;
         Some(&mut self.epilogue)
     }
@@ -104,7 +104,7 @@ impl KernelKind for Gemm {
         fits.then_some((&mut self.sums, self.n, true))
     }
 
-    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Kernel>)> {
+    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Map>)> {
         let sums = self.sums.as_mut()?;
         Some((sums.node, sums.out, &mut sums.then))
     }

@@ -101,7 +101,7 @@ pub struct Sums {
     /// The second worker's sums, when each sum has a part from each worker.
     pub partial: Option<BufferId>,
     /// Maps over the finished sums (the bias's update), run once they are complete.
-    pub then: Vec<Kernel>,
+    pub then: Vec<Map>,
 }
 
 /// What the planner, fusion, allocation, lowering and the listing ask of a kind of kernel.
@@ -149,13 +149,13 @@ pub trait KernelKind {
     fn after_shares(&self, _l: &Lowerer, _b: &mut FunctionBuilder) {}
 
     /// The maps the kernel runs on each of its pieces, in order.
-    fn epilogue(&self) -> &[Kernel] {
+    fn epilogue(&self) -> &[Map] {
         &[]
     }
 
     /// Where a map goes that runs on the kernel's pieces, when `map` can (see `fuse`): it reads
     /// what the kernel writes, element for element, over the kernel's pieces.
-    fn epilogue_for(&mut self, _graph: &Graph, _map: &Map) -> Option<&mut Vec<Kernel>> {
+    fn epilogue_for(&mut self, _graph: &Graph, _map: &Map) -> Option<&mut Vec<Map>> {
         None
     }
 
@@ -193,7 +193,7 @@ pub trait KernelKind {
 
     /// The kernel's complete result, once all its pieces are done (a bias gradient's sums, a
     /// summed weight gradient), and the maps that run on it then.
-    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Kernel>)> {
+    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Map>)> {
         None
     }
 
@@ -247,10 +247,10 @@ impl Kernel {
     pub fn writes(&self) -> Vec<BufferId> {
         let kind = self.kind();
         let mut writes = kind.outputs();
-        writes.extend(kind.epilogue().iter().map(Kernel::out));
+        writes.extend(kind.epilogue().iter().map(|map| map.out));
         if let Some(sums) = kind.sums() {
             writes.push(sums.out);
-            writes.extend(sums.then.iter().map(Kernel::out));
+            writes.extend(sums.then.iter().map(|map| map.out));
         }
         writes
     }
@@ -259,57 +259,61 @@ impl Kernel {
     pub fn reads(&self) -> Vec<&View> {
         let kind = self.kind();
         let mut reads = kind.inputs();
-        reads.extend(kind.epilogue().iter().flat_map(Kernel::reads));
+        reads.extend(kind.epilogue().iter().flat_map(|map| &map.args));
         let then = kind.sums().into_iter().flat_map(|s| &s.then);
-        reads.extend(then.flat_map(Kernel::reads));
+        reads.extend(then.flat_map(|map| &map.args));
         reads
     }
 
-    /// One line on what a kernel computes: its kind, the IR node (and the nodes it fuses), the
-    /// node's type and `.net` line, where its output goes in the arena, and what runs on its
-    /// pieces.
+    /// One line on what the kernel computes (see `describe`).
     pub fn describe(&self, graph: &Graph, plan: &Plan) -> String {
-        let kind = self.kind();
-        let node = graph.node(kind.node());
-        let line = if node.line > 0 {
-            format!(" (line {})", node.line)
-        } else {
-            String::new()
-        };
-        let mut then: Vec<String> = kind
-            .epilogue()
-            .iter()
-            .map(|map| map.describe(graph, plan))
-            .collect();
-        if let Some(sums) = kind.sums() {
-            let summed = graph.node(sums.node);
-            then.push(format!(
-                "{} = {} : {}{} summed {} -> arena[{}..]",
-                sums.node,
-                summed.op,
-                summed.dtype,
-                summed.shape,
-                kind.summed(),
-                plan.offset(sums.out)
-            ));
-            then.extend(
-                (sums.then.iter()).map(|map| format!("once summed, {}", map.describe(graph, plan))),
-            );
-        }
-        let then = if then.is_empty() {
-            String::new()
-        } else {
-            format!("; then {}, {}", kind.piece(), then.join(", and "))
-        };
-        format!(
-            "{} {} = {} : {}{}{}{line} -> arena[{}..]{then}",
-            kind.name(),
-            kind.node(),
-            node.op,
-            node.dtype,
-            node.shape,
-            kind.detail(graph),
-            plan.offset(self.out())
-        )
+        describe(self.kind(), graph, plan)
     }
+}
+
+/// One line on what a kernel computes: its kind, the IR node (and the nodes it fuses), the
+/// node's type and `.net` line, where its output goes in the arena, and what runs on its
+/// pieces.
+fn describe(kind: &dyn KernelKind, graph: &Graph, plan: &Plan) -> String {
+    let node = graph.node(kind.node());
+    let line = if node.line > 0 {
+        format!(" (line {})", node.line)
+    } else {
+        String::new()
+    };
+    let mut then: Vec<String> = kind
+        .epilogue()
+        .iter()
+        .map(|map| describe(map, graph, plan))
+        .collect();
+    if let Some(sums) = kind.sums() {
+        let summed = graph.node(sums.node);
+        then.push(format!(
+            "{} = {} : {}{} summed {} -> arena[{}..]",
+            sums.node,
+            summed.op,
+            summed.dtype,
+            summed.shape,
+            kind.summed(),
+            plan.offset(sums.out)
+        ));
+        then.extend(
+            (sums.then.iter()).map(|map| format!("once summed, {}", describe(map, graph, plan))),
+        );
+    }
+    let then = if then.is_empty() {
+        String::new()
+    } else {
+        format!("; then {}, {}", kind.piece(), then.join(", and "))
+    };
+    format!(
+        "{} {} = {} : {}{}{}{line} -> arena[{}..]{then}",
+        kind.name(),
+        kind.node(),
+        node.op,
+        node.dtype,
+        node.shape,
+        kind.detail(graph),
+        plan.offset(kind.outputs()[0])
+    )
 }

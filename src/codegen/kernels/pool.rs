@@ -4,7 +4,7 @@
 //! gradient of a plane adds only into that plane, and the maps after a pooling gradient (the
 //! activation's gradient) run on each plane as soon as its windows are done.
 
-use super::{Geometry, Kernel, KernelKind, Map, Share, Sums};
+use super::{Geometry, KernelKind, Map, Share, Sums};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::f32_const;
 use crate::codegen::layout::{dims, product, Sym, View};
@@ -37,7 +37,7 @@ pub struct PoolGrad {
     pub geometry: Geometry,
     /// Maps over the gradient (the activation's gradient before the pooling), run in order on
     /// each plane as soon as its windows are done.
-    pub epilogue: Vec<Kernel>,
+    pub epilogue: Vec<Map>,
     /// The per-channel sums of the epilogue's output: a convolution's bias gradient.
     pub sums: Option<Sums>,
 }
@@ -129,12 +129,12 @@ impl KernelKind for PoolGrad {
         Some(Share::Loop(self.geometry.planes()))
     }
 
-    fn epilogue(&self) -> &[Kernel] {
+    fn epilogue(&self) -> &[Map] {
         &self.epilogue
     }
 
     /// Maps over the same elements in one flat loop, on each plane.
-    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Kernel>> {
+    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Map>> {
         let shape = graph.shape(self.node);
         let flat = map.map_layout(graph).0 == [product(&dims(shape))];
         (graph.shape(map.node) == shape && flat).then_some(&mut self.epilogue)
@@ -166,7 +166,7 @@ impl KernelKind for PoolGrad {
         fits.then_some((&mut self.sums, channels, true))
     }
 
-    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Kernel>)> {
+    fn finished(&mut self) -> Option<(NodeId, BufferId, &mut Vec<Map>)> {
         let sums = self.sums.as_mut()?;
         Some((sums.node, sums.out, &mut sums.then))
     }

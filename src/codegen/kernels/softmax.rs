@@ -5,7 +5,7 @@
 //! and row sums after them (cross-entropy's terms, its gradient, the loss per example) run on
 //! each group of rows as soon as it is done.
 
-use super::{Kernel, KernelKind, Map, Share, Sums};
+use super::{KernelKind, Map, Share, Sums};
 use crate::codegen::abi::Import;
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::{exp, f32_const, Width};
@@ -37,7 +37,7 @@ pub struct Softmax {
     pub partner: Option<(NodeId, BufferId)>,
     /// Maps over the results (cross-entropy's terms and its gradient), run in order on each
     /// group of rows as soon as the group is done, when the axis is the innermost.
-    pub epilogue: Vec<Kernel>,
+    pub epilogue: Vec<Map>,
     /// The sums along each row of an epilogue's output (cross-entropy's loss per example),
     /// each by the worker that computed the row.
     pub sums: Option<Sums>,
@@ -82,11 +82,11 @@ impl KernelKind for Softmax {
         product(&dims(graph.shape(self.node))).at(max_batch as i64) >= SOFTMAX_SHARE_MIN
     }
 
-    fn epilogue(&self) -> &[Kernel] {
+    fn epilogue(&self) -> &[Map] {
         &self.epilogue
     }
 
-    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Kernel>> {
+    fn epilogue_for(&mut self, graph: &Graph, map: &Map) -> Option<&mut Vec<Map>> {
         iterations_per_row(graph, &*self, map)?;
         Some(&mut self.epilogue)
     }
