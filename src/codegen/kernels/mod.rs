@@ -5,7 +5,8 @@
 //! `KernelKind` is what the planner, the fusion pass, the allocator, the lowering and the
 //! listing ask of every kind.
 //!
-//! A new kind is a file here, a variant of `Kernel` and one arm in `Kernel::kind`/`kind_mut`.
+//! A new kind is a file here, a variant of `Kernel`, and the arms the compiler then asks for
+//! (`Kernel::kind` and `kind_mut`, `fuse::with_epilogues`, `Compiled::flops`).
 //! `KernelKind`'s required methods are what a kernel must answer to run correctly; its
 //! provided methods are capabilities (splitting, an epilogue, sums) whose absence only makes a
 //! kernel slower: it runs on one thread and fuses nothing.
