@@ -263,11 +263,7 @@ struct Frame<'a> {
 impl Picture for Frame<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        root.fill(&WHITE).map_err(err)?;
-        let body = root
-            .margin(6, 0, 0, 0)
-            .titled(self.title, ("sans-serif", 17))
-            .map_err(err)?;
+        let body = super::canvas(root, self.title)?;
         let mut chart = ChartBuilder::on(&body)
             .caption(&self.caption, ("sans-serif", 14))
             .margin(12)

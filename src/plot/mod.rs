@@ -139,6 +139,17 @@ fn pixels(size: (u32, u32), picture: &impl Picture) -> Result<Vec<u8>, Diagnosti
     Ok(pixels)
 }
 
+/// A white canvas with `title` at the top; what is below the title is returned.
+fn canvas<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<DrawingArea<DB, Shift>, String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    (root.margin(6, 0, 0, 0))
+        .titled(title, ("sans-serif", 18))
+        .map_err(|e| e.to_string())
+}
+
 /// RGB pixels as a PNG file.
 fn png_bytes(
     pixels: &[u8],
@@ -263,12 +274,7 @@ fn draw_curves<DB: DrawingBackend>(
     runs: &[Run],
     title: &str,
 ) -> Result<(), String> {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(err)?;
-    let body = root
-        .margin(6, 0, 0, 0)
-        .titled(title, ("sans-serif", 18))
-        .map_err(err)?;
+    let body = canvas(root, title)?;
     let one = runs.len() == 1;
     let label = |run: &Run, what: &str| {
         if one {
@@ -529,11 +535,7 @@ impl<'a> Grid<'a> {
 impl Picture for Grid<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        root.fill(&WHITE).map_err(err)?;
-        let body = root
-            .margin(6, 0, 0, 0)
-            .titled(self.title, ("sans-serif", 18))
-            .map_err(err)?;
+        let body = canvas(root, self.title)?;
         let (w, h) = self.cell();
         let red = RGBColor(200, 30, 30);
         for (i, image) in self.images.iter().enumerate() {

@@ -227,11 +227,7 @@ fn colour(t: f64) -> RGBColor {
 impl Picture for Landscape<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        root.fill(&WHITE).map_err(err)?;
-        let body = root
-            .margin(6, 0, 0, 0)
-            .titled(self.title, ("sans-serif", 18))
-            .map_err(err)?;
+        let body = super::canvas(root, self.title)?;
         let (left, right) = body.split_horizontally(body.dim_in_pixel().0 / 2);
         let (x0, x1) = (self.xs[0], self.xs[STEPS - 1]);
         let (y0, y1) = (self.ys[0], self.ys[STEPS - 1]);
