@@ -274,16 +274,14 @@ impl Picture for Frame<'_> {
                 self.y_range.0..self.y_range.1,
             )
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc(&self.names.0)
-            .y_desc(&self.names.1)
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.08))
-            .draw()
-            .map_err(err)?;
+        super::house_style(
+            chart
+                .configure_mesh()
+                .x_desc(&self.names.0)
+                .y_desc(&self.names.1),
+        )
+        .draw()
+        .map_err(err)?;
         let dots = COLOURS[0].mix(0.45).filled();
         chart
             .draw_series(self.points.iter().map(|&p| Circle::new(p, 3, dots)))

@@ -382,28 +382,26 @@ where
         .build_cartesian_2d(1f64.min(last_epoch)..last_epoch.max(2.0), y_range)
         .map_err(err)?;
     let integer_epochs = last_epoch <= 20.0;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_name)
-        .x_labels(if integer_epochs {
-            last_epoch as usize
-        } else {
-            10
-        })
-        .x_label_formatter(&|x| format!("{}", x.round() as i64))
-        .y_label_formatter(&|y| {
-            format!("{y:.3}")
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
-        })
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 14))
-        .light_line_style(WHITE.mix(0.0))
-        .bold_line_style(BLACK.mix(0.08))
-        .draw()
-        .map_err(err)?;
+    house_style(
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_name)
+            .x_labels(if integer_epochs {
+                last_epoch as usize
+            } else {
+                10
+            })
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .y_label_formatter(&|y| {
+                format!("{y:.3}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_string()
+            }),
+    )
+    .draw()
+    .map_err(err)?;
     for line in lines {
         let style = line.colour.stroke_width(2);
         let series = if line.dashed {
@@ -441,6 +439,21 @@ where
         SeriesLabelPosition::UpperRight
     };
     legend(&mut chart, position)
+}
+
+/// The axes' look every chart shares: label sizes, and a faint grid of major lines only.
+fn house_style<'m, 'a, 'b, X, Y, DB>(
+    mesh: &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+    DB: DrawingBackend,
+{
+    mesh.label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.08))
 }
 
 /// A chart's legend at `position`, on a light box.
