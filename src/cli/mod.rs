@@ -68,10 +68,11 @@ enum Command {
         seed: Option<u64>,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Threads for the compiled step's split kernels: 1 runs them on one thread, 2 or more
-        /// on the two workers (default: all cores); results do not depend on it.
+        /// Workers for the compiled step's pieces and for gathering batches, 1 to 256
+        /// (default: NETC_THREADS, else the cores this process may use); results are the same
+        /// bits for any number.
         #[arg(long)]
-        threads: Option<usize>,
+        threads: Option<u64>,
         /// Print the compiled training step's time per kernel after training.
         #[arg(long)]
         profile: bool,
@@ -137,9 +138,10 @@ enum Command {
         /// Steps timed one by one for the median (1 to 100000).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         steps: u32,
-        /// Threads for the compiled step's split kernels (as for `run`).
+        /// Workers (as for `run`); `bench` also checks that a step on them gives the same bits
+        /// as on one.
         #[arg(long)]
-        threads: Option<usize>,
+        threads: Option<u64>,
     },
     /// Check the model's symbolic gradients against finite differences (f64).
     Gradcheck {
@@ -355,8 +357,9 @@ pub fn run() -> i32 {
                 Ok(settings) => settings,
                 Err(diagnostic) => return finish(&source, Err(diagnostic)),
             };
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            crate::codegen::set_threads(threads.unwrap_or(cores));
+            if let Err(diagnostic) = set_threads(threads) {
+                return finish(&source, Err(diagnostic));
+            }
             on_interrupt();
             let options = RunOptions {
                 model_path: file,
@@ -425,18 +428,9 @@ pub fn run() -> i32 {
             let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            crate::codegen::set_threads(threads.unwrap_or(cores));
-            finish(
-                &source,
-                bench(
-                    &source,
-                    &model,
-                    &data,
-                    steps as usize,
-                    threads.unwrap_or(cores),
-                ),
-            )
+            let outcome =
+                set_threads(threads).and_then(|()| bench(&source, &model, &data, steps as usize));
+            finish(&source, outcome)
         }
         Command::Gradcheck {
             file,
@@ -541,6 +535,34 @@ fn run_settings(
         shuffle: defaults.shuffle,
         checkpoints: None,
     })
+}
+
+/// Sets the workers of every pool the command makes: `--threads`, else `NETC_THREADS`, else
+/// the cores this process may use; E0502 for a count outside 1 to `MAX_THREADS`.
+fn set_threads(flag: Option<u64>) -> Result<(), Diagnostic> {
+    let (given, from) = match (flag, std::env::var("NETC_THREADS")) {
+        (Some(n), _) => (Some(n.to_string()), "--threads"),
+        (None, Ok(text)) => (Some(text), "NETC_THREADS"),
+        (None, Err(_)) => (None, ""),
+    };
+    let Some(text) = given else {
+        return Ok(());
+    };
+    let most = crate::codegen::MAX_THREADS;
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=most).contains(&n) => {
+            crate::codegen::set_default_threads(n);
+            Ok(())
+        }
+        _ => Err(Diagnostic::plain(
+            Code::E0502,
+            format!("{from} is `{text}`, not a number of threads from 1 to {most}"),
+        )
+        .with_note(format!(
+            "this process may use {} cores; results are the same bits for any number of threads",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ))),
+    }
 }
 
 /// The first Ctrl-C stops training after the current step (and saves); a second stops at once.

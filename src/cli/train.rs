@@ -3,7 +3,7 @@
 
 use super::{Backend, DataArgs};
 use crate::check::model::{LabelKind, Model};
-use crate::codegen::CompileError;
+use crate::codegen::{CompileError, Pool};
 use crate::data::{Source, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir;
@@ -351,7 +351,6 @@ pub(super) fn bench(
     model: &Model,
     data: &DataArgs,
     timed_steps: usize,
-    threads: usize,
 ) -> Result<(), Diagnostic> {
     let split = load(data, model.train.seed)?;
     runtime::fits(model, &split.train)?;
@@ -383,6 +382,31 @@ pub(super) fn bench(
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    // The same steps on one worker, which must give the same bits.
+    let mut alone = Session::new(model, source, model.train.seed)?;
+    alone.pool = Pool::new(1);
+    alone
+        .compile(batch, false)
+        .map_err(|why| compile_diagnostic(why, batch))?;
+    alone.fit(
+        &one_batch,
+        &settings(timed_steps as u64),
+        &mut Reporter::new(None, true),
+    )?;
+    let bits = |s: &Session| -> Vec<u32> {
+        (s.params.iter().chain(&s.states))
+            .flat_map(|t| t.data.iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    if bits(&alone) != bits(&session) {
+        return Err(Diagnostic::plain(
+            Code::E0510,
+            format!(
+                "{timed_steps} steps on {} workers and on one gave other bits: a bug in netc",
+                session.pool.threads()
+            ),
+        ));
+    }
     // One whole epoch, as `netc run` trains it (test evaluation excluded).
     let train_len = split.train.len;
     let epoch_data = crate::data::Split {
@@ -411,6 +435,7 @@ pub(super) fn bench(
     let steps = (train_len / batch) as f64;
     let matmul = full.matmul * steps + rest.matmul;
     let conv = full.conv * steps + rest.conv;
+    let threads = session.pool.threads();
     say!(
         "model        {} ({train_len} examples, batch {batch}, {threads} threads)",
         model.name
@@ -436,6 +461,16 @@ pub(super) fn bench(
             conv / conv_seconds.max(1e-9) / 1e9
         );
     }
+    let pieces = fresh.pool.pieces_run();
+    say!(
+        "workers      {threads}, pieces run by each over the epoch: {}",
+        pieces
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    say!("bits         the same after {timed_steps} steps on {threads} workers and on one");
     match peak_memory_kib() {
         Some(kib) => say!("peak memory  {:.0} MB", kib as f64 / 1024.0),
         None => say!("peak memory  unknown (no /proc/self/status)"),
@@ -611,7 +646,13 @@ pub(super) fn gradcheck(
         batch = batch.min(split.train.len);
         let rows: Vec<usize> = (0..batch).collect();
         let mut tensors = Vec::new();
-        runtime::batch_tensors(&forward.inputs, &split.train, &rows, &mut tensors);
+        runtime::batch_tensors(
+            &forward.inputs,
+            &split.train,
+            &rows,
+            &mut tensors,
+            &Pool::new(1),
+        );
         inputs = tensors.iter().map(Tensor::cast).collect();
     }
     let problem = crate::gradcheck::Problem {

@@ -1,13 +1,16 @@
 //! The calling convention between netc and its generated code: the entry point's and the
-//! share functions' parameters, and the Rust helpers the code imports, with their signatures.
+//! piece functions' parameters, and the Rust helpers the code imports, with their signatures.
 //! `jit` binds the helpers and calls the entry point as `Entry`; `lower` reads the parameters
 //! through `Params`.
 
+use super::pool::Pool;
 use cranelift_codegen::ir::{types, AbiParam, Signature, Value};
 
-/// The compiled step as Rust calls it: `(pointers, arena, batch, hypers, seed)`. `pointers`
-/// holds the bound inputs, then parameters, then states; `hypers` the step's scalars.
-pub type Entry = unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64);
+/// The compiled step as Rust calls it: `(pointers, arena, batch, hypers, seed, pool)`.
+/// `pointers` holds the bound inputs, then parameters, then states; `hypers` the step's
+/// scalars; `pool` the `Pool` its split kernels run on.
+pub type Entry =
+    unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, *const Pool);
 
 /// The imported helpers, in the order `lower` expects their references.
 pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_logf", "netc_tick", "netc_parallel"];
@@ -54,45 +57,49 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s.params.push(AbiParam::new(types::I64));
         s
     };
+    // (pool, function, pointers, arena, batch, hypers, seed, iterations, per piece) -> pieces
     let parallel = {
         let mut s = make();
         for ty in [
             pointer,
             pointer,
             pointer,
+            pointer,
             types::I64,
             pointer,
+            types::I64,
             types::I64,
             types::I64,
         ] {
             s.params.push(AbiParam::new(ty));
         }
+        s.returns.push(AbiParam::new(types::I64));
         s
     };
     vec![gemm, unary, tick, parallel]
 }
 
-/// The signature of a kernel's share function: the entry point's arguments
-/// `(pointers, arena, batch, hypers, seed)`, then `first, end, worker`.
-pub fn share_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+/// The signature of a kernel's piece function: the entry point's arguments
+/// `(pointers, arena, batch, hypers, seed, pool)`, then `first, end, piece, worker`.
+pub fn piece_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
     let mut s = entry_signature(make, pointer);
-    for _ in ["first", "end", "worker"] {
+    for _ in ["first", "end", "piece", "worker"] {
         s.params.push(AbiParam::new(types::I64));
     }
     s
 }
 
-/// The entry point's signature: `(pointers, arena, batch, hypers, seed)`.
+/// The entry point's signature: `(pointers, arena, batch, hypers, seed, pool)`.
 pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
     let mut s = make();
-    for ty in [pointer, pointer, types::I64, pointer, types::I64] {
+    for ty in [pointer, pointer, types::I64, pointer, types::I64, pointer] {
         s.params.push(AbiParam::new(ty));
     }
     s
 }
 
-/// The entry point's parameters as values inside a function, and in a share function the
-/// range of the split loop and the worker.
+/// The entry point's parameters as values inside a function, and in a piece function the
+/// piece's range of the split loop, the piece and the worker running it.
 #[derive(Clone, Copy)]
 pub struct Params {
     pub pointers: Value,
@@ -100,21 +107,27 @@ pub struct Params {
     pub batch: Value,
     pub hypers: Value,
     pub seed: Value,
-    /// In a share function: iterations `first..end` of the split loop, and the worker.
-    pub share: Option<[Value; 3]>,
+    pub pool: Value,
+    /// Iterations `first..end` of the loop being emitted: a piece's, or an epilogue's on it.
+    pub range: Option<[Value; 2]>,
+    /// In a piece function: the piece (whose sums go to its own partial result) and the worker
+    /// (whose scratch memory it uses).
+    pub piece: Option<[Value; 2]>,
 }
 
 impl Params {
-    /// The parameters of a function with the entry signature, or the share signature when
-    /// `shared`.
-    pub fn of(values: &[Value], shared: bool) -> Params {
+    /// The parameters of a function with the entry signature, or the piece signature when
+    /// `piece`.
+    pub fn of(values: &[Value], piece: bool) -> Params {
         Params {
             pointers: values[0],
             arena: values[1],
             batch: values[2],
             hypers: values[3],
             seed: values[4],
-            share: shared.then(|| [values[5], values[6], values[7]]),
+            pool: values[5],
+            range: piece.then(|| [values[6], values[7]]),
+            piece: piece.then(|| [values[8], values[9]]),
         }
     }
 }

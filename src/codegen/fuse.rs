@@ -62,7 +62,12 @@ pub fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
 ///
 /// Scalars computed from hyperparameters alone (Adam's bias corrections) come first, so that
 /// nothing they feed waits for them.
-pub fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>) -> Vec<Kernel> {
+pub fn with_epilogues(
+    graph: &Graph,
+    kernels: Vec<Kernel>,
+    sizes: &mut Vec<Sym>,
+    max_batch: usize,
+) -> Vec<Kernel> {
     let (mut result, rest): (Vec<Kernel>, Vec<Kernel>) = kernels.into_iter().partition(|k| {
         matches!(k, Kernel::Map(Map { args, .. })
             if graph.shape(k.node()).0.is_empty()
@@ -77,19 +82,26 @@ pub fn with_epilogues(graph: &Graph, kernels: Vec<Kernel>, sizes: &mut Vec<Sym>)
                         .iter_mut()
                         .rev()
                         .find(|k| k.writes().contains(&input))?;
+                    // Each piece after the first has its own sums, when every piece has a part.
+                    let pieces = producer.kind().pieces(graph, max_batch);
                     let kind = producer.kind_mut();
-                    Some((
-                        kind.summing(graph, &reduce.axes, &reduce.input_dims)?,
-                        input,
-                    ))
+                    let (sums, len, partial) =
+                        kind.summing(graph, &reduce.axes, &reduce.input_dims)?;
+                    let parts = match (partial, pieces) {
+                        (false, _) | (true, None) => None,
+                        // Parts of batch-dependent length would need room at every batch.
+                        (true, Some(_)) if len.batch => return None,
+                        (true, Some(pieces)) => Some(len.scaled(pieces.most - 1)),
+                    };
+                    Some((sums, len, parts, input))
                 });
-                if let Some(((sums, len, partial), input)) = producer {
+                if let Some((sums, len, parts, input)) = producer {
                     *sums = Some(Sums {
                         node: reduce.node,
                         out: reduce.out,
                         input,
                         len,
-                        partial: partial.then(|| new_buffer(sizes, len)),
+                        partial: parts.map(|floats| new_buffer(sizes, floats)),
                         then: Vec::new(),
                     });
                     continue;

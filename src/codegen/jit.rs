@@ -8,7 +8,7 @@ use super::kernels::{Kernel, KernelId};
 use super::layout::Base;
 use super::lower;
 use super::plan::{CompileError, Plan};
-use super::workers::netc_parallel;
+use super::pool::{netc_parallel, Pool};
 use crate::ir::{Graph, NodeId};
 use crate::step::Step;
 use crate::tensor::{Bindings, Tensor};
@@ -16,9 +16,9 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-/// One thread's matrix product: large products are split between the workers by the
-/// generated code (by rows of the output), so that each half's epilogue runs on the thread
-/// that has the half in its cache.
+/// One thread's matrix product: large products are cut into pieces by the generated code (by
+/// rows of the output), so that each piece's epilogue runs on the thread that has the piece in
+/// its cache.
 extern "C" fn netc_gemm(
     m: i64,
     n: i64,
@@ -165,8 +165,9 @@ impl Drop for Arena {
     }
 }
 
-/// A graph compiled to native code, with its arena.
+/// A graph compiled to native code, with its arena and the pool its pieces run on.
 pub struct Compiled {
+    pool: std::sync::Arc<Pool>,
     graph: Graph,
     /// The step's results, kept after a run.
     wanted: Vec<NodeId>,
@@ -181,14 +182,27 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Compiles a step for batches of up to `max_batch`; a run returns the step's results.
-    pub fn new(step: &Step, max_batch: usize, profile: bool) -> Result<Compiled, CompileError> {
-        Compiled::build(&step.graph, max_batch, &step.results, profile, false)
+    /// Compiles a step for batches of up to `max_batch`, to run on `pool`; a run returns the
+    /// step's results, which are the same bits for any pool.
+    pub fn new(
+        step: &Step,
+        max_batch: usize,
+        profile: bool,
+        pool: &std::sync::Arc<Pool>,
+    ) -> Result<Compiled, CompileError> {
+        Compiled::build(
+            &step.graph,
+            max_batch,
+            &step.results,
+            (profile, false),
+            pool,
+        )
     }
 
-    /// The printed program `new` would compile (see `listing`).
+    /// The printed program `new` would compile (see `listing`), for a pool of one worker.
     pub fn listing_of(step: &Step, max_batch: usize) -> Result<String, CompileError> {
-        Ok(Compiled::build(&step.graph, max_batch, &step.results, false, true)?.listing())
+        let pool = Pool::new(1);
+        Ok(Compiled::build(&step.graph, max_batch, &step.results, (false, true), &pool)?.listing())
     }
 
     /// Compiles, keeping the Cranelift IR as text when `listing` (printing it takes longer than
@@ -197,10 +211,10 @@ impl Compiled {
         graph: &Graph,
         max_batch: usize,
         wanted: &[NodeId],
-        profile: bool,
-        listing: bool,
+        (profile, listing): (bool, bool),
+        pool: &std::sync::Arc<Pool>,
     ) -> Result<Compiled, CompileError> {
-        let plan = super::plan::plan(graph, max_batch, wanted)?;
+        let plan = super::plan::plan(graph, max_batch, wanted, pool.threads())?;
         let bytes = (plan.arena as u64).checked_mul(4);
         if bytes.is_none_or(|b| b > crate::memory::limit()) {
             return Err(CompileError::TooLarge { bytes });
@@ -236,33 +250,33 @@ impl Compiled {
                     .expect("distinct imports")
             })
             .collect();
-        // The share function of each kernel split between workers, compiled first so the step
-        // can take its address.
+        // The piece function of each kernel cut into pieces, compiled first so the step can
+        // take its address.
         let mut context = module.make_context();
-        let mut share_ids = vec![None; plan.kernels.len()];
-        let mut share_listing = String::new();
+        let mut piece_ids = vec![None; plan.kernels.len()];
+        let mut piece_listing = String::new();
         for (k, kernel) in plan.kernels.iter().enumerate() {
-            if !kernel.kind().shared(graph, max_batch) {
+            if kernel.kind().pieces(graph, max_batch).is_none() {
                 continue;
             }
             let k = KernelId::new(k);
-            let signature = abi::share_signature(|| module.make_signature(), pointer);
+            let signature = abi::piece_signature(|| module.make_signature(), pointer);
             let id = module
                 .declare_function(
-                    &format!("kernel{}_share", k.index()),
+                    &format!("kernel{}_piece", k.index()),
                     Linkage::Local,
                     &signature,
                 )
-                .expect("one share function per kernel");
+                .expect("one piece function per kernel");
             context.func.signature = signature;
             let imports: Vec<_> = import_ids
                 .iter()
                 .map(|&f| module.declare_func_in_func(f, &mut context.func))
                 .collect();
-            lower::lower_share(graph, &plan, k, &mut context.func, &imports, config);
+            lower::lower_piece(graph, &plan, k, &mut context.func, &imports, config);
             if listing {
-                share_listing += &format!(
-                    "\n; {k}: one worker's share of {}\n{}",
+                piece_listing += &format!(
+                    "\n; {k}: a piece of {}\n{}",
                     kernel.describe(graph, &plan),
                     context.func.display()
                 );
@@ -271,7 +285,7 @@ impl Compiled {
                 .define_function(id, &mut context)
                 .map_err(|e| CompileError::Internal(format!("Cranelift rejected {k}: {e:?}")))?;
             module.clear_context(&mut context);
-            share_ids[k.index()] = Some(id);
+            piece_ids[k.index()] = Some(id);
         }
         let entry_sig = abi::entry_signature(|| module.make_signature(), pointer);
         let id = module
@@ -282,10 +296,10 @@ impl Compiled {
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
-        // Share functions are called and passed by absolute address: the JIT's code may be
-        // placed in chunks further apart than a 32-bit displacement reaches (as it is when
-        // another thread maps a large arena while this one compiles).
-        let shares: Vec<_> = share_ids
+        // Piece functions are passed by absolute address: the JIT's code may be placed in
+        // chunks further apart than a 32-bit displacement reaches (as it is when another
+        // thread maps a large arena while this one compiles).
+        let pieces: Vec<_> = piece_ids
             .iter()
             .map(|id| {
                 id.map(|id| {
@@ -300,7 +314,7 @@ impl Compiled {
             &plan,
             &mut context.func,
             &imports,
-            &shares,
+            &pieces,
             config,
             profile,
         );
@@ -327,7 +341,7 @@ impl Compiled {
         module.define_function(id, &mut context).map_err(|e| {
             CompileError::Internal(format!("Cranelift rejected the step: {e:?}\n{clif}"))
         })?;
-        let clif = clif + &share_listing;
+        let clif = clif + &piece_listing;
         module.clear_context(&mut context);
         module
             .finalize_definitions()
@@ -336,6 +350,7 @@ impl Compiled {
         // SAFETY: `code` was compiled from `entry_signature`, which is `Entry` in the system ABI.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
         Ok(Compiled {
+            pool: std::sync::Arc::clone(pool),
             graph: graph.clone(),
             wanted: wanted.to_vec(),
             arena,
@@ -402,6 +417,7 @@ impl Compiled {
                 batch as i64,
                 hypers.as_ptr(),
                 seed as i64,
+                std::sync::Arc::as_ptr(&self.pool),
             )
         };
         results.resize_with(self.wanted.len(), || Tensor::scalar(0.0));
@@ -453,7 +469,7 @@ impl Compiled {
     /// The kernel lines of `listing` alone, from the plan, without generating code: what each
     /// kernel computes and fuses, for a reviewable record of every change to fusion.
     pub fn kernels_of(step: &Step, max_batch: usize) -> Result<String, CompileError> {
-        let plan = super::plan::plan(&step.graph, max_batch, &step.results)?;
+        let plan = super::plan::plan(&step.graph, max_batch, &step.results, 1)?;
         Ok(kernel_lines(&step.graph, &plan))
     }
 

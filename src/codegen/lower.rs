@@ -1,17 +1,17 @@
 //! Lowering a plan to Cranelift functions: the entry point runs every kernel in order, each
-//! emitted by its kind (see `kernels`); a kernel split between workers becomes a share function
-//! of its own, which the entry point hands to `netc_parallel` with what must happen once
-//! around it. `Lowerer` is what kinds emit with: addresses of views and buffers, loops that
-//! walk several views at once, the share being emitted, and running an epilogue on a piece.
-//! Results match the interpreter exactly everywhere except inside matrix products and
-//! reductions split between workers, whose summation order differs.
+//! emitted by its kind (see `kernels`); a kernel cut into pieces gets a piece function of its
+//! own, which the entry point hands to the pool through `netc_parallel` with what must happen
+//! once around it. `Lowerer` is what kinds emit with: addresses of views and buffers, loops
+//! that walk several views at once, the piece being emitted, and running an epilogue on a
+//! piece. Results match the interpreter exactly everywhere except inside matrix products and
+//! sums over pieces, whose summation order differs.
 
 use super::abi::{Import, Params};
 use super::alloc::BufferId;
 use super::fuse::iterations_per_row;
 use super::kernels::{Kernel, KernelId, KernelKind, Map, Share, Sums};
 use super::layout::{Base, Sym, View};
-use super::loops::{add_into, flags, lanes, loops_within, zero_range};
+use super::loops::{add_into, element, flags, lanes, loops_within, range, zero_range};
 use super::plan::Plan;
 use crate::ir::Graph;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -20,20 +20,20 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// Fills `func` (whose signature is the entry signature) with the plan's kernels and returns
-/// the block each kernel's code starts in, for the printed listing. `shares[k]` is the share
-/// function of kernel `k` when its work is split between workers (see `lower_share`).
+/// the block each kernel's code starts in, for the printed listing. `pieces[k]` is the piece
+/// function of kernel `k` when its work is cut into pieces (see `lower_piece`).
 pub fn lower(
     graph: &Graph,
     plan: &Plan,
     func: &mut Function,
     imports: &[FuncRef],
-    shares: &[Option<FuncRef>],
+    pieces: &[Option<FuncRef>],
     config: TargetFrontendConfig,
     profile: bool,
 ) -> Vec<Block> {
     let mut starts = Vec::new();
     define(func, config, |b, params| {
-        let l = Lowerer::new(graph, plan, imports, shares, config, (params, false));
+        let l = Lowerer::new(graph, plan, imports, pieces, config, (params, false));
         for (k, kernel) in plan.kernels.iter().enumerate() {
             let k = KernelId::new(k);
             // Each kernel starts a block of its own, so the listing can say where it begins.
@@ -55,9 +55,9 @@ pub fn lower(
     starts
 }
 
-/// Fills `func` (whose signature is the share signature) with one worker's share of kernel `k`:
-/// iterations `first..end` of the loop its work is split along (`KernelKind::split`).
-pub fn lower_share(
+/// Fills `func` (whose signature is the piece signature) with a piece of kernel `k`: iterations
+/// `first..end` of the loop its work is split along (`KernelKind::pieces`).
+pub fn lower_piece(
     graph: &Graph,
     plan: &Plan,
     k: KernelId,
@@ -67,7 +67,7 @@ pub fn lower_share(
 ) {
     define(func, config, |b, params| {
         let l = Lowerer::new(graph, plan, imports, &[], config, (params, true));
-        l.kernel(b, k, &plan.kernels[k.index()]);
+        plan.kernels[k.index()].kind().emit(&l, b);
     });
 }
 
@@ -90,36 +90,36 @@ fn define(
 }
 
 /// What kinds emit their code with: the graph and plan, the function's parameters, and the
-/// share being emitted.
+/// piece being emitted.
 #[derive(Clone, Copy)]
 pub struct Lowerer<'a> {
     pub graph: &'a Graph,
     plan: &'a Plan,
     imports: &'a [FuncRef],
-    /// Each kernel's share function, in the entry point (whose kernels dispatch to them).
-    shares: &'a [Option<FuncRef>],
+    /// Each kernel's piece function, in the entry point (whose kernels dispatch to them).
+    pieces: &'a [Option<FuncRef>],
     pointer: types::Type,
     pub params: Params,
 }
 
 impl<'a> Lowerer<'a> {
-    /// A lowerer for a function whose parameters are `params` (the entry point's, or a share
-    /// function's when `shared`).
+    /// A lowerer for a function whose parameters are `params` (the entry point's, or a piece
+    /// function's when `piece`).
     fn new(
         graph: &'a Graph,
         plan: &'a Plan,
         imports: &'a [FuncRef],
-        shares: &'a [Option<FuncRef>],
+        pieces: &'a [Option<FuncRef>],
         config: TargetFrontendConfig,
-        (params, shared): (&[Value], bool),
+        (params, piece): (&[Value], bool),
     ) -> Lowerer<'a> {
         Lowerer {
             graph,
             plan,
             imports,
-            shares,
+            pieces,
             pointer: config.pointer_type(),
-            params: Params::of(params, shared),
+            params: Params::of(params, piece),
         }
     }
 }
@@ -215,40 +215,85 @@ impl Lowerer<'_> {
         b.inst_results(call).first().copied()
     }
 
-    /// Emits the plan's kernel `k`, or hands it to its share function.
+    /// Emits the plan's kernel `k`: what its kind does once before its pieces, then either all
+    /// of its work here or its pieces on the pool (through its piece function), then what the
+    /// kind does once after them, and its sums' partial results added in piece order.
     fn kernel(&self, b: &mut FunctionBuilder, k: KernelId, kernel: &Kernel) {
-        match self.shares.get(k.index()).copied().flatten() {
-            Some(function) => self.dispatch(b, kernel.kind(), function),
-            None => kernel.kind().emit(self, b),
-        }
-    }
-
-    /// Where this worker adds its sums, zeroed: the result for the first worker (or for the
-    /// kernel unsplit), the partial sums for the second, which `dispatch` then adds. `floats`
-    /// is the sums' length.
-    pub fn sums_into(&self, b: &mut FunctionBuilder, sums: &Sums, floats: Value) -> Value {
-        let total = self.buffer_address(b, sums.out);
-        let into = match (self.params.share, sums.partial) {
-            (Some([_, _, worker]), Some(partial)) => {
-                let partial = self.buffer_address(b, partial);
-                let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
-                b.ins().select(is_first, total, partial)
+        let kind = kernel.kind();
+        kind.before_pieces(self, b);
+        let pieces = match self.pieces.get(k.index()).copied().flatten() {
+            Some(function) => self.dispatch(b, kind, function),
+            None => {
+                kind.emit(self, b);
+                b.ins().iconst(types::I64, 1)
             }
-            _ => total,
         };
-        let zero = b.ins().iconst(types::I64, 0);
-        zero_range(b, into, zero, floats);
-        into
-    }
-
-    /// The maps after complete sums, when the kernel is not split (`dispatch` runs them after
-    /// adding the workers' sums otherwise).
-    pub fn sums_done(&self, b: &mut FunctionBuilder, sums: &Sums) {
-        if self.params.share.is_none() {
+        kind.after_pieces(self, b, pieces);
+        if let Some(sums) = kind.sums() {
+            if let Some(partial) = sums.partial {
+                let out = self.buffer_address(b, sums.out);
+                let partial = self.buffer_address(b, partial);
+                let len = sums.len.at(0);
+                self.add_pieces(b, out, partial, len, pieces);
+            }
             for map in &sums.then {
                 map.emit(self, b);
             }
         }
+    }
+
+    /// Where this piece's sums of `len` floats go: `out` for the first piece (or the kernel
+    /// unsplit), part `piece - 1` of `partial` for the others (see `Sums`).
+    pub fn piece_sums(
+        &self,
+        b: &mut FunctionBuilder,
+        out: Value,
+        partial: Value,
+        len: i64,
+    ) -> Value {
+        let Some([piece, _]) = self.params.piece else {
+            return out;
+        };
+        let part = b.ins().iadd_imm_s(piece, -1);
+        let part = b.ins().imul_imm_s(part, 4 * len);
+        let part = b.ins().iadd(partial, part);
+        let is_first = b.ins().icmp_imm_s(IntCC::Equal, piece, 0);
+        b.ins().select(is_first, out, part)
+    }
+
+    /// Adds the sums of pieces `1..pieces` (`len` floats each, one after another from
+    /// `partial`) to `out`, in piece order.
+    pub fn add_pieces(
+        &self,
+        b: &mut FunctionBuilder,
+        out: Value,
+        partial: Value,
+        len: i64,
+        pieces: Value,
+    ) {
+        let one = b.ins().iconst(types::I64, 1);
+        let floats = b.ins().iconst(types::I64, len);
+        range(b, one, pieces, 1, &mut |b, piece| {
+            let part = b.ins().iadd_imm_s(piece, -1);
+            let part = b.ins().imul_imm_s(part, len);
+            let part = element(b, partial, part);
+            add_into(b, out, part, floats);
+        });
+    }
+
+    /// Where this piece adds its sums, zeroed (see `piece_sums`).
+    pub fn sums_into(&self, b: &mut FunctionBuilder, sums: &Sums, floats: Value) -> Value {
+        let out = self.buffer_address(b, sums.out);
+        let into = match sums.partial {
+            Some(partial) => {
+                let partial = self.buffer_address(b, partial);
+                self.piece_sums(b, out, partial, sums.len.at(0))
+            }
+            None => out,
+        };
+        let zero = b.ins().iconst(types::I64, 0);
+        zero_range(b, into, zero, floats);
+        into
     }
 
     /// The epilogue of a kernel that runs it by rows (`KernelKind::rows`), on rows
@@ -257,22 +302,22 @@ impl Lowerer<'_> {
         &self,
         b: &mut FunctionBuilder,
         producer: &dyn KernelKind,
-        [first, end, worker]: [Value; 3],
+        [first, end]: [Value; 2],
     ) {
         for map in producer.epilogue() {
             let per_row = iterations_per_row(self.graph, producer, map)
                 .expect("the planner fuses only maps that run by rows");
             let [first, end] = [first, end].map(|row| b.ins().imul_imm_s(row, per_row));
-            self.piece_of(b, map, [first, end, worker]);
+            self.piece_of(b, map, [first, end]);
         }
     }
 
-    /// Iterations `first..end` of `map`'s outermost loop, as `worker`: a piece of an epilogue.
-    pub fn piece_of(&self, b: &mut FunctionBuilder, map: &Map, range: [Value; 3]) {
+    /// Iterations `first..end` of `map`'s outermost loop: a piece of an epilogue.
+    pub fn piece_of(&self, b: &mut FunctionBuilder, map: &Map, range: [Value; 2]) {
         let piece = Lowerer {
-            shares: &[],
+            pieces: &[],
             params: Params {
-                share: Some(range),
+                range: Some(range),
                 ..self.params
             },
             ..*self
@@ -280,14 +325,17 @@ impl Lowerer<'_> {
         map.emit(&piece, b);
     }
 
-    /// Runs a shared kernel's share function for both workers through `netc_parallel`, with
-    /// what the kind does once around it, and then adds the second worker's partial sums to
-    /// the first's and runs the maps after them.
-    fn dispatch(&self, b: &mut FunctionBuilder, kernel: &dyn KernelKind, function: FuncRef) {
-        let share = kernel
-            .split(self.graph)
-            .expect("a shared kernel has a split");
-        let count = match share {
+    /// Runs a kernel's pieces on the pool through `netc_parallel` and returns their number.
+    fn dispatch(
+        &self,
+        b: &mut FunctionBuilder,
+        kernel: &dyn KernelKind,
+        function: FuncRef,
+    ) -> Value {
+        let pieces = kernel
+            .pieces(self.graph, self.plan.max_batch)
+            .expect("a kernel with a piece function has pieces");
+        let iterations = match pieces.along {
             Share::Chunks { images, chunk } => {
                 let images = self.sym(b, images);
                 let rounded = b.ins().iadd_imm_s(images, chunk - 1);
@@ -296,25 +344,14 @@ impl Lowerer<'_> {
             }
             Share::Loop(extent) => self.sym(b, extent),
         };
-        kernel.before_shares(self, b);
+        let per_piece = b.ins().iconst(types::I64, pieces.per_piece);
         let address = b.ins().func_addr(self.pointer, function);
         let p = self.params;
         let args = [
-            address, p.pointers, p.arena, p.batch, p.hypers, p.seed, count,
+            p.pool, address, p.pointers, p.arena, p.batch, p.hypers, p.seed, iterations, per_piece,
         ];
-        self.call(b, Import::Parallel, &args);
-        kernel.after_shares(self, b);
-        if let Some(sums) = kernel.sums() {
-            if let Some(partial) = sums.partial {
-                let out = self.buffer_address(b, sums.out);
-                let partial = self.buffer_address(b, partial);
-                let floats = self.sym(b, sums.len);
-                add_into(b, out, partial, floats);
-            }
-            for map in &sums.then {
-                map.emit(self, b);
-            }
-        }
+        self.call(b, Import::Parallel, &args)
+            .expect("netc_parallel returns the number of pieces")
     }
 
     /// A loop nest over `dims` that walks each of `views` (a base address and a stride per
@@ -340,8 +377,8 @@ impl Lowerer<'_> {
             .iter()
             .map(|(_, s)| s.iter().map(|&s| self.sym(b, s)).collect())
             .collect();
-        // In a share function, only iterations `first..end` of the outermost axis.
-        let range = self.params.share.map(|[first, end, _]| (first, end));
+        // In a piece, only iterations `first..end` of the outermost axis.
+        let range = self.params.range.map(|[first, end]| (first, end));
         if outer.is_empty() {
             let (lo, hi) = range.unwrap_or((b.ins().iconst(types::I64, 0), inner));
             let starts: Vec<Value> = views

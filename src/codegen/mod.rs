@@ -2,11 +2,12 @@
 //! `plan` decides which nodes are views (`layout`) and which need a kernel of which kind
 //! (`kernels`, one file per kind); `fuse` moves maps and sums into the kernels whose pieces
 //! they can run on; `alloc` places every buffer in one arena; `lower` emits one Cranelift
-//! function for the step and one per kernel split between workers, following the calling
+//! function for the step and one per kernel cut into pieces, following the calling
 //! convention of `abi`, with the loop builders of `loops` and the one-or-four-lane arithmetic
-//! of `arith`; `jit` compiles and runs it; `workers` runs the split kernels on two threads.
-//! It guarantees the interpreter's results (bit for bit outside products and split sums) and
-//! touches only memory checked before the step runs.
+//! of `arith`; `jit` compiles and runs it; `pool` runs the pieces on any number of workers.
+//! It guarantees the interpreter's results (bit for bit outside products and sums over
+//! pieces), the same bits for any number of workers, and touches only memory checked before
+//! the step runs.
 
 mod abi;
 mod alloc;
@@ -18,8 +19,8 @@ mod layout;
 mod loops;
 mod lower;
 mod plan;
-mod workers;
+mod pool;
 
 pub use jit::{Compiled, Flops, Profile, Rejected};
 pub use plan::CompileError;
-pub use workers::{join, set_threads};
+pub use pool::{default_threads, set_default_threads, Pool, Schedule, MAX_THREADS};

@@ -24,6 +24,8 @@ pub struct Plan {
     pub arena: usize,
     /// Where each graph node can be read.
     pub views: Vec<Option<View>>,
+    /// The largest batch it runs, which fixes how kernels are cut into pieces.
+    pub max_batch: usize,
 }
 
 impl Plan {
@@ -63,9 +65,15 @@ impl std::fmt::Display for CompileError {
 /// The most elements one example of a tensor may hold, as the checker allows (E0310).
 const MAX_EXAMPLE_ELEMENTS: i64 = 1 << 34;
 
-/// Plans `graph` for batches of at most `max_batch` examples, so that `wanted` nodes end up in
-/// contiguous buffers.
-pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, CompileError> {
+/// Plans `graph` for batches of at most `max_batch` examples, run on a pool of `workers`, so
+/// that `wanted` nodes end up in contiguous buffers. Only scratch memory depends on `workers`,
+/// never what any kernel computes.
+pub fn plan(
+    graph: &Graph,
+    max_batch: usize,
+    wanted: &[NodeId],
+    workers: usize,
+) -> Result<Plan, CompileError> {
     // Batched sizes are coefficient × batch: with these two bounds every size, offset and
     // byte count below stays far from overflowing 64 bits (2^34 · 2^24 · 4 = 2^60).
     let too_large = CompileError::TooLarge { bytes: None };
@@ -94,6 +102,8 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
         kernels: Vec::new(),
         sizes: Vec::new(),
         by_output_channel: HashMap::new(),
+        max_batch,
+        workers,
     };
     let fusible = fusible(graph, wanted);
     let externals = [graph.inputs.len(), graph.params.len()];
@@ -331,7 +341,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
             p.materialize(id, view);
         }
     }
-    let kernels = with_epilogues(graph, p.kernels, &mut p.sizes);
+    let kernels = with_epilogues(graph, p.kernels, &mut p.sizes, max_batch);
     let (buffers, arena) =
         allocate(&kernels, &p.sizes, &p.views, wanted, max_batch).ok_or(too_large)?;
     Ok(Plan {
@@ -339,6 +349,7 @@ pub fn plan(graph: &Graph, max_batch: usize, wanted: &[NodeId]) -> Result<Plan, 
         buffers,
         arena,
         views: p.views,
+        max_batch,
     })
 }
 
@@ -351,6 +362,8 @@ struct Planner<'a> {
     sizes: Vec<Sym>,
     /// Output gradients copied into `[O, N, P]` order, shared by both convolution gradients.
     by_output_channel: HashMap<NodeId, BufferId>,
+    max_batch: usize,
+    workers: usize,
 }
 
 /// A view with the given strides.
@@ -382,8 +395,9 @@ impl Planner<'_> {
 
     /// A convolution pass writing `out`, with its own im2col buffer for a chunk of images.
     fn conv(&mut self, node: NodeId, out: BufferId, pass: ConvPass, views: [View; 2], g: Geometry) {
-        let scratch = self.buffer(Sym::fixed(Conv::scratch_floats(pass, &g)));
-        let conv = Conv::new(node, (out, scratch), pass, views, g);
+        let floats = Conv::scratch_floats(pass, &g, self.workers, self.max_batch);
+        let scratch = self.buffer(Sym::fixed(floats));
+        let conv = Conv::new(node, (out, scratch), pass, views, (g, self.workers));
         self.kernels.push(Kernel::Conv(conv));
     }
 

@@ -8,7 +8,7 @@ mod init;
 mod report;
 
 use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
-use crate::codegen::{CompileError, Compiled};
+use crate::codegen::{CompileError, Compiled, Pool};
 use crate::data::{Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::interp;
@@ -23,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 pub use report::{EpochReport, Reporter, Watcher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Set (by the command line's Ctrl-C handler) to stop training after the current step.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -73,6 +74,8 @@ pub struct Session<'a> {
     /// before any training).
     pub batch: usize,
     pub engine: Engine,
+    /// The workers that gather batches and run compiled steps (set before `compile`).
+    pub pool: Arc<Pool>,
     /// The weights and state before the last step (or spare tensors of their shapes).
     previous: (Vec<Tensor<f32>>, Vec<Tensor<f32>>),
 }
@@ -165,6 +168,7 @@ impl<'a> Session<'a> {
             epoch_step: 0,
             batch: 0,
             engine: Engine::Interp,
+            pool: Pool::new(crate::codegen::default_threads()),
             previous: (Vec::new(), Vec::new()),
         })
     }
@@ -178,8 +182,8 @@ impl<'a> Session<'a> {
         let started = std::time::Instant::now();
         // The two graphs compile at the same time, on two threads.
         let (train, eval) = std::thread::scope(|scope| {
-            let eval = scope.spawn(|| Compiled::new(&self.eval, batch, false));
-            let train = Compiled::new(&self.train, batch, profile);
+            let eval = scope.spawn(|| Compiled::new(&self.eval, batch, false, &self.pool));
+            let train = Compiled::new(&self.train, batch, profile, &self.pool);
             (train, eval.join().expect("compiling does not panic"))
         });
         let (train, eval) = (train?, eval?);
@@ -294,7 +298,13 @@ impl<'a> Session<'a> {
             let skip = usize::try_from(self.epoch_step).unwrap_or(usize::MAX);
             reporter.start_epoch(epoch, batches as u64);
             for (index, rows) in order.chunks(settings.batch).enumerate().skip(skip) {
-                batch_tensors(&self.train.graph.inputs, &data.train, rows, &mut inputs);
+                batch_tensors(
+                    &self.train.graph.inputs,
+                    &data.train,
+                    rows,
+                    &mut inputs,
+                    &self.pool,
+                );
                 let position = self.position();
                 let step = self
                     .step
@@ -434,7 +444,7 @@ impl<'a> Session<'a> {
         let mut inputs = Vec::new();
         rows.chunks(batch)
             .map(|rows| {
-                batch_tensors(&self.eval.graph.inputs, data, rows, &mut inputs);
+                batch_tensors(&self.eval.graph.inputs, data, rows, &mut inputs, &self.pool);
                 let model_states = &self.states[..self.eval.graph.states.len()];
                 let bind = Bindings {
                     batch: rows.len(),
@@ -538,12 +548,14 @@ fn step_seed(seed: u64, step: u64) -> u64 {
 }
 
 /// The features and targets of some rows, as batch tensors shaped as the graph's `inputs`
-/// declare them, written over `batch` (whose memory is reused once it holds two tensors).
+/// declare them, written over `batch` (whose memory is reused once it holds two tensors), the
+/// features gathered by `pool`.
 pub fn batch_tensors(
     inputs: &[Decl],
     data: &Dataset,
     rows: &[usize],
     batch: &mut Vec<Tensor<f32>>,
+    pool: &Pool,
 ) {
     // An objective (no inputs) reads nothing from its one empty example.
     let [features, targets] = inputs else {
@@ -552,9 +564,13 @@ pub fn batch_tensors(
     };
     batch.resize_with(2, || Tensor::scalar(0.0));
     let width = data.feature_size();
-    gather(features, width, rows, &mut batch[0], &|r, row| {
-        data.features.copy_to(r * width, row)
-    });
+    gather(
+        features,
+        (width, rows),
+        &mut batch[0],
+        Some(pool),
+        &|r, row| data.features.copy_to(r * width, row),
+    );
     batch_targets_into(targets, data, rows, &mut batch[1]);
 }
 
@@ -566,40 +582,45 @@ fn batch_targets(graph: &Graph, data: &Dataset, rows: &[usize]) -> Tensor<f32> {
 
 fn batch_targets_into(input: &Decl, data: &Dataset, rows: &[usize], out: &mut Tensor<f32>) {
     let width = data.target_size();
-    gather(input, width, rows, out, &|r, row| {
+    // Targets are a float or a few per example: one thread copies them.
+    gather(input, (width, rows), out, None, &|r, row| {
         row.copy_from_slice(&data.targets[r * width..(r + 1) * width])
     });
 }
 
 /// The given rows (each `width` values, written by `copy_row`) into `out`, shaped as `input`
-/// declares. A large batch is copied by both workers, half each: an epoch's copies are a pass
-/// over the whole data set.
+/// declares. A large batch is copied in pieces by the pool's workers, when given: an epoch's
+/// copies are a pass over the whole data set.
 fn gather(
     input: &Decl,
-    width: usize,
-    rows: &[usize],
+    (width, rows): (usize, &[usize]),
     out: &mut Tensor<f32>,
+    pool: Option<&Pool>,
     copy_row: &(dyn Fn(usize, &mut [f32]) + Sync),
 ) {
     out.dims = crate::tensor::dims(&input.shape, rows.len());
     out.data.resize(rows.len() * width, 0.0);
-    let copy = |rows: &[usize], out: &mut [f32]| {
-        for (&r, row) in rows.iter().zip(out.chunks_exact_mut(width.max(1))) {
+    let width = width.max(1);
+    let per_piece = GATHER_PIECE.div_ceil(width);
+    let pieces: Vec<Mutex<(&[usize], &mut [f32])>> = rows
+        .chunks(per_piece)
+        .zip(out.data.chunks_mut(per_piece * width))
+        .map(Mutex::new)
+        .collect();
+    let copy = |piece: usize, _| {
+        let (rows, out) = &mut *pieces[piece].lock().expect("each piece is taken once");
+        for (&r, row) in rows.iter().zip(out.chunks_exact_mut(width)) {
             copy_row(r, row);
         }
     };
-    if out.data.len() < GATHER_SPLIT_MIN {
-        return copy(rows, &mut out.data);
+    match pool {
+        Some(pool) => pool.run(pieces.len(), &copy),
+        None => (0..pieces.len()).for_each(|piece| copy(piece, 0)),
     }
-    let half = rows.len().div_ceil(2);
-    let (top, bottom) = out.data.split_at_mut(half * width);
-    crate::codegen::join(&mut || copy(&rows[..half], top), &mut || {
-        copy(&rows[half..], bottom)
-    });
 }
 
-/// Batches of fewer floats than this are gathered by one thread.
-const GATHER_SPLIT_MIN: usize = 1 << 16;
+/// Floats a piece of a gathered batch holds at least (as a map's pieces, `PIECE_FLOATS`).
+const GATHER_PIECE: usize = 1 << 14;
 
 /// Checks that a data set's examples fit the model's input and label (E0507), pointing at the
 /// declaration in the model file.

@@ -141,11 +141,11 @@ fn emit_ir_prints_each_stage() {
     let clif = netc(&["emit-ir", "models/mlp.net", "--stage", "clif"]);
     assert_eq!(clif.status.code(), Some(0), "{}", text(&clif.stderr));
     let listing = text(&clif.stdout);
-    // The first layer's bias and ReLU run on each worker's rows of its product.
+    // The first layer's bias and ReLU run on each piece's rows of its product.
     assert!(
         listing.contains(
-            "gemm %7 = matmul : f32[N, 256] (line 8) -> arena[16..]; then on each worker's \
-             rows, map %10 = relu : f32[N, 256], fusing %9 add"
+            "gemm %7 = matmul : f32[N, 256] (line 8) in up to 8 pieces of 32 iterations -> \
+             arena[16..]; then on each piece's rows, map %10 = relu : f32[N, 256], fusing %9 add"
         ) && listing.contains("function")
             && listing.contains("f32x4"),
         "{listing}"
@@ -155,7 +155,8 @@ fn emit_ir_prints_each_stage() {
     let lenet = netc(&["emit-ir", "models/lenet.net", "--stage", "clif"]);
     let listing = text(&lenet.stdout);
     let start = "; kernel 1: conv %12 = conv2d(kernel [5, 5], stride [1, 1], padding [2, 2])";
-    let chunk = "Forward pass, 3 images per im2col chunk (line 7) -> arena[16..]";
+    let chunk = "Forward pass, 3 images per im2col chunk (line 7) in up to 43 pieces of 2 chunks \
+                 -> arena[16..]";
     let epilogue = "then on each chunk, map %16 = sigmoid : f32[N, 6, 28, 28], fusing %15 add";
     let lines: Vec<&str> = listing.lines().collect();
     assert!(
@@ -457,4 +458,96 @@ fn bench_prints_its_figures() {
     for figure in ["compile", "step", "epoch", "GFLOP/s", "peak memory"] {
         assert!(stdout.contains(figure), "no {figure} in:\n{stdout}");
     }
+}
+
+/// `netc bench` runs on up to 16 workers on any machine, checks that its steps give the same
+/// bits as on one worker, and shows that every worker it was asked for exists.
+#[test]
+fn bench_runs_on_many_workers_with_the_same_bits() {
+    if crate::fmnist_missing() {
+        return;
+    }
+    for threads in ["3", "16"] {
+        let out = netc(&[
+            "bench",
+            "models/lenet.net",
+            "--data",
+            "fmnist",
+            "--steps",
+            "3",
+            "--threads",
+            threads,
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+        assert!(stdout.contains(&format!("{threads} threads")), "{stdout}");
+        assert!(
+            stdout.contains("bits         the same after 3 steps"),
+            "{stdout}"
+        );
+        let workers = stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "workers      {threads}, pieces run by each over the epoch: "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no workers line in:\n{stdout}"));
+        assert_eq!(
+            workers.split(' ').count(),
+            threads.parse::<usize>().expect("a number"),
+            "{stdout}"
+        );
+    }
+}
+
+/// A number of threads outside 1 to 256, from the flag or the environment, is E0502.
+#[test]
+fn bad_thread_counts_are_refused() {
+    let code = netc::diagnostics::Code::E0502.as_str();
+    for (flag, env) in [(Some("0"), None), (Some("257"), None), (None, Some("many"))] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_netc"));
+        command
+            .args([
+                "run",
+                "models/linreg.net",
+                "--data",
+                "linear",
+                "--epochs",
+                "1",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if let Some(flag) = flag {
+            command.args(["--threads", flag]);
+        }
+        if let Some(env) = env {
+            command.env("NETC_THREADS", env);
+        }
+        let out = command.output().expect("netc runs");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("error[{code}]")) && stderr.contains("number of threads"),
+            "{stderr}"
+        );
+    }
+    // A good value in the environment is used.
+    let out = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args([
+            "bench",
+            "models/linreg.net",
+            "--data",
+            "linear",
+            "--steps",
+            "2",
+        ])
+        .env("NETC_THREADS", "5")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs");
+    assert!(
+        text(&out.stdout).contains("5 threads"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -6,7 +6,7 @@
 //! (f64) one as the f32 interpreter's values of that tensor are, within a factor of 10.
 
 use crate::load;
-use netc::codegen::Compiled;
+use netc::codegen::{Compiled, Pool, Schedule};
 use netc::interp;
 use netc::step::Step;
 use netc::tensor::{Bindings, Tensor};
@@ -47,8 +47,8 @@ fn nonzero_states(states: &[Tensor<f32>]) -> Vec<Tensor<f32>> {
 }
 
 /// Every model's and every per-operation file's training and evaluation steps, exactly as
-/// `netc run` compiles them, on one thread and on two (the same bits), for three consecutive
-/// steps from non-zero state, against the interpreter.
+/// `netc run` compiles them, on one worker and on three taking their pieces in turn (the same
+/// bits), for three consecutive steps from non-zero state, against the interpreter.
 #[test]
 fn compiled_steps_match_the_interpreter() {
     let mut compiled_steps = 0;
@@ -74,8 +74,12 @@ fn compiled_steps_match_the_interpreter() {
             (Step::eval(&model, &source), 1),
         ] {
             let graph = &step.graph;
-            let mut compiled = Compiled::new(&step, 8, false)
-                .unwrap_or_else(|why| panic!("{}: {}", source.name, why));
+            let compile = |pool| {
+                Compiled::new(&step, 8, false, &pool)
+                    .unwrap_or_else(|why| panic!("{}: {}", source.name, why))
+            };
+            let mut compiled = compile(Pool::new(1));
+            let mut three = compile(Pool::with_schedule(3, Schedule::Strided));
             compiled_steps += 1;
             for batch in [1, 7, 8] {
                 let [inputs, _, _] =
@@ -94,10 +98,8 @@ fn compiled_steps_match_the_interpreter() {
                         seed: 3,
                     };
                     let expected = interp::run(graph, &bind, &step.results, false).expect("runs");
-                    netc::codegen::set_threads(1);
                     let one = compiled.run(&bind).expect("bindings fit");
-                    netc::codegen::set_threads(2);
-                    let got = compiled.run(&bind).expect("bindings fit");
+                    let got = three.run(&bind).expect("bindings fit");
                     let bits = |t: &[Tensor<f32>]| -> Vec<u32> {
                         t.iter()
                             .flat_map(|t| t.data.iter().map(|v| v.to_bits()))
@@ -105,7 +107,7 @@ fn compiled_steps_match_the_interpreter() {
                     };
                     assert!(
                         bits(&one) == bits(&got),
-                        "{}: one thread and two give other bits",
+                        "{}: one worker and three give other bits",
                         source.name
                     );
                     let wide = |t: &[Tensor<f32>]| t.iter().map(Tensor::cast).collect::<Vec<_>>();
@@ -190,7 +192,7 @@ fn mismatched_bindings_are_rejected() {
     let source = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/xor.net"));
     let model = netc::front_end(&source).0.expect("checks").1;
     let step = Step::train(&model, &source);
-    let mut compiled = Compiled::new(&step, 4, false).expect("compiles");
+    let mut compiled = Compiled::new(&step, 4, false, &Pool::new(2)).expect("compiles");
     let session = netc::runtime::Session::new(&model, &source, 0).expect("fits in memory");
     let run = |compiled: &mut Compiled, batch: usize, x: Tensor<f32>| {
         let inputs = [x, Tensor::full(&[batch, 1], 0.0)];
@@ -257,7 +259,7 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
         let graph = netc::eval_graph(&model, &source);
         let wanted: Vec<_> = graph.results().collect();
         let step = Step::keeping(graph.clone(), wanted.clone());
-        let mut compiled = Compiled::new(&step, rows, false).expect("compiles");
+        let mut compiled = Compiled::new(&step, rows, false, &Pool::new(2)).expect("compiles");
         // Cross-entropy's loss is a mean over all rows: its inputs stay finite, since one NaN
         // would make the loss NaN whatever the kernels computed.
         let (x, labels) = if target.starts_with("label") {
@@ -353,7 +355,7 @@ fn forward_convolution_and_pooling_match_hand_computed_values() {
             seed: 0,
         };
         let interpreted = interp::run(&step.graph, &bind, &step.results, false).expect("runs");
-        let compiled = Compiled::new(&step, 1, false)
+        let compiled = Compiled::new(&step, 1, false, &Pool::new(1))
             .expect("compiles")
             .run(&bind)
             .expect("bindings fit");

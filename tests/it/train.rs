@@ -3,6 +3,7 @@
 //! diverging run stopped with a diagnostic.
 
 use crate::load;
+use netc::codegen::{Pool, Schedule};
 use netc::data::Source;
 use netc::diagnostics::Code;
 use netc::runtime::{Reporter, RunSettings, Session};
@@ -319,11 +320,11 @@ fn convolutional_networks_reach_their_accuracy_goals() {
     );
 }
 
-/// The compiled step gives the same bits whatever the number of threads, and stays within
-/// 1e-4 of the interpreter over 50 steps of training: for a dense model with dropout, and for
-/// LeNet, whose convolutions split their chunks between threads. (Not LeNet with batchnorm: a
-/// bias before batchnorm has a gradient of exactly zero, so its value drifts by rounding noise
-/// alone, differently in each.)
+/// The compiled step gives the same bits on any number of workers and whichever worker takes
+/// which piece, and stays within 1e-4 of the interpreter over 26 steps of training: for a
+/// dense model with dropout, and for LeNet, whose convolutions cut their chunks of images into
+/// pieces. (Not LeNet with batchnorm: a bias before batchnorm has a gradient of exactly zero,
+/// so its value drifts by rounding noise alone, differently in each.)
 #[test]
 fn compiled_training_is_deterministic_and_tracks_the_interpreter() {
     for file in ["models/mlp_dropout.net", "models/lenet.net"] {
@@ -335,9 +336,9 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
     let (model, source) = model(file);
     // Fashion-MNIST's shapes without its files: 800 patterned images whose label shows in the
     // image (one in ten pixels is brighter), so training learns rather than memorizes noise
-    // and stays well-conditioned. Batches of 32 make the wide layers' products large enough
-    // (32·784·256 and 32·256·256 ≥ 2^19) to be split between the workers, with their bias,
-    // activation, dropout, update and bias-gradient sums as epilogues on each worker's rows.
+    // and stays well-conditioned. Batches of 64 cut the wide layers' products into pieces,
+    // with their bias, activation, dropout, update and bias-gradient sums as epilogues on each
+    // piece's rows, and LeNet's convolutions into at least 16 pieces, one for every worker.
     let label = |example: usize| (example * 7 % 10) as f32;
     let images = netc::data::Dataset {
         len: 800,
@@ -360,15 +361,16 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
         test: images,
         class_names: None,
     };
-    let run = |threads: usize, jit: bool| {
-        netc::codegen::set_threads(threads);
+    // Trains on `pool`, compiled unless `pool` is `None`, and gives the weights.
+    let run = |pool: Option<std::sync::Arc<Pool>>| {
         let mut session = Session::new(&model, &source, 3).expect("fits in memory");
-        if jit {
-            session.compile(32, false).expect("compiles");
+        if let Some(pool) = pool {
+            session.pool = pool;
+            session.compile(64, false).expect("compiles");
         }
         let settings = RunSettings {
             epochs: 2,
-            batch: 32,
+            batch: 64,
             lr: 0.1,
             seed: 3,
             shuffle: true,
@@ -377,14 +379,35 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
         session
             .fit(&split, &settings, &mut Reporter::new(None, true))
             .expect("trains");
-        assert_eq!(session.step, 50);
+        assert_eq!(session.step, 26);
         session.params
     };
-    let one = run(1, true);
-    let two = run(2, true);
-    netc::codegen::set_threads(1);
-    assert_eq!(one, two, "{file}: the thread count changed the result");
-    let reference = run(1, false);
+    let bits = |t: &[netc::tensor::Tensor<f32>]| -> Vec<u32> {
+        t.iter()
+            .flat_map(|t| t.data.iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    let one = run(Some(Pool::new(1)));
+    for workers in [2, 3, 4, 8, 16] {
+        for schedule in [Schedule::Dynamic, Schedule::Strided] {
+            let pool = Pool::with_schedule(workers, schedule);
+            let got = run(Some(pool.clone()));
+            assert!(
+                bits(&got) == bits(&one),
+                "{file}: {workers} workers ({schedule:?}) changed the result"
+            );
+            // Taking pieces in turn, every worker ran some: this really ran on `workers`.
+            let pieces = pool.pieces_run();
+            assert_eq!(pieces.len(), workers);
+            if schedule == Schedule::Strided {
+                assert!(
+                    pieces.iter().all(|&n| n > 0),
+                    "{file}: not every one of {workers} workers ran a piece: {pieces:?}"
+                );
+            }
+        }
+    }
+    let reference = run(None);
     for (p, (a, b)) in one.iter().zip(&reference).enumerate() {
         let scale = b.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
         let worst = a

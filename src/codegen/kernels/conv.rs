@@ -9,12 +9,12 @@
 //! `[O, N, OH·OW]`, which downstream kernels read as an `[N, O, OH, OW]` view through strides,
 //! so the bias and activation that follow are one pass that also writes the usual layout.
 
-use super::{KernelKind, Map, Share, WORKERS};
+use super::{KernelKind, Map, Pieces, Share, PIECE_FLOATS, PIECE_MACS};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::f32_const;
 use crate::codegen::layout::{dims, Sym, View};
 use crate::codegen::loops::{
-    add_into, branch, displaced, element, flags, lanes, loops, range, unrolled, zeros,
+    branch, displaced, element, flags, lanes, loops, range, unrolled, zeros,
 };
 use crate::codegen::lower::Lowerer;
 use crate::ir::{Graph, NodeId};
@@ -42,7 +42,7 @@ pub enum ConvPass {
 
 /// One pass of a convolution, a chunk of `chunk` images at a time through an im2col buffer
 /// (`[C·KH·KW, chunk·OH·OW]`, one per worker in `scratch`): see `ConvPass` for what `input`
-/// and `other` are.
+/// and `other` are. Its pieces are runs of chunks (`Geometry::chunk_pieces`).
 #[derive(Clone, Debug)]
 pub struct Conv {
     pub node: NodeId,
@@ -53,6 +53,8 @@ pub struct Conv {
     pub other: View,
     pub geometry: Geometry,
     pub chunk: i64,
+    /// The pool's workers, each with its own im2col buffer.
+    pub workers: i64,
     /// Maps over the output, run in order: in the forward pass the bias and activation that
     /// follow, on each chunk's images right after its product, while they are in cache; in
     /// the weight-gradient pass the weight's update, once the gradient is summed.
@@ -60,13 +62,14 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// A pass writing `out`, with chunks of images that fit `SCRATCH` floats.
+    /// A pass writing `out` for a pool of `workers`, with chunks of images that fit `SCRATCH`
+    /// floats.
     pub fn new(
         node: NodeId,
         (out, scratch): (BufferId, BufferId),
         pass: ConvPass,
         [input, other]: [View; 2],
-        geometry: Geometry,
+        (geometry, workers): (Geometry, usize),
     ) -> Conv {
         Conv {
             node,
@@ -76,19 +79,39 @@ impl Conv {
             input,
             other,
             chunk: geometry.chunk(),
+            workers: workers as i64,
             geometry,
             epilogue: Vec::new(),
         }
     }
 
-    /// Floats of the scratch buffer of a pass over `geometry`: an im2col buffer per worker,
-    /// then, for the weight gradient, the second worker's sum.
-    pub fn scratch_floats(pass: ConvPass, geometry: &Geometry) -> i64 {
-        let partial = match pass {
-            ConvPass::GradWeight => geometry.outputs * geometry.patch(),
-            ConvPass::Forward | ConvPass::GradInput => 0,
+    /// Floats of the scratch buffer of a pass over `geometry`: an im2col buffer for each of
+    /// `workers`, then, for the weight gradient, the sums of every piece after the first at
+    /// batches up to `max_batch`.
+    pub fn scratch_floats(
+        pass: ConvPass,
+        geometry: &Geometry,
+        workers: usize,
+        max_batch: usize,
+    ) -> i64 {
+        let partial = match (pass, geometry.chunk_pieces(max_batch)) {
+            (ConvPass::GradWeight, Some(pieces)) => {
+                (pieces.most - 1).saturating_mul(geometry.weight_floats())
+            }
+            _ => 0,
         };
-        WORKERS * geometry.im2col_floats(geometry.chunk()) + partial
+        // Saturating: a size past any arena is refused by the allocator, not wrapped.
+        (workers as i64)
+            .saturating_mul(geometry.im2col_floats(geometry.chunk()))
+            .saturating_add(partial)
+    }
+
+    /// Where the weight-gradient sums of pieces after the first begin: after every worker's
+    /// im2col buffer.
+    fn partial(&self, l: &Lowerer, b: &mut FunctionBuilder) -> Value {
+        let scratch = l.buffer_address(b, self.scratch);
+        let im2col = self.workers * self.geometry.im2col_floats(self.chunk);
+        b.ins().iadd_imm_s(scratch, 4 * im2col)
     }
 }
 
@@ -116,36 +139,27 @@ impl KernelKind for Conv {
         )
     }
 
-    /// Chunks of images: a convolution always runs as shares.
-    fn split(&self, _graph: &Graph) -> Option<Share> {
-        Some(Share::Chunks {
-            images: self.geometry.batch,
-            chunk: self.chunk,
-        })
+    fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        self.geometry.chunk_pieces(max_batch)
     }
 
     /// Each chunk of the input gradient adds into its own images' rows: zeroed first.
-    fn before_shares(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+    fn before_pieces(&self, l: &Lowerer, b: &mut FunctionBuilder) {
         if self.pass == ConvPass::GradInput {
             let out = l.buffer_address(b, self.out);
             l.zero(b, out, self.geometry.input_floats());
         }
     }
 
-    /// The weight gradient is the first worker's sum plus the second's; then the weight's
-    /// update, now that its gradient is complete.
-    fn after_shares(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+    /// The weight gradient is the first piece's sum plus each other piece's, in order; then
+    /// the weight's update, now that its gradient is complete.
+    fn after_pieces(&self, l: &Lowerer, b: &mut FunctionBuilder, pieces: Value) {
         if self.pass != ConvPass::GradWeight {
             return;
         }
-        let g = &self.geometry;
         let out = l.buffer_address(b, self.out);
-        let scratch = l.buffer_address(b, self.scratch);
-        let partial = b
-            .ins()
-            .iadd_imm_s(scratch, 4 * WORKERS * g.im2col_floats(self.chunk));
-        let floats = b.ins().iconst(types::I64, g.outputs * g.patch());
-        add_into(b, out, partial, floats);
+        let partial = self.partial(l, b);
+        l.add_pieces(b, out, partial, self.geometry.weight_floats(), pieces);
         for map in &self.epilogue {
             map.emit(l, b);
         }
@@ -178,27 +192,35 @@ impl KernelKind for Conv {
         Some(self.scratch)
     }
 
-    /// One worker's share: chunks `first..end` of `chunk` images, through the worker's own part
-    /// of the im2col buffer (and, for the weight gradient, its own sum).
+    /// A piece: chunks `first..end` of `chunk` images (all of them, unsplit), through the
+    /// worker's own im2col buffer (and, for the weight gradient, into the piece's own sum).
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
-        let [first, end, worker] = l.params.share.expect("convolutions run as shares");
         let (conv, chunk, pass) = (&self.geometry, self.chunk, self.pass);
+        let [first, end] = l.params.range.unwrap_or_else(|| {
+            let images = l.sym(b, conv.batch);
+            let chunks = b.ins().iadd_imm_s(images, chunk - 1);
+            let size = b.ins().iconst(types::I64, chunk);
+            let chunks = b.ins().udiv(chunks, size);
+            [b.ins().iconst(types::I64, 0), chunks]
+        });
         let (input, other) = (l.memory(b, &self.input), l.memory(b, &self.other));
         let out = l.buffer_address(b, self.out);
-        let per_worker = conv.im2col_floats(chunk);
         let scratch_base = l.buffer_address(b, self.scratch);
-        let own = b.ins().imul_imm_s(worker, per_worker);
-        let scratch = element(b, scratch_base, own);
-        // The second worker sums the weight gradient after both workers' im2col buffers.
-        let partial = b.ins().iadd_imm_s(scratch_base, 4 * WORKERS * per_worker);
-        let is_first = b.ins().icmp_imm_s(IntCC::Equal, worker, 0);
-        let sum = b.ins().select(is_first, out, partial);
+        let scratch = match l.params.piece {
+            Some([_, worker]) => {
+                let own = b.ins().imul_imm_s(worker, conv.im2col_floats(chunk));
+                element(b, scratch_base, own)
+            }
+            None => scratch_base,
+        };
+        let partial = self.partial(l, b);
+        let sum = l.piece_sums(b, out, partial, conv.weight_floats());
         // The row stride of `[O, N, OH·OW]` matrices.
         let row = l.sym(b, conv.columns());
         let [outputs, patch, unit, zero] =
             [conv.outputs, conv.patch(), 1, 0].map(|v| b.ins().iconst(types::I64, v));
         if pass == ConvPass::GradWeight {
-            let floats = b.ins().iconst(types::I64, conv.outputs * conv.patch());
+            let floats = b.ins().iconst(types::I64, conv.weight_floats());
             let zero_f = f32_const(b, 0.0);
             lanes(
                 b,
@@ -241,7 +263,7 @@ impl KernelKind for Conv {
                     // The maps over this chunk's images only.
                     let end = b.ins().iadd(first, images);
                     for map in &self.epilogue {
-                        l.piece_of(b, map, [first, end, worker]);
+                        l.piece_of(b, map, [first, end]);
                     }
                 }
                 ConvPass::GradWeight => {
@@ -321,10 +343,28 @@ impl Geometry {
         self.out_height * self.out_width
     }
 
-    /// Floats of one worker's im2col buffer for chunks of `chunk` images. The second worker's
-    /// weight-gradient sum follows both workers' buffers, at `WORKERS` times this.
+    /// Floats of one worker's im2col buffer for chunks of `chunk` images.
     pub fn im2col_floats(&self, chunk: i64) -> i64 {
-        chunk * self.patch() * self.positions()
+        chunk
+            .saturating_mul(self.patch())
+            .saturating_mul(self.positions())
+    }
+
+    /// Floats of a convolution's weight (and of its gradient).
+    pub fn weight_floats(&self) -> i64 {
+        self.outputs * self.patch()
+    }
+
+    /// A convolution's pieces: runs of chunks of images, of at least `PIECE_MACS`
+    /// multiply-adds each.
+    pub fn chunk_pieces(&self, max_batch: usize) -> Option<Pieces> {
+        let chunk = self.chunk();
+        let work = self.outputs.saturating_mul(self.im2col_floats(chunk));
+        let along = Share::Chunks {
+            images: self.batch,
+            chunk,
+        };
+        Pieces::cut(along, work, PIECE_MACS, 1, max_batch)
     }
 
     /// Output positions of the batch: every position of every image.
@@ -345,6 +385,18 @@ impl Geometry {
     /// Planes of the input: one per image and channel.
     pub fn planes(&self) -> Sym {
         self.batch.scaled(self.channels)
+    }
+
+    /// Pooling's pieces: planes of the input, at least `PIECE_FLOATS` of them per piece.
+    pub fn plane_pieces(&self, max_batch: usize) -> Option<Pieces> {
+        let plane = self.height * self.width;
+        Pieces::cut(
+            Share::Loop(self.planes()),
+            plane,
+            PIECE_FLOATS,
+            1,
+            max_batch,
+        )
     }
 
     /// Floats of the input.

@@ -3,11 +3,11 @@
 //! every operand walks as one are merged, and the innermost runs four lanes wide when every
 //! operation can.
 
-use super::{KernelKind, Share};
+use super::{KernelKind, Pieces, Share, PIECE_FLOATS};
 use crate::codegen::abi::Import;
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::{exp, tanh, Width};
-use crate::codegen::layout::{coalesce, contiguous, dims, Sym, View};
+use crate::codegen::layout::{coalesce, contiguous, dims, product, Sym, View};
 use crate::codegen::loops::flags;
 use crate::codegen::lower::{Lowerer, Reader};
 use crate::ir::{BinaryOp, Elementwise, Graph, NodeId, Op, UnaryOp};
@@ -112,9 +112,14 @@ impl KernelKind for Map {
         }
     }
 
-    /// The outermost axis of the loop nest.
-    fn split(&self, graph: &Graph) -> Option<Share> {
-        self.map_layout(graph).0.first().map(|&d| Share::Loop(d))
+    /// The outermost axis of the loop nest, in pieces of at least `PIECE_FLOATS` floats (whole
+    /// vectors of 16 when the loop is the only one).
+    fn pieces(&self, graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        let (dims, _) = self.map_layout(graph);
+        let (&outer, inner) = dims.split_first()?;
+        let floats = product(inner).at(max_batch as i64);
+        let granule = if inner.is_empty() { 16 } else { 1 };
+        Pieces::cut(Share::Loop(outer), floats, PIECE_FLOATS, granule, max_batch)
     }
 
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {

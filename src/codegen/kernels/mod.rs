@@ -28,10 +28,11 @@ pub use reduce::Reduce;
 pub use softmax::Softmax;
 
 use super::alloc::BufferId;
-use super::layout::{dims, product, Sym, View};
+use super::layout::{Sym, View};
 use super::lower::Lowerer;
 use super::plan::Plan;
 use crate::ir::{Graph, NodeId};
+use cranelift_codegen::ir::Value;
 use cranelift_frontend::FunctionBuilder;
 
 /// One step of the compiled program.
@@ -68,14 +69,20 @@ impl std::fmt::Display for KernelId {
     }
 }
 
-/// The workers a kernel's work is split between (a convolution's each with its own im2col
-/// buffer). The split does not depend on the number of threads, so neither do the results.
-pub const WORKERS: i64 = 2;
+/// The most pieces one kernel is cut into: more would only add claims and partial sums for
+/// machines with more cores than a kernel at batch 256 has work for (see ARCHITECTURE.md).
+pub const MAX_PIECES: i64 = 64;
 
-/// Kernels writing fewer floats than this run on one thread: splitting costs more.
-const SHARE_MIN: i64 = 1 << 16;
+/// Floats a piece of a memory-bound kernel (a map, pooling, a softmax) writes at least: a
+/// kernel with less than two pieces' worth runs unsplit, on the thread that calls the step,
+/// because handing it to the pool costs more than it saves (measured by
+/// `examples/split_cutoff.rs`).
+pub const PIECE_FLOATS: i64 = 1 << 14;
 
-/// What a shared kernel's work is split along.
+/// Multiply-adds a piece of a matrix product computes at least (as `PIECE_FLOATS`).
+pub const PIECE_MACS: i64 = 1 << 18;
+
+/// What a kernel's work is split along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Share {
     /// Chunks of `chunk` images out of `images`.
@@ -84,12 +91,74 @@ pub enum Share {
     Loop(Sym),
 }
 
+impl Share {
+    /// `n` iterations, as the listing says them.
+    fn unit(self, n: i64) -> String {
+        match self {
+            Share::Chunks { .. } if n == 1 => "1 chunk".into(),
+            Share::Chunks { .. } => format!("{n} chunks"),
+            Share::Loop(_) if n == 1 => "1 iteration".into(),
+            Share::Loop(_) => format!("{n} iterations"),
+        }
+    }
+
+    /// Iterations of the split loop (chunks, for `Chunks`) at a batch of `batch`.
+    fn iterations(self, batch: i64) -> i64 {
+        match self {
+            Share::Chunks { images, chunk } => ceil_div(images.at(batch), chunk),
+            Share::Loop(extent) => extent.at(batch),
+        }
+    }
+}
+
+/// `a / b` rounded up, for `a ≥ 0` and `b > 0`.
+fn ceil_div(a: i64, b: i64) -> i64 {
+    a / b + i64::from(a % b != 0)
+}
+
+/// How a kernel's work is cut into pieces for the pool: a fixed number of iterations of its
+/// split loop per piece, chosen from the kernel's shape and never from the number of workers,
+/// so that what each piece computes, and so every result, is the same on any machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pieces {
+    pub along: Share,
+    /// Iterations of the split loop per piece (the last piece may have fewer).
+    pub per_piece: i64,
+    /// Pieces at the largest batch: at least 2, at most `MAX_PIECES`.
+    pub most: i64,
+}
+
+impl Pieces {
+    /// Pieces of at least `least` units of work (floats or multiply-adds), an iteration of
+    /// `along` being `work` units, in whole multiples of `granule` iterations, at most
+    /// `MAX_PIECES` of them at a batch of `max_batch`; `None` when that makes fewer than two.
+    pub fn cut(
+        along: Share,
+        work: i64,
+        least: i64,
+        granule: i64,
+        max_batch: usize,
+    ) -> Option<Pieces> {
+        let iterations = along.iterations(max_batch as i64);
+        let round = |n: i64| ceil_div(n, granule).max(1) * granule;
+        let per_piece =
+            round(ceil_div(least, work.max(1))).max(round(ceil_div(iterations, MAX_PIECES)));
+        let most = ceil_div(iterations, per_piece);
+        (most >= 2).then_some(Pieces {
+            along,
+            per_piece,
+            most,
+        })
+    }
+}
+
 /// A sum computed by the kernel whose pieces it sums, right after the epilogue, while they are
 /// in cache: a bias gradient over the rows of a matrix product's output (or its epilogue's)
 /// or over the images and each plane of a pooling gradient's epilogue output, or
-/// cross-entropy's loss per example along each row of a softmax's epilogue output. When both
-/// workers contribute to each sum, the first sums into `out` and the second into `partial`,
-/// which is then added to `out`, in that order whatever the thread count.
+/// cross-entropy's loss per example along each row of a softmax's epilogue output. When every
+/// piece contributes to each sum, the first piece sums into `out` and piece `p` into part
+/// `p - 1` of `partial`; the parts are then added to `out` in piece order, so the result does
+/// not depend on which worker ran which piece.
 #[derive(Clone, Debug)]
 pub struct Sums {
     /// The reduction node.
@@ -99,7 +168,8 @@ pub struct Sums {
     pub input: BufferId,
     /// Floats of `out`: one per column, channel or row.
     pub len: Sym,
-    /// The second worker's sums, when each sum has a part from each worker.
+    /// The sums of pieces after the first (`len` floats each), when each sum has a part from
+    /// each piece.
     pub partial: Option<BufferId>,
     /// Maps over the finished sums (the bias's update), run once they are complete.
     pub then: Vec<Map>,
@@ -125,29 +195,18 @@ pub trait KernelKind {
     /// Emits the kernel's code: all of it, or in a share function the share `l` names.
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder);
 
-    /// The loop the kernel's work can be split along between workers.
-    fn split(&self, _graph: &Graph) -> Option<Share> {
+    /// How the kernel's work is cut into pieces for the pool at batches up to `max_batch`, when
+    /// it is large enough to be worth splitting (see `Pieces::cut`).
+    fn pieces(&self, _graph: &Graph, _max_batch: usize) -> Option<Pieces> {
         None
     }
 
-    /// Whether the kernel's work is split between workers at the largest batch: always for
-    /// chunks of images, for a loop when it writes at least `SHARE_MIN` floats.
-    fn shared(&self, graph: &Graph, max_batch: usize) -> bool {
-        match self.split(graph) {
-            Some(Share::Chunks { .. }) => true,
-            Some(Share::Loop(_)) => {
-                product(&dims(graph.shape(self.node()))).at(max_batch as i64) >= SHARE_MIN
-            }
-            None => false,
-        }
-    }
+    /// Code the entry point runs once before the pool runs the pieces.
+    fn before_pieces(&self, _l: &Lowerer, _b: &mut FunctionBuilder) {}
 
-    /// Code the entry point runs once before the workers run their shares.
-    fn before_shares(&self, _l: &Lowerer, _b: &mut FunctionBuilder) {}
-
-    /// Code the entry point runs once after the workers ran their shares, before the sums'
-    /// partial results are added (see `Lowerer::dispatch`).
-    fn after_shares(&self, _l: &Lowerer, _b: &mut FunctionBuilder) {}
+    /// Code the entry point runs once after the pool ran the pieces, given their number (see
+    /// `Lowerer::dispatch`).
+    fn after_pieces(&self, _l: &Lowerer, _b: &mut FunctionBuilder, _pieces: Value) {}
 
     /// The maps the kernel runs on each of its pieces, in order.
     fn epilogue(&self) -> &[Map] {
@@ -160,7 +219,7 @@ pub trait KernelKind {
         None
     }
 
-    /// What the listing says the epilogue runs on ("on each worker's rows").
+    /// What the listing says the epilogue runs on ("on each piece's rows").
     fn piece(&self) -> &'static str {
         ""
     }
@@ -182,7 +241,7 @@ pub trait KernelKind {
 
     /// For a sum over `axes` of its output or an epilogue's, contiguous with dimensions
     /// `input_dims`, that the kernel can compute from its pieces: where the sums go, their
-    /// floats, and whether each sum has a part from each worker (then added in order).
+    /// floats, and whether each sum has a part from each piece (then added in order).
     fn summing(
         &mut self,
         _graph: &Graph,
@@ -266,16 +325,16 @@ impl Kernel {
         reads
     }
 
-    /// One line on what the kernel computes (see `describe`).
+    /// One line on what the kernel computes (see `describe`), and the pieces it is cut into.
     pub fn describe(&self, graph: &Graph, plan: &Plan) -> String {
-        describe(self.kind(), graph, plan)
+        describe(self.kind(), graph, plan, true)
     }
 }
 
 /// One line on what a kernel computes: its kind, the IR node (and the nodes it fuses), the
-/// node's type and `.net` line, where its output goes in the arena, and what runs on its
-/// pieces.
-fn describe(kind: &dyn KernelKind, graph: &Graph, plan: &Plan) -> String {
+/// node's type and `.net` line, the pieces it is cut into (when `pieces`: not for the maps it
+/// runs on them), where its output goes in the arena, and what runs on its pieces.
+fn describe(kind: &dyn KernelKind, graph: &Graph, plan: &Plan, pieces: bool) -> String {
     let node = graph.node(kind.node());
     let line = if node.line > 0 {
         format!(" (line {})", node.line)
@@ -285,7 +344,7 @@ fn describe(kind: &dyn KernelKind, graph: &Graph, plan: &Plan) -> String {
     let mut then: Vec<String> = kind
         .epilogue()
         .iter()
-        .map(|map| describe(map, graph, plan))
+        .map(|map| describe(map, graph, plan, false))
         .collect();
     if let Some(sums) = kind.sums() {
         let summed = graph.node(sums.node);
@@ -299,16 +358,26 @@ fn describe(kind: &dyn KernelKind, graph: &Graph, plan: &Plan) -> String {
             plan.offset(sums.out)
         ));
         then.extend(
-            (sums.then.iter()).map(|map| format!("once summed, {}", describe(map, graph, plan))),
+            (sums.then.iter())
+                .map(|map| format!("once summed, {}", describe(map, graph, plan, false))),
         );
     }
+    let pieces = match kind.pieces(graph, plan.max_batch).filter(|_| pieces) {
+        Some(p) => format!(
+            " in up to {} pieces of {}",
+            p.most,
+            p.along.unit(p.per_piece)
+        ),
+        None => String::new(),
+    };
     let then = if then.is_empty() {
         String::new()
     } else {
         format!("; then {}, {}", kind.piece(), then.join(", and "))
     };
+
     format!(
-        "{} {} = {} : {}{}{}{line} -> arena[{}..]{then}",
+        "{} {} = {} : {}{}{}{line}{pieces} -> arena[{}..]{then}",
         kind.name(),
         kind.node(),
         node.op,

@@ -4,7 +4,7 @@
 //! gradient of a plane adds only into that plane, and the maps after a pooling gradient (the
 //! activation's gradient) run on each plane as soon as its windows are done.
 
-use super::{Geometry, KernelKind, Map, Share, Sums};
+use super::{Geometry, KernelKind, Map, Pieces, Sums};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::f32_const;
 use crate::codegen::layout::{dims, product, Sym, View};
@@ -63,9 +63,9 @@ impl KernelKind for Pool {
         String::new()
     }
 
-    /// Planes.
-    fn split(&self, _graph: &Graph) -> Option<Share> {
-        Some(Share::Loop(self.geometry.planes()))
+    /// Planes (see `Geometry::plane_pieces`).
+    fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        self.geometry.plane_pieces(max_batch)
     }
 
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
@@ -124,9 +124,9 @@ impl KernelKind for PoolGrad {
         String::new()
     }
 
-    /// Planes.
-    fn split(&self, _graph: &Graph) -> Option<Share> {
-        Some(Share::Loop(self.geometry.planes()))
+    /// Planes (see `Geometry::plane_pieces`).
+    fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        self.geometry.plane_pieces(max_batch)
     }
 
     fn epilogue(&self) -> &[Map] {
@@ -152,7 +152,7 @@ impl KernelKind for PoolGrad {
         "over each channel"
     }
 
-    /// Per-channel sums over the images and each plane: each worker sums its planes.
+    /// Per-channel sums over the images and each plane: each piece sums its planes.
     fn summing(
         &mut self,
         graph: &Graph,
@@ -178,9 +178,9 @@ impl KernelKind for PoolGrad {
         let channels = b.ins().iconst(types::I64, conv.channels);
         let sums = &self.sums;
         let into = sums.as_ref().map(|sums| l.sums_into(b, sums, channels));
-        // The windows of a plane add only into that plane: a share zeroes its own.
-        match l.params.share {
-            Some([first, end, _]) => {
+        // The windows of a plane add only into that plane: a piece zeroes its own.
+        match l.params.range {
+            Some([first, end]) => {
                 let plane = conv.height * conv.width;
                 let lo = b.ins().imul_imm_s(first, plane);
                 let hi = b.ins().imul_imm_s(end, plane);
@@ -195,9 +195,8 @@ impl KernelKind for PoolGrad {
         let mut after = |b: &mut FunctionBuilder, plane: Value| {
             let start = b.ins().imul_imm_s(plane, plane_size);
             let end = b.ins().iadd_imm_s(start, plane_size);
-            let worker = l.params.share.map_or(start, |[_, _, w]| w);
             for map in &self.epilogue {
-                l.piece_of(b, map, [start, end, worker]);
+                l.piece_of(b, map, [start, end]);
             }
             // The plane's sum goes to its channel.
             if let (Some(sums), Some(into)) = (sums, into) {
@@ -272,9 +271,6 @@ impl KernelKind for PoolGrad {
             },
             &mut after,
         );
-        if let Some(sums) = sums {
-            l.sums_done(b, sums);
-        }
     }
 }
 
@@ -352,8 +348,8 @@ fn windows_by_plane(
     after: &mut dyn FnMut(&mut FunctionBuilder, Value),
 ) {
     let planes = l.sym(b, conv.planes());
-    let (first, end) = match l.params.share {
-        Some([first, end, _]) => (first, end),
+    let (first, end) = match l.params.range {
+        Some([first, end]) => (first, end),
         None => (b.ins().iconst(types::I64, 0), planes),
     };
     let out_dims = [

@@ -5,12 +5,12 @@
 //! and row sums after them (cross-entropy's terms, its gradient, the loss per example) run on
 //! each group of rows as soon as it is done.
 
-use super::{KernelKind, Map, Share, Sums};
+use super::{KernelKind, Map, Pieces, Share, Sums};
 use crate::codegen::abi::Import;
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::{exp, f32_const, Width};
 use crate::codegen::fuse::iterations_per_row;
-use crate::codegen::layout::{dims, product, Sym, View};
+use crate::codegen::layout::{Sym, View};
 use crate::codegen::loops::{displaced, element, flags, fold, range};
 use crate::codegen::lower::Lowerer;
 use crate::ir::{Graph, NodeId};
@@ -18,9 +18,9 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
-/// Softmax over fewer elements than this runs on one thread (about twenty operations per
-/// element, and more in its epilogue).
-const SOFTMAX_SHARE_MIN: i64 = 1 << 11;
+/// Elements a piece of a softmax computes at least: about twenty operations each, and more in
+/// its epilogue, so a piece is worth its hand-off at far fewer elements than a map's.
+const PIECE_ELEMENTS: i64 = 1 << 8;
 
 /// Softmax or log-softmax of a contiguous input over one axis, seen as `[outer, len, inner]`;
 /// with a `partner`, the other of the two as well, into its own buffer, from the same
@@ -72,14 +72,11 @@ impl KernelKind for Softmax {
         }
     }
 
-    /// Rows.
-    fn split(&self, _graph: &Graph) -> Option<Share> {
-        Some(Share::Loop(self.outer))
-    }
-
-    /// At least `SOFTMAX_SHARE_MIN` elements.
-    fn shared(&self, graph: &Graph, max_batch: usize) -> bool {
-        product(&dims(graph.shape(self.node))).at(max_batch as i64) >= SOFTMAX_SHARE_MIN
+    /// Rows, in pieces of at least `PIECE_ELEMENTS` elements and whole groups of four rows.
+    fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        let batch = max_batch as i64;
+        let row = self.len.at(batch).saturating_mul(self.inner.at(batch));
+        Pieces::cut(Share::Loop(self.outer), row, PIECE_ELEMENTS, 4, max_batch)
     }
 
     fn epilogue(&self) -> &[Map] {
@@ -143,11 +140,11 @@ impl KernelKind for Softmax {
         let (plain, logs) = (plain.is_some(), logs.is_some());
         // Over the innermost axis of a fixed length, four rows at a time, one per lane,
         // then the rows left over one at a time.
-        // A worker's share is rows `first..end`.
+        // A piece is rows `first..end`.
         let four = (inner == Sym::fixed(1) && !len.batch).then_some(len.coef);
         let zero = b.ins().iconst(types::I64, 0);
-        let (first, end) = match l.params.share {
-            Some([first, end, _]) => (first, end),
+        let (first, end) = match l.params.range {
+            Some([first, end]) => (first, end),
             None => (zero, outer_v),
         };
         let grouped = match four {
@@ -162,7 +159,7 @@ impl KernelKind for Softmax {
         // the axis is the innermost).
         let after = |b: &mut FunctionBuilder, row: Value, count: i64| {
             let end = b.ins().iadd_imm_s(row, count);
-            l.epilogue_rows(b, self, [row, end, row]);
+            l.epilogue_rows(b, self, [row, end]);
             if let Some(sums) = &self.sums {
                 let [input, out] = [sums.input, sums.out].map(|s| l.buffer_address(b, s));
                 range(b, row, end, 1, &mut |b, r| {
