@@ -1,9 +1,9 @@
 //! Copies of a strided view into a contiguous buffer: an output gradient reordered to
 //! `[O, N, OH·OW]` for both convolution gradients to multiply by.
 
-use super::KernelKind;
+use super::{KernelKind, Pieces, Share, PIECE_FLOATS};
 use crate::codegen::alloc::BufferId;
-use crate::codegen::layout::{coalesce, row_major, Sym, View};
+use crate::codegen::layout::{coalesce, product, row_major, Sym, View};
 use crate::codegen::loops::flags;
 use crate::codegen::lower::Lowerer;
 use crate::ir::{Graph, NodeId};
@@ -17,6 +17,17 @@ pub struct Copy {
     pub out: BufferId,
     pub input: View,
     pub dims: Vec<Sym>,
+}
+
+impl Copy {
+    /// The loop nest the copy walks: its dimensions, merged where both sides allow, and the
+    /// strides of the output and the input.
+    fn layout(&self) -> (Vec<Sym>, Vec<Vec<Sym>>) {
+        coalesce(
+            &self.dims,
+            &[row_major(&self.dims), self.input.strides.clone()],
+        )
+    }
 }
 
 impl KernelKind for Copy {
@@ -40,13 +51,18 @@ impl KernelKind for Copy {
         ", copied into [O, N, OH·OW] order".to_string()
     }
 
+    /// The outermost loop, in pieces of at least `PIECE_FLOATS` floats.
+    fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        let (dims, _) = self.layout();
+        let (&outer, inner) = dims.split_first()?;
+        let floats = product(inner).at(max_batch as i64);
+        Pieces::cut(Share::Loop(outer), floats, PIECE_FLOATS, 1, max_batch)
+    }
+
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
         let out_base = l.buffer_address(b, self.out);
         let input_base = l.memory(b, &self.input);
-        let (dims, views) = coalesce(
-            &self.dims,
-            &[row_major(&self.dims), self.input.strides.clone()],
-        );
+        let (dims, views) = self.layout();
         let vector = views[1].last() == Some(&Sym::ONE);
         let walked = [(out_base, views[0].clone()), (input_base, views[1].clone())];
         l.walk(b, &dims, &walked, vector, &mut |b, _, ty, addresses| {
