@@ -12,10 +12,10 @@
 //!
 //! Waiting: a step hands the pool a job every few tens of microseconds, and waking a parked
 //! thread through the operating system costs several microseconds, so a worker that finds no
-//! piece spins for a while (`SPIN`) and then parks; the caller waits for the pieces still
-//! running the same way (`WAIT`). A spinning worker yields every few iterations and stops
-//! spinning as soon as a yield lets another thread run (`spin_until`): it takes time only
-//! from a core nothing else wants. A parked worker costs nothing.
+//! piece spins for a short while (`SPIN`) and then parks; the caller waits for the pieces still
+//! running the same way. A parked worker costs nothing and leaves its core to any other thread
+//! that wants it; the spin is short enough that a core another program keeps busy loses
+//! nothing measurable to it (see `SPIN`).
 #![allow(unsafe_code)]
 
 use std::panic::AssertUnwindSafe;
@@ -31,24 +31,15 @@ pub const MAX_THREADS: usize = 256;
 /// The most pieces in one job (pieces are counted in 16 bits of a claim).
 pub const MAX_JOB_PIECES: usize = u16::MAX as usize;
 
-/// How long a worker with nothing to do spins before it parks, unless `NETC_SPIN_US` says
-/// otherwise; it stops sooner when another thread wants its core (see `spin_until`). The gaps
-/// between a step's kernels are mostly shorter. Measured with the MLP on this 2-core machine
-/// (best epoch of three or four runs, alone / with one core kept busy by another process),
-/// spinning without giving the core away: 0 µs 0.485 / 0.703 s, 50 µs 0.428 / 0.674 s,
-/// 200 µs 0.407 / 0.869 s; spinning that yields to other threads keeps the first figure and
-/// loses the second's penalty.
-const SPIN: Duration = Duration::from_micros(200);
-
-/// A yield that takes longer than this ran another thread: the core is wanted elsewhere.
-const CONTESTED: Duration = Duration::from_micros(20);
-
-/// How long the caller spins for the last pieces of a job before it parks. A worker that
-/// holds one may have been descheduled; parking would let the operating system give the
-/// caller's core away as well, so the caller keeps it (yielding, see `spin_until`) for as long
-/// as a scheduler's time slice, measured best with LeNet under load: 6.8–7.5 s per epoch
-/// against 7.8 parking after `SPIN`.
-const WAIT: Duration = Duration::from_millis(2);
+/// How long a worker with nothing to do spins before it parks (and the caller before it parks
+/// to wait for the last pieces), unless `NETC_SPIN_US` says otherwise. Measured with the MLP
+/// on this 2-core machine (best epoch of three or four runs, alone / with one core kept busy
+/// by another process): no spin 0.485 / 0.703 s, 20 µs 0.425 / 0.690 s, 50 µs 0.428 / 0.674 s,
+/// 200 µs 0.407 / 0.869 s. Spinning pays alone, and costs under load once it outlasts the gaps
+/// between a step's kernels. Spinning that yields the core every few iterations, and parks as
+/// soon as a yield lets another thread run, measured worse both ways (0.560 / 1.005 s against
+/// 0.493 / 0.826 s in one run): a yield is slow on this virtual machine.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// Workers of pools made without a count (0: not set).
 static DEFAULT_THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -412,10 +403,10 @@ impl Shared {
         self.pieces_run[worker].fetch_add(ran, Ordering::Relaxed);
     }
 
-    /// The caller's wait for the pieces other workers are still running: spins for up to
-    /// `WAIT` (see `spin_until`), then parks until the last one wakes it.
+    /// The caller's wait for the pieces other workers are still running: spins for `spin`,
+    /// then parks until the last one wakes it.
     fn wait_until_done(&self, pieces: usize) {
-        spin_until(WAIT, || self.done.load(Ordering::Acquire) >= pieces);
+        spin_until(self.spin, || self.done.load(Ordering::Acquire) >= pieces);
         while self.done.load(Ordering::Acquire) < pieces {
             *self.caller.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
             self.caller_parked.store(true, Ordering::SeqCst);
@@ -427,24 +418,16 @@ impl Shared {
     }
 }
 
-/// Spins until `ready()`, for at most `limit`, and only while no other thread wants this core:
-/// every few iterations it yields, and a yield that gave the core away for longer than
-/// `CONTESTED` (another thread ran) ends the spin, since the time spinning is then taken
-/// from that thread. Spinning costs only cores that would otherwise be idle.
+/// Spins until `ready()` or for `limit`, whichever comes first.
 fn spin_until(limit: Duration, ready: impl Fn() -> bool) {
     let started = Instant::now();
     let mut spins = 0u32;
     while !ready() {
         spins = spins.wrapping_add(1);
-        if !spins.is_multiple_of(16) {
-            std::hint::spin_loop();
-            continue;
-        }
-        let before = Instant::now();
-        std::thread::yield_now();
-        if before.elapsed() >= CONTESTED || started.elapsed() >= limit {
+        if spins.is_multiple_of(64) && started.elapsed() >= limit {
             return;
         }
+        std::hint::spin_loop();
     }
 }
 
