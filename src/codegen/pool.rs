@@ -109,8 +109,9 @@ struct Shared {
     /// Per helper (worker `w` at `w - 1`): parked, and its thread.
     sleeping: Vec<Padded<AtomicBool>>,
     threads_of: OnceLock<Vec<Thread>>,
-    /// Pieces each worker has run, since the pool was made.
+    /// Pieces each worker has run, and the most pieces of one job, since the pool was made.
     pieces_run: Vec<Padded<AtomicU64>>,
+    largest_job: AtomicUsize,
     exit: AtomicBool,
 }
 
@@ -164,6 +165,7 @@ impl Pool {
                 sleeping: padded(threads - 1),
                 threads_of: OnceLock::new(),
                 pieces_run: padded(threads),
+                largest_job: AtomicUsize::new(0),
                 exit: AtomicBool::new(false),
             }),
             helpers: OnceLock::new(),
@@ -182,6 +184,11 @@ impl Pool {
         run.iter().map(|n| n.load(Ordering::Relaxed)).collect()
     }
 
+    /// The most pieces of one job the pool has run.
+    pub fn largest_job(&self) -> usize {
+        self.shared.largest_job.load(Ordering::Relaxed)
+    }
+
     /// Runs `piece(index, worker)` for every index in `0..pieces`, on the pool's workers (this
     /// thread being worker 0), and returns once all have finished. A panic in a piece is raised
     /// again here, after every other piece has finished.
@@ -191,6 +198,7 @@ impl Pool {
         if pieces == 0 {
             return;
         }
+        shared.largest_job.fetch_max(pieces, Ordering::Relaxed);
         if shared.threads == 1 || pieces == 1 {
             for index in 0..pieces {
                 piece(index, 0);

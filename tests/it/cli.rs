@@ -144,7 +144,7 @@ fn emit_ir_prints_each_stage() {
     // The first layer's bias and ReLU run on each piece's rows of its product.
     assert!(
         listing.contains(
-            "gemm %7 = matmul : f32[N, 256] (line 8) in up to 8 pieces of 32 iterations -> \
+            "gemm %7 = matmul : f32[N, 256] (line 8) in up to 4 pieces of 64 iterations -> \
              arena[16..]; then on each piece's rows, map %10 = relu : f32[N, 256], fusing %9 add"
         ) && listing.contains("function")
             && listing.contains("f32x4"),

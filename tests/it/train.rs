@@ -396,14 +396,20 @@ fn deterministic_and_tracks_the_interpreter(file: &str) {
                 bits(&got) == bits(&one),
                 "{file}: {workers} workers ({schedule:?}) changed the result"
             );
-            // Taking pieces in turn, every worker ran some: this really ran on `workers`.
+            // Taking pieces in turn, every worker that a job had a piece for ran some: this
+            // really ran on `workers` (all 16 for LeNet, whose convolutions have 64 pieces).
             let pieces = pool.pieces_run();
             assert_eq!(pieces.len(), workers);
             if schedule == Schedule::Strided {
-                assert!(
-                    pieces.iter().all(|&n| n > 0),
-                    "{file}: not every one of {workers} workers ran a piece: {pieces:?}"
+                let ran = pieces.iter().filter(|&&n| n > 0).count();
+                assert_eq!(
+                    ran,
+                    workers.min(pool.largest_job()),
+                    "{file}: workers that ran pieces: {pieces:?}"
                 );
+                if file.contains("lenet") {
+                    assert_eq!(ran, workers, "{file}: {pieces:?}");
+                }
             }
         }
     }

@@ -387,7 +387,7 @@ impl Geometry {
         self.batch.scaled(self.channels)
     }
 
-    /// Pooling's pieces: planes of the input, at least `PIECE_FLOATS` of them per piece.
+    /// Pooling's pieces: planes of the input, at least `PIECE_FLOATS` floats of them per piece.
     pub fn plane_pieces(&self, max_batch: usize) -> Option<Pieces> {
         let plane = self.height * self.width;
         Pieces::cut(

@@ -1,10 +1,9 @@
-//! Matrix products through the `gemm` crate (imported as `netc_gemm`). A large product is split
-//! between the workers by rows of its output, rather than letting the crate split it its own
-//! way: each worker then runs the maps that consume the product (the epilogue) on its own rows
-//! right after its half of the product, while they are in its cache, and with one worker pool
-//! there is no second set of threads to wake. Alone, the crate's own split is a few percent
-//! faster on the MLP's shapes; within the step, this one is: 1.13 ms per MLP step against 1.58
-//! with the crate splitting on its own threads.
+//! Matrix products through the `gemm` crate (imported as `netc_gemm`). A large product is cut
+//! into pieces by rows of its output, rather than letting the crate split it its own way: the
+//! worker that runs a piece then runs the maps that consume the product (the epilogue) on the
+//! piece's rows right after its product, while they are in its cache, and with one worker
+//! pool there is no second set of threads to wake. (With two fixed halves, this measured 1.13
+//! ms per MLP step against 1.58 with the crate splitting on its own threads.)
 
 use super::{KernelKind, Map, Pieces, Share, Sums, PIECE_MACS};
 use crate::codegen::alloc::BufferId;
@@ -16,13 +15,16 @@ use crate::ir::{Graph, NodeId};
 use cranelift_codegen::ir::{types, InstBuilder};
 use cranelift_frontend::FunctionBuilder;
 
-/// Rows of a piece of a product come in multiples of this, and are at least this many. Each
-/// piece is one call of the `gemm` crate, which packs the right operand again for every call:
-/// `examples/split_cutoff.rs` measured the MLP's `[256, 784] @ [784, 256]` in pieces of 4 to
-/// 256 rows taken by two workers at 0.84, 0.78, 0.68, 0.63, 0.59 and 0.78 times one call's
-/// time for 4, 8, 16, 32, 64 and 128 rows. 32 rows is within 7% of the best unloaded and
-/// makes twice as many pieces as 64 for a worker that is descheduled to hold up.
-const ROWS: i64 = 32;
+/// Rows of a piece of a product come in multiples of this, and are at least this many. Every
+/// piece is one call of the `gemm` crate and reads the whole right operand (packing it again
+/// once a piece has more than 32 rows), so fewer rows per piece cost more: the MLP's
+/// `[256, 784] @ [784, 256]` in pieces taken by two workers ran at 0.84, 0.78, 0.68, 0.63,
+/// 0.59 and 0.52 times one call's time for pieces of 4, 8, 16, 32, 64 and 128 rows
+/// (`examples/split_cutoff.rs`), and the MLP's best epoch of six runs was 0.447, 0.433 and
+/// 0.421 s with 32, 64 and 128 rows against 0.407 s with two fixed halves, and the same 0.95 s
+/// for all three with one of the two cores kept busy. 64 rows keeps most of 128's speed here
+/// and twice its pieces for machines with more cores (see ARCHITECTURE.md).
+const ROWS: i64 = 64;
 
 /// `out = a @ b`: `a` is `[m, k]` and `b` `[k, n]`, both strided.
 #[derive(Clone, Debug)]
@@ -34,8 +36,8 @@ pub struct Gemm {
     pub m: Sym,
     pub n: Sym,
     pub k: Sym,
-    /// Maps over the output (a bias and activation, an optimizer update), run in order by
-    /// each worker on its rows right after its product, while they are in cache.
+    /// Maps over the output (a bias and activation, an optimizer update), run in order on each
+    /// piece's rows right after its product, while they are in cache.
     pub epilogue: Vec<Map>,
     /// The column sums of the epilogue's output (or of the product's): a bias gradient.
     pub sums: Option<Sums>,

@@ -1,5 +1,5 @@
 //! The kinds of kernel a plan is made of. Each kind is a struct in a file of its own that owns
-//! everything about it: what it reads and writes, how its work splits between workers, which
+//! everything about it: what it reads and writes, how its work is cut into pieces, which
 //! maps it can run on its pieces (its epilogue) and which sums it can compute from them, the
 //! code it emits, and how the listing describes it. `Kernel` is the closed set of kinds;
 //! `KernelKind` is what the planner, the fusion pass, the allocator, the lowering and the
@@ -192,7 +192,7 @@ pub trait KernelKind {
     /// What the listing says after the node's type: how it computes it, or nothing.
     fn detail(&self, graph: &Graph) -> String;
 
-    /// Emits the kernel's code: all of it, or in a share function the share `l` names.
+    /// Emits the kernel's code: all of it, or in a piece function the piece `l` names.
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder);
 
     /// How the kernel's work is cut into pieces for the pool at batches up to `max_batch`, when

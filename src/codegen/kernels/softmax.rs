@@ -39,7 +39,7 @@ pub struct Softmax {
     /// group of rows as soon as the group is done, when the axis is the innermost.
     pub epilogue: Vec<Map>,
     /// The sums along each row of an epilogue's output (cross-entropy's loss per example),
-    /// each by the worker that computed the row.
+    /// each by the piece that computed the row.
     pub sums: Option<Sums>,
 }
 
@@ -105,7 +105,7 @@ impl KernelKind for Softmax {
         "along each row"
     }
 
-    /// Sums along each row: a row is one worker's.
+    /// Sums along each row: a row is one piece's.
     fn summing(
         &mut self,
         _graph: &Graph,
