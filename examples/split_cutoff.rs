@@ -107,27 +107,39 @@ fn halves(pool: &Pool, y: &mut [f32], unit: usize, piece: &(dyn Fn(usize, &mut [
     });
 }
 
-fn main() {
-    let pool = Pool::new(2);
-    println!("1. a map of n floats: one thread against two pieces on 2 workers");
+/// For each size `n` (a multiple of `unit`), `f` over `n` floats on one thread against two
+/// pieces on `pool`, printed; gives the cut-off (see `pays`).
+fn one_against_two(
+    pool: &Pool,
+    (what, unit): (&str, usize),
+    sizes: impl Iterator<Item = usize>,
+    f: &(dyn Fn(&[f32], &mut [f32]) + Sync),
+) -> Option<usize> {
     println!(
-        "{:>9} {:>10} {:>10} {:>7}",
-        "floats", "1 thread", "2 pieces", "ratio"
+        "{what:>9} {:>10} {:>10} {:>7}",
+        "1 thread", "2 pieces", "ratio"
     );
-    let mut map_cutoff = None;
-    for shift in 10..=20 {
-        let n = 1usize << shift;
-        let x: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut cutoff = None;
+    for n in sizes {
+        let x: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.5 - 1.5).collect();
         let mut y = vec![0.0f32; n];
-        let one = median_us(|| map(black_box(&x), &mut y));
+        let one = median_us(|| f(black_box(&x), &mut y));
         let two = median_us(|| {
-            halves(&pool, &mut y, 1, &|first, y| {
-                map(&x[first..first + y.len()], y)
+            halves(pool, &mut y, unit, &|first, y| {
+                f(&x[first..first + y.len()], y)
             })
         });
         println!("{n:>9} {one:>8.2}us {two:>8.2}us {:>7.2}", two / one);
-        map_cutoff = pays(map_cutoff, n, two < one);
+        cutoff = pays(cutoff, n, two < one);
     }
+    cutoff
+}
+
+fn main() {
+    let pool = Pool::new(2);
+    println!("1. a map of n floats: one thread against two pieces on 2 workers");
+    let sizes = (10..=20).map(|shift| 1usize << shift);
+    let map_cutoff = one_against_two(&pool, ("floats", 1), sizes, &map);
     println!("\n2. [m, 784] @ [784, 256]: one call against two pieces of rows on 2 workers");
     println!(
         "{:>6} {:>12} {:>10} {:>10} {:>7}",
@@ -186,24 +198,8 @@ fn main() {
         );
     }
     println!("\n4. a softmax over rows of 10, n elements: one thread against two pieces");
-    println!(
-        "{:>9} {:>10} {:>10} {:>7}",
-        "elements", "1 thread", "2 pieces", "ratio"
-    );
-    let mut softmax_cutoff = None;
-    for shift in 4..=14 {
-        let n = 10usize << shift;
-        let x: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.3).collect();
-        let mut y = vec![0.0f32; n];
-        let one = median_us(|| softmax(black_box(&x), &mut y));
-        let two = median_us(|| {
-            halves(&pool, &mut y, 10, &|first, y| {
-                softmax(&x[first..first + y.len()], y)
-            })
-        });
-        println!("{n:>9} {one:>8.2}us {two:>8.2}us {:>7.2}", two / one);
-        softmax_cutoff = pays(softmax_cutoff, n, two < one);
-    }
+    let sizes = (4..=14).map(|shift| 10usize << shift);
+    let softmax_cutoff = one_against_two(&pool, ("elements", 10), sizes, &softmax);
     let say = |what: &str, cutoff: Option<usize>| match cutoff {
         Some(c) => println!("{what}: splitting pays from {c} (a piece: {})", c / 2),
         None => println!("{what}: splitting did not pay at the largest size"),

@@ -213,7 +213,7 @@ fn run_trains_logs_saves_and_the_same_seed_gives_the_same_bytes() {
         .map(String::from)
         .collect::<Vec<_>>()
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_netc"))
+    let out = crate::hostile::netc()
         .args(args(&first))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -506,17 +506,8 @@ fn bench_runs_on_many_workers_with_the_same_bits() {
 fn bad_thread_counts_are_refused() {
     let code = netc::diagnostics::Code::E0502.as_str();
     for (flag, env) in [(Some("0"), None), (Some("257"), None), (None, Some("many"))] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_netc"));
-        command
-            .args([
-                "run",
-                "models/linreg.net",
-                "--data",
-                "linear",
-                "--epochs",
-                "1",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let mut command = crate::hostile::netc();
+        command.args(["run", "models/linreg.net", "--data", "linear"]);
         if let Some(flag) = flag {
             command.args(["--threads", flag]);
         }
@@ -532,7 +523,7 @@ fn bad_thread_counts_are_refused() {
         );
     }
     // A good value in the environment is used.
-    let out = Command::new(env!("CARGO_BIN_EXE_netc"))
+    let out = crate::hostile::netc()
         .args([
             "bench",
             "models/linreg.net",
@@ -542,7 +533,6 @@ fn bad_thread_counts_are_refused() {
             "2",
         ])
         .env("NETC_THREADS", "5")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("netc runs");
     assert!(

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-fn netc() -> Command {
+pub(crate) fn netc() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_netc"));
     command.current_dir(env!("CARGO_MANIFEST_DIR"));
     command
