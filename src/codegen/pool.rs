@@ -263,7 +263,8 @@ impl Drop for Pool {
     }
 }
 
-/// A claim: generation, and the range `front..back` not yet taken (see `Shared::claims`).
+/// A claim: generation (its low 32 bits: a worker never sleeps through 2^32 jobs), and the
+/// range `front..back` not yet taken (see `Shared::claims`).
 fn pack(generation: u64, front: usize, back: usize) -> u64 {
     (generation << 32) | ((front as u64) << 16) | back as u64
 }
@@ -362,7 +363,7 @@ impl Shared {
         loop {
             let current = claim.load(Ordering::Acquire);
             let (job, front, back) = unpack(current);
-            if job != generation || front >= back {
+            if job != generation & 0xffff_ffff || front >= back {
                 return None;
             }
             let (next, taken) = match end {
@@ -389,7 +390,6 @@ impl Shared {
         let own = std::iter::from_fn(|| self.claim(worker, End::Front, generation));
         let stolen = others
             .flat_map(|owner| std::iter::from_fn(move || self.claim(owner, End::Back, generation)));
-        let mut ran = 0;
         for index in own.chain(stolen) {
             // SAFETY: this worker holds an unfinished piece of the job, so its caller is still
             // inside `Pool::run` and the job it stored is alive (see `Shared::job`).
@@ -397,7 +397,9 @@ impl Shared {
             if std::panic::catch_unwind(AssertUnwindSafe(|| job(index, worker))).is_err() {
                 self.panicked.store(true, Ordering::Relaxed);
             }
-            ran += 1;
+            // Counted before the piece is reported done, so the count is complete when `run`
+            // returns.
+            self.pieces_run[worker].fetch_add(1, Ordering::Relaxed);
             let pieces = self.pieces.load(Ordering::Relaxed);
             if self.done.fetch_add(1, Ordering::SeqCst) + 1 == pieces
                 && worker != 0
@@ -408,7 +410,6 @@ impl Shared {
                 }
             }
         }
-        self.pieces_run[worker].fetch_add(ran, Ordering::Relaxed);
     }
 
     /// The caller's wait for the pieces other workers are still running: spins for `spin`,
@@ -526,6 +527,19 @@ mod tests {
                     assert!(run.iter().all(|&n| n > 0), "{threads} workers: {run:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn jobs_go_on_past_two_to_the_thirty_two() {
+        let pool = Pool::new(2);
+        pool.shared.posted.store((1 << 32) - 2, Ordering::Relaxed);
+        for _ in 0..4 {
+            let count = AtomicUsize::new(0);
+            pool.run(8, &|_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 8);
         }
     }
 
