@@ -325,6 +325,20 @@ impl Lowerer<'_> {
         map.emit(&piece, b);
     }
 
+    /// The iterations of a split loop at the current batch: chunks of images, rounded up, for
+    /// `Share::Chunks` (as `Share::iterations` counts them at compile time).
+    pub fn iterations(&self, b: &mut FunctionBuilder, along: Share) -> Value {
+        match along {
+            Share::Chunks { images, chunk } => {
+                let images = self.sym(b, images);
+                let rounded = b.ins().iadd_imm_s(images, chunk - 1);
+                let size = b.ins().iconst(types::I64, chunk);
+                b.ins().udiv(rounded, size)
+            }
+            Share::Loop(extent) => self.sym(b, extent),
+        }
+    }
+
     /// Runs a kernel's pieces on the pool through `netc_parallel` and returns their number.
     fn dispatch(
         &self,
@@ -335,15 +349,7 @@ impl Lowerer<'_> {
         let pieces = kernel
             .pieces(self.graph, self.plan.max_batch)
             .expect("a kernel with a piece function has pieces");
-        let iterations = match pieces.along {
-            Share::Chunks { images, chunk } => {
-                let images = self.sym(b, images);
-                let rounded = b.ins().iadd_imm_s(images, chunk - 1);
-                let size = b.ins().iconst(types::I64, chunk);
-                b.ins().udiv(rounded, size)
-            }
-            Share::Loop(extent) => self.sym(b, extent),
-        };
+        let iterations = self.iterations(b, pieces.along);
         let per_piece = b.ins().iconst(types::I64, pieces.per_piece);
         let address = b.ins().func_addr(self.pointer, function);
         let p = self.params;

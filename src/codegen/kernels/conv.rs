@@ -197,10 +197,8 @@ impl KernelKind for Conv {
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
         let (conv, chunk, pass) = (&self.geometry, self.chunk, self.pass);
         let [first, end] = l.params.range.unwrap_or_else(|| {
-            let images = l.sym(b, conv.batch);
-            let chunks = b.ins().iadd_imm_s(images, chunk - 1);
-            let size = b.ins().iconst(types::I64, chunk);
-            let chunks = b.ins().udiv(chunks, size);
+            let images = conv.batch;
+            let chunks = l.iterations(b, Share::Chunks { images, chunk });
             [b.ins().iconst(types::I64, 0), chunks]
         });
         let (input, other) = (l.memory(b, &self.input), l.memory(b, &self.other));

@@ -143,6 +143,9 @@ impl Pieces {
         max_batch: usize,
     ) -> Option<Pieces> {
         let iterations = along.iterations(max_batch as i64);
+        if iterations < 2 {
+            return None;
+        }
         let round = |n: i64| ceil_div(n, granule).max(1) * granule;
         let least =
             round(ceil_div(least, work.max(1))).max(round(ceil_div(iterations, MAX_PIECES)));
