@@ -21,7 +21,8 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId, wanted: &[bool]) -> Vec<(us
         // Gradients of gradients are never needed: netc differentiates once.
         | Op::Conv2dGradInput(..)
         | Op::Conv2dGradWeight(_)
-        | Op::PoolGrad(..) => vec![],
+        | Op::PoolGrad(..)
+        | Op::Slice { .. } => vec![],
         Op::Unary(op) => {
             let (x, y) = (arg(0), node);
             let dx = match op {
@@ -192,5 +193,23 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId, wanted: &[bool]) -> Vec<(us
             out
         }
         Op::Pool(op, window) => vec![(0, e.op(Op::PoolGrad(*op, *window), &[arg(0), g]))],
+        // Each part's gradient is its slice of g.
+        Op::Concat(axis) => {
+            let mut start = 0;
+            let mut out = Vec::new();
+            for (i, &part) in n.args.iter().enumerate() {
+                let len = e.shape(part).fixed_dim(*axis).expect("concat joins fixed axes");
+                if wanted[i] {
+                    let slice = Op::Slice {
+                        axis: *axis,
+                        start,
+                        len,
+                    };
+                    out.push((i, e.op(slice, &[g])));
+                }
+                start += len;
+            }
+            out
+        }
     }
 }

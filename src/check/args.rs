@@ -19,6 +19,8 @@ pub enum Ty {
     IntPair,
     /// A list of integers (`[-1, 784]`).
     IntList,
+    /// An axis or a list of axes (`axis: 1`, `axis: [2, 3]`).
+    Axes,
     /// An initializer (`zeros`, `normal(0, 0.01)`).
     Init,
     /// One parameter name or a list of them.
@@ -34,6 +36,7 @@ impl Ty {
             Ty::Bool => "`true` or `false`",
             Ty::IntPair => "a whole number or a list of two",
             Ty::IntList => "a list of whole numbers",
+            Ty::Axes => "an axis or a list of axes",
             Ty::Init => "an initializer such as `zeros` or `normal(0, 0.01)`",
             Ty::Names => "a parameter name or a list of them",
         }
@@ -80,16 +83,16 @@ impl Range {
     }
 }
 
-/// One parameter of a signature.
+/// One parameter of a signature (`'s`: a block's, borrowed from its definition; else static).
 #[derive(Clone, Copy, Debug)]
-pub struct Spec {
-    pub name: &'static str,
+pub struct Spec<'s> {
+    pub name: &'s str,
     pub ty: Ty,
     pub required: bool,
     pub range: Range,
 }
 
-const fn req(name: &'static str, ty: Ty, range: Range) -> Spec {
+const fn req(name: &'static str, ty: Ty, range: Range) -> Spec<'static> {
     Spec {
         name,
         ty,
@@ -98,7 +101,7 @@ const fn req(name: &'static str, ty: Ty, range: Range) -> Spec {
     }
 }
 
-const fn opt(name: &'static str, ty: Ty, range: Range) -> Spec {
+const fn opt(name: &'static str, ty: Ty, range: Range) -> Spec<'static> {
     Spec {
         name,
         ty,
@@ -109,12 +112,12 @@ const fn opt(name: &'static str, ty: Ty, range: Range) -> Spec {
 
 /// A callable's name and parameters, in positional order.
 #[derive(Clone, Copy, Debug)]
-pub struct Signature {
-    pub name: &'static str,
-    pub params: &'static [Spec],
+pub struct Signature<'s> {
+    pub name: &'s str,
+    pub params: &'s [Spec<'s>],
 }
 
-const fn sig(name: &'static str, params: &'static [Spec]) -> Signature {
+const fn sig(name: &'static str, params: &'static [Spec<'static>]) -> Signature<'static> {
     Signature { name, params }
 }
 
@@ -123,15 +126,15 @@ use std::sync::OnceLock;
 use Range::*;
 use Ty::*;
 
-const X: Spec = req("x", Tensor, Any);
-const AXIS: Spec = opt("axis", Int, Any);
-const PRED_TARGET: &[Spec] = &[req("pred", Tensor, Any), req("target", Tensor, Any)];
+const X: Spec<'static> = req("x", Tensor, Any);
+const AXIS: Spec<'static> = opt("axis", Int, Any);
+const PRED_TARGET: &[Spec<'static>] = &[req("pred", Tensor, Any), req("target", Tensor, Any)];
 
 /// Functions usable in expressions: the elementwise functions, softmax, the reductions and
 /// the shape functions, then the losses (which are functions too). The elementwise functions
 /// and reductions come from `ops`, the one list of operations.
-pub fn functions() -> &'static [Signature] {
-    static TABLE: OnceLock<Vec<Signature>> = OnceLock::new();
+pub fn functions() -> &'static [Signature<'static>] {
+    static TABLE: OnceLock<Vec<Signature<'static>>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let unary = UnaryOp::ALL
             .iter()
@@ -140,7 +143,7 @@ pub fn functions() -> &'static [Signature] {
         let reduce = ReduceOp::ALL
             .iter()
             .filter(|op| op.info().surface.is_function())
-            .map(|op| sig(op.name(), &[X, AXIS]));
+            .map(|op| sig(op.name(), REDUCE));
         unary
             .chain(SOFTMAX.iter().copied())
             .chain(reduce)
@@ -149,12 +152,17 @@ pub fn functions() -> &'static [Signature] {
     })
 }
 
-const SOFTMAX: &[Signature] = &[sig("softmax", &[X, AXIS]), sig("log_softmax", &[X, AXIS])];
+const REDUCE: &[Spec<'static>] = &[X, opt("axis", Axes, Any)];
 
-const SHAPE_AND_LOSS_FUNCTIONS: &[Signature] = &[
+const SOFTMAX: &[Signature<'static>] =
+    &[sig("softmax", &[X, AXIS]), sig("log_softmax", &[X, AXIS])];
+
+const SHAPE_AND_LOSS_FUNCTIONS: &[Signature<'static>] = &[
     sig("reshape", &[X, req("shape", IntList, Any)]),
     sig("flatten", &[X]),
     sig("transpose", &[X, opt("perm", IntList, Any)]),
+    // Any number of tensors, then `axis`: bound by `Checker::concat`, not by `bind`.
+    sig("concat", &[X, AXIS]),
     sig("mse", PRED_TARGET),
     sig("l1", PRED_TARGET),
     sig("cross_entropy", PRED_TARGET),
@@ -173,15 +181,15 @@ pub const LOSSES: &[&str] = &[
     "perceptron",
 ];
 
-const POOL: &[Spec] = &[
+const POOL: &[Spec<'static>] = &[
     req("kernel", IntPair, AtLeastOne),
     opt("stride", IntPair, AtLeastOne),
     opt("padding", IntPair, NonNegative),
 ];
 
 /// Layers usable in a `layers` block; the activations and pooling layers come from `ops`.
-pub fn layers() -> &'static [Signature] {
-    static TABLE: OnceLock<Vec<Signature>> = OnceLock::new();
+pub fn layers() -> &'static [Signature<'static>] {
+    static TABLE: OnceLock<Vec<Signature<'static>>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let activations = UnaryOp::ALL
             .iter()
@@ -200,7 +208,7 @@ pub fn layers() -> &'static [Signature] {
     })
 }
 
-const LAYERS_BEFORE: [Signature; 2] = [
+const LAYERS_BEFORE: [Signature<'static>; 2] = [
     sig("flatten", &[]),
     sig(
         "dense",
@@ -212,7 +220,7 @@ const LAYERS_BEFORE: [Signature; 2] = [
     ),
 ];
 
-const LAYERS_BETWEEN: [Signature; 4] = [
+const LAYERS_BETWEEN: [Signature<'static>; 4] = [
     sig("softmax", &[]),
     sig("log_softmax", &[]),
     sig("dropout", &[req("p", Number, Fraction)]),
@@ -229,16 +237,20 @@ const LAYERS_BETWEEN: [Signature; 4] = [
     ),
 ];
 
-const LAYERS_AFTER: [Signature; 1] = [sig(
-    "batchnorm",
-    &[
-        opt("eps", Number, Positive),
-        opt("momentum", Number, Probability),
-    ],
-)];
+const LAYERS_AFTER: [Signature<'static>; 3] = [
+    sig(
+        "batchnorm",
+        &[
+            opt("eps", Number, Positive),
+            opt("momentum", Number, Probability),
+        ],
+    ),
+    sig("global_avgpool", &[]),
+    sig("global_maxpool", &[]),
+];
 
 /// Optimizers.
-pub const OPTIMIZERS: &[Signature] = &[
+pub const OPTIMIZERS: &[Signature<'static>] = &[
     sig(
         "sgd",
         &[
@@ -261,7 +273,7 @@ pub const OPTIMIZERS: &[Signature] = &[
 ];
 
 /// Initializers, with the aliases users know from other frameworks.
-pub const INITS: &[Signature] = &[
+pub const INITS: &[Signature<'static>] = &[
     sig("zeros", &[]),
     sig("ones", &[]),
     sig("constant", &[req("value", Number, Any)]),
@@ -288,7 +300,7 @@ pub const INITS: &[Signature] = &[
 ];
 
 /// Penalties.
-pub const PENALTIES: &[Signature] = &[
+pub const PENALTIES: &[Signature<'static>] = &[
     sig(
         "l1",
         &[req("strength", Number, NonNegative), opt("on", Names, Any)],
@@ -300,7 +312,7 @@ pub const PENALTIES: &[Signature] = &[
 ];
 
 /// The `train { ... }` settings, all by keyword.
-pub const TRAIN: Signature = sig(
+pub const TRAIN: Signature<'static> = sig(
     "train",
     &[
         opt("batch", Int, AtLeastOne),
@@ -314,18 +326,21 @@ pub const TRAIN: Signature = sig(
 pub const METRICS: &[&str] = &["accuracy"];
 
 /// Finds a signature by name.
-pub fn lookup(table: &'static [Signature], name: &str) -> Option<&'static Signature> {
+pub fn lookup(
+    table: &'static [Signature<'static>],
+    name: &str,
+) -> Option<&'static Signature<'static>> {
     table.iter().find(|s| s.name == name)
 }
 
 /// The names in a table, for suggestions.
-pub fn names(table: &'static [Signature]) -> impl Iterator<Item = &'static str> {
+pub fn names(table: &'static [Signature<'static>]) -> impl Iterator<Item = &'static str> {
     table.iter().map(|s| s.name)
 }
 
 /// Arguments matched to a signature's parameters.
 pub struct Bound<'a> {
-    pub signature: &'static Signature,
+    pub signature: &'a Signature<'a>,
     slots: Vec<Option<&'a Arg>>,
     /// Where the whole call is, for errors about it.
     pub span: Span,
@@ -338,7 +353,7 @@ impl<'a> Bound<'a> {
         self.slots[index].map(|arg| &arg.value)
     }
 
-    fn spec(&self, name: &str) -> Spec {
+    fn spec(&self, name: &str) -> Spec<'a> {
         *self
             .signature
             .params
@@ -359,7 +374,7 @@ impl Checker {
     /// Matches `args` to `signature`, reporting unknown, repeated, surplus and missing arguments.
     pub fn bind<'a>(
         &mut self,
-        signature: &'static Signature,
+        signature: &'a Signature<'a>,
         args: &'a [Arg],
         span: Span,
         context: Context,

@@ -220,7 +220,12 @@ impl Checker {
         let name = match expr.kind {
             TExprKind::Input(i) => self.inputs[i].name.clone(),
             TExprKind::Param(i) => self.params[i].name.clone(),
-            TExprKind::Value(i) => self.values[i].name.clone()?,
+            // A block's input `x` is some value of the model, named `x` only in the block.
+            TExprKind::Value(i) => self
+                .scope
+                .iter()
+                .find(|(_, (entry, _))| *entry == Entry::Value(i))
+                .map(|(name, _)| name.clone())?,
             TExprKind::Label => self.label.as_ref()?.name.clone(),
             _ => return None,
         };
@@ -253,7 +258,11 @@ impl Checker {
                 call.callee.span,
                 "not a function",
             );
-            if args::lookup(args::layers(), name).is_some()
+            if self.blocks.contains_key(name) {
+                diagnostic = diagnostic.with_help(format!(
+                    "`{name}` is a block: use it like a layer, `h = layers(x) {{ {name}(...) }}`"
+                ));
+            } else if args::lookup(args::layers(), name).is_some()
                 && did_you_mean(name, args::names(args::functions())).is_none()
             {
                 diagnostic = diagnostic.with_help(format!(
@@ -270,6 +279,9 @@ impl Checker {
             self.report(diagnostic);
             return None;
         };
+        if name == "concat" {
+            return self.concat(call);
+        }
         let bound = self.bind(signature, &call.args, call.span, Context::Call);
         let span = call.span;
         if args::LOSSES.contains(&name) {
@@ -299,16 +311,20 @@ impl Checker {
             }
             _ if ReduceOp::function(name).is_some() => {
                 let op = ReduceOp::function(name)?;
-                let axis = match bound.expr("axis") {
-                    Some(_) => Some(self.axis(&bound, rank, 0)?),
+                let axes = match bound.expr("axis") {
+                    Some(given) => Some(self.axes(given, &x)?),
                     None => None,
                 };
-                let shape =
-                    axis.map_or_else(Shape::scalar, |axis| shape::remove_axis(&x.shape, axis));
+                let shape = match &axes {
+                    Some(axes) => axes.iter().rev().fold(x.shape.clone(), |shape, &axis| {
+                        shape::remove_axis(&shape, axis)
+                    }),
+                    None => Shape::scalar(),
+                };
                 Some((
                     TExprKind::Reduce {
                         op,
-                        axis,
+                        axes,
                         arg: Box::new(x),
                     },
                     shape,
@@ -330,6 +346,166 @@ impl Checker {
         Some(TExpr { kind, shape, span })
     }
 
+    /// `axis: k` or `axis: [j, k]` of a reduction: distinct axes of `x`, in ascending order.
+    fn axes(&mut self, given: &Expr, x: &TExpr) -> Option<Vec<usize>> {
+        let items: Vec<&Expr> = match &given.kind {
+            ExprKind::List(items) if !items.is_empty() => items.iter().collect(),
+            ExprKind::List(_) => {
+                self.wrong_type(given, args::Ty::Axes);
+                return None;
+            }
+            _ => vec![given],
+        };
+        let rank = x.shape.rank();
+        let mut axes = Vec::new();
+        for item in items {
+            let axis = self.literal_number(item, true)? as i64;
+            let Some(resolved) = shape::resolve_axis(axis, rank) else {
+                self.out_of_range(axis, rank, item.span);
+                return None;
+            };
+            if axes.contains(&resolved) {
+                self.report(Diagnostic::new(
+                    Code::E0307,
+                    format!("axis {axis} is given twice"),
+                    item.span,
+                    "given again here",
+                ));
+                return None;
+            }
+            axes.push(resolved);
+        }
+        axes.sort_unstable();
+        Some(axes)
+    }
+
+    /// `concat(a, b, ..., axis: k)`: tensors of one rank that agree on every axis but `k`.
+    fn concat(&mut self, call: &Call) -> Option<TExpr> {
+        let mut operands = Vec::new();
+        let mut axis_arg = None;
+        let mut ok = true;
+        for arg in &call.args {
+            match &arg.name {
+                None => operands.push(self.expr(&arg.value)),
+                Some(name) if name.name == "axis" && axis_arg.is_none() => axis_arg = Some(arg),
+                Some(name) => {
+                    ok = false;
+                    let message = match name.name.as_str() {
+                        "axis" => "`axis` given twice".to_string(),
+                        other => format!("`concat` has no argument `{other}`"),
+                    };
+                    self.report(
+                        Diagnostic::new(Code::E0207, message, name.span, "unknown name")
+                            .with_note("`concat` takes tensors, then `axis: k`"),
+                    );
+                }
+            }
+        }
+        if operands.len() < 2 {
+            self.report(
+                Diagnostic::new(
+                    Code::E0403,
+                    "`concat` needs at least two tensors",
+                    call.span,
+                    format!("{} given", operands.len()),
+                )
+                .with_help("e.g. `concat(a, b, axis: 1)`"),
+            );
+            return None;
+        }
+        let operands: Vec<TExpr> = operands.into_iter().collect::<Option<_>>()?;
+        if !ok {
+            return None;
+        }
+        let first = &operands[0];
+        let rank = first.shape.rank();
+        let axis = match axis_arg {
+            Some(arg) => {
+                let axis = self.literal_number(&arg.value, true)? as i64;
+                match shape::resolve_axis(axis, rank) {
+                    Some(axis) => axis,
+                    None => {
+                        self.out_of_range(axis, rank, arg.value.span);
+                        return None;
+                    }
+                }
+            }
+            None => 1,
+        };
+        let batched = first.shape.has_batch();
+        if rank == 0 || (batched && axis == 0) || axis >= rank {
+            let span = axis_arg.map_or(call.span, |arg| arg.value.span);
+            let label = if rank == 0 {
+                "a scalar has no axis to join".to_string()
+            } else if axis >= rank {
+                format!("the tensors have rank {rank}")
+            } else {
+                "axis 0 is the batch".to_string()
+            };
+            self.report(
+                Diagnostic::new(
+                    Code::E0307,
+                    "`concat` cannot join along this axis",
+                    span,
+                    label,
+                )
+                .with_note("concatenate features or channels (`axis: 1`), never examples"),
+            );
+            return None;
+        }
+        let mut joined = first.shape.clone();
+        let mut total = 0u64;
+        for operand in &operands {
+            let fits = operand.shape.rank() == rank
+                && (0..rank).all(|k| k == axis || operand.shape.0[k] == first.shape.0[k]);
+            if !fits {
+                let diagnostic = Diagnostic::new(
+                    Code::E0312,
+                    format!(
+                        "`concat` along axis {axis} of shapes {} and {}",
+                        first.shape, operand.shape
+                    ),
+                    operand.span,
+                    format!("this has shape {}", operand.shape),
+                )
+                .with_label(first.span, format!("the first has shape {}", first.shape))
+                .with_note(format!(
+                    "every dimension but axis {axis} must be the same in all of them"
+                ));
+                self.report(self.declared_here(diagnostic, operand));
+                return None;
+            }
+            total = total.saturating_add(operand.shape.fixed_dim(axis)?);
+        }
+        joined.0[axis] = Dim::Fixed(total);
+        if !self.fits(&joined, call.span) {
+            return None;
+        }
+        Some(TExpr {
+            kind: TExprKind::Concat {
+                axis,
+                args: operands,
+            },
+            shape: joined,
+            span: call.span,
+        })
+    }
+
+    fn out_of_range(&mut self, axis: i64, rank: usize, span: Span) {
+        self.report(
+            Diagnostic::new(
+                Code::E0307,
+                format!("axis {axis} is out of range"),
+                span,
+                format!("the tensor has rank {rank}"),
+            )
+            .with_note(format!(
+                "axes run from 0 to {} (or -1 for the last)",
+                rank.saturating_sub(1)
+            )),
+        );
+    }
+
     fn axis(&mut self, bound: &args::Bound, rank: usize, default: i64) -> Option<usize> {
         let given = self.int_arg(bound, "axis", Context::Call);
         let axis = match (given, bound.expr("axis")) {
@@ -340,18 +516,7 @@ impl Checker {
         let resolved = shape::resolve_axis(axis, rank);
         if resolved.is_none() {
             let span = bound.expr("axis").map_or(bound.span, |e| e.span);
-            self.report(
-                Diagnostic::new(
-                    Code::E0307,
-                    format!("axis {axis} is out of range"),
-                    span,
-                    format!("the tensor has rank {rank}"),
-                )
-                .with_note(format!(
-                    "axes run from 0 to {} (or -1 for the last)",
-                    rank.saturating_sub(1)
-                )),
-            );
+            self.out_of_range(axis, rank, span);
         }
         resolved
     }

@@ -2,6 +2,7 @@
 //! parameters and running statistics it creates (named `dense1.weight`, `h.conv2.bias`, ...).
 
 use super::args::{self, Context};
+use super::blocks::Chain;
 use super::expr::flattened;
 use super::model::*;
 use super::suggest::{did_you_mean, suggest};
@@ -13,31 +14,20 @@ use crate::syntax::ast::{Call, LayersBlock};
 use std::collections::BTreeMap;
 
 impl Checker {
-    /// Checks a layers block whose parameters get names starting with `prefix`.
+    /// Checks a layers block whose parameters get names starting with `prefix`: its input and
+    /// the layers after the last block use in it (each block use ends the layers before it in
+    /// a value of their own).
     pub fn layers(&mut self, block: &LayersBlock, prefix: &str) -> Option<(TExpr, Vec<Layer>)> {
         let input = match &block.input {
             Some(expr) => self.expr(expr)?,
             None => self.implicit_input(block.keyword)?,
         };
-        let mut shape = input.shape.clone();
-        let mut layers = Vec::new();
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for call in &block.layers {
-            let Some(signature) = args::lookup(args::layers(), &call.callee.name) else {
-                self.unknown_layer(call);
-                return None;
-            };
-            let count = counts.entry(signature.name).or_default();
-            *count += 1;
-            let name = format!("{prefix}{}{count}", signature.name);
-            let layer = self.layer(signature, call, &shape, name)?;
-            if !self.fits(&layer.shape, call.span) {
-                return None;
-            }
-            shape = layer.shape.clone();
-            layers.push(layer);
-        }
-        Some((input, layers))
+        let mut chain = Chain {
+            input,
+            layers: Vec::new(),
+        };
+        self.sequence(&block.layers, &mut chain, &mut BTreeMap::new(), prefix)?;
+        Some((chain.input, chain.layers))
     }
 
     /// The model's only input, which an unnamed `layers` block reads.
@@ -78,7 +68,7 @@ impl Checker {
         }
     }
 
-    fn unknown_layer(&mut self, call: &Call) {
+    pub(super) fn unknown_layer(&mut self, call: &Call) {
         let name = &call.callee.name;
         let mut diagnostic = Diagnostic::new(
             Code::E0204,
@@ -93,14 +83,19 @@ impl Checker {
                 "`{name}` is a function: use it in an equation, `h = {name}(...)`"
             ));
         } else {
-            diagnostic = suggest(diagnostic, name, "layers", args::names(args::layers()));
+            let blocks = self.blocks.keys().map(String::as_str);
+            let names: Vec<&str> = args::names(args::layers())
+                .map(|n| n as &str)
+                .chain(blocks)
+                .collect();
+            diagnostic = suggest(diagnostic, name, "layers and blocks", names);
         }
         self.report(diagnostic);
     }
 
-    fn layer(
+    pub(super) fn layer(
         &mut self,
-        signature: &'static args::Signature,
+        signature: &'static args::Signature<'static>,
         call: &Call,
         input: &Shape,
         name: String,
@@ -247,6 +242,19 @@ impl Checker {
                 };
                 let shape = self.window(input, window, input.0[1], call)?;
                 (LayerKind::Pool { op, window }, shape)
+            }
+            "global_avgpool" | "global_maxpool" => {
+                if input.rank() != 4 {
+                    return rank_error(self, "[N, channels, height, width]", "");
+                }
+                let op = match signature.name {
+                    "global_avgpool" => ReduceOp::Mean,
+                    _ => ReduceOp::Max,
+                };
+                let mut shape = input.clone();
+                shape.0[2] = Dim::Fixed(1);
+                shape.0[3] = Dim::Fixed(1);
+                (LayerKind::GlobalPool(op), shape)
             }
             "batchnorm" => {
                 let eps = self.number_or(&bound, "eps", 1e-5, Context::Call);

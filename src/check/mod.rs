@@ -4,6 +4,7 @@
 //! poisoned: its uses report nothing more, so one mistake gives one error.
 
 mod args;
+mod blocks;
 mod expr;
 mod layers;
 pub mod model;
@@ -69,6 +70,17 @@ pub struct Checker {
     params: Vec<Param>,
     states: Vec<State>,
     values: Vec<Value>,
+    /// The file's blocks that checked, by name.
+    blocks: BTreeMap<String, std::rc::Rc<ast::Block>>,
+    /// Blocks whose definitions were reported: their uses report nothing more.
+    broken_blocks: std::collections::BTreeSet<String>,
+    /// The blocks being expanded, outermost first, with the span of each use.
+    block_stack: Vec<(String, Span)>,
+    /// The path of the block use being expanded (empty at the top level).
+    path: String,
+    block_uses: Vec<BlockUse>,
+    /// Layers and block uses so far, unrolled.
+    expanded: usize,
 }
 
 /// The single sections of a model and where each was first given.
@@ -88,6 +100,7 @@ impl Checker {
     }
 
     fn model(&mut self, ast: &ast::Model) -> Option<Model> {
+        self.define_blocks(&ast.blocks);
         let sections = self.declarations(ast);
         let mut output = None;
         let mut output_poisoned = false;
@@ -158,6 +171,7 @@ impl Checker {
             params: std::mem::take(&mut self.params),
             states: std::mem::take(&mut self.states),
             values: std::mem::take(&mut self.values),
+            block_uses: std::mem::take(&mut self.block_uses),
             output,
             loss,
             penalties: penalties?,
@@ -399,19 +413,30 @@ impl Checker {
                 }),
             ),
         };
-        let index = checked.map(|(shape, kind)| {
-            self.values.push(Value {
-                name: name.map(|n| n.name.clone()),
-                kind,
-                shape,
-                span,
-            });
-            self.values.len() - 1
-        });
+        let index = checked
+            .map(|(shape, kind)| self.push_value(name.map(|n| n.name.clone()), kind, shape, span));
         if let Some(name) = name {
             self.declare(name, index.map_or(Entry::Poisoned, Entry::Value));
         }
         index
+    }
+
+    /// Adds a value to the model, in the block use being expanded.
+    fn push_value(
+        &mut self,
+        name: Option<String>,
+        kind: ValueKind,
+        shape: Shape,
+        span: Span,
+    ) -> usize {
+        self.values.push(Value {
+            name,
+            block: self.path.clone(),
+            kind,
+            shape,
+            span,
+        });
+        self.values.len() - 1
     }
 
     fn label_span(&self) -> Span {
@@ -431,6 +456,7 @@ impl LayerKind {
             | LayerKind::Dropout { .. }
             | LayerKind::Activation(_)
             | LayerKind::Softmax { .. }
+            | LayerKind::GlobalPool(_)
             | LayerKind::Flatten => {
                 vec![]
             }

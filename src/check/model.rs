@@ -13,8 +13,11 @@ pub struct Model {
     pub params: Vec<Param>,
     /// Non-trained tensors carried between steps (batchnorm running statistics).
     pub states: Vec<State>,
-    /// Equations and layers blocks in source order.
+    /// Equations and layers blocks in source order, each block use's values before the
+    /// value that uses it.
     pub values: Vec<Value>,
+    /// Every use of a block, in the order they were expanded (outer before inner).
+    pub block_uses: Vec<BlockUse>,
     /// The value that is the network's prediction, if any.
     pub output: Option<usize>,
     /// The scalar training objective, penalties excluded.
@@ -80,10 +83,26 @@ pub enum Init {
     HeUniform,
 }
 
+/// One use of a block, expanded into values.
+#[derive(Clone, Debug)]
+pub struct BlockUse {
+    /// Where it is used: `residual3`, `features.vgg_block2`; its parameters' names start so.
+    pub path: String,
+    /// How many block uses it is inside.
+    pub depth: usize,
+    pub shape: Shape,
+    /// The first of its values.
+    pub first_value: usize,
+    /// The call.
+    pub span: Span,
+}
+
 /// A named equation or a layers block.
 #[derive(Clone, Debug)]
 pub struct Value {
     pub name: Option<String>,
+    /// The path of the innermost block use it belongs to; empty at the model's top level.
+    pub block: String,
     pub kind: ValueKind,
     pub shape: Shape,
     pub span: Span,
@@ -116,11 +135,16 @@ pub enum TExprKind {
     Unary(UnaryOp, Box<TExpr>),
     Binary(BinaryOp, Box<TExpr>, Box<TExpr>),
     MatMul(Box<TExpr>, Box<TExpr>),
-    /// A reduction over one axis, or over all when `axis` is `None`.
+    /// A reduction over the given axes (ascending, distinct), or over all when `None`.
     Reduce {
         op: ReduceOp,
-        axis: Option<usize>,
+        axes: Option<Vec<usize>>,
         arg: Box<TExpr>,
+    },
+    /// The arguments joined along `axis` (never the batch axis).
+    Concat {
+        axis: usize,
+        args: Vec<TExpr>,
     },
     Softmax {
         log: bool,
@@ -196,6 +220,8 @@ pub enum LayerKind {
         log: bool,
     },
     Flatten,
+    /// The mean or maximum of each channel's plane: `[N, C, H, W]` to `[N, C, 1, 1]`.
+    GlobalPool(ReduceOp),
 }
 
 /// An L1 or L2 penalty on some parameters, added to the loss.

@@ -110,12 +110,12 @@ impl Checker {
     /// The signature `name` calls in `table`, or an "unknown `kind`" error with a suggestion.
     fn signature(
         &mut self,
-        table: &'static [args::Signature],
+        table: &'static [args::Signature<'static>],
         name: &Ident,
         code: Code,
         kind: &str,
         kinds: &str,
-    ) -> Option<&'static args::Signature> {
+    ) -> Option<&'static args::Signature<'static>> {
         let found = args::lookup(table, &name.name);
         if found.is_none() {
             let what = format!("unknown {kind} `{}`", name.name);
@@ -483,6 +483,11 @@ impl Checker {
                 }
             }
             TExprKind::Input(_) | TExprKind::Label | TExprKind::Const(_) => {}
+            TExprKind::Concat { args, .. } => {
+                for a in args {
+                    self.mark_expr(a, reached, seen, pending);
+                }
+            }
             TExprKind::Unary(_, a)
             | TExprKind::Reduce { arg: a, .. }
             | TExprKind::Softmax { arg: a, .. }

@@ -15,34 +15,90 @@ struct Row {
     params: u64,
     flops: u64,
     bytes: u64,
+    /// Block uses it is inside.
+    depth: usize,
+    /// The innermost block use it is inside (empty at the top level).
+    path: String,
+    /// A block use's row, whose figures are its contents' totals.
+    header: Option<String>,
 }
 
-/// The summary table of a checked model.
-pub fn summary(model: &Model, source: &SourceFile) -> String {
+impl Row {
+    fn new(name: String, line: usize, shape: Shape, depth: usize) -> Row {
+        Row {
+            name,
+            line,
+            shape,
+            params: 0,
+            flops: 0,
+            bytes: 0,
+            depth,
+            path: String::new(),
+            header: None,
+        }
+    }
+
+    /// Whether a row is inside the block use at `path`.
+    fn inside(&self, path: &str) -> bool {
+        self.path == path
+            || self
+                .path
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
+/// The summary table of a checked model, with block uses as indented groups; rows more than
+/// `depth` blocks deep are folded into their block's row.
+pub fn summary(model: &Model, source: &SourceFile, depth: Option<usize>) -> String {
     let mut rows = Vec::new();
     let mut counted = vec![false; model.params.len()];
     for input in &model.inputs {
         let shape = Shape::batched(&input.shape);
-        rows.push(Row {
-            name: format!("{} (input)", input.name),
-            line: source.line_of(input.span.start),
-            bytes: shape.elements_per_example().saturating_mul(4),
+        let mut row = Row::new(
+            format!("{} (input)", input.name),
+            source.line_of(input.span.start),
             shape,
-            params: 0,
-            flops: 0,
-        });
+            0,
+        );
+        row.bytes = row.shape.elements_per_example().saturating_mul(4);
+        rows.push(row);
     }
-    for value in &model.values {
+    let mut uses = model.block_uses.iter().peekable();
+    for (index, value) in model.values.iter().enumerate() {
+        while let Some(block) = uses.next_if(|u| u.first_value == index) {
+            let name = block.path.rsplit('.').next().unwrap_or_default();
+            let mut row = Row::new(
+                name.to_string(),
+                source.line_of(block.span.start),
+                block.shape.clone(),
+                block.depth,
+            );
+            row.header = Some(block.path.clone());
+            rows.push(row);
+        }
+        let depth = model
+            .block_uses
+            .iter()
+            .find(|u| u.path == value.block)
+            .map_or(0, |u| u.depth + 1);
+        // Names inside a block are shown relative to it: `y.conv2d1` in `stage1.residual1`.
+        let local = |name: &str| match value.block.as_str() {
+            "" => name.to_string(),
+            path => name
+                .strip_prefix(&format!("{path}."))
+                .unwrap_or(name)
+                .to_string(),
+        };
         match &value.kind {
             ValueKind::Expr(expr) => {
-                let mut row = Row {
-                    name: value.name.clone().unwrap_or_default(),
-                    line: source.line_of(value.span.start),
-                    shape: value.shape.clone(),
-                    params: 0,
-                    flops: 0,
-                    bytes: 0,
+                let name = match &value.name {
+                    Some(name) => name.clone(),
+                    None => short_text(source.slice(value.span)),
                 };
+                let line = source.line_of(value.span.start);
+                let mut row = Row::new(name, line, value.shape.clone(), depth);
+                row.path = value.block.clone();
                 tally(expr, model, &mut counted, &mut row);
                 rows.push(row);
             }
@@ -55,45 +111,78 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
                         .filter(|&p| !std::mem::replace(&mut counted[p], true))
                         .map(|p| model.params[p].shape.elements_per_example())
                         .fold(0u64, u64::saturating_add);
-                    rows.push(Row {
-                        name: match &value.name {
-                            Some(block) if !layer.name.starts_with(&format!("{block}.")) => {
-                                format!("{block}.{}", layer.name)
-                            }
-                            _ => layer.name.clone(),
-                        },
-                        line: source.line_of(layer.span.start),
-                        shape: layer.shape.clone(),
-                        params,
-                        flops: layer_flops(layer, model),
-                        // A flatten is a view of its input: it stores nothing new.
-                        bytes: match layer.kind {
-                            LayerKind::Flatten => 0,
-                            _ => layer.shape.elements_per_example().saturating_mul(4),
-                        },
-                    });
+                    let name = match &value.name {
+                        Some(owner) if layer.kind.params().is_empty() => {
+                            format!("{owner}.{}", layer.name)
+                        }
+                        _ => local(&layer.name),
+                    };
+                    let mut row = Row::new(
+                        name,
+                        source.line_of(layer.span.start),
+                        layer.shape.clone(),
+                        depth,
+                    );
+                    row.path = value.block.clone();
+                    row.params = params;
+                    row.flops = layer_flops(layer, model);
+                    // A flatten is a view of its input: it stores nothing new.
+                    row.bytes = match layer.kind {
+                        LayerKind::Flatten => 0,
+                        _ => layer.shape.elements_per_example().saturating_mul(4),
+                    };
+                    rows.push(row);
                 }
             }
         }
     }
-    let mut loss = Row {
-        name: "loss".into(),
-        line: source.line_of(model.loss.span.start),
-        shape: Shape::scalar(),
-        params: 0,
-        flops: 0,
-        bytes: 0,
-    };
+    let mut loss = Row::new(
+        "loss".into(),
+        source.line_of(model.loss.span.start),
+        Shape::scalar(),
+        0,
+    );
     tally(&model.loss, model, &mut counted, &mut loss);
     rows.push(loss);
+    let leaves = || rows.iter().filter(|r| r.header.is_none());
+    let total_flops = leaves().map(|r| r.flops).fold(0u64, u64::saturating_add);
+    let total_bytes = leaves().map(|r| r.bytes).fold(0u64, u64::saturating_add);
+    // A block use's row shows the totals of the rows inside it.
+    let totals: Vec<Option<(u64, u64, u64)>> = rows
+        .iter()
+        .map(|row| {
+            let path = row.header.as_ref()?;
+            Some(
+                leaves()
+                    .filter(|r| r.inside(path))
+                    .fold((0u64, 0u64, 0u64), |t, r| {
+                        (
+                            t.0.saturating_add(r.params),
+                            t.1.saturating_add(r.flops),
+                            t.2.saturating_add(r.bytes),
+                        )
+                    }),
+            )
+        })
+        .collect();
+    for (row, total) in rows.iter_mut().zip(totals) {
+        if let Some((params, flops, bytes)) = total {
+            (row.params, row.flops, row.bytes) = (params, flops, bytes);
+        }
+    }
+    let width = rows
+        .iter()
+        .filter(|r| depth.is_none_or(|d| r.depth <= d))
+        .map(|r| 2 * r.depth + r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
 
     let total_params: u64 = model
         .params
         .iter()
         .map(|p| p.shape.elements_per_example())
         .fold(0u64, u64::saturating_add);
-    let total_flops = rows.iter().map(|r| r.flops).fold(0u64, u64::saturating_add);
-    let total_bytes = rows.iter().map(|r| r.bytes).fold(0u64, u64::saturating_add);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -103,15 +192,17 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<22} {:>5}  {:<18} {:>11} {:>14} {:>12}",
+        "{:<width$} {:>5}  {:<18} {:>11} {:>14} {:>12}",
         "layer", "line", "output", "params", "FLOPs", "activations"
     );
-    let _ = writeln!(out, "{}", "-".repeat(88));
-    for row in &rows {
+    let rule = "-".repeat(width + 66);
+    let _ = writeln!(out, "{rule}");
+    for row in rows.iter().filter(|r| depth.is_none_or(|d| r.depth <= d)) {
+        let name = format!("{}{}", "  ".repeat(row.depth), row.name);
         let _ = writeln!(
             out,
-            "{:<22} {:>5}  {:<18} {:>11} {:>14} {:>12}",
-            row.name,
+            "{:<width$} {:>5}  {:<18} {:>11} {:>14} {:>12}",
+            name,
             row.line,
             row.shape.to_string(),
             thousands(row.params),
@@ -119,10 +210,10 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
             bytes(row.bytes)
         );
     }
-    let _ = writeln!(out, "{}", "-".repeat(88));
+    let _ = writeln!(out, "{rule}");
     let _ = writeln!(
         out,
-        "{:<22} {:>5}  {:<18} {:>11} {:>14} {:>12}",
+        "{:<width$} {:>5}  {:<18} {:>11} {:>14} {:>12}",
         "total",
         "",
         "",
@@ -146,6 +237,16 @@ pub fn summary(model: &Model, source: &SourceFile) -> String {
         let _ = writeln!(out, "running statistics: {}", thousands(state));
     }
     out
+}
+
+/// An expression's source on one line, shortened to fit the table's first column.
+fn short_text(text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() <= 24 {
+        return text;
+    }
+    let cut: String = text.chars().take(23).collect();
+    format!("{cut}…")
 }
 
 /// Adds an equation's own operations (not those of values it refers to) to a row.
@@ -172,6 +273,7 @@ fn tally(expr: &TExpr, model: &Model, counted: &mut [bool], row: &mut Row) {
         TExprKind::Reduce { arg, .. } => (arg.shape.elements_per_example(), true),
         TExprKind::Softmax { .. } => (out.saturating_mul(4), true),
         TExprKind::Reshape(_) | TExprKind::Transpose { .. } => (0, false),
+        TExprKind::Concat { .. } => (0, true),
         TExprKind::Loss { pred, .. } => {
             (pred.shape.elements_per_example().saturating_mul(4), false)
         }
@@ -193,6 +295,11 @@ fn tally(expr: &TExpr, model: &Model, counted: &mut [bool], row: &mut Row) {
         } => {
             tally(a, model, counted, row);
             tally(b, model, counted, row);
+        }
+        TExprKind::Concat { args, .. } => {
+            for a in args {
+                tally(a, model, counted, row);
+            }
         }
         _ => {}
     }
@@ -232,6 +339,7 @@ fn layer_flops(layer: &Layer, model: &Model) -> u64 {
         LayerKind::Dropout { .. } | LayerKind::Activation(_) => out,
         LayerKind::Softmax { .. } => out.saturating_mul(4),
         LayerKind::Flatten => 0,
+        LayerKind::GlobalPool(_) => layer.input_shape.elements_per_example(),
     }
 }
 

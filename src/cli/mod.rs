@@ -35,6 +35,10 @@ enum Command {
         /// Print a per-layer table of shapes, parameters, FLOPs and activation memory.
         #[arg(long)]
         summary: bool,
+        /// In the summary, fold blocks nested deeper than this into one row each (0: every
+        /// top-level block use is one row).
+        #[arg(long, requires = "summary")]
+        depth: Option<usize>,
         #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
         message_format: MessageFormat,
     },
@@ -259,6 +263,7 @@ pub fn run() -> i32 {
         Command::Check {
             file,
             summary,
+            depth,
             message_format,
         } => {
             let Some(source) = read(&file) else { return 1 };
@@ -267,7 +272,7 @@ pub fn run() -> i32 {
             match checked {
                 Some((_, model)) => {
                     if summary {
-                        say_raw!("{}", crate::check::summary::summary(&model, &source));
+                        say_raw!("{}", crate::check::summary::summary(&model, &source, depth));
                     }
                     0
                 }

@@ -7,9 +7,9 @@
 use super::alloc::{allocate, new_buffer, BufferId};
 use super::fuse::{fusible, with_epilogues, MAX_FUSED_DEPTH};
 use super::kernels::{
-    Conv, ConvPass, Copy, Expr, Gemm, Geometry, Kernel, Map, Pool, PoolGrad, Reduce, Softmax,
+    Conv, ConvPass, Copy, Expr, Gemm, Geometry, Kernel, Map, Part, Pool, PoolGrad, Reduce, Softmax,
 };
-use super::layout::{contiguous, dims, product, Base, Sym, View};
+use super::layout::{contiguous, dims, product, row_major, Base, Sym, View};
 use crate::ir::{Elementwise, Graph, NodeId, Op};
 use crate::shape::Shape;
 use std::collections::HashMap;
@@ -297,6 +297,52 @@ pub fn plan(
                 p.conv(id, out, ConvPass::GradInput, [dy, other], conv);
                 p.out_view(id, out)
             }
+            Op::Concat(axis) => {
+                let out_strides = contiguous(&node.shape);
+                let step = out_strides[*axis];
+                let mut start = 0;
+                let mut parts = Vec::new();
+                for &part in &node.args {
+                    let part_dims = dims(graph.shape(part));
+                    parts.push(Part {
+                        input: p.contiguous_view(part),
+                        input_offset: 0,
+                        out_strides: out_strides.clone(),
+                        out_offset: start * step.coef,
+                        dims: part_dims.clone(),
+                    });
+                    start += part_dims[*axis].coef;
+                }
+                let detail = format!("{} parts joined along axis {axis}", parts.len());
+                p.kernel(id, |out| {
+                    Kernel::Copy(Copy {
+                        node: id,
+                        out,
+                        parts,
+                        detail,
+                    })
+                })
+            }
+            Op::Slice { axis, start, len } => {
+                let input = p.contiguous_view(node.args[0]);
+                let step = input.strides[*axis];
+                let part = Part {
+                    input_offset: *start as i64 * step.coef,
+                    input,
+                    dims: dims(&node.shape),
+                    out_strides: contiguous(&node.shape),
+                    out_offset: 0,
+                };
+                let detail = format!("entries {start}..{} of axis {axis}", start + len);
+                p.kernel(id, |out| {
+                    Kernel::Copy(Copy {
+                        node: id,
+                        out,
+                        parts: vec![part],
+                        detail,
+                    })
+                })
+            }
             Op::Pool(op, window) => {
                 let x = node.args[0];
                 let conv = Geometry::new(graph.shape(x), &node.shape, *window);
@@ -419,16 +465,23 @@ impl Planner<'_> {
         let view = self.view(dy).clone();
         let strides = &view.strides;
         let out = self.buffer(conv.by_channel());
+        let dims = vec![
+            Sym::fixed(conv.outputs),
+            conv.batch,
+            Sym::fixed(conv.out_height),
+            Sym::fixed(conv.out_width),
+        ];
         self.kernels.push(Kernel::Copy(Copy {
             node: dy,
             out,
-            input: strided(view.base, [strides[1], strides[0], strides[2], strides[3]]),
-            dims: vec![
-                Sym::fixed(conv.outputs),
-                conv.batch,
-                Sym::fixed(conv.out_height),
-                Sym::fixed(conv.out_width),
-            ],
+            parts: vec![Part {
+                input: strided(view.base, [strides[1], strides[0], strides[2], strides[3]]),
+                input_offset: 0,
+                out_strides: row_major(&dims),
+                dims,
+                out_offset: 0,
+            }],
+            detail: "copied into [O, N, OH·OW] order".into(),
         }));
         self.by_output_channel.insert(dy, out);
         matrix(out)

@@ -22,6 +22,33 @@ pub fn broadcast<T: Real>(x: &Tensor<T>, dims: &[usize]) -> Tensor<T> {
     Tensor::new(dims.to_vec(), data)
 }
 
+/// `parts` joined along `axis`: each output row (the axes before `axis`) is each part's row
+/// in turn.
+pub fn concat<T: Real>(parts: &[&Tensor<T>], axis: usize, dims: &[usize]) -> Tensor<T> {
+    let rows: usize = dims[..axis].iter().product();
+    let mut data = Vec::with_capacity(dims.iter().product());
+    for row in 0..rows {
+        for part in parts {
+            let len: usize = part.dims[axis..].iter().product();
+            data.extend_from_slice(&part.data[row * len..(row + 1) * len]);
+        }
+    }
+    Tensor::new(dims.to_vec(), data)
+}
+
+/// The entries `start..` along `axis` of `x` that fit `dims`.
+pub fn slice<T: Real>(x: &Tensor<T>, axis: usize, start: usize, dims: &[usize]) -> Tensor<T> {
+    let rows: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis + 1..].iter().product();
+    let (len, from) = (dims[axis] * inner, x.dims[axis..].iter().product::<usize>());
+    let mut data = Vec::with_capacity(rows * len);
+    for row in 0..rows {
+        let at = row * from + start * inner;
+        data.extend_from_slice(&x.data[at..at + len]);
+    }
+    Tensor::new(dims.to_vec(), data)
+}
+
 /// Sums, averages or maximizes over `axes`, removing them.
 pub fn reduce<T: Real>(x: &Tensor<T>, axes: &[usize], op: crate::ir::ReduceOp) -> Tensor<T> {
     use crate::ir::ReduceOp;

@@ -195,6 +195,8 @@ fn eval<T: Real>(graph: &Graph, id: NodeId, args: &[&Tensor<T>], bind: &Bindings
         }
         Op::Pool(op, window) => kernels::pool(args[0], *op, window, &out_dims),
         Op::PoolGrad(op, window) => kernels::pool_grad(args[0], args[1], *op, window),
+        Op::Concat(axis) => kernels::concat(args, *axis, &out_dims),
+        Op::Slice { axis, start, .. } => kernels::slice(args[0], *axis, *start as usize, &out_dims),
         Op::DropoutMask { p } => {
             let keep = T::of(1.0 / (1.0 - p.0));
             let data = (0..args[0].data.len())

@@ -186,10 +186,12 @@ impl Builder<'_> {
                 self.at(expr.span);
                 self.matmul(a, b, &expr.shape)
             }
-            TExprKind::Reduce { op, axis, arg } => {
+            TExprKind::Reduce { op, axes, arg } => {
                 let a = self.expr(arg);
                 self.at(expr.span);
-                let axes = axis.map_or_else(|| (0..arg.shape.rank()).collect(), |axis| vec![axis]);
+                let axes = axes
+                    .clone()
+                    .unwrap_or_else(|| (0..arg.shape.rank()).collect());
                 if axes.is_empty() {
                     a
                 } else {
@@ -218,6 +220,11 @@ impl Builder<'_> {
                 let a = self.expr(arg);
                 self.at(expr.span);
                 self.add(Op::Transpose(perm.clone()), &[a])
+            }
+            TExprKind::Concat { axis, args } => {
+                let parts: Vec<NodeId> = args.iter().map(|a| self.expr(a)).collect();
+                self.at(expr.span);
+                self.add(Op::Concat(*axis), &parts)
             }
             TExprKind::Loss { kind, pred, target } => {
                 let (p, t) = (self.expr(pred), self.expr(target));
@@ -373,6 +380,10 @@ impl Builder<'_> {
                 }
             }
             LayerKind::Pool { op, window } => self.add(Op::Pool(*op, *window), &[x]),
+            LayerKind::GlobalPool(op) => {
+                let pooled = self.add(Op::Reduce(*op, vec![2, 3]), &[x]);
+                self.reshape(pooled, layer.shape.clone())
+            }
             LayerKind::BatchNorm {
                 gamma,
                 beta,

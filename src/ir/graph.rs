@@ -123,6 +123,14 @@ pub enum Op {
     DropoutMask {
         p: Scalar,
     },
+    /// Its arguments (two or more) joined along this axis, never the batch's.
+    Concat(usize),
+    /// `len` entries along `axis` from `start`: concatenation's gradient.
+    Slice {
+        axis: usize,
+        start: u64,
+        len: u64,
+    },
 }
 
 impl Op {
@@ -151,7 +159,9 @@ impl Op {
             | Op::Pool(..)
             | Op::Conv2dGradInput(..)
             | Op::Conv2dGradWeight(_)
-            | Op::PoolGrad(..) => None,
+            | Op::PoolGrad(..)
+            | Op::Concat(_)
+            | Op::Slice { .. } => None,
         }
     }
 
@@ -321,7 +331,9 @@ impl Graph {
             | Op::LogSoftmax { .. }
             | Op::OneHot { .. }
             | Op::Pool(..)
+            | Op::Slice { .. }
             | Op::DropoutMask { .. } => 1,
+            Op::Concat(_) => args.len().max(2),
         };
         if args.len() != arity {
             return Err(format!("takes {arity} arguments, got {}", args.len()));
@@ -475,6 +487,36 @@ impl Graph {
                     .apply(&x, x.0.get(1).copied().unwrap_or(Dim::Fixed(0)))
                     .map_err(|_| "window does not fit".to_string())
                     .and_then(f32)
+            }
+            Op::Concat(axis) => {
+                let mut joined = float(0)?;
+                if *axis == 0 || *axis >= joined.rank() {
+                    return Err(format!("cannot join {joined} along axis {axis}"));
+                }
+                let mut total = 0u64;
+                for i in 0..args.len() {
+                    let part = float(i)?;
+                    let fits = part.rank() == joined.rank()
+                        && (0..part.rank()).all(|k| k == *axis || part.0[k] == joined.0[k]);
+                    match (fits, part.0[*axis]) {
+                        (true, Dim::Fixed(n)) => total += n,
+                        _ => return Err(format!("cannot join {part} to {joined}")),
+                    }
+                }
+                joined.0[*axis] = Dim::Fixed(total);
+                f32(joined)
+            }
+            Op::Slice { axis, start, len } => {
+                let mut from = float(0)?;
+                match from.0.get(*axis) {
+                    Some(Dim::Fixed(n)) if *axis > 0 && *len > 0 && start + len <= *n => {
+                        from.0[*axis] = Dim::Fixed(*len);
+                        f32(from)
+                    }
+                    _ => Err(format!(
+                        "cannot slice {from} at {start}..+{len} on axis {axis}"
+                    )),
+                }
             }
         }
     }

@@ -29,6 +29,8 @@ impl fmt::Display for Op {
             Op::Pool(op, window) => write!(f, "{}({window})", op.name()),
             Op::PoolGrad(op, window) => write!(f, "{}_grad({window})", op.name()),
             Op::DropoutMask { p } => write!(f, "dropout_mask(p {:?})", p.0),
+            Op::Concat(axis) => write!(f, "concat[{axis}]"),
+            Op::Slice { axis, start, len } => write!(f, "slice[{axis}: {start}..{}]", start + len),
         }
     }
 }

@@ -15,7 +15,35 @@ pub struct Ident {
 pub struct Model {
     pub name: Ident,
     pub items: Vec<Item>,
+    /// The blocks defined in the file, in source order.
+    pub blocks: Vec<Block>,
     pub span: Span,
+}
+
+/// `block name(params) { equations value }`: a reusable piece of network over its input `x`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    pub name: Ident,
+    pub params: Vec<BlockParam>,
+    pub equations: Vec<(Ident, Value)>,
+    pub value: BlockValue,
+    pub span: Span,
+}
+
+/// `channels: int = 64`: a compile-time parameter of a block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockParam {
+    pub name: Ident,
+    /// The type as written: `int`, `float` or `bool` (checked by `check`).
+    pub ty: Ident,
+    pub default: Option<Expr>,
+}
+
+/// What a block computes: layers over its input, or an expression over its equations.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BlockValue {
+    Layers(Vec<LayerItem>),
+    Expr(Expr),
 }
 
 /// A declared per-example shape such as `[1, 28, 28]`.
@@ -86,8 +114,28 @@ pub enum Value {
 pub struct LayersBlock {
     pub keyword: Span,
     pub input: Option<Expr>,
-    pub layers: Vec<Call>,
+    pub layers: Vec<LayerItem>,
     pub span: Span,
+}
+
+/// One entry of a layer sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerItem {
+    /// A built-in layer or a block use: `conv2d(6, kernel: 5)`, `residual(64)`.
+    Layer(Call),
+    /// `repeat count { ... }`.
+    Repeat {
+        keyword: Span,
+        count: Expr,
+        body: Vec<LayerItem>,
+    },
+    /// `if condition { ... } else { ... }`; a missing `else` is no layers.
+    If {
+        keyword: Span,
+        condition: Expr,
+        then: Vec<LayerItem>,
+        otherwise: Vec<LayerItem>,
+    },
 }
 
 /// `callee(args)`; for layers and bare names the argument list may be absent.

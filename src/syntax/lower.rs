@@ -43,7 +43,18 @@ fn pratt() -> &'static PrattParser<Rule> {
 
 impl Lowerer {
     /// Lowers the `file` rule's single `net` pair.
-    pub fn model(&mut self, net: Pair<Rule>) -> Model {
+    /// Lowers the `file` rule: its blocks and its one `net`.
+    pub fn model(&mut self, file: Pair<Rule>) -> Model {
+        let mut blocks = Vec::new();
+        let mut net = None;
+        for pair in file.into_inner() {
+            match pair.as_rule() {
+                Rule::block_decl => blocks.push(self.block(pair)),
+                Rule::net => net = Some(pair),
+                _ => {} // EOI
+            }
+        }
+        let net = net.expect("grammar: a file holds a net");
         let whole = span(&net);
         let mut inner = net.into_inner();
         inner.next(); // the `net` keyword
@@ -52,12 +63,17 @@ impl Lowerer {
         Model {
             name,
             items,
+            blocks,
             span: whole,
         }
     }
 
     fn item(&mut self, pair: Pair<Rule>) -> Item {
         let rule = pair.as_rule();
+        if rule == Rule::equation {
+            let (name, value) = self.equation(pair);
+            return Item::Equation { name, value };
+        }
         let mut inner = pair.into_inner();
         let mut next = || inner.next().expect("grammar: item has all its parts");
         match rule {
@@ -93,15 +109,6 @@ impl Lowerer {
                 Item::Param { name, shape, init }
             }
             Rule::layers_decl => Item::Layers(self.layers(next())),
-            Rule::equation => {
-                let name = ident(next());
-                let value = next();
-                let value = match value.as_rule() {
-                    Rule::layers_block => Value::Layers(self.layers(value)),
-                    _ => Value::Expr(self.expr(value)),
-                };
-                Item::Equation { name, value }
-            }
             Rule::loss_decl => Item::Loss {
                 keyword: span(&next()),
                 value: self.expr(next()),
@@ -137,25 +144,110 @@ impl Lowerer {
             Some(Rule::expr) => inner.next().map(|e| self.expr(e)),
             _ => None,
         };
-        let layers = inner
-            .map(|layer| {
-                let whole = span(&layer);
-                let mut parts = layer.into_inner();
-                let callee = ident(parts.next().expect("grammar: layer has a name"));
-                let args = parts.next().map_or_else(Vec::new, |args| self.args(args));
-                Call {
-                    callee,
-                    args,
-                    span: whole,
-                }
-            })
-            .collect();
         LayersBlock {
             keyword,
             input,
-            layers,
+            layers: inner.map(|item| self.layer_item(item)).collect(),
             span: whole,
         }
+    }
+
+    fn layer_item(&mut self, pair: Pair<Rule>) -> LayerItem {
+        let whole = span(&pair);
+        let rule = pair.as_rule();
+        let mut parts = pair.into_inner();
+        match rule {
+            Rule::repeat_layers => {
+                let keyword = span(&parts.next().expect("grammar: repeat keyword"));
+                let count = self.expr(parts.next().expect("grammar: repeat count"));
+                LayerItem::Repeat {
+                    keyword,
+                    count,
+                    body: parts.map(|item| self.layer_item(item)).collect(),
+                }
+            }
+            Rule::if_layers => {
+                let keyword = span(&parts.next().expect("grammar: if keyword"));
+                let condition = self.expr(parts.next().expect("grammar: if condition"));
+                let then = self.layer_group(parts.next().expect("grammar: if body"));
+                parts.next(); // `else`
+                let otherwise = parts
+                    .next()
+                    .map_or_else(Vec::new, |group| self.layer_group(group));
+                LayerItem::If {
+                    keyword,
+                    condition,
+                    then,
+                    otherwise,
+                }
+            }
+            _ => {
+                let callee = ident(parts.next().expect("grammar: layer has a name"));
+                let args = parts.next().map_or_else(Vec::new, |args| self.args(args));
+                LayerItem::Layer(Call {
+                    callee,
+                    args,
+                    span: whole,
+                })
+            }
+        }
+    }
+
+    fn layer_group(&mut self, pair: Pair<Rule>) -> Vec<LayerItem> {
+        pair.into_inner()
+            .map(|item| self.layer_item(item))
+            .collect()
+    }
+
+    fn block(&mut self, pair: Pair<Rule>) -> Block {
+        let whole = span(&pair);
+        let mut inner = pair.into_inner();
+        inner.next(); // `block`
+        let name = ident(inner.next().expect("grammar: block has a name"));
+        let (mut params, mut equations) = (Vec::new(), Vec::new());
+        let mut value = None;
+        for part in inner {
+            match part.as_rule() {
+                Rule::block_param => {
+                    let mut parts = part.into_inner();
+                    let name = ident(parts.next().expect("grammar: parameter name"));
+                    let ty = ident(parts.next().expect("grammar: parameter type"));
+                    let default = parts.next().map(|e| self.expr(e));
+                    params.push(BlockParam { name, ty, default });
+                }
+                Rule::equation => equations.push(self.equation(part)),
+                _ => {
+                    let inner = part.into_inner().next().expect("grammar: block value");
+                    value = Some(match inner.as_rule() {
+                        Rule::block_layers => BlockValue::Layers(
+                            inner
+                                .into_inner()
+                                .map(|item| self.layer_item(item))
+                                .collect(),
+                        ),
+                        _ => BlockValue::Expr(self.expr(inner)),
+                    });
+                }
+            }
+        }
+        Block {
+            name,
+            params,
+            equations,
+            value: value.expect("grammar: a block ends with its value"),
+            span: whole,
+        }
+    }
+
+    fn equation(&mut self, pair: Pair<Rule>) -> (Ident, Value) {
+        let mut inner = pair.into_inner();
+        let name = ident(inner.next().expect("grammar: equation name"));
+        let value = inner.next().expect("grammar: equation value");
+        let value = match value.as_rule() {
+            Rule::layers_block => Value::Layers(self.layers(value)),
+            _ => Value::Expr(self.expr(value)),
+        };
+        (name, value)
     }
 
     fn shape(&mut self, pair: Pair<Rule>) -> ShapeLit {

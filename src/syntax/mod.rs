@@ -24,9 +24,8 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
     match NetParser::parse(Rule::file, &source.text) {
         Ok(mut pairs) => {
             let file = pairs.next().expect("grammar: file rule matched");
-            let net = file.into_inner().next().expect("grammar: file holds a net");
             let mut lowerer = lower::Lowerer::default();
-            let model = lowerer.model(net);
+            let model = lowerer.model(file);
             // An expression cut short for its depth is not worth checking.
             let whole = !lowerer.diagnostics.iter().any(|d| d.code == Code::E0103);
             (whole.then_some(model), lowerer.diagnostics)
@@ -104,7 +103,13 @@ fn describe(rule: Rule) -> Option<&'static str> {
             "a declaration (`input`, `param`, `layers`, `loss`, ...) or `name = ...`"
         }
         Rule::kw_class => "`class(...)`",
-        Rule::layer => "a layer",
+        Rule::kw_block | Rule::block_decl => "`block`",
+        Rule::block_param => "a parameter such as `channels: int`",
+        Rule::block_value | Rule::block_layers => "layers or an expression",
+        Rule::layer | Rule::repeat_layers | Rule::if_layers | Rule::kw_repeat | Rule::kw_if => {
+            "a layer"
+        }
+        Rule::kw_else => "`else`",
         Rule::arg => "an argument",
         Rule::call_args => "`(`",
         Rule::EOI => "the end of the file",
@@ -153,6 +158,12 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         }
         if expected.iter().any(|e| e == "an expression") {
             expected.retain(|e| e != "a name" && e != "a number");
+        }
+    }
+    // After the model, another block or nothing: the attempts name only the block.
+    if let ErrorVariant::ParsingError { positives, .. } = &error.variant {
+        if !expected.is_empty() && positives.contains(&Rule::EOI) {
+            push_unique(&mut expected, "the end of the file".to_string());
         }
     }
     if expected.is_empty() {

@@ -6,6 +6,9 @@ use std::fmt::{self, Write};
 
 impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for block in &self.blocks {
+            block_to(f, block)?;
+        }
         writeln!(f, "net {} {{", self.name.name)?;
         for item in &self.items {
             item_to(f, item)?;
@@ -28,13 +31,7 @@ fn item_to(f: &mut fmt::Formatter<'_>, item: &Item) -> fmt::Result {
                 None => writeln!(f),
             }
         }
-        Item::Equation { name, value } => match value {
-            Value::Expr(expr) => writeln!(f, "  {} = {}", name.name, expr_text(expr)),
-            Value::Layers(block) => {
-                write!(f, "  {} = ", name.name)?;
-                layers_to(f, block)
-            }
-        },
+        Item::Equation { name, value } => equation_to(f, name, value),
         Item::Layers(block) => {
             write!(f, "  ")?;
             layers_to(f, block)
@@ -47,16 +44,73 @@ fn item_to(f: &mut fmt::Formatter<'_>, item: &Item) -> fmt::Result {
     }
 }
 
+fn equation_to(f: &mut fmt::Formatter<'_>, name: &Ident, value: &Value) -> fmt::Result {
+    match value {
+        Value::Expr(expr) => writeln!(f, "  {} = {}", name.name, expr_text(expr)),
+        Value::Layers(block) => {
+            write!(f, "  {} = ", name.name)?;
+            layers_to(f, block)
+        }
+    }
+}
+
+fn block_to(f: &mut fmt::Formatter<'_>, block: &Block) -> fmt::Result {
+    let params: Vec<String> = block
+        .params
+        .iter()
+        .map(|p| match &p.default {
+            Some(default) => format!("{}: {} = {}", p.name.name, p.ty.name, expr_text(default)),
+            None => format!("{}: {}", p.name.name, p.ty.name),
+        })
+        .collect();
+    writeln!(f, "block {}({}) {{", block.name.name, params.join(", "))?;
+    for (name, value) in &block.equations {
+        equation_to(f, name, value)?;
+    }
+    match &block.value {
+        BlockValue::Layers(items) => items_to(f, items, 2)?,
+        BlockValue::Expr(expr) => writeln!(f, "  {}", expr_text(expr))?,
+    }
+    writeln!(f, "}}")
+}
+
 fn layers_to(f: &mut fmt::Formatter<'_>, block: &LayersBlock) -> fmt::Result {
     write!(f, "layers")?;
     if let Some(input) = &block.input {
         write!(f, "({})", expr_text(input))?;
     }
     writeln!(f, " {{")?;
-    for layer in &block.layers {
-        writeln!(f, "    {}", call_text(layer))?;
-    }
+    items_to(f, &block.layers, 4)?;
     writeln!(f, "  }}")
+}
+
+fn items_to(f: &mut fmt::Formatter<'_>, items: &[LayerItem], indent: usize) -> fmt::Result {
+    let pad = " ".repeat(indent);
+    for item in items {
+        match item {
+            LayerItem::Layer(call) => writeln!(f, "{pad}{}", call_text(call))?,
+            LayerItem::Repeat { count, body, .. } => {
+                writeln!(f, "{pad}repeat {} {{", expr_text(count))?;
+                items_to(f, body, indent + 2)?;
+                writeln!(f, "{pad}}}")?;
+            }
+            LayerItem::If {
+                condition,
+                then,
+                otherwise,
+                ..
+            } => {
+                writeln!(f, "{pad}if {} {{", expr_text(condition))?;
+                items_to(f, then, indent + 2)?;
+                if !otherwise.is_empty() {
+                    writeln!(f, "{pad}}} else {{")?;
+                    items_to(f, otherwise, indent + 2)?;
+                }
+                writeln!(f, "{pad}}}")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn shape_text(shape: &ShapeLit) -> String {

@@ -20,7 +20,7 @@ fn models_check_and_lower() {
         let train = ir::build(&model, &source, ir::Mode::Train);
         let eval = ir::build(&model, &source, ir::Mode::Eval);
         insta::assert_snapshot!("ast", ast.to_string());
-        insta::assert_snapshot!("summary", check::summary::summary(&model, &source));
+        insta::assert_snapshot!("summary", check::summary::summary(&model, &source, None));
         insta::assert_snapshot!("ir", train.to_string());
         let grad = netc::autodiff::differentiate(&train);
         insta::assert_snapshot!("grad", grad.to_string());

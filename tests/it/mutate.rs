@@ -220,7 +220,7 @@ fn compile_everything(text: &str) -> Result<(), String> {
                 return Err(format!("a checked model came with errors:\n{rendered}"));
             }
             let _ = ast.to_string();
-            let _ = netc::check::summary::summary(&model, &source);
+            let _ = netc::check::summary::summary(&model, &source, None);
             for mode in [netc::ir::Mode::Train, netc::ir::Mode::Eval] {
                 let _ = netc::ir::build(&model, &source, mode).to_string();
             }

@@ -20,7 +20,7 @@ mod reduce;
 mod softmax;
 
 pub use conv::{Conv, ConvPass, Geometry};
-pub use copy::Copy;
+pub use copy::{Copy, Part};
 pub use gemm::Gemm;
 pub use map::{Expr, Map};
 pub use pool::{Pool, PoolGrad};
