@@ -1,19 +1,19 @@
 //! Small helpers for appending derived nodes to a graph, stamped with the source line of the
 //! forward node they come from.
 
-use crate::ir::{BinaryOp, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp};
+use crate::ir::{BinaryOp, Graph, NodeId, Op, Origin, ReduceOp, Scalar, UnaryOp};
 use crate::shape::{Dim, Shape};
 
 /// Appends nodes to a graph, each with one source line.
 pub struct Emitter<'a> {
     pub graph: &'a mut Graph,
-    pub line: u32,
+    pub origin: Origin,
 }
 
 impl Emitter<'_> {
     /// Any operation.
     pub fn op(&mut self, op: Op, args: &[NodeId]) -> NodeId {
-        self.graph.add(op, args, self.line)
+        self.graph.add(op, args, self.origin)
     }
 
     /// The shape of a node.

@@ -8,7 +8,7 @@ mod emit;
 mod rules;
 pub mod step;
 
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{Graph, NodeId, Op, Origin};
 use emit::Emitter;
 
 /// Adds `graph.gradients`: d loss / d parameter for every parameter (zeros for a parameter the
@@ -25,11 +25,11 @@ pub fn differentiate(forward: &Graph) -> Graph {
             matches!(node.op, Op::Param(_)) || node.args.iter().any(|a| depends[a.index()]);
     }
     let mut grads: Vec<Option<NodeId>> = vec![None; count];
-    let line = graph.node(loss).line;
+    let origin = graph.node(loss).origin;
     grads[loss.index()] = Some(
         Emitter {
             graph: &mut graph,
-            line,
+            origin,
         }
         .scalar(1.0),
     );
@@ -39,7 +39,7 @@ pub fn differentiate(forward: &Graph) -> Graph {
             continue;
         }
         let id = NodeId(i as u32);
-        let line = graph.node(id).line;
+        let origin = graph.node(id).origin;
         let wanted: Vec<bool> = graph
             .node(id)
             .args
@@ -48,7 +48,7 @@ pub fn differentiate(forward: &Graph) -> Graph {
             .collect();
         let mut emitter = Emitter {
             graph: &mut graph,
-            line,
+            origin,
         };
         for (position, contribution) in rules::vjp(&mut emitter, id, g, &wanted) {
             let target = emitter.graph.node(id).args[position];
@@ -62,14 +62,14 @@ pub fn differentiate(forward: &Graph) -> Graph {
         }
     }
     for param in 0..graph.params.len() {
-        let node = graph.add(Op::Param(param), &[], 0);
+        let node = graph.add(Op::Param(param), &[], Origin::default());
         let gradient = match grads.get(node.index()).copied().flatten() {
             Some(g) => g,
             None => {
                 let shape = graph.params[param].shape.clone();
                 Emitter {
                     graph: &mut graph,
-                    line: 0,
+                    origin: Origin::default(),
                 }
                 .fill(0.0, &shape)
             }

@@ -5,7 +5,7 @@
 
 use super::emit::Emitter;
 use crate::check::model::Optimizer;
-use crate::ir::{DType, Decl, Graph, NodeId, Op, UnaryOp};
+use crate::ir::{DType, Decl, Graph, NodeId, Op, Origin, UnaryOp};
 
 /// Index of the learning rate in `Graph::hypers`.
 pub const LR: usize = 0;
@@ -26,11 +26,11 @@ pub fn train_step(with_grads: &Graph, optimizer: &Optimizer) -> Graph {
 }
 
 fn update(graph: &mut Graph, optimizer: &Optimizer, param: usize, gradient: NodeId) -> NodeId {
-    let line = graph.node(gradient).line;
-    let w = graph.add(Op::Param(param), &[], 0);
-    let lr = graph.add(Op::Hyper(LR), &[], 0);
+    let origin = graph.node(gradient).origin;
+    let w = graph.add(Op::Param(param), &[], Origin::default());
+    let lr = graph.add(Op::Hyper(LR), &[], Origin::default());
     let weight_decay = optimizer.weight_decay();
-    let mut e = Emitter { graph, line };
+    let mut e = Emitter { graph, origin };
     // L2 weight decay folded into the gradient, as PyTorch's SGD and Adam do: g' = g + λ·w
     let g = if weight_decay > 0.0 {
         let decay = e.scale(w, weight_decay);

@@ -59,19 +59,21 @@ pub fn build(model: &Model, source: &SourceFile, mode: Mode) -> Graph {
         source,
         mode,
         values: Vec::new(),
-        line: 0,
+        origin: Origin::default(),
     };
     // Declarations come first, in order, so both styles of a model number their nodes alike.
     for i in 0..builder.graph.inputs.len() {
-        builder.graph.add(Op::Input(i), &[], 0);
+        builder.graph.add(Op::Input(i), &[], Origin::default());
     }
     for i in 0..builder.graph.params.len() {
-        builder.graph.add(Op::Param(i), &[], 0);
+        builder.graph.add(Op::Param(i), &[], Origin::default());
     }
     for value in &model.values {
+        builder.origin.block = builder.graph.block_index(&value.block);
         let id = builder.value(value);
         builder.values.push(id);
     }
+    builder.origin.block = 0;
     if let Some(output) = model.output {
         let id = builder.values[output];
         builder.graph.outputs.push(("output".into(), id));
@@ -94,17 +96,17 @@ struct Builder<'a> {
     mode: Mode,
     /// The node of each model value, by value index.
     values: Vec<NodeId>,
-    /// The source line of what is being lowered, stamped on new nodes.
-    line: u32,
+    /// Where what is being lowered comes from, stamped on new nodes.
+    origin: Origin,
 }
 
 impl Builder<'_> {
     fn add(&mut self, op: Op, args: &[NodeId]) -> NodeId {
-        self.graph.add(op, args, self.line)
+        self.graph.add(op, args, self.origin)
     }
 
     fn at(&mut self, span: crate::source::Span) {
-        self.line = self.source.line_of(span.start) as u32;
+        self.origin.line = self.source.line_of(span.start) as u32;
     }
 
     fn constant(&mut self, value: f64) -> NodeId {

@@ -171,6 +171,14 @@ impl Op {
     }
 }
 
+/// Where a node came from: the `.net` source line (0 when none did) and the block use it is
+/// part of (0 at the model's top level, else 1 + an index into `Graph::blocks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub line: u32,
+    pub block: u32,
+}
+
 /// One operation with its arguments and inferred type.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -178,8 +186,7 @@ pub struct Node {
     pub args: Vec<NodeId>,
     pub shape: Shape,
     pub dtype: DType,
-    /// The `.net` source line that produced this node (0 when none did).
-    pub line: u32,
+    pub origin: Origin,
 }
 
 /// A named tensor the graph reads: an input, a parameter or a state.
@@ -208,6 +215,8 @@ pub struct Graph {
     pub param_updates: Vec<(usize, NodeId)>,
     /// Names of the scalars the runtime supplies each step.
     pub hypers: Vec<String>,
+    /// The paths of the block uses nodes come from (`stage1.residual2`), in order of first use.
+    pub blocks: Vec<String>,
     /// Hash-consing table: an identical (op, args) pair is built once.
     interned: HashMap<(Op, Vec<NodeId>), NodeId>,
 }
@@ -234,8 +243,35 @@ impl Graph {
             params: self.params.clone(),
             states: self.states.clone(),
             hypers: self.hypers.clone(),
+            blocks: self.blocks.clone(),
             ..Graph::default()
         }
+    }
+
+    /// The `Origin::block` of a block use's path (0 for the top level, `""`).
+    pub fn block_index(&mut self, path: &str) -> u32 {
+        if path.is_empty() {
+            return 0;
+        }
+        let index = match self.blocks.iter().position(|b| b == path) {
+            Some(index) => index,
+            None => {
+                self.blocks.push(path.to_string());
+                self.blocks.len() - 1
+            }
+        };
+        index as u32 + 1
+    }
+
+    /// Where a node came from, as its comment says it: `line 9 in stage1.residual2`.
+    pub fn origin_text(&self, origin: Origin) -> Option<String> {
+        if origin.line == 0 {
+            return None;
+        }
+        Some(match origin.block.checked_sub(1) {
+            Some(block) => format!("line {} in {}", origin.line, self.blocks[block as usize]),
+            None => format!("line {}", origin.line),
+        })
     }
 
     /// Every result node: outputs, gradients, parameter and state updates.
@@ -283,7 +319,7 @@ impl Graph {
     /// Appends a node (or returns its identical twin), inferring its shape and dtype.
     /// Panics when the arguments do not fit the operation: the builder and passes only make
     /// nodes the checker has proven well shaped.
-    pub fn add(&mut self, op: Op, args: &[NodeId], line: u32) -> NodeId {
+    pub fn add(&mut self, op: Op, args: &[NodeId], origin: Origin) -> NodeId {
         let key = (op, args.to_vec());
         if !key.0.is_random() {
             if let Some(&id) = self.interned.get(&key) {
@@ -303,7 +339,7 @@ impl Graph {
             args,
             shape,
             dtype,
-            line,
+            origin,
         });
         id
     }

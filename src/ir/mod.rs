@@ -8,5 +8,6 @@ mod print;
 
 pub use build::{build, Mode};
 pub use graph::{
-    BinaryOp, DType, Decl, Elementwise, Graph, Node, NodeId, Op, PoolOp, ReduceOp, Scalar, UnaryOp,
+    BinaryOp, DType, Decl, Elementwise, Graph, Node, NodeId, Op, Origin, PoolOp, ReduceOp, Scalar,
+    UnaryOp,
 };

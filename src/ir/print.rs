@@ -63,8 +63,8 @@ impl fmt::Display for Graph {
                 let _ = write!(text, " ({name})");
             }
             let typed = format!("{text:<44} : {}{}", node.dtype, node.shape);
-            if node.line > 0 {
-                writeln!(f, "{typed:<66} # line {}", node.line)?;
+            if let Some(origin) = self.origin_text(node.origin) {
+                writeln!(f, "{typed:<66} # {origin}")?;
             } else {
                 writeln!(f, "{typed}")?;
             }

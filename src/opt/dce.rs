@@ -21,7 +21,7 @@ pub fn eliminate(graph: &Graph) -> Graph {
     for (i, node) in graph.nodes.iter().enumerate() {
         if live[i] {
             let args: Vec<NodeId> = node.args.iter().map(|a| map[a.index()]).collect();
-            map[i] = out.add(node.op.clone(), &args, node.line);
+            map[i] = out.add(node.op.clone(), &args, node.origin);
         }
     }
     out.map_results(graph, |id| map[id.index()]);

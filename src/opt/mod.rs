@@ -28,7 +28,7 @@ fn rebuild(graph: &Graph) -> Graph {
     let mut map: Vec<NodeId> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         let args: Vec<NodeId> = node.args.iter().map(|a| map[a.index()]).collect();
-        let id = simplify::simplify(&mut out, node.op.clone(), args, node.line);
+        let id = simplify::simplify(&mut out, node.op.clone(), args, node.origin);
         map.push(id);
     }
     out.map_results(graph, |id| map[id.index()]);

@@ -6,18 +6,18 @@
 //! `(softmax(o) − onehot(y)) · 1/N`: negations move outward past broadcasts, reshapes, sums and
 //! products; a one-hot row sums to one; and a common factor comes out of a difference.
 
-use crate::ir::{BinaryOp, Graph, NodeId, Op, ReduceOp, Scalar, UnaryOp};
+use crate::ir::{BinaryOp, Graph, NodeId, Op, Origin, ReduceOp, Scalar, UnaryOp};
 use crate::shape::{Dim, Shape};
 
 /// Adds `op(args)` to `g` in simplest form and returns the node that holds its value.
-pub fn simplify(g: &mut Graph, op: Op, args: Vec<NodeId>, line: u32) -> NodeId {
-    let mut s = Simplifier { g, line };
+pub fn simplify(g: &mut Graph, op: Op, args: Vec<NodeId>, origin: Origin) -> NodeId {
+    let mut s = Simplifier { g, origin };
     s.node(op, args)
 }
 
 struct Simplifier<'a> {
     g: &'a mut Graph,
-    line: u32,
+    origin: Origin,
 }
 
 impl Simplifier<'_> {
@@ -69,7 +69,7 @@ impl Simplifier<'_> {
     fn node(&mut self, op: Op, args: Vec<NodeId>) -> NodeId {
         match self.rewrite(&op, &args) {
             Some(id) => id,
-            None => self.g.add(op, &args, self.line),
+            None => self.g.add(op, &args, self.origin),
         }
     }
 

@@ -516,7 +516,7 @@ fn describe_node(graph: &Graph, node: NodeId, source: &SourceFile) -> String {
     let n = graph.node(node);
     let op = n.op.to_string();
     let op = op.split(['(', '[', ' ']).next().unwrap_or("");
-    match n.line {
+    match n.origin.line {
         0 => format!("the first non-finite value came from `{op}` ({node})"),
         line => format!(
             "the first non-finite value came from `{op}` ({node}) at {} line {line}",

@@ -187,6 +187,47 @@ fn summary_is_printed_on_request() {
     );
 }
 
+#[test]
+fn summary_folds_blocks_below_a_depth() {
+    let rows = |depth: Option<&str>| {
+        let mut args = vec!["check", "models/resnet.net", "--summary"];
+        args.extend(depth.map(|d| ["--depth", d]).into_iter().flatten());
+        let out = netc(&args);
+        assert_eq!(out.status.code(), Some(0));
+        text(&out.stdout)
+    };
+    let total = |summary: &str| {
+        summary
+            .lines()
+            .find(|line| line.starts_with("total"))
+            .map(str::to_string)
+    };
+    let (all, stages, residuals) = (rows(None), rows(Some("0")), rows(Some("1")));
+    // Every depth shows the same totals, and each block's row sums its contents.
+    assert_eq!(total(&all), total(&stages));
+    assert_eq!(total(&all), total(&residuals));
+    assert!(
+        stages.contains("stage4") && !stages.contains("residual1"),
+        "{stages}"
+    );
+    assert!(residuals.contains("  residual1") && !residuals.contains("y.conv2d1"));
+    assert!(all.contains("    y.conv2d1"), "{all}");
+    let stage1 = stages
+        .lines()
+        .find(|line| line.starts_with("stage1"))
+        .expect("a row for stage1");
+    assert!(
+        stage1.contains("9,408"),
+        "two residual blocks of 4,704 parameters each: {stage1}"
+    );
+    assert_eq!(
+        netc(&["check", "models/mlp.net", "--depth", "1"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
 fn temp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("netc-cli-{}-{name}", std::process::id()))
 }

@@ -344,8 +344,8 @@ impl Kernel {
 /// runs on them), where its output goes in the arena, and what runs on its pieces.
 fn describe(kind: &dyn KernelKind, graph: &Graph, plan: &Plan, pieces: bool) -> String {
     let node = graph.node(kind.node());
-    let line = if node.line > 0 {
-        format!(" (line {})", node.line)
+    let line = if let Some(origin) = graph.origin_text(node.origin) {
+        format!(" ({origin})")
     } else {
         String::new()
     };
