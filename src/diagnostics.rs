@@ -66,6 +66,7 @@ codes! {
     E0310 => "dimension or tensor size out of range",
     E0311 => "invalid permutation",
     E0312 => "concatenated shapes differ",
+    E0313 => "uses of a shared block do not agree",
     E0401 => "wrong argument type",
     E0402 => "class label used as a tensor",
     E0403 => "missing required argument",

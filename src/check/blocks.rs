@@ -161,6 +161,10 @@ impl Checker {
                             return None;
                         }
                         chain.layers.push(layer);
+                    } else if let Some(&(Entry::Instance(i), _)) = self.scope.get(&call.callee.name)
+                    {
+                        let input = self.close(chain);
+                        chain.input = self.use_instance(i, call, input)?;
                     } else if let Some(block) = self.blocks.get(&call.callee.name).cloned() {
                         let path = numbered(counts, &block.name.name, prefix);
                         let input = self.close(chain);
@@ -262,14 +266,29 @@ impl Checker {
             return None;
         }
         let bindings = self.bind_block(block, call)?;
-        let body = substitute_block(block, &bindings);
+        self.expand(block, &bindings, call, input, &path, path.clone())
+    }
+
+    /// Unrolls `block` with these parameter values on `input`: its parameters are named from
+    /// `prefix`, its values and the summary's row from `label`.
+    fn expand(
+        &mut self,
+        block: &Rc<Block>,
+        bindings: &Bindings,
+        call: &Call,
+        input: TExpr,
+        prefix: &str,
+        label: String,
+    ) -> Option<TExpr> {
+        let name = &block.name.name;
+        let body = substitute_block(block, bindings);
         self.block_stack.push((name.clone(), call.span));
         let saved_scope = std::mem::take(&mut self.scope);
         let saved_later = std::mem::take(&mut self.later);
-        let saved_path = std::mem::replace(&mut self.path, path.clone());
+        let saved_path = std::mem::replace(&mut self.path, label.clone());
         let use_index = self.block_uses.len();
         self.block_uses.push(BlockUse {
-            path: path.clone(),
+            path: label,
             depth: self.block_stack.len() - 1,
             shape: input.shape.clone(),
             first_value: self.values.len(),
@@ -290,7 +309,7 @@ impl Checker {
             self.later.entry(name.name.clone()).or_insert(name.span);
         }
         let reported = self.diagnostics.len();
-        let output = self.block_body(&body, &path, input);
+        let output = self.block_body(&body, prefix, input);
         for diagnostic in &mut self.diagnostics[reported..] {
             *diagnostic = diagnostic
                 .clone()
@@ -378,6 +397,57 @@ impl Checker {
         })
     }
 
+    /// Declares `name = block(args)`: one instance of a block whose uses share its parameters.
+    pub fn declare_instance(&mut self, name: &Ident, call: &Call) {
+        let block = self.blocks[&call.callee.name].clone();
+        let entry = match self.bind_block(&block, call) {
+            Some(bindings) => {
+                self.instances.push(Instance {
+                    block,
+                    bindings,
+                    name: name.name.clone(),
+                    uses: 0,
+                    span: call.span,
+                });
+                Entry::Instance(self.instances.len() - 1)
+            }
+            None => Entry::Poisoned,
+        };
+        self.declare(name, entry);
+    }
+
+    /// Applies a shared instance to `input`: its first use creates its parameters, later uses
+    /// reuse them, so their gradients add up.
+    fn use_instance(&mut self, index: usize, call: &Call, input: TExpr) -> Option<TExpr> {
+        if let Some(first) = call.args.first() {
+            self.report(
+                Diagnostic::new(
+                    Code::E0404,
+                    format!(
+                        "`{}` is a shared block: it takes no arguments",
+                        call.callee.name
+                    ),
+                    first.span(),
+                    "unexpected argument",
+                )
+                .with_label(self.instances[index].span, "its arguments are given here"),
+            );
+            return None;
+        }
+        let instance = &mut self.instances[index];
+        instance.uses += 1;
+        let (block, bindings) = (instance.block.clone(), instance.bindings.clone());
+        let (prefix, uses) = (instance.name.clone(), instance.uses);
+        let label = match uses {
+            1 => prefix.clone(),
+            n => format!("{prefix}#{n}"),
+        };
+        let sharing = std::mem::replace(&mut self.sharing, uses > 1);
+        let output = self.expand(&block, &bindings, call, input, &prefix, label);
+        self.sharing = sharing;
+        output
+    }
+
     /// Binds a use's arguments to the block's parameters, defaults filled in.
     fn bind_block(&mut self, block: &Block, call: &Call) -> Option<Bindings> {
         let specs: Vec<Spec> = block
@@ -416,6 +486,17 @@ impl Checker {
         }
         None
     }
+}
+
+/// `enc = encoder(32)`: a block with its arguments, whose uses share parameters.
+pub struct Instance {
+    block: Rc<Block>,
+    bindings: Bindings,
+    name: String,
+    /// Uses so far: the first creates the parameters.
+    uses: usize,
+    /// The declaration's call.
+    span: Span,
 }
 
 /// A layer sequence being checked: its input and the layers after it so far.

@@ -81,6 +81,18 @@ impl Checker {
             Some(Entry::Param(i)) => (TExprKind::Param(i), self.params[i].shape.clone()),
             Some(Entry::Value(i)) => (TExprKind::Value(i), self.values[i].shape.clone()),
             Some(Entry::Poisoned) => return None,
+            Some(Entry::Instance(_)) => {
+                self.report(
+                    Diagnostic::new(
+                        Code::E0401,
+                        format!("`{name}` is a shared block, not a tensor"),
+                        span,
+                        "a block",
+                    )
+                    .with_help(format!("apply it as a layer: `layers(x) {{ {name} }}`")),
+                );
+                return None;
+            }
             None => {
                 self.undefined(name, span);
                 return None;

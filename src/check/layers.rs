@@ -256,6 +256,18 @@ impl Checker {
                 shape.0[3] = Dim::Fixed(1);
                 (LayerKind::GlobalPool(op), shape)
             }
+            "batchnorm" if self.sharing => {
+                self.report(
+                    Diagnostic::new(
+                        Code::E0313,
+                        "a shared block cannot use batch normalization twice",
+                        call.span,
+                        "running statistics",
+                    )
+                    .with_note("its running mean and variance would be updated twice in each step; use two instances instead"),
+                );
+                return None;
+            }
             "batchnorm" => {
                 let eps = self.number_or(&bound, "eps", 1e-5, Context::Call);
                 let momentum = self.number_or(&bound, "momentum", 0.1, Context::Call);

@@ -51,6 +51,8 @@ enum Entry {
     Label,
     Param(usize),
     Value(usize),
+    /// A shared block instance (`enc = encoder(32)`), by index into `Checker::instances`.
+    Instance(usize),
     /// A value whose definition failed to check.
     Poisoned,
 }
@@ -81,6 +83,9 @@ pub struct Checker {
     block_uses: Vec<BlockUse>,
     /// Layers and block uses so far, unrolled.
     expanded: usize,
+    instances: Vec<blocks::Instance>,
+    /// While a shared instance is used again: layer parameters of the same name are reused.
+    sharing: bool,
 }
 
 /// The single sections of a model and where each was first given.
@@ -106,6 +111,17 @@ impl Checker {
         let mut output_poisoned = false;
         for item in &ast.items {
             let (name, value, prefix) = match item {
+                Item::Equation {
+                    name,
+                    value:
+                        ast::Value::Expr(ast::Expr {
+                            kind: ast::ExprKind::Call(call),
+                            ..
+                        }),
+                } if self.blocks.contains_key(&call.callee.name) => {
+                    self.declare_instance(name, call);
+                    continue;
+                }
                 Item::Equation { name, value } => {
                     (Some(name), value.clone(), format!("{}.", name.name))
                 }
@@ -338,12 +354,34 @@ impl Checker {
         true
     }
 
-    /// Adds a parameter and its name; `None` if the name is taken (reported).
+    /// Adds a parameter and its name; `None` if the name is taken (reported). A shared
+    /// block's later uses get its first use's parameter.
     fn declare_param(&mut self, param: Param) -> Option<usize> {
         let ident = Ident {
             name: param.name.clone(),
             span: param.span,
         };
+        if self.sharing {
+            let first = self.params.iter().position(|p| p.name == param.name)?;
+            if self.params[first].shape != param.shape {
+                let earlier = &self.params[first];
+                let diagnostic = Diagnostic::new(
+                    Code::E0313,
+                    format!("the uses of a shared block give `{}` two shapes", param.name),
+                    param.span,
+                    format!(
+                        "{} in this use, {} in the first",
+                        param.shape, earlier.shape
+                    ),
+                )
+                .with_note("a shared block has one set of parameters, so every use must give it inputs of one shape");
+                self.report(diagnostic);
+                return None;
+            }
+            self.scope
+                .insert(param.name, (Entry::Param(first), param.span));
+            return Some(first);
+        }
         if !self.fits(&param.shape, param.span) {
             return None;
         }

@@ -83,7 +83,9 @@ pub fn summary(model: &Model, source: &SourceFile, depth: Option<usize>) -> Stri
             .find(|u| u.path == value.block)
             .map_or(0, |u| u.depth + 1);
         // Names inside a block are shown relative to it: `y.conv2d1` in `stage1.residual1`.
-        let local = |name: &str| match value.block.as_str() {
+        // A shared instance's later uses (`enc#2`) name the parameters of its first (`enc`).
+        let prefix = value.block.split('#').next().unwrap_or_default();
+        let local = |name: &str| match prefix {
             "" => name.to_string(),
             path => name
                 .strip_prefix(&format!("{path}."))
