@@ -25,6 +25,12 @@ const TYPES: &[(&str, Ty)] = &[("int", Ty::Int), ("float", Ty::Number), ("bool",
 const MAX_REPEAT: f64 = 4096.0;
 const MAX_EXPANDED: usize = 1 << 16;
 
+/// A diagnostic from inside nested blocks names at most this many places.
+const MAX_LABELS: usize = 6;
+
+/// Blocks use blocks at most this deep, so no file can exhaust the checker's stack.
+const MAX_BLOCK_DEPTH: usize = 64;
+
 /// A block's parameter values at one use, by name.
 type Bindings = BTreeMap<String, Expr>;
 
@@ -175,19 +181,7 @@ impl Checker {
                         self.unknown_layer(call);
                         return None;
                     }
-                    self.expanded += 1;
-                    if self.expanded > MAX_EXPANDED {
-                        self.report(
-                            Diagnostic::new(
-                                Code::E0310,
-                                "the model has too many layers",
-                                call.span,
-                                format!("the {MAX_EXPANDED}th layer, unrolled"),
-                            )
-                            .with_note("a model holds at most 65,536 layers and block uses once every `repeat` is unrolled"),
-                        );
-                        return None;
-                    }
+                    self.unrolled(call.span)?;
                 }
                 LayerItem::Repeat { count, body, .. } => {
                     let times = self.literal_number(count, true)?;
@@ -201,6 +195,8 @@ impl Checker {
                         return None;
                     }
                     for _ in 0..times as usize {
+                        // Empty repetitions count too: they take time to unroll.
+                        self.unrolled(count.span)?;
                         self.sequence(body, chain, counts, prefix)?;
                     }
                 }
@@ -220,6 +216,25 @@ impl Checker {
             }
         }
         Some(())
+    }
+
+    /// Counts one more layer, block use or repetition unrolled; `None` past the limit
+    /// (reported).
+    fn unrolled(&mut self, span: Span) -> Option<()> {
+        self.expanded += 1;
+        if self.expanded <= MAX_EXPANDED {
+            return Some(());
+        }
+        self.report(
+            Diagnostic::new(
+                Code::E0310,
+                "the model has too many layers",
+                span,
+                "one more, unrolled, is over the limit",
+            )
+            .with_note("a model holds at most 65,536 layers, block uses and repetitions once every `repeat` is unrolled"),
+        );
+        None
     }
 
     /// Ends a chain's layers in a value and returns that value as the chain's new input.
@@ -262,6 +277,20 @@ impl Checker {
                 .with_label(outer, "the outer use")
                 .with_label(block.name.span, "defined here")
                 .with_note("a block is unrolled where it is used, so it cannot use itself, directly or through another block"),
+            );
+            return None;
+        }
+        if self.block_stack.len() >= MAX_BLOCK_DEPTH {
+            self.report(
+                Diagnostic::new(
+                    Code::E0103,
+                    "blocks nested too deeply",
+                    call.span,
+                    format!("the {}th block inside another", MAX_BLOCK_DEPTH + 1),
+                )
+                .with_note(format!(
+                    "blocks may use blocks at most {MAX_BLOCK_DEPTH} deep"
+                )),
             );
             return None;
         }
@@ -310,10 +339,13 @@ impl Checker {
         }
         let reported = self.diagnostics.len();
         let output = self.block_body(&body, prefix, input);
+        // The uses that led to a mistake, innermost first, as far out as stays readable.
         for diagnostic in &mut self.diagnostics[reported..] {
-            *diagnostic = diagnostic
-                .clone()
-                .with_label(call.span, format!("in this use of `{name}`"));
+            if diagnostic.labels.len() < MAX_LABELS {
+                *diagnostic = diagnostic
+                    .clone()
+                    .with_label(call.span, format!("in this use of `{name}`"));
+            }
         }
         let scope = std::mem::replace(&mut self.scope, saved_scope);
         self.later = saved_later;
