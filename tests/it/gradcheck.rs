@@ -75,7 +75,7 @@ fn every_operation_matches_finite_differences() {
 
 /// Models of tens of millions of FLOPs per example, whose check would take minutes in the f64
 /// interpreter: their blocks and operations are checked at small sizes in `tests/gradcheck/`
-/// (`residual_blocks.net`, `concatenation.net`), and their compiled steps against the
+/// (`residual_blocks.net`, `concatenation.net`, `cnn_blocks.net`), and their compiled steps against the
 /// interpreter in `jit`.
 const CHECKED_SMALL: &[&str] = &[
     "alexnet.net",
