@@ -157,62 +157,102 @@ impl Checker {
         counts: &mut BTreeMap<String, usize>,
         prefix: &str,
     ) -> Option<()> {
+        for (at, item) in items.iter().enumerate() {
+            if self.item(item, chain, counts, prefix).is_none() {
+                // The shapes after a mistake are unknown, but unknown names are still errors.
+                self.unknown_names(&items[at + 1..]);
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// Reports every layer name in `items` that is neither a layer, a block nor an instance.
+    fn unknown_names(&mut self, items: &[LayerItem]) {
         for item in items {
             match item {
                 LayerItem::Layer(call) => {
-                    if let Some(signature) = args::lookup(args::layers(), &call.callee.name) {
-                        let name = numbered(counts, signature.name, prefix);
-                        let layer = self.layer(signature, call, &chain.shape(), name)?;
-                        if !self.fits(&layer.shape, call.span) {
-                            return None;
-                        }
-                        chain.layers.push(layer);
-                    } else if let Some(&(Entry::Instance(i), _)) = self.scope.get(&call.callee.name)
-                    {
-                        let input = self.close(chain);
-                        chain.input = self.use_instance(i, call, input)?;
-                    } else if let Some(block) = self.blocks.get(&call.callee.name).cloned() {
-                        let path = numbered(counts, &block.name.name, prefix);
-                        let input = self.close(chain);
-                        chain.input = self.use_block(&block, call, input, path)?;
-                    } else if self.broken_blocks.contains(&call.callee.name) {
-                        return None; // its definition was reported
-                    } else {
+                    let name = &call.callee.name;
+                    let known = args::lookup(args::layers(), name).is_some()
+                        || self.blocks.contains_key(name)
+                        || self.broken_blocks.contains(name)
+                        || self.scope.contains_key(name);
+                    if !known {
                         self.unknown_layer(call);
-                        return None;
-                    }
-                    self.unrolled(call.span)?;
-                }
-                LayerItem::Repeat { count, body, .. } => {
-                    let times = self.literal_number(count, true)?;
-                    if !(0.0..=MAX_REPEAT).contains(&times) {
-                        self.report(Diagnostic::new(
-                            Code::E0405,
-                            "`repeat` count is out of range",
-                            count.span,
-                            format!("must be between 0 and {MAX_REPEAT}"),
-                        ));
-                        return None;
-                    }
-                    for _ in 0..times as usize {
-                        // Empty repetitions count too: they take time to unroll.
-                        self.unrolled(count.span)?;
-                        self.sequence(body, chain, counts, prefix)?;
                     }
                 }
+                LayerItem::Repeat { body, .. } => self.unknown_names(body),
                 LayerItem::If {
-                    condition,
-                    then,
-                    otherwise,
-                    ..
+                    then, otherwise, ..
                 } => {
-                    let ExprKind::Bool(choice) = condition.kind else {
-                        self.wrong_type(condition, Ty::Bool);
-                        return None;
-                    };
-                    let branch = if choice { then } else { otherwise };
-                    self.sequence(branch, chain, counts, prefix)?;
+                    self.unknown_names(then);
+                    self.unknown_names(otherwise);
                 }
+            }
+        }
+    }
+
+    /// Checks one item of a sequence.
+    fn item(
+        &mut self,
+        item: &LayerItem,
+        chain: &mut Chain,
+        counts: &mut BTreeMap<String, usize>,
+        prefix: &str,
+    ) -> Option<()> {
+        match item {
+            LayerItem::Layer(call) => {
+                if let Some(signature) = args::lookup(args::layers(), &call.callee.name) {
+                    let name = numbered(counts, signature.name, prefix);
+                    let layer = self.layer(signature, call, &chain.shape(), name)?;
+                    if !self.fits(&layer.shape, call.span) {
+                        return None;
+                    }
+                    chain.layers.push(layer);
+                } else if let Some(&(Entry::Instance(i), _)) = self.scope.get(&call.callee.name) {
+                    let input = self.close(chain);
+                    chain.input = self.use_instance(i, call, input)?;
+                } else if let Some(block) = self.blocks.get(&call.callee.name).cloned() {
+                    let path = numbered(counts, &block.name.name, prefix);
+                    let input = self.close(chain);
+                    chain.input = self.use_block(&block, call, input, path)?;
+                } else if self.broken_blocks.contains(&call.callee.name) {
+                    return None; // its definition was reported
+                } else {
+                    self.unknown_layer(call);
+                    return None;
+                }
+                self.unrolled(call.span)?;
+            }
+            LayerItem::Repeat { count, body, .. } => {
+                let times = self.literal_number(count, true)?;
+                if !(0.0..=MAX_REPEAT).contains(&times) {
+                    self.report(Diagnostic::new(
+                        Code::E0405,
+                        "`repeat` count is out of range",
+                        count.span,
+                        format!("must be between 0 and {MAX_REPEAT}"),
+                    ));
+                    return None;
+                }
+                for _ in 0..times as usize {
+                    // Empty repetitions count too: they take time to unroll.
+                    self.unrolled(count.span)?;
+                    self.sequence(body, chain, counts, prefix)?;
+                }
+            }
+            LayerItem::If {
+                condition,
+                then,
+                otherwise,
+                ..
+            } => {
+                let ExprKind::Bool(choice) = condition.kind else {
+                    self.wrong_type(condition, Ty::Bool);
+                    return None;
+                };
+                let branch = if choice { then } else { otherwise };
+                self.sequence(branch, chain, counts, prefix)?;
             }
         }
         Some(())

@@ -104,7 +104,19 @@ pub fn summary(model: &Model, source: &SourceFile, depth: Option<usize>) -> Stri
                 tally(expr, model, &mut counted, &mut row);
                 rows.push(row);
             }
-            ValueKind::Layers { layers, .. } => {
+            ValueKind::Layers { input, layers } => {
+                // `layers(relu(x @ w + b)) { ... }`: the expression is computed here too.
+                if !matches!(
+                    input.kind,
+                    TExprKind::Value(_) | TExprKind::Input(_) | TExprKind::Param(_)
+                ) {
+                    let name = short_text(source.slice(input.span));
+                    let line = source.line_of(input.span.start);
+                    let mut row = Row::new(name, line, input.shape.clone(), depth);
+                    row.path = value.block.clone();
+                    tally(input, model, &mut counted, &mut row);
+                    rows.push(row);
+                }
                 for layer in layers {
                     let params = layer
                         .kind

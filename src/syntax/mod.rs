@@ -186,6 +186,21 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     } else {
         "unexpected".to_string()
     };
+    // The parser stops at a full-width mark, which `found_at` would take as the end of a word.
+    let wide_at = text.get(at..).and_then(|rest| rest.chars().next());
+    if let Some((wide, ascii)) = wide_at.and_then(full_width) {
+        let span = Span::new(at, at + wide.len_utf8());
+        let message = format!(
+            "full-width `{wide}` (U+{:04X}) where netc reads ASCII",
+            wide as u32
+        );
+        let help = match ascii {
+            ';' => "netc needs no `;`: items are separated by newlines".to_string(),
+            _ => format!("type the ASCII `{ascii}` (switch the input method to half-width)"),
+        };
+        return Diagnostic::new(Code::E0101, message, span, format!("this is not `{ascii}`"))
+            .with_help(help);
+    }
     let diagnostic = Diagnostic::new(Code::E0101, message, span, label);
     if text.get(span.range()) != Some("=") {
         return diagnostic;
@@ -227,6 +242,32 @@ fn push_unique(list: &mut Vec<String>, item: String) {
 }
 
 /// Describes the token starting at byte `at`, and its span.
+/// A full-width or ideographic punctuation mark, as Chinese and Japanese input methods type
+/// them, with the ASCII one netc reads.
+fn full_width(c: char) -> Option<(char, char)> {
+    let ascii = match c {
+        '：' => ':',
+        '（' => '(',
+        '）' => ')',
+        '，' | '、' => ',',
+        '；' => ';',
+        '｛' => '{',
+        '｝' => '}',
+        '［' => '[',
+        '］' => ']',
+        '＝' => '=',
+        '＋' => '+',
+        '－' => '-',
+        '＊' => '*',
+        '／' => '/',
+        '＠' => '@',
+        '．' | '。' => '.',
+        '＃' => '#',
+        _ => return None,
+    };
+    Some((c, ascii))
+}
+
 fn found_at(text: &str, at: usize) -> (String, Span) {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {

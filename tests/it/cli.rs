@@ -188,6 +188,27 @@ fn summary_is_printed_on_request() {
 }
 
 #[test]
+fn summary_counts_the_expression_a_layers_block_reads() {
+    let path = temp("layers_of_an_expression.net");
+    std::fs::write(
+        &path,
+        "net d { input x: [784] label y: class(10) param w1: [784, 256] param b1: [256]\n\
+         h = layers(relu(x @ w1 + b1)) { dropout(0.2) dense(10) }\n\
+         loss cross_entropy(h, y) optimizer sgd(lr: 0.1) }",
+    )
+    .expect("writable");
+    let out = netc(&["check", path.to_str().expect("utf-8"), "--summary"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    // 784·256 multiply-adds (2 FLOPs each), then the bias and relu: 256 each.
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with("relu(x @ w1 + b1)"))
+        .unwrap_or_else(|| panic!("a row for the expression: {stdout}"));
+    assert!(row.contains("401,920"), "{row}");
+}
+
+#[test]
 fn summary_folds_blocks_below_a_depth() {
     let rows = |depth: Option<&str>| {
         let mut args = vec!["check", "models/resnet.net", "--summary"];
