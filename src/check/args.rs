@@ -325,6 +325,19 @@ pub const TRAIN: Signature<'static> = sig(
 /// Metrics.
 pub const METRICS: &[&str] = &["accuracy"];
 
+/// Names from PyTorch and d2l's Python that learners carry over, with netc's for the same thing.
+const HABITS: &[(&str, &str)] = &[
+    ("batch_size", "batch"),
+    ("num_epochs", "epochs"),
+    ("n_epochs", "epochs"),
+    ("learning_rate", "lr"),
+    ("out_features", "units"),
+    ("out_channels", "channels"),
+    ("kernel_size", "kernel"),
+    ("num_hiddens", "units"),
+    ("dropout", "p"),
+];
+
 /// Finds a signature by name.
 pub fn lookup(
     table: &'static [Signature<'static>],
@@ -445,6 +458,15 @@ impl Checker {
                                 }
                             };
                             let diagnostic = Diagnostic::new(code, what, name.span, "unknown name");
+                            let habit = HABITS.iter().find(|(theirs, ours)| {
+                                *theirs == name.name && params.iter().any(|p| p.name == *ours)
+                            });
+                            if let Some((theirs, ours)) = habit {
+                                self.report(diagnostic.with_help(format!(
+                                    "`{theirs}` is PyTorch's and d2l's name; netc calls it `{ours}`"
+                                )));
+                                continue;
+                            }
                             let names = params.iter().map(|p| p.name);
                             let kind = format!("arguments of `{}`", signature.name);
                             self.report(suggest(diagnostic, &name.name, &kind, names));

@@ -10,7 +10,7 @@ use super::Checker;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::shape::{Dim, Shape, Window};
 use crate::source::Span;
-use crate::syntax::ast::{Call, LayersBlock};
+use crate::syntax::ast::{Call, Expr, ExprKind, LayersBlock};
 use std::collections::BTreeMap;
 
 impl Checker {
@@ -100,6 +100,10 @@ impl Checker {
         input: &Shape,
         name: String,
     ) -> Option<Layer> {
+        if let Some(diagnostic) = pytorch_order(signature.name, call, input) {
+            self.report(diagnostic);
+            return None;
+        }
         let bound = self.bind(signature, &call.args, call.span, Context::Call);
         let rank_error = |this: &mut Checker, expected: &str, help: &str| {
             let message = format!("`{}` expects {expected}, found {input}", signature.name);
@@ -376,4 +380,56 @@ impl Checker {
         });
         self.states.len() - 1
     }
+}
+
+/// `dense(784, 256)` and `conv2d(1, 6, 5)`: PyTorch's `Linear(in, out)` and
+/// `Conv2d(in, out, kernel)` orders, which netc would otherwise read as other arguments (a
+/// kernel of 6 and a stride of 5). Recognized when the first number is the input's size, which
+/// netc infers.
+fn pytorch_order(layer: &str, call: &Call, input: &Shape) -> Option<Diagnostic> {
+    let positional: Vec<&Expr> = call
+        .args
+        .iter()
+        .filter(|arg| arg.name.is_none())
+        .map(|arg| &arg.value)
+        .collect();
+    let whole = |e: &Expr| {
+        matches!(
+            e.kind,
+            ExprKind::Number {
+                is_integer: true,
+                ..
+            }
+        )
+    };
+    let is_input_size = |e: &Expr| match (&e.kind, input.0.get(1)) {
+        (ExprKind::Number { value, .. }, Some(Dim::Fixed(size))) => *value == *size as f64,
+        _ => false,
+    };
+    let text = |e: &Expr| crate::syntax::print::expr_text(e);
+    let (netc, torch) = match (layer, positional.as_slice()) {
+        ("dense", [size, output]) if is_input_size(size) && whole(output) => (
+            format!("dense({})", text(output)),
+            format!("Linear({}, {})", text(size), text(output)),
+        ),
+        ("conv2d", [size, output, kernel, ..])
+            if is_input_size(size) && whole(output) && whole(kernel) =>
+        {
+            (
+                format!("conv2d({}, kernel: {})", text(output), text(kernel)),
+                format!("Conv2d({}, {}, {})", text(size), text(output), text(kernel)),
+            )
+        }
+        _ => return None,
+    };
+    Some(
+        Diagnostic::new(
+            Code::E0404,
+            format!("this reads like PyTorch's `{torch}`"),
+            call.span,
+            "input size given",
+        )
+        .with_note("netc infers a layer's input size from its input; only the output size is given, and the window by name")
+        .with_help(format!("write `{netc}`")),
+    )
 }

@@ -202,6 +202,9 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
             .with_help(help);
     }
     let diagnostic = Diagnostic::new(Code::E0101, message, span, label);
+    if let Some(help) = python_habit(text, span) {
+        return diagnostic.with_help(help);
+    }
     if text.get(span.range()) != Some("=") {
         return diagnostic;
     }
@@ -242,6 +245,77 @@ fn push_unique(list: &mut Vec<String>, item: String) {
 }
 
 /// Describes the token starting at byte `at`, and its span.
+/// PyTorch's modules and what netc writes for them.
+const TORCH_NAMES: &[(&str, &str)] = &[
+    ("Linear", "`dense(units)` in a `layers` block"),
+    (
+        "Conv2d",
+        "`conv2d(channels, kernel: k)` in a `layers` block",
+    ),
+    ("MaxPool2d", "`maxpool(k)`"),
+    ("AvgPool2d", "`avgpool(k)`"),
+    ("AdaptiveAvgPool2d", "`global_avgpool`"),
+    ("BatchNorm1d", "`batchnorm`"),
+    ("BatchNorm2d", "`batchnorm`"),
+    ("Dropout", "`dropout(p)`"),
+    ("Flatten", "`flatten`"),
+    ("ReLU", "`relu`"),
+    ("Sigmoid", "`sigmoid`"),
+    ("Tanh", "`tanh`"),
+    ("Softmax", "`softmax`"),
+    ("Sequential", "a `layers { ... }` block"),
+    ("CrossEntropyLoss", "`loss cross_entropy`"),
+    ("MSELoss", "`loss mse`"),
+    ("L1Loss", "`loss l1`"),
+    ("SGD", "`optimizer sgd(lr: 0.1)`"),
+    ("Adam", "`optimizer adam(lr: 0.001)`"),
+];
+
+/// A help line for Python and PyTorch written where netc was expected: `nn.Linear(784, 256)`,
+/// `import torch`, `def forward`, or `lr=0.1` for `lr: 0.1`.
+fn python_habit(text: &str, span: Span) -> Option<String> {
+    let token = text.get(span.range())?;
+    if let Some(name) = ["nn.", "torch.nn.", "torch.optim.", "optim.", "torch."]
+        .iter()
+        .find_map(|prefix| token.strip_prefix(prefix))
+    {
+        let netc = TORCH_NAMES.iter().find(|(torch, _)| *torch == name).map_or(
+            "see `docs/language.md` for the layers".to_string(),
+            |(_, netc)| format!("netc writes {netc}"),
+        );
+        return Some(format!("`{token}` is PyTorch; {netc}"));
+    }
+    match token {
+        "import" | "from" => {
+            return Some("netc files are not Python and import nothing: a file is `net name { ... }`".into())
+        }
+        "def" | "class" | "self" | "forward" => {
+            return Some("netc has no classes or methods: the network is a `layers { ... }` block or equations, and reusable parts are `block name(...) { ... }`".into())
+        }
+        _ => {}
+    }
+    // `name=value` inside a call, as in Python: netc names arguments with `:`.
+    let after = text
+        .get(span.end as usize..)?
+        .trim_start_matches([' ', '\t']);
+    let line_start = text[..span.start as usize].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[line_start..span.start as usize];
+    let open = before.matches('(').count() > before.matches(')').count();
+    let is_name = token.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if open && is_name && after.starts_with('=') && !after.starts_with("==") {
+        let value = after[1..].trim_start();
+        let value: String = value
+            .chars()
+            .take_while(|c| !matches!(c, ',' | ')' | '\n'))
+            .collect();
+        return Some(format!(
+            "arguments are named with `:`, not `=`: write `{token}: {}`",
+            value.trim_end()
+        ));
+    }
+    None
+}
+
 /// A full-width or ideographic punctuation mark, as Chinese and Japanese input methods type
 /// them, with the ASCII one netc reads.
 fn full_width(c: char) -> Option<(char, char)> {
