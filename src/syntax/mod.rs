@@ -30,7 +30,106 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
             let whole = !lowerer.diagnostics.iter().any(|d| d.code == Code::E0103);
             (whole.then_some(model), lowerer.diagnostics)
         }
-        Err(error) => (None, vec![syntax_error(&source.text, &error)]),
+        Err(error) => {
+            let diagnostic = syntax_error(&source.text, &error);
+            let diagnostic = unbalanced(&source.text, &diagnostic).unwrap_or(diagnostic);
+            (None, vec![diagnostic])
+        }
+    }
+}
+
+/// When brackets do not balance, the syntax error is better told at the bracket: a `{` never
+/// closed, or closed by the wrong kind. Of the pairs that do match, the first whose closing
+/// bracket, alone on its line, is indented unlike its opening line is taken to be where a
+/// bracket went missing, as the file's layout shows it (rustc's heuristic).
+fn unbalanced(text: &str, gave_up: &Diagnostic) -> Option<Diagnostic> {
+    let mut open: Vec<(usize, char)> = Vec::new();
+    let mut misaligned = None;
+    let mut in_comment = false;
+    let indent = |at: usize| {
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[start..];
+        (
+            line.len() - line.trim_start().len(),
+            text[start..at].trim().is_empty(),
+        )
+    };
+    for (at, c) in text.char_indices() {
+        match c {
+            '#' => in_comment = true,
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '(' | '[' | '{' => open.push((at, c)),
+            ')' | ']' | '}' => {
+                let wanted = match c {
+                    ')' => '(',
+                    ']' => '[',
+                    _ => '{',
+                };
+                match open.pop() {
+                    Some((start, opener)) if opener == wanted => {
+                        let (closing, alone) = indent(at);
+                        if alone && closing != indent(start).0 && misaligned.is_none() {
+                            misaligned = Some((start, opener));
+                        }
+                    }
+                    Some((start, opener)) => {
+                        let closer = closing(opener);
+                        let diagnostic = Diagnostic::new(
+                            Code::E0101,
+                            format!("`{opener}` is never closed"),
+                            Span::new(start, start + 1),
+                            "this bracket is not closed",
+                        )
+                        .with_label(
+                            Span::new(at, at + 1),
+                            format!("`{c}` comes before its `{closer}`"),
+                        )
+                        .with_help(format!("add the missing `{closer}`"));
+                        return Some(gave_up_at(diagnostic, gave_up));
+                    }
+                    None => {
+                        let diagnostic = Diagnostic::new(
+                            Code::E0101,
+                            format!("`{c}` closes nothing"),
+                            Span::new(at, at + 1),
+                            "no bracket is open here",
+                        );
+                        return Some(gave_up_at(diagnostic, gave_up));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let (start, opener) = misaligned.or(open.last().copied())?;
+    let diagnostic = Diagnostic::new(
+        Code::E0101,
+        format!("`{opener}` is never closed"),
+        Span::new(start, start + 1),
+        "this bracket is not closed",
+    )
+    .with_help(format!("add the missing `{}`", closing(opener)));
+    Some(gave_up_at(diagnostic, gave_up))
+}
+
+fn closing(opener: char) -> char {
+    match opener {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    }
+}
+
+/// Adds where the parser stopped, unless a label already marks that place.
+fn gave_up_at(diagnostic: Diagnostic, gave_up: &Diagnostic) -> Diagnostic {
+    match gave_up.labels.first() {
+        Some(first) if diagnostic.labels.iter().all(|l| l.span != first.span) => diagnostic
+            .with_label(
+                first.span,
+                format!("the parser gave up here: {}", gave_up.message),
+            ),
+        _ => diagnostic,
     }
 }
 
