@@ -89,6 +89,8 @@ codes! {
     E0512 => "an output file cannot be written",
     E0513 => "bad training log",
     W0201 => "parameter does not reach the loss",
+    W0202 => "softmax before cross-entropy",
+    W0203 => "very large learning rate",
 }
 
 impl Code {

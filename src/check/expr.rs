@@ -656,6 +656,7 @@ impl Checker {
             this.declared_here(diagnostic, &pred)
         };
         if kind == LossKind::CrossEntropy {
+            self.double_softmax(&pred);
             let classes = match &self.label.as_ref().map(|l| &l.kind) {
                 Some(LabelKind::Class(n)) if class_label => *n,
                 _ => {
@@ -724,6 +725,42 @@ impl Checker {
             shape: Shape::scalar(),
             span,
         })
+    }
+}
+
+impl Checker {
+    /// W0202 when the logits given to `cross_entropy` come out of a softmax: cross-entropy
+    /// applies its own, so the network's output is squashed twice and learns slowly.
+    fn double_softmax(&mut self, pred: &TExpr) {
+        let mut at = pred;
+        let softmax = loop {
+            match &at.kind {
+                TExprKind::Softmax { log: false, .. } => break Some(at.span),
+                TExprKind::Value(i) => match &self.values[*i].kind {
+                    ValueKind::Layers { layers, input } => match layers.last() {
+                        Some(layer) => {
+                            break matches!(layer.kind, LayerKind::Softmax { log: false })
+                                .then_some(layer.span)
+                        }
+                        None => at = input,
+                    },
+                    ValueKind::Expr(expr) => at = expr,
+                },
+                _ => break None,
+            }
+        };
+        if let Some(span) = softmax {
+            self.report(
+                Diagnostic::new(
+                    Code::W0202,
+                    "softmax before `cross_entropy`, which applies its own",
+                    span,
+                    "a softmax of the logits",
+                )
+                .with_note("the probabilities are normalized twice: the loss still falls, but slowly, and accuracy stalls")
+                .with_help("remove this softmax: `cross_entropy` takes the raw scores (logits)"),
+            );
+        }
     }
 }
 

@@ -305,6 +305,9 @@ impl Checker {
             self.signature(OPTIMIZERS, &callee, Code::E0206, "optimizer", "optimizers")?;
         let bound = self.bind(signature, call_args, span, Context::Call);
         let weight_decay = self.number_or(&bound, "weight_decay", 0.0, Context::Call);
+        if let Some(lr) = bound.expr("lr") {
+            self.large_learning_rate(lr);
+        }
         if signature.name == "sgd" {
             let lr = self.number_arg(&bound, "lr", Context::Call);
             let momentum = self.number_or(&bound, "momentum", 0.0, Context::Call);
@@ -444,6 +447,26 @@ impl Checker {
                     .with_note("its gradient is always zero, so training never changes it"),
                 );
             }
+        }
+    }
+
+    /// W0203 for a learning rate above 10: d2l's go up to 0.9 (LeNet with sigmoid); beyond 10
+    /// a step usually overshoots and the loss diverges in the first epoch.
+    fn large_learning_rate(&mut self, lr: &ast::Expr) {
+        let ExprKind::Number { value, .. } = lr.kind else {
+            return;
+        };
+        if value > 10.0 {
+            self.report(
+                Diagnostic::new(
+                    Code::W0203,
+                    format!("a learning rate of {value} is very large"),
+                    lr.span,
+                    "above 10",
+                )
+                .with_note("typical rates are 0.001 to 1; larger steps overshoot and the loss diverges")
+                .with_help("if this is a typo, e.g. `lr: 0.1`; to explore divergence on purpose, ignore this warning"),
+            );
         }
     }
 
