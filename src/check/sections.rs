@@ -456,16 +456,18 @@ impl Checker {
         let ExprKind::Number { value, .. } = lr.kind else {
             return;
         };
-        if value > 10.0 {
+        // Beyond f32's range it is an error (E0405), reported where the argument is bound.
+        if value > 10.0 && value <= super::model::MAX_HYPERPARAMETER {
+            let written = crate::syntax::print::expr_text(lr);
             self.report(
                 Diagnostic::new(
                     Code::W0203,
-                    format!("a learning rate of {value} is very large"),
+                    format!("a learning rate of {written} is very large"),
                     lr.span,
                     "above 10",
                 )
                 .with_note("typical rates are 0.001 to 1; larger steps overshoot and the loss diverges")
-                .with_help("if this is a typo, e.g. `lr: 0.1`; to explore divergence on purpose, ignore this warning"),
+                .with_help("for a typo, write the rate meant, e.g. `lr: 0.1`; to explore divergence on purpose, ignore this warning"),
             );
         }
     }
