@@ -216,7 +216,9 @@ impl Checker {
                     let path = numbered(counts, &block.name.name, prefix);
                     let input = self.close(chain);
                     chain.input = self.use_block(&block, call, input, path)?;
-                } else if self.broken_blocks.contains(&call.callee.name) {
+                } else if self.broken_blocks.contains(&call.callee.name)
+                    || matches!(self.scope.get(&call.callee.name), Some((Entry::Poisoned, _)))
+                {
                     return None; // its definition was reported
                 } else {
                     self.unknown_layer(call);
@@ -471,7 +473,11 @@ impl Checker {
 
     /// Declares `name = block(args)`: one instance of a block whose uses share its parameters.
     pub fn declare_instance(&mut self, name: &Ident, call: &Call) {
-        let block = self.blocks[&call.callee.name].clone();
+        let Some(block) = self.blocks.get(&call.callee.name).cloned() else {
+            // Its definition was reported.
+            self.declare(name, Entry::Poisoned);
+            return;
+        };
         let entry = match self.bind_block(&block, call) {
             Some(bindings) => {
                 self.instances.push(Instance {

@@ -118,7 +118,9 @@ impl Checker {
                             kind: ast::ExprKind::Call(call),
                             ..
                         }),
-                } if self.blocks.contains_key(&call.callee.name) => {
+                } if self.blocks.contains_key(&call.callee.name)
+                    || self.broken_blocks.contains(&call.callee.name) =>
+                {
                     self.declare_instance(name, call);
                     continue;
                 }
