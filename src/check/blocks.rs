@@ -217,7 +217,10 @@ impl Checker {
                     let input = self.close(chain);
                     chain.input = self.use_block(&block, call, input, path)?;
                 } else if self.broken_blocks.contains(&call.callee.name)
-                    || matches!(self.scope.get(&call.callee.name), Some((Entry::Poisoned, _)))
+                    || matches!(
+                        self.scope.get(&call.callee.name),
+                        Some((Entry::Poisoned, _))
+                    )
                 {
                     return None; // its definition was reported
                 } else {

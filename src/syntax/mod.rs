@@ -43,23 +43,26 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
 /// bracket, alone on its line, is indented unlike its opening line is taken to be where a
 /// bracket went missing, as the file's layout shows it (rustc's heuristic).
 fn unbalanced(text: &str, gave_up: &Diagnostic) -> Option<Diagnostic> {
-    let mut open: Vec<(usize, char)> = Vec::new();
+    // Each open bracket with the indentation of its line; one pass, so any file is quick.
+    let mut open: Vec<(usize, char, usize)> = Vec::new();
     let mut misaligned = None;
     let mut in_comment = false;
-    let indent = |at: usize| {
-        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-        let line = &text[start..];
-        (
-            line.len() - line.trim_start().len(),
-            text[start..at].trim().is_empty(),
-        )
-    };
+    let (mut indent, mut line_blank) = (0, true);
     for (at, c) in text.char_indices() {
+        if c == '\n' {
+            (in_comment, indent, line_blank) = (false, 0, true);
+            continue;
+        }
+        let alone = line_blank;
+        if line_blank && (c == ' ' || c == '\t') {
+            indent += 1;
+            continue;
+        }
+        line_blank = false;
         match c {
             '#' => in_comment = true,
-            '\n' => in_comment = false,
             _ if in_comment => {}
-            '(' | '[' | '{' => open.push((at, c)),
+            '(' | '[' | '{' => open.push((at, c, indent)),
             ')' | ']' | '}' => {
                 let wanted = match c {
                     ')' => '(',
@@ -67,13 +70,12 @@ fn unbalanced(text: &str, gave_up: &Diagnostic) -> Option<Diagnostic> {
                     _ => '{',
                 };
                 match open.pop() {
-                    Some((start, opener)) if opener == wanted => {
-                        let (closing, alone) = indent(at);
-                        if alone && closing != indent(start).0 && misaligned.is_none() {
+                    Some((start, opener, opened_at)) if opener == wanted => {
+                        if alone && indent != opened_at && misaligned.is_none() {
                             misaligned = Some((start, opener));
                         }
                     }
-                    Some((start, opener)) => {
+                    Some((start, opener, _)) => {
                         let closer = closing(opener);
                         let diagnostic = Diagnostic::new(
                             Code::E0101,
@@ -102,7 +104,7 @@ fn unbalanced(text: &str, gave_up: &Diagnostic) -> Option<Diagnostic> {
             _ => {}
         }
     }
-    let (start, opener) = misaligned.or(open.last().copied())?;
+    let (start, opener) = misaligned.or(open.last().map(|&(start, opener, _)| (start, opener)))?;
     let diagnostic = Diagnostic::new(
         Code::E0101,
         format!("`{opener}` is never closed"),
