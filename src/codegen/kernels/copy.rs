@@ -84,11 +84,15 @@ impl KernelKind for Copy {
     }
 
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
+        let offset = |b: &mut FunctionBuilder, base, floats: i64| match floats {
+            0 => base,
+            _ => b.ins().iadd_imm_s(base, floats * 4),
+        };
         for part in &self.parts {
             let out_base = l.buffer_address(b, self.out);
-            let out_base = b.ins().iadd_imm_s(out_base, part.out_offset * 4);
+            let out_base = offset(b, out_base, part.out_offset);
             let input_base = l.memory(b, &part.input);
-            let input_base = b.ins().iadd_imm_s(input_base, part.input_offset * 4);
+            let input_base = offset(b, input_base, part.input_offset);
             let (dims, views) = part.layout();
             let vector = views[1].last() == Some(&Sym::ONE) && views[0].last() == Some(&Sym::ONE);
             let walked = [(out_base, views[0].clone()), (input_base, views[1].clone())];
