@@ -161,6 +161,7 @@ const SHAPE_AND_LOSS_FUNCTIONS: &[Signature<'static>] = &[
     sig("reshape", &[X, req("shape", IntList, Any)]),
     sig("flatten", &[X]),
     sig("transpose", &[X, opt("perm", IntList, Any)]),
+    sig("dropout", &[X, req("p", Number, Fraction)]),
     // Any number of tensors, then `axis`: bound by `Checker::concat`, not by `bind`.
     sig("concat", &[X, AXIS]),
     sig("mse", PRED_TARGET),

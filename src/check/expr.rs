@@ -353,6 +353,17 @@ impl Checker {
                 Some((TExprKind::Reshape(Box::new(x)), shape))
             }
             "transpose" => self.transpose(&bound, x, span),
+            "dropout" => {
+                let p = self.number_arg(&bound, "p", Context::Call)?;
+                let shape = x.shape.clone();
+                Some((
+                    TExprKind::Dropout {
+                        p,
+                        arg: Box::new(x),
+                    },
+                    shape,
+                ))
+            }
             other => unreachable!("function `{other}` is in the table but not checked"),
         }?;
         Some(TExpr { kind, shape, span })

@@ -141,6 +141,12 @@ pub enum TExprKind {
         axes: Option<Vec<usize>>,
         arg: Box<TExpr>,
     },
+    /// In training, each element zeroed with probability `p` and the rest scaled by
+    /// 1/(1 − p); the identity in evaluation.
+    Dropout {
+        p: f64,
+        arg: Box<TExpr>,
+    },
     /// The arguments joined along `axis` (never the batch axis).
     Concat {
         axis: usize,

@@ -515,6 +515,7 @@ impl Checker {
             }
             TExprKind::Unary(_, a)
             | TExprKind::Reduce { arg: a, .. }
+            | TExprKind::Dropout { arg: a, .. }
             | TExprKind::Softmax { arg: a, .. }
             | TExprKind::Reshape(a)
             | TExprKind::Transpose { arg: a, .. } => self.mark_expr(a, reached, seen, pending),

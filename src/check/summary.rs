@@ -278,7 +278,7 @@ fn tally(expr: &TExpr, model: &Model, counted: &mut [bool], row: &mut Row) {
         TExprKind::Input(_) | TExprKind::Label | TExprKind::Value(_) | TExprKind::Const(_) => {
             (0, false)
         }
-        TExprKind::Unary(..) | TExprKind::Binary(..) => (out, true),
+        TExprKind::Unary(..) | TExprKind::Binary(..) | TExprKind::Dropout { .. } => (out, true),
         TExprKind::MatMul(a, _) => (
             out.saturating_mul(2)
                 .saturating_mul(a.shape.last().map_or(1, dim_size)),
@@ -298,6 +298,7 @@ fn tally(expr: &TExpr, model: &Model, counted: &mut [bool], row: &mut Row) {
     }
     match &expr.kind {
         TExprKind::Unary(_, a)
+        | TExprKind::Dropout { arg: a, .. }
         | TExprKind::Reduce { arg: a, .. }
         | TExprKind::Softmax { arg: a, .. }
         | TExprKind::Reshape(a)

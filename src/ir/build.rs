@@ -223,6 +223,11 @@ impl Builder<'_> {
                 self.at(expr.span);
                 self.add(Op::Transpose(perm.clone()), &[a])
             }
+            TExprKind::Dropout { p, arg } => {
+                let a = self.expr(arg);
+                self.at(expr.span);
+                self.dropout(*p, a)
+            }
             TExprKind::Concat { axis, args } => {
                 let parts: Vec<NodeId> = args.iter().map(|a| self.expr(a)).collect();
                 self.at(expr.span);
@@ -332,6 +337,17 @@ impl Builder<'_> {
         }
     }
 
+    /// Dropout in training; the identity in evaluation.
+    fn dropout(&mut self, p: f64, x: NodeId) -> NodeId {
+        match self.mode {
+            Mode::Train => {
+                let mask = self.add(Op::DropoutMask { p: Scalar(p) }, &[x]);
+                self.binary(BinaryOp::Mul, x, mask)
+            }
+            Mode::Eval => x,
+        }
+    }
+
     fn layer(&mut self, layer: &m::Layer, x: NodeId) -> NodeId {
         match &layer.kind {
             LayerKind::Flatten => self.reshape(x, layer.shape.clone()),
@@ -347,13 +363,7 @@ impl Builder<'_> {
                     &[x],
                 )
             }
-            LayerKind::Dropout { p } => match self.mode {
-                Mode::Train => {
-                    let mask = self.add(Op::DropoutMask { p: Scalar(*p) }, &[x]);
-                    self.binary(BinaryOp::Mul, x, mask)
-                }
-                Mode::Eval => x,
-            },
+            LayerKind::Dropout { p } => self.dropout(*p, x),
             LayerKind::Dense { weight, bias } => {
                 let w = self.add(Op::Param(*weight), &[]);
                 let y = self.add(Op::MatMul, &[x, w]);
