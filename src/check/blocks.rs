@@ -611,20 +611,10 @@ fn param_type(ty: &Ident) -> Option<Ty> {
 
 /// `residual(channels: int, stride: int = 1)`, for a label on a definition.
 fn signature_text(block: &Block) -> String {
-    let params: Vec<String> = block
-        .params
-        .iter()
-        .map(|p| match &p.default {
-            Some(default) => format!(
-                "{}: {} = {}",
-                p.name.name,
-                p.ty.name,
-                crate::syntax::print::expr_text(default)
-            ),
-            None => format!("{}: {}", p.name.name, p.ty.name),
-        })
-        .collect();
-    format!("defined as `{}({})`", block.name.name, params.join(", "))
+    format!(
+        "defined as `{}`",
+        crate::syntax::print::block_signature(block)
+    )
 }
 
 /// A block's value that parsed as layers but is one expression: a name (`x`, `y`), or a

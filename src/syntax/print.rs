@@ -54,7 +54,8 @@ fn equation_to(f: &mut fmt::Formatter<'_>, name: &Ident, value: &Value) -> fmt::
     }
 }
 
-fn block_to(f: &mut fmt::Formatter<'_>, block: &Block) -> fmt::Result {
+/// A block's name and parameters as written: `residual(channels: int, stride: int = 1)`.
+pub fn block_signature(block: &Block) -> String {
     let params: Vec<String> = block
         .params
         .iter()
@@ -63,7 +64,11 @@ fn block_to(f: &mut fmt::Formatter<'_>, block: &Block) -> fmt::Result {
             None => format!("{}: {}", p.name.name, p.ty.name),
         })
         .collect();
-    writeln!(f, "block {}({}) {{", block.name.name, params.join(", "))?;
+    format!("{}({})", block.name.name, params.join(", "))
+}
+
+fn block_to(f: &mut fmt::Formatter<'_>, block: &Block) -> fmt::Result {
+    writeln!(f, "block {} {{", block_signature(block))?;
     for (name, value) in &block.equations {
         equation_to(f, name, value)?;
     }
