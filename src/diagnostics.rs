@@ -54,6 +54,7 @@ codes! {
     E0212 => "implicit operand is missing or ambiguous",
     E0213 => "block uses itself",
     E0214 => "block ends with layers after equations",
+    E0215 => "unknown learning-rate schedule",
     E0301 => "matrix product dimensions differ",
     E0302 => "shapes do not broadcast",
     E0303 => "matrix product needs vectors or matrices",

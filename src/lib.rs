@@ -51,7 +51,11 @@ use source::SourceFile;
 /// The optimized training step of a checked model: forward, gradients, optimizer update.
 pub fn train_graph(model: &check::Model, source: &SourceFile) -> ir::Graph {
     let forward = ir::build(model, source, ir::Mode::Train);
-    let step = autodiff::step::train_step(&autodiff::differentiate(&forward), &model.optimizer);
+    let step = autodiff::step::train_step(
+        &autodiff::differentiate(&forward),
+        &model.optimizer,
+        &model.schedule,
+    );
     opt::optimize(&step)
 }
 

@@ -107,6 +107,10 @@ operations! {
         Abs => info("abs", 1, Function, "|x|"),
         Sqrt => info("sqrt", 1, Function, "the square root"),
         Square => info("square", 1, Function, "x²"),
+        Sin => info("sin", 1, Function, "the sine (radians)"),
+        Cos => info("cos", 1, Function, "the cosine (radians)"),
+        /// The largest integer not above x (learning-rate schedules count whole epochs).
+        Floor => info("floor", 1, Internal, "the largest integer ≤ x: schedules' whole epochs"),
         /// 1 where the argument is positive, else 0 (the derivative of relu).
         Step => info("step", 1, Internal, "1 where x > 0, else 0: relu's derivative"),
         /// −1, 0 or 1 (the derivative of abs).

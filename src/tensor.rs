@@ -31,6 +31,9 @@ pub trait Real:
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
     fn abs(self) -> Self;
+    fn sin(self) -> Self;
+    fn cos(self) -> Self;
+    fn floor(self) -> Self;
 }
 
 macro_rules! real {
@@ -56,6 +59,15 @@ macro_rules! real {
             }
             fn abs(self) -> Self {
                 <$t>::abs(self)
+            }
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            fn cos(self) -> Self {
+                <$t>::cos(self)
+            }
+            fn floor(self) -> Self {
+                <$t>::floor(self)
             }
         }
     };

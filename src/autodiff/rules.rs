@@ -68,8 +68,19 @@ pub fn vjp(e: &mut Emitter, node: NodeId, g: NodeId, wanted: &[bool]) -> Vec<(us
                     let twice = e.scale(x, 2.0);
                     e.mul(g, twice)
                 }
+                // d sin(x) = g · cos(x)
+                UnaryOp::Sin => {
+                    let slope = e.unary(UnaryOp::Cos, x);
+                    e.mul(g, slope)
+                }
+                // d cos(x) = −g · sin(x)
+                UnaryOp::Cos => {
+                    let slope = e.unary(UnaryOp::Sin, x);
+                    let product = e.mul(g, slope);
+                    e.neg(product)
+                }
                 // Piecewise constant: zero almost everywhere.
-                UnaryOp::Step | UnaryOp::Sign => return vec![],
+                UnaryOp::Step | UnaryOp::Sign | UnaryOp::Floor => return vec![],
             };
             vec![(0, dx)]
         }

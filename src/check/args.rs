@@ -250,7 +250,18 @@ const LAYERS_AFTER: [Signature<'static>; 3] = [
     sig("global_maxpool", &[]),
 ];
 
-/// Optimizers.
+const WEIGHT_DECAY: Spec<'static> = opt("weight_decay", Number, NonNegative);
+const CLIP: Spec<'static> = opt("clip", Number, Positive);
+const ADAM: &[Spec<'static>] = &[
+    opt("lr", Number, Positive),
+    opt("beta1", Number, Fraction),
+    opt("beta2", Number, Fraction),
+    opt("eps", Number, Positive),
+    WEIGHT_DECAY,
+    CLIP,
+];
+
+/// Optimizers (their defaults, which are PyTorch's, are in `Checker::optimizer`).
 pub const OPTIMIZERS: &[Signature<'static>] = &[
     sig(
         "sgd",
@@ -258,18 +269,71 @@ pub const OPTIMIZERS: &[Signature<'static>] = &[
             req("lr", Number, Positive),
             opt("momentum", Number, Fraction),
             opt("nesterov", Bool, Any),
-            opt("weight_decay", Number, NonNegative),
+            WEIGHT_DECAY,
+            CLIP,
+        ],
+    ),
+    sig("adam", ADAM),
+    sig("adamw", ADAM),
+    sig(
+        "adagrad",
+        &[
+            opt("lr", Number, Positive),
+            opt("eps", Number, Positive),
+            WEIGHT_DECAY,
+            CLIP,
         ],
     ),
     sig(
-        "adam",
+        "rmsprop",
         &[
             opt("lr", Number, Positive),
-            opt("beta1", Number, Fraction),
-            opt("beta2", Number, Fraction),
+            opt("alpha", Number, Fraction),
             opt("eps", Number, Positive),
-            opt("weight_decay", Number, NonNegative),
+            opt("momentum", Number, Fraction),
+            WEIGHT_DECAY,
+            CLIP,
         ],
+    ),
+    sig(
+        "adadelta",
+        &[
+            opt("lr", Number, Positive),
+            opt("rho", Number, Fraction),
+            opt("eps", Number, Positive),
+            WEIGHT_DECAY,
+            CLIP,
+        ],
+    ),
+];
+
+const WARMUP: Spec<'static> = opt("warmup", Number, NonNegative);
+const FINAL_LR: Spec<'static> = opt("final_lr", Number, NonNegative);
+const LENGTH: Spec<'static> = opt("epochs", Int, AtLeastOne);
+
+/// Learning-rate schedules; every one may start with a linear warm-up.
+pub const SCHEDULES: &[Signature<'static>] = &[
+    sig("constant", &[WARMUP]),
+    sig(
+        "step",
+        &[
+            req("every", Int, AtLeastOne),
+            opt("factor", Number, Positive),
+            WARMUP,
+        ],
+    ),
+    sig(
+        "multifactor",
+        &[
+            req("at", IntList, AtLeastOne),
+            opt("factor", Number, Positive),
+            WARMUP,
+        ],
+    ),
+    sig("cosine", &[FINAL_LR, LENGTH, WARMUP]),
+    sig(
+        "poly",
+        &[opt("power", Number, Positive), FINAL_LR, LENGTH, WARMUP],
     ),
 ];
 
@@ -322,9 +386,6 @@ pub const TRAIN: Signature<'static> = sig(
         opt("shuffle", Bool, Any),
     ],
 );
-
-/// Metrics.
-pub const METRICS: &[&str] = &["accuracy"];
 
 /// Names from PyTorch and d2l's Python that learners carry over, with netc's for the same thing.
 const HABITS: &[(&str, &str)] = &[

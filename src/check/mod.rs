@@ -12,7 +12,7 @@ mod sections;
 mod suggest;
 pub mod summary;
 
-pub use args::{functions, layers, INITS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
+pub use args::{functions, layers, INITS, LOSSES, OPTIMIZERS, PENALTIES, SCHEDULES, TRAIN};
 pub use model::Model;
 
 use crate::diagnostics::{has_errors, Code, Diagnostic};
@@ -33,6 +33,13 @@ pub fn check(ast: &ast::Model) -> (Option<Model>, Vec<Diagnostic>) {
         Some(model) if !has_errors(&diagnostics) => (Some(model), diagnostics),
         _ => (None, diagnostics),
     }
+}
+
+/// Checks a learning-rate schedule given outside the model file (`--schedule`).
+pub fn schedule(expr: &ast::Expr) -> (Option<Schedule>, Vec<Diagnostic>) {
+    let mut checker = Checker::default();
+    let schedule = checker.schedule(expr);
+    (schedule, checker.diagnostics)
 }
 
 /// "a" or "an" before a word.
@@ -95,8 +102,9 @@ struct Sections<'a> {
     layers: Option<&'a ast::LayersBlock>,
     loss: Option<(&'a ast::Expr, Span)>,
     optimizer: Option<(&'a ast::Expr, Span)>,
+    schedule: Option<(&'a ast::Expr, Span)>,
     train: Option<(&'a [ast::Arg], Span)>,
-    metric: Option<(&'a Ident, Span)>,
+    metric: Option<(&'a [Ident], Span)>,
 }
 
 impl Checker {
@@ -164,11 +172,15 @@ impl Checker {
                 None
             }
         };
+        let schedule = match sections.schedule {
+            Some((value, _)) => self.schedule(value),
+            None => Some(Schedule::CONSTANT),
+        };
         let train = match sections.train {
             Some((settings, keyword)) => self.train(settings, keyword),
             None => Some(TrainSettings::default()),
         };
-        let metric = self.metric(sections.metric);
+        let metrics = self.metrics(sections.metric);
         // A model without inputs is an objective over its parameters alone (d2l's f(x1, x2)),
         // trained without data; a label or a metric needs examples to compare with.
         let predicts = ast.items.iter().any(|item| {
@@ -194,8 +206,9 @@ impl Checker {
             loss,
             penalties: penalties?,
             optimizer: optimizer?,
+            schedule: schedule?,
             train: train?,
-            metric: metric?,
+            metrics: metrics?,
         })
     }
 
@@ -278,8 +291,11 @@ impl Checker {
                 Item::Train { keyword, settings } => {
                     self.once_with(&mut sections.train, (settings, *keyword), "train")
                 }
-                Item::Metric { keyword, name } => {
-                    self.once_with(&mut sections.metric, (name, *keyword), "metric")
+                Item::Schedule { keyword, value } => {
+                    self.once_with(&mut sections.schedule, (value, *keyword), "schedule")
+                }
+                Item::Metric { keyword, names } => {
+                    self.once_with(&mut sections.metric, (names, *keyword), "metric")
                 }
                 Item::Penalty { .. } => {}
             }

@@ -24,8 +24,10 @@ pub struct Model {
     pub loss: TExpr,
     pub penalties: Vec<Penalty>,
     pub optimizer: Optimizer,
+    pub schedule: Schedule,
     pub train: TrainSettings,
-    pub metric: Option<Metric>,
+    /// What is reported besides the loss, in the order given.
+    pub metrics: Vec<Metric>,
 }
 
 /// An input with its per-example shape.
@@ -245,38 +247,122 @@ pub enum PenaltyKind {
     L2,
 }
 
-/// The optimizer and its hyperparameters.
+/// The optimizer: its rule, the learning rate the model declares (the command line may override
+/// it), L2 weight decay and gradient clipping.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optimizer {
+pub struct Optimizer {
+    pub rule: Rule,
+    pub lr: f64,
+    /// Folded into the gradient (`g + λ·w`), except for `adamw`, which decays the weights
+    /// directly.
+    pub weight_decay: f64,
+    /// The largest global norm of the gradients; larger ones are scaled down to it.
+    pub clip: Option<f64>,
+}
+
+/// How an optimizer turns a gradient into a step, with the hyperparameters of that rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
     Sgd {
-        lr: f64,
         momentum: f64,
         nesterov: bool,
-        weight_decay: f64,
     },
+    /// Adam, or AdamW when `decoupled` (weight decay applied to the weights, not the gradient).
     Adam {
-        lr: f64,
         beta1: f64,
         beta2: f64,
         eps: f64,
-        weight_decay: f64,
+        decoupled: bool,
+    },
+    Adagrad {
+        eps: f64,
+    },
+    Rmsprop {
+        alpha: f64,
+        eps: f64,
+        momentum: f64,
+    },
+    Adadelta {
+        rho: f64,
+        eps: f64,
     },
 }
 
 impl Optimizer {
-    /// The learning rate the model declares (the command line may override it).
-    pub fn lr(&self) -> f64 {
-        match *self {
-            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+    /// The name a model file gives it.
+    pub fn name(&self) -> &'static str {
+        match self.rule {
+            Rule::Sgd { .. } => "sgd",
+            Rule::Adam {
+                decoupled: false, ..
+            } => "adam",
+            Rule::Adam {
+                decoupled: true, ..
+            } => "adamw",
+            Rule::Adagrad { .. } => "adagrad",
+            Rule::Rmsprop { .. } => "rmsprop",
+            Rule::Adadelta { .. } => "adadelta",
         }
     }
 
-    /// The L2 weight decay folded into the gradient.
-    pub fn weight_decay(&self) -> f64 {
-        match *self {
-            Optimizer::Sgd { weight_decay, .. } | Optimizer::Adam { weight_decay, .. } => {
-                weight_decay
-            }
+    /// Whether each step divides by a running root mean square of the gradient: where a
+    /// gradient is of the order of `eps`, such a step is ill-conditioned.
+    pub fn is_adaptive(&self) -> bool {
+        !matches!(self.rule, Rule::Sgd { .. })
+    }
+}
+
+/// How the learning rate changes over training: a factor of the optimizer's rate that is a
+/// function of the step, computed in the training graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub kind: ScheduleKind,
+    /// Epochs of linear warm-up from 0 (may be fractional).
+    pub warmup: f64,
+}
+
+/// The shape of a schedule. Times are in epochs; `epochs: None` means the run's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScheduleKind {
+    Constant,
+    /// × `factor` every `every` epochs.
+    Step {
+        every: u64,
+        factor: f64,
+    },
+    /// × `factor` after each of the epochs `at`, in increasing order.
+    MultiFactor {
+        at: Vec<u64>,
+        factor: f64,
+    },
+    /// From the rate down to `final_lr` along half a cosine.
+    Cosine {
+        final_lr: f64,
+        epochs: Option<u64>,
+    },
+    /// From the rate down to `final_lr` as (1 − t/T)^power.
+    Poly {
+        power: f64,
+        final_lr: f64,
+        epochs: Option<u64>,
+    },
+}
+
+impl Schedule {
+    /// A constant rate, the default.
+    pub const CONSTANT: Schedule = Schedule {
+        kind: ScheduleKind::Constant,
+        warmup: 0.0,
+    };
+
+    /// The name a model file gives it.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            ScheduleKind::Constant => "constant",
+            ScheduleKind::Step { .. } => "step",
+            ScheduleKind::MultiFactor { .. } => "multifactor",
+            ScheduleKind::Cosine { .. } => "cosine",
+            ScheduleKind::Poly { .. } => "poly",
         }
     }
 }
@@ -335,5 +421,35 @@ impl Default for TrainSettings {
 /// What is reported besides the loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
+    /// The share of right predictions (arg-max class, or a threshold for one output).
     Accuracy,
+    /// √(mean (p − t)²) over every element of the set.
+    Rmse,
+    /// mean |p − t|.
+    Mae,
+    /// √(mean (log max(p, 1) − log t)²): d2l's house-price score, relative errors.
+    LogRmse,
+}
+
+impl Metric {
+    /// Every metric, in the order the docs list them.
+    pub const ALL: [Metric; 4] = [Metric::Accuracy, Metric::Rmse, Metric::Mae, Metric::LogRmse];
+
+    /// As a model file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Rmse => "rmse",
+            Metric::Mae => "mae",
+            Metric::LogRmse => "log_rmse",
+        }
+    }
+
+    /// As the epoch line and the log name it (`train_acc`, `test_rmse`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "acc",
+            other => other.name(),
+        }
+    }
 }

@@ -2,10 +2,10 @@
 //! optimizer, the training settings and the metric, and the warning for parameters the loss
 //! never reaches.
 
-use super::args::{self, Context};
+use super::args::{self, Bound, Context};
 use super::model::*;
 use super::suggest::suggest;
-use super::{functions, Checker, Entry, INITS, LOSSES, METRICS, OPTIMIZERS, PENALTIES, TRAIN};
+use super::{functions, Checker, Entry, INITS, LOSSES, OPTIMIZERS, PENALTIES, SCHEDULES, TRAIN};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::shape::Shape;
 use crate::source::Span;
@@ -304,46 +304,178 @@ impl Checker {
         let signature =
             self.signature(OPTIMIZERS, &callee, Code::E0206, "optimizer", "optimizers")?;
         let bound = self.bind(signature, call_args, span, Context::Call);
-        let weight_decay = self.number_or(&bound, "weight_decay", 0.0, Context::Call);
         if let Some(lr) = bound.expr("lr") {
             self.large_learning_rate(lr);
         }
-        if signature.name == "sgd" {
-            let lr = self.number_arg(&bound, "lr", Context::Call);
-            let momentum = self.number_or(&bound, "momentum", 0.0, Context::Call);
-            let nesterov = self.bool_arg(&bound, "nesterov").unwrap_or(false);
-            if nesterov && momentum == Some(0.0) {
-                let at = bound.expr("nesterov").map_or(span, |e| e.span);
+        let number = |this: &mut Checker, name: &str, default: f64| {
+            this.number_or(&bound, name, default, Context::Call)
+        };
+        // PyTorch's defaults, so that a model and its PyTorch twin train alike.
+        let (lr, weight_decay) = match signature.name {
+            "sgd" => (
+                self.number_arg(&bound, "lr", Context::Call),
+                number(self, "weight_decay", 0.0),
+            ),
+            "adam" => (number(self, "lr", 0.001), number(self, "weight_decay", 0.0)),
+            "adamw" => (
+                number(self, "lr", 0.001),
+                number(self, "weight_decay", 0.01),
+            ),
+            "adagrad" | "rmsprop" => (number(self, "lr", 0.01), number(self, "weight_decay", 0.0)),
+            _ => (number(self, "lr", 1.0), number(self, "weight_decay", 0.0)),
+        };
+        let clip = match bound.expr("clip") {
+            Some(_) => self.number_arg(&bound, "clip", Context::Call).map(Some),
+            None => Some(None),
+        };
+        let rule = match signature.name {
+            "sgd" => {
+                let momentum = number(self, "momentum", 0.0);
+                let nesterov = self.bool_arg(&bound, "nesterov").unwrap_or(false);
+                if nesterov && momentum == Some(0.0) {
+                    let at = bound.expr("nesterov").map_or(span, |e| e.span);
+                    self.report(
+                        Diagnostic::new(
+                            Code::E0405,
+                            "Nesterov momentum needs `momentum` above 0",
+                            at,
+                            "nesterov is on",
+                        )
+                        .with_help("add e.g. `momentum: 0.9`"),
+                    );
+                    return None;
+                }
+                Rule::Sgd {
+                    momentum: momentum?,
+                    nesterov,
+                }
+            }
+            "adam" | "adamw" => Rule::Adam {
+                beta1: number(self, "beta1", 0.9)?,
+                beta2: number(self, "beta2", 0.999)?,
+                eps: number(self, "eps", 1e-8)?,
+                decoupled: signature.name == "adamw",
+            },
+            "adagrad" => Rule::Adagrad {
+                eps: number(self, "eps", 1e-10)?,
+            },
+            "rmsprop" => Rule::Rmsprop {
+                alpha: number(self, "alpha", 0.99)?,
+                eps: number(self, "eps", 1e-8)?,
+                momentum: number(self, "momentum", 0.0)?,
+            },
+            _ => Rule::Adadelta {
+                rho: number(self, "rho", 0.9)?,
+                eps: number(self, "eps", 1e-6)?,
+            },
+        };
+        Some(Optimizer {
+            rule,
+            lr: lr?,
+            weight_decay: weight_decay?,
+            clip: clip?,
+        })
+    }
+
+    /// The learning-rate schedule: how the optimizer's rate changes with the epoch.
+    pub(super) fn schedule(&mut self, value: &ast::Expr) -> Option<Schedule> {
+        let Some((callee, call_args, span)) = callee(value) else {
+            self.report(Diagnostic::new(
+                Code::E0401,
+                "expected a schedule such as `cosine(warmup: 1)`",
+                value.span,
+                "not a schedule",
+            ));
+            return None;
+        };
+        let signature = self.signature(SCHEDULES, &callee, Code::E0215, "schedule", "schedules")?;
+        let bound = self.bind(signature, call_args, span, Context::Call);
+        let number = |this: &mut Checker, name: &str, default: f64| {
+            this.number_or(&bound, name, default, Context::Call)
+        };
+        let warmup = number(self, "warmup", 0.0);
+        let length = match bound.expr("epochs") {
+            Some(_) => self.count_arg(&bound, "epochs", Context::Call).map(Some),
+            None => Some(None),
+        };
+        let kind = match signature.name {
+            "constant" => ScheduleKind::Constant,
+            "step" => ScheduleKind::Step {
+                every: self.count_arg(&bound, "every", Context::Call)?,
+                factor: number(self, "factor", 0.1)?,
+            },
+            "multifactor" => ScheduleKind::MultiFactor {
+                at: self.milestones(&bound)?,
+                factor: number(self, "factor", 0.1)?,
+            },
+            "cosine" => ScheduleKind::Cosine {
+                final_lr: number(self, "final_lr", 0.0)?,
+                epochs: length?,
+            },
+            _ => ScheduleKind::Poly {
+                power: number(self, "power", 1.0)?,
+                final_lr: number(self, "final_lr", 0.0)?,
+                epochs: length?,
+            },
+        };
+        let (warmup, length) = (warmup?, length?);
+        if let Some(length) = length.filter(|&l| warmup >= l as f64) {
+            let at = bound.expr("warmup").map_or(span, |e| e.span);
+            self.report(
+                Diagnostic::new(
+                    Code::E0405,
+                    "the warm-up is as long as the schedule",
+                    at,
+                    format!("{warmup} epochs of warm-up"),
+                )
+                .with_note(format!(
+                    "the {} schedule lasts {length} epochs, warm-up included",
+                    signature.name
+                ))
+                .with_help("shorten the warm-up or lengthen `epochs`"),
+            );
+            return None;
+        }
+        Some(Schedule { kind, warmup })
+    }
+
+    /// `multifactor`'s epochs: whole numbers from 1, increasing.
+    fn milestones(&mut self, bound: &Bound) -> Option<Vec<u64>> {
+        let items = self.int_list_arg(bound, "at")?;
+        let mut at: Vec<u64> = Vec::with_capacity(items.len());
+        for (value, span) in items {
+            if value < 1 {
+                self.report(Diagnostic::new(
+                    Code::E0405,
+                    "`at` lists epochs, which count from 1",
+                    span,
+                    "not an epoch count",
+                ));
+                return None;
+            }
+            if let Some(&last) = at.last().filter(|&&last| last >= value as u64) {
                 self.report(
                     Diagnostic::new(
                         Code::E0405,
-                        "Nesterov momentum needs `momentum` above 0",
-                        at,
-                        "nesterov is on",
+                        "`at` must list epochs in increasing order",
+                        span,
+                        format!("not after {last}"),
                     )
-                    .with_help("add e.g. `momentum: 0.9`"),
+                    .with_help("list each epoch once, smallest first: `at: [15, 30]`"),
                 );
                 return None;
             }
-            Some(Optimizer::Sgd {
-                lr: lr?,
-                momentum: momentum?,
-                nesterov,
-                weight_decay: weight_decay?,
-            })
-        } else {
-            let lr = self.number_or(&bound, "lr", 0.001, Context::Call);
-            let beta1 = self.number_or(&bound, "beta1", 0.9, Context::Call);
-            let beta2 = self.number_or(&bound, "beta2", 0.999, Context::Call);
-            let eps = self.number_or(&bound, "eps", 1e-8, Context::Call);
-            Some(Optimizer::Adam {
-                lr: lr?,
-                beta1: beta1?,
-                beta2: beta2?,
-                eps: eps?,
-                weight_decay: weight_decay?,
-            })
+            at.push(value as u64);
         }
+        if at.is_empty() {
+            let expr = bound.expr("at").expect("`at` is required and was bound");
+            self.report(
+                Diagnostic::new(Code::E0405, "`at` lists no epochs", expr.span, "empty")
+                    .with_help("e.g. `at: [15, 30]`, or use `constant`"),
+            );
+            return None;
+        }
+        Some(at)
     }
 
     pub(super) fn train(&mut self, settings: &[ast::Arg], keyword: Span) -> Option<TrainSettings> {
@@ -383,51 +515,85 @@ impl Checker {
         })
     }
 
-    /// The metric; classification models report accuracy unless told otherwise.
-    pub(super) fn metric(&mut self, given: Option<(&Ident, Span)>) -> Option<Option<Metric>> {
+    /// The metrics; classification models report accuracy unless told otherwise.
+    pub(super) fn metrics(&mut self, given: Option<(&[Ident], Span)>) -> Option<Vec<Metric>> {
         let label = self.label.as_ref().map(|l| (l.kind.clone(), l.span));
-        let Some((name, _)) = given else {
-            return Some(
-                matches!(label, Some((LabelKind::Class(_), _))).then_some(Metric::Accuracy),
-            );
+        let Some((names, _)) = given else {
+            let classes = matches!(label, Some((LabelKind::Class(_), _)));
+            return Some(if classes {
+                vec![Metric::Accuracy]
+            } else {
+                vec![]
+            });
         };
-        if !METRICS.contains(&name.name.as_str()) {
+        let mut metrics = Vec::with_capacity(names.len());
+        let mut failed = false;
+        for name in names {
+            match self.metric(name, label.as_ref()) {
+                Some(metric) if metrics.contains(&metric) => {
+                    self.report(Diagnostic::new(
+                        Code::E0406,
+                        format!("metric `{}` given twice", name.name),
+                        name.span,
+                        "again",
+                    ));
+                    failed = true;
+                }
+                Some(metric) => metrics.push(metric),
+                None => failed = true,
+            }
+        }
+        (!failed).then_some(metrics)
+    }
+
+    /// One metric, if it is known and applies to the label.
+    fn metric(&mut self, name: &Ident, label: Option<&(LabelKind, Span)>) -> Option<Metric> {
+        let Some(metric) = Metric::ALL.into_iter().find(|m| m.name() == name.name) else {
             let diagnostic = Diagnostic::new(
                 Code::E0211,
                 format!("unknown metric `{}`", name.name),
                 name.span,
                 "not a metric",
             );
-            self.report(suggest(
-                diagnostic,
-                &name.name,
-                "metrics",
-                METRICS.iter().copied(),
+            let names = Metric::ALL.iter().map(|m| m.name());
+            self.report(suggest(diagnostic, &name.name, "metrics", names));
+            return None;
+        };
+        let Some((kind, span)) = label else {
+            self.report(Diagnostic::new(
+                Code::E0503,
+                format!("{} needs a label or target", metric.name()),
+                name.span,
+                "nothing to compare with",
             ));
             return None;
-        }
-        match label {
-            Some((LabelKind::Class(_), _)) => {}
-            Some((LabelKind::Target(dims), _)) if dims == [1] => {}
-            Some((LabelKind::Target(dims), span)) => {
+        };
+        match (metric, kind) {
+            (Metric::Accuracy, LabelKind::Class(_)) => Some(metric),
+            (Metric::Accuracy, LabelKind::Target(dims)) if dims == &[1] => Some(metric),
+            (Metric::Accuracy, LabelKind::Target(dims)) => {
                 self.report(
                     Diagnostic::new(Code::E0503, "accuracy needs classes", name.span, "cannot be measured here")
-                        .with_label(span, format!("the target has shape {}", Shape::fixed(&dims)))
+                        .with_label(*span, format!("the target has shape {}", Shape::fixed(dims)))
                         .with_note("accuracy applies to a class label, or to a target of shape [1] holding 0/1 or -1/+1"),
                 );
-                return None;
+                None
             }
-            None => {
-                self.report(Diagnostic::new(
-                    Code::E0503,
-                    "accuracy needs a label",
-                    name.span,
-                    "nothing to compare with",
-                ));
-                return None;
+            (_, LabelKind::Class(classes)) => {
+                self.report(
+                    Diagnostic::new(
+                        Code::E0503,
+                        format!("{} compares numbers, not classes", metric.name()),
+                        name.span,
+                        "cannot be measured here",
+                    )
+                    .with_label(*span, format!("the label is one of {classes} classes"))
+                    .with_help("use `metric accuracy` for a class label"),
+                );
+                None
             }
+            (_, LabelKind::Target(_)) => Some(metric),
         }
-        Some(Some(Metric::Accuracy))
     }
 
     /// Warns about parameters that the loss does not depend on: they would never change.

@@ -2,8 +2,7 @@
 //! `explain`. Exit codes: 0 success (warnings allowed), 1 when the model or data has errors, 2
 //! for usage errors.
 
-use crate::check::model::Model;
-use crate::check::model::TrainSettings;
+use crate::check::model::{Model, Schedule, ScheduleKind, TrainSettings};
 use crate::diagnostics::{self, Code, Diagnostic};
 use crate::ir;
 use crate::runtime::{Every, RunSettings, Stop, INTERRUPTED};
@@ -67,6 +66,10 @@ enum Command {
         /// Learning rate (default: the model's optimizer).
         #[arg(long, value_parser = positive)]
         lr: Option<f64>,
+        /// Learning-rate schedule, written as in a model file: "cosine(warmup: 1)",
+        /// "step(every: 5, factor: 0.5)", "constant" (default: the model's `schedule`).
+        #[arg(long, value_name = "SCHEDULE")]
+        schedule: Option<String>,
         /// Seed for initialization, shuffling and dropout (default: the model's `train` block).
         #[arg(long)]
         seed: Option<u64>,
@@ -309,7 +312,11 @@ pub fn run() -> i32 {
                     let grads = crate::autodiff::differentiate(&forward);
                     say_raw!(
                         "{}",
-                        crate::autodiff::step::train_step(&grads, &model.optimizer)
+                        crate::autodiff::step::train_step(
+                            &grads,
+                            &model.optimizer,
+                            &model.schedule
+                        )
                     );
                 }
                 Stage::Clif => {
@@ -341,6 +348,7 @@ pub fn run() -> i32 {
             epochs,
             batch,
             lr,
+            schedule,
             seed,
             backend,
             threads,
@@ -355,9 +363,15 @@ pub fn run() -> i32 {
             save_every,
             resume,
         } => {
-            let Some((source, model)) = checked_model(&file) else {
+            let Some((source, mut model)) = checked_model(&file) else {
                 return 1;
             };
+            if let Some(text) = schedule {
+                let Some(schedule) = schedule_option(&text) else {
+                    return 1;
+                };
+                model.schedule = schedule;
+            }
             let settings = match run_settings(&model, epochs, batch, lr, seed) {
                 Ok(settings) => settings,
                 Err(diagnostic) => return finish(&source, Err(diagnostic)),
@@ -397,14 +411,11 @@ pub fn run() -> i32 {
             };
             let outcome = restored(&source, &model, &weights, &data).map(|(mut session, split)| {
                 let score = session.evaluate(&split.test, model.train.batch as usize);
-                match score.accuracy {
-                    Some(acc) => say!(
-                        "test_loss {:.6}  test_acc {acc:.4}  ({} examples)",
-                        score.loss,
-                        split.test.len
-                    ),
-                    None => say!("test_loss {:.6}  ({} examples)", score.loss, split.test.len),
+                let mut line = format!("test_loss {:.6}", score.loss);
+                for (metric, value) in model.metrics.iter().zip(&score.metrics) {
+                    line += &format!("  test_{} {value:.4}", metric.short());
                 }
+                say!("{line}  ({} examples)", split.test.len);
             });
             finish(&source, outcome)
         }
@@ -529,11 +540,28 @@ fn run_settings(
     let batch = TrainSettings::check_batch(batch.unwrap_or(defaults.batch)).map_err(|why| {
         Diagnostic::plain(Code::E0502, "training setting `batch` is out of range").with_note(why)
     })?;
-    let lr = TrainSettings::check_lr(lr.unwrap_or(model.optimizer.lr())).map_err(|why| {
+    let lr = TrainSettings::check_lr(lr.unwrap_or(model.optimizer.lr)).map_err(|why| {
         Diagnostic::plain(Code::E0405, "the learning rate is out of range").with_note(why)
     })?;
+    let epochs = epochs.unwrap_or(defaults.epochs);
+    let schedule = &model.schedule;
+    let runs_with_training = matches!(
+        schedule.kind,
+        ScheduleKind::Cosine { epochs: None, .. } | ScheduleKind::Poly { epochs: None, .. }
+    );
+    if runs_with_training && schedule.warmup >= epochs as f64 {
+        return Err(Diagnostic::plain(
+            Code::E0502,
+            format!(
+                "the {} schedule's warm-up of {} epochs is as long as the run ({epochs} epochs)",
+                schedule.name(),
+                schedule.warmup
+            ),
+        )
+        .with_help("train for more epochs (`--epochs`), or shorten the warm-up"));
+    }
     Ok(RunSettings {
-        epochs: epochs.unwrap_or(defaults.epochs),
+        epochs,
         batch: batch as usize,
         lr,
         seed: seed.unwrap_or(defaults.seed),
@@ -621,6 +649,20 @@ fn front_end(source: &SourceFile) -> Option<Model> {
     let (checked, diagnostics) = crate::front_end(source);
     report(source, &diagnostics, MessageFormat::Human);
     checked.map(|(_, model)| model)
+}
+
+/// The schedule given by `--schedule`, parsed and checked as a model file's would be; its
+/// diagnostics are printed against the option's text.
+fn schedule_option(text: &str) -> Option<Schedule> {
+    let source = SourceFile::new("--schedule", text);
+    let (expr, mut diagnostics) = crate::syntax::parse_expr(&source);
+    let schedule = expr.and_then(|expr| {
+        let (schedule, more) = crate::check::schedule(&expr);
+        diagnostics.extend(more);
+        schedule
+    });
+    report(&source, &diagnostics, MessageFormat::Human);
+    schedule.filter(|_| !diagnostics::has_errors(&diagnostics))
 }
 
 /// Prints a run's error, if any, and gives the exit code.

@@ -181,6 +181,7 @@ pub(super) fn train(
         None => None,
     };
     let mut reporter = Reporter::new(log_file, false);
+    reporter.scheduled = model.schedule != crate::check::model::Schedule::CONSTANT;
     reporter.watchers = watchers;
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
@@ -285,13 +286,16 @@ fn run_title(source: &SourceFile, model: &Model, settings: &RunSettings) -> Stri
     let name = Path::new(&source.name)
         .file_name()
         .map_or(source.name.clone(), |n| n.to_string_lossy().into_owned());
-    let optimizer = match model.optimizer {
-        crate::check::model::Optimizer::Sgd { momentum, .. } if momentum > 0.0 => "sgd, momentum",
-        crate::check::model::Optimizer::Sgd { .. } => "sgd",
-        crate::check::model::Optimizer::Adam { .. } => "adam",
+    let optimizer = match model.optimizer.rule {
+        crate::check::model::Rule::Sgd { momentum, .. } if momentum > 0.0 => "sgd, momentum",
+        _ => model.optimizer.name(),
+    };
+    let schedule = match model.schedule.kind {
+        crate::check::model::ScheduleKind::Constant => String::new(),
+        _ => format!(" ({})", model.schedule.name()),
     };
     format!(
-        "{name}: {optimizer}, lr {}, batch {}, seed {}",
+        "{name}: {optimizer}, lr {}{schedule}, batch {}, seed {}",
         settings.lr, settings.batch, settings.seed
     )
 }
@@ -359,7 +363,7 @@ pub(super) fn bench(
     let compile = session
         .compile(batch, false)
         .map_err(|why| compile_diagnostic(why, batch))?;
-    let lr = model.optimizer.lr();
+    let lr = model.optimizer.lr;
     let settings = |epochs| RunSettings {
         epochs,
         batch,

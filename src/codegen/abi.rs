@@ -13,7 +13,14 @@ pub type Entry =
     unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, *const Pool);
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 4] = ["netc_gemm", "netc_logf", "netc_tick", "netc_parallel"];
+pub const IMPORTS: [&str; 6] = [
+    "netc_gemm",
+    "netc_logf",
+    "netc_tick",
+    "netc_parallel",
+    "netc_sinf",
+    "netc_cosf",
+];
 
 /// An imported helper, by its position in `IMPORTS`.
 #[derive(Clone, Copy)]
@@ -22,6 +29,8 @@ pub enum Import {
     Logf,
     Tick,
     Parallel,
+    Sinf,
+    Cosf,
 }
 
 /// Signatures of the imported helpers, in `IMPORTS` order.
@@ -76,7 +85,7 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s.returns.push(AbiParam::new(types::I64));
         s
     };
-    vec![gemm, unary, tick, parallel]
+    vec![gemm, unary.clone(), tick, parallel, unary.clone(), unary]
 }
 
 /// The signature of a kernel's piece function: the entry point's arguments

@@ -66,6 +66,14 @@ extern "C" fn netc_logf(x: f32) -> f32 {
     x.ln()
 }
 
+extern "C" fn netc_sinf(x: f32) -> f32 {
+    x.sin()
+}
+
+extern "C" fn netc_cosf(x: f32) -> f32 {
+    x.cos()
+}
+
 /// The running profile of this thread's compiled steps.
 #[derive(Default)]
 struct Ticks {
@@ -233,6 +241,8 @@ impl Compiled {
             netc_logf as *const u8,
             netc_tick as *const u8,
             netc_parallel as *const u8,
+            netc_sinf as *const u8,
+            netc_cosf as *const u8,
         ];
         for (name, address) in IMPORTS.iter().zip(helpers) {
             builder.symbol(*name, address);

@@ -150,6 +150,9 @@ fn eval<T: Real>(graph: &Graph, id: NodeId, args: &[&Tensor<T>], bind: &Bindings
             UnaryOp::Abs => map(&|x| x.abs()),
             UnaryOp::Sqrt => map(&|x| x.sqrt()),
             UnaryOp::Square => map(&|x| x * x),
+            UnaryOp::Sin => map(&|x| x.sin()),
+            UnaryOp::Cos => map(&|x| x.cos()),
+            UnaryOp::Floor => map(&|x| x.floor()),
             UnaryOp::Step => map(&|x| if x > zero { one } else { zero }),
             UnaryOp::Sign => map(&|x| {
                 if x > zero {

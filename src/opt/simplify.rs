@@ -98,6 +98,9 @@ impl Simplifier<'_> {
                 UnaryOp::Abs => c.abs(),
                 UnaryOp::Sqrt => c.sqrt(),
                 UnaryOp::Square => c * c,
+                UnaryOp::Sin => c.sin(),
+                UnaryOp::Cos => c.cos(),
+                UnaryOp::Floor => c.floor(),
                 UnaryOp::Step => f64::from(c > 0.0),
                 UnaryOp::Sign => c.signum() * f64::from(c != 0.0),
             };

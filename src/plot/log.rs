@@ -1,7 +1,8 @@
 //! Reading the JSON-lines logs of `netc run --log` back into epoch reports.
 
+use crate::check::model::Metric;
 use crate::diagnostics::{Code, Diagnostic};
-use crate::runtime::EpochReport;
+use crate::runtime::{EpochReport, Measured};
 use std::path::Path;
 
 /// The epochs of a log, in order; E0513 naming the file and line of the first bad one.
@@ -38,12 +39,24 @@ pub fn read(path: &Path) -> Result<Vec<EpochReport>, Diagnostic> {
                 )));
             }
         }
+        let mut metrics = Vec::new();
+        for metric in Metric::ALL {
+            let train = optional(&format!("train_{}", metric.short()))?;
+            let test = optional(&format!("test_{}", metric.short()))?;
+            if train.is_some() || test.is_some() {
+                metrics.push(Measured {
+                    metric,
+                    train,
+                    test,
+                });
+            }
+        }
         epochs.push(EpochReport {
             epoch,
+            lr: optional("lr")?,
             train_loss: number("train_loss")?,
-            train_accuracy: optional("train_acc")?,
             test_loss: number("test_loss")?,
-            test_accuracy: optional("test_acc")?,
+            metrics,
             seconds: optional("seconds")?.unwrap_or(0.0),
             examples_per_second: 0.0,
         });

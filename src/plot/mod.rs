@@ -299,7 +299,7 @@ fn draw_curves<DB: DrawingBackend>(
             label: label(run, "train loss"),
         });
         // Classifiers are tested by accuracy; a regression's test loss goes with its train loss.
-        let classifier = run.epochs.iter().any(|e| e.test_accuracy.is_some());
+        let classifier = run.epochs.iter().any(|e| e.test_accuracy().is_some());
         if !classifier {
             losses.push(Line {
                 points: series(&|e| Some(e.test_loss)),
@@ -309,13 +309,13 @@ fn draw_curves<DB: DrawingBackend>(
             });
         }
         accuracies.push(Line {
-            points: series(&|e| e.train_accuracy),
+            points: series(&|e| e.train_accuracy()),
             colour: colour(if one { 2 } else { 0 }),
             dashed: false,
             label: label(run, "train acc"),
         });
         accuracies.push(Line {
-            points: series(&|e| e.test_accuracy),
+            points: series(&|e| e.test_accuracy()),
             colour: colour(if one { 3 } else { 0 }),
             dashed: true,
             label: label(run, "test acc"),

@@ -88,18 +88,21 @@ impl EventFile {
 
     /// Appends an epoch's scalars, at step = epoch.
     pub fn add(&mut self, report: &EpochReport) -> Result<(), Diagnostic> {
-        let scalars = [
-            ("loss/train", Some(report.train_loss)),
-            ("loss/test", Some(report.test_loss)),
-            ("accuracy/train", report.train_accuracy),
-            ("accuracy/test", report.test_accuracy),
-            ("seconds/epoch", Some(report.seconds)),
+        let mut scalars = vec![
+            ("loss/train".to_string(), Some(report.train_loss)),
+            ("loss/test".to_string(), Some(report.test_loss)),
         ];
+        for m in &report.metrics {
+            scalars.push((format!("{}/train", m.metric.name()), m.train));
+            scalars.push((format!("{}/test", m.metric.name()), m.test));
+        }
+        scalars.push(("lr".to_string(), report.lr));
+        scalars.push(("seconds/epoch".to_string(), Some(report.seconds)));
         let value = (scalars.iter())
-            .filter_map(|&(tag, v)| {
+            .filter_map(|(tag, v)| {
                 Some(Value {
-                    tag: tag.into(),
-                    kind: Some(Kind::SimpleValue(v? as f32)),
+                    tag: tag.clone(),
+                    kind: Some(Kind::SimpleValue((*v)? as f32)),
                 })
             })
             .collect();

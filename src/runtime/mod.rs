@@ -5,9 +5,10 @@
 
 pub mod checkpoint;
 mod init;
+mod metrics;
 mod report;
 
-use crate::check::model::{LabelKind, LossKind, Model, TExprKind};
+use crate::check::model::{LabelKind, Model};
 use crate::codegen::{CompileError, Compiled, Pool};
 use crate::data::{Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
@@ -17,10 +18,11 @@ use crate::source::SourceFile;
 use crate::step::Step;
 use crate::tensor::{Bindings, Tensor};
 use checkpoint::Checkpoint;
+pub use metrics::Tally;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-pub use report::{EpochReport, Reporter, Watcher};
+pub use report::{EpochReport, Measured, Reporter, Watcher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,18 @@ pub struct RunSettings {
     pub shuffle: bool,
     /// Where and how often to save checkpoints while training (`--save-every`).
     pub checkpoints: Option<(PathBuf, Every)>,
+}
+
+impl RunSettings {
+    /// The scalars a training step reads (`autodiff::step::HYPERS`) at `step`.
+    pub fn hypers(&self, step: u64, steps_per_epoch: usize) -> [f64; 4] {
+        [
+            self.lr,
+            step as f64,
+            steps_per_epoch as f64,
+            self.epochs as f64,
+        ]
+    }
 }
 
 /// How often something happens during training.
@@ -123,11 +137,12 @@ impl Engine {
     }
 }
 
-/// Loss and accuracy over a data set.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The loss and the model's metrics over a data set.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Score {
     pub loss: f64,
-    pub accuracy: Option<f64>,
+    /// In the order of `Model::metrics`.
+    pub metrics: Vec<f64>,
 }
 
 impl<'a> Session<'a> {
@@ -293,7 +308,8 @@ impl<'a> Session<'a> {
                     settings.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 ));
             }
-            let (mut total_loss, mut correct, mut seen) = (0.0, 0usize, 0usize);
+            let (mut total_loss, mut seen) = (0.0, 0usize);
+            let mut tally = Tally::new(self.model);
             let batches = order.len().div_ceil(settings.batch);
             let skip = usize::try_from(self.epoch_step).unwrap_or(usize::MAX);
             reporter.start_epoch(epoch, batches as u64);
@@ -316,7 +332,7 @@ impl<'a> Session<'a> {
                             format!("the step counter would pass {MAX_STEP}"),
                         )
                     })?;
-                let hypers = [settings.lr, step as f64];
+                let hypers = settings.hypers(step, batches);
                 let bind = Bindings {
                     batch: rows.len(),
                     inputs: &inputs,
@@ -346,8 +362,8 @@ impl<'a> Session<'a> {
                         )),
                     });
                 }
-                if let (Some(output), Some(_)) = (output, self.model.metric) {
-                    correct += self.correct(&values[output], &inputs[1]);
+                if let Some(output) = output.filter(|_| !self.model.metrics.is_empty()) {
+                    tally.add(&values[output], &inputs[1]);
                 }
                 let mut results = values[updates..].iter_mut();
                 for (&(p, _), value) in self.train.graph.param_updates.iter().zip(results.by_ref())
@@ -379,12 +395,24 @@ impl<'a> Session<'a> {
             let test = self.evaluate(&data.test, settings.batch);
             let seconds = started.elapsed().as_secs_f64();
             let seen = seen.max(1) as f64;
+            let metrics = (self
+                .model
+                .metrics
+                .iter()
+                .zip(tally.finish())
+                .zip(test.metrics))
+            .map(|((&metric, train), test)| Measured {
+                metric,
+                train: Some(train),
+                test: Some(test),
+            })
+            .collect();
             let report = EpochReport {
                 epoch,
+                lr: Some(self.learning_rate(settings, self.step, batches)),
                 train_loss: total_loss / seen,
-                train_accuracy: self.model.metric.map(|_| correct as f64 / seen),
                 test_loss: test.loss,
-                test_accuracy: test.accuracy,
+                metrics,
                 seconds,
                 examples_per_second: seen / seconds,
             };
@@ -416,25 +444,41 @@ impl<'a> Session<'a> {
         self.epoch_step = at.epoch_step;
     }
 
-    /// The loss and accuracy on a data set, with the evaluation graph, in batches.
+    /// The loss and metrics on a data set, with the evaluation graph, in batches.
     pub fn evaluate(&mut self, data: &Dataset, batch: usize) -> Score {
         let predictions = self.predict(data, batch);
-        let (mut loss, mut correct) = (0.0, 0);
+        let mut loss = 0.0;
+        let mut tally = Tally::new(self.model);
         for (rows, (batch_loss, outputs)) in (0..data.len)
             .collect::<Vec<_>>()
             .chunks(batch)
             .zip(predictions)
         {
             loss += batch_loss * rows.len() as f64;
-            if let (Some(out), Some(_)) = (outputs, self.model.metric) {
-                correct += self.correct(&out, &batch_targets(&self.eval.graph, data, rows));
+            if let Some(out) = outputs.filter(|_| !self.model.metrics.is_empty()) {
+                tally.add(&out, &batch_targets(&self.eval.graph, data, rows));
             }
         }
-        let accuracy = self.model.metric.map(|_| correct as f64 / data.len as f64);
         Score {
             loss: loss / data.len as f64,
-            accuracy,
+            metrics: tally.finish(),
         }
+    }
+
+    /// The learning rate the schedule gives at `step` (from 1), computed by the interpreter from
+    /// the same nodes the training step holds.
+    pub fn learning_rate(&self, settings: &RunSettings, step: u64, steps_per_epoch: usize) -> f64 {
+        let (graph, rate) = crate::autodiff::step::learning_rate(&self.model.schedule);
+        let bind: Bindings<f32> = Bindings {
+            batch: 1,
+            inputs: &[],
+            params: &[],
+            states: &[],
+            hypers: &settings.hypers(step.max(1), steps_per_epoch),
+            seed: 0,
+        };
+        let rate = interp::run(&graph, &bind, &[rate], false).expect("scalars run");
+        rate[0].item() as f64
     }
 
     /// The evaluation graph's loss and output for each batch of a data set, in order.
@@ -461,28 +505,6 @@ impl<'a> Session<'a> {
                 (values[0].item() as f64, out)
             })
             .collect()
-    }
-
-    /// How many predictions in a batch are right.
-    fn correct(&self, output: &Tensor<f32>, targets: &Tensor<f32>) -> usize {
-        let rows = output.dims.first().copied().unwrap_or(0);
-        match &self.model.label.as_ref().map(|l| &l.kind) {
-            Some(LabelKind::Class(classes)) => {
-                let classes = *classes as usize;
-                (0..rows)
-                    .filter(|&r| {
-                        argmax(&output.data[r * classes..(r + 1) * classes])
-                            == targets.data[r] as usize
-                    })
-                    .count()
-            }
-            _ if signed_targets(self.model) => (0..rows)
-                .filter(|&r| (output.data[r] >= 0.0) == (targets.data[r] >= 0.0))
-                .count(),
-            _ => (0..rows)
-                .filter(|&r| (output.data[r] >= 0.5) == (targets.data[r] >= 0.5))
-                .count(),
-        }
     }
 
     /// Re-runs a diverged step with checks to name the first operation that went non-finite.
@@ -523,23 +545,6 @@ fn describe_node(graph: &Graph, node: NodeId, source: &SourceFile) -> String {
             source.name
         ),
     }
-}
-
-/// Hinge and perceptron models use ±1 targets; accuracy compares signs.
-fn signed_targets(model: &Model) -> bool {
-    matches!(
-        model.loss.kind,
-        TExprKind::Loss {
-            kind: LossKind::Hinge | LossKind::Perceptron,
-            ..
-        }
-    )
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
 /// A per-step seed for dropout masks: depends only on the run's seed and the step number.

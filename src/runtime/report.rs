@@ -3,6 +3,7 @@
 //! and event files) the figures and the session.
 
 use super::Session;
+use crate::check::model::Metric;
 use crate::diagnostics::Diagnostic;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -11,12 +12,37 @@ use std::io::{IsTerminal, Write};
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
     pub epoch: u64,
+    /// The learning rate of the epoch's last step (absent from older logs).
+    pub lr: Option<f64>,
     pub train_loss: f64,
-    pub train_accuracy: Option<f64>,
     pub test_loss: f64,
-    pub test_accuracy: Option<f64>,
+    /// The model's metrics, in its order.
+    pub metrics: Vec<Measured>,
     pub seconds: f64,
     pub examples_per_second: f64,
+}
+
+/// One metric of an epoch: on the training batches as they were trained, and on the test set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Measured {
+    pub metric: Metric,
+    pub train: Option<f64>,
+    pub test: Option<f64>,
+}
+
+impl EpochReport {
+    /// A metric's figures, if the model reports it.
+    pub fn metric(&self, metric: Metric) -> Option<&Measured> {
+        self.metrics.iter().find(|m| m.metric == metric)
+    }
+
+    pub fn train_accuracy(&self) -> Option<f64> {
+        self.metric(Metric::Accuracy).and_then(|m| m.train)
+    }
+
+    pub fn test_accuracy(&self) -> Option<f64> {
+        self.metric(Metric::Accuracy).and_then(|m| m.test)
+    }
 }
 
 /// Where epoch reports go.
@@ -24,6 +50,8 @@ pub struct Reporter {
     log: Option<std::fs::File>,
     bar: Option<ProgressBar>,
     quiet: bool,
+    /// Whether the epoch line shows the learning rate (it changes only under a schedule).
+    pub scheduled: bool,
     /// Every report so far, for callers that want the figures.
     pub history: Vec<EpochReport>,
     /// The first failure to write the log, if any: training goes on, and the caller reports it.
@@ -66,6 +94,7 @@ impl Reporter {
             log,
             bar,
             quiet,
+            scheduled: false,
             history: Vec::new(),
             log_error: None,
             watchers: Vec::new(),
@@ -100,12 +129,21 @@ impl Reporter {
             "epoch {:>3}  train_loss {:.4}",
             report.epoch, report.train_loss
         );
-        if let Some(acc) = report.train_accuracy {
-            line += &format!("  train_acc {acc:.4}");
+        for m in &report.metrics {
+            if let Some(v) = m.train {
+                line += &format!("  train_{} {v:.4}", m.metric.short());
+            }
         }
-        match report.test_accuracy {
-            Some(acc) => line += &format!("  test_acc {acc:.4}"),
-            None => line += &format!("  test_loss {:.6}", report.test_loss),
+        if report.test_accuracy().is_none() {
+            line += &format!("  test_loss {:.6}", report.test_loss);
+        }
+        for m in &report.metrics {
+            if let Some(v) = m.test {
+                line += &format!("  test_{} {v:.4}", m.metric.short());
+            }
+        }
+        if let Some(lr) = report.lr.filter(|_| self.scheduled) {
+            line += &format!("  lr {}", rate(lr));
         }
         line += &format!(
             "  {:.2} s  {:.0} ex/s",
@@ -117,14 +155,17 @@ impl Reporter {
             say!("{line}");
         }
         if let Some(file) = &mut self.log {
-            let json = serde_json::json!({
+            let mut json = serde_json::json!({
                 "epoch": report.epoch,
                 "train_loss": report.train_loss,
-                "train_acc": report.train_accuracy,
-                "test_acc": report.test_accuracy,
                 "test_loss": report.test_loss,
+                "lr": report.lr,
                 "seconds": report.seconds,
             });
+            for m in &report.metrics {
+                json[format!("train_{}", m.metric.short())] = m.train.into();
+                json[format!("test_{}", m.metric.short())] = m.test.into();
+            }
             // A log line that cannot be written is not worth stopping training for; it is
             // reported once training ends.
             if let Err(e) = writeln!(file, "{json}").and_then(|()| file.flush()) {
@@ -149,5 +190,14 @@ impl Reporter {
                 self.watch_error.get_or_insert(e);
             }
         }
+    }
+}
+
+/// A learning rate in four significant figures: `0.1000`, `0.0025`, `3.125e-5`.
+fn rate(lr: f64) -> String {
+    if lr >= 1e-3 {
+        format!("{lr:.4}")
+    } else {
+        format!("{lr:.3e}")
     }
 }

@@ -88,13 +88,17 @@ pub enum Item {
         keyword: Span,
         value: Expr,
     },
+    Schedule {
+        keyword: Span,
+        value: Expr,
+    },
     Train {
         keyword: Span,
         settings: Vec<Arg>,
     },
     Metric {
         keyword: Span,
-        name: Ident,
+        names: Vec<Ident>,
     },
     Penalty {
         keyword: Span,

@@ -117,13 +117,17 @@ impl Lowerer {
                 keyword: span(&next()),
                 value: self.expr(next()),
             },
+            Rule::schedule_decl => Item::Schedule {
+                keyword: span(&next()),
+                value: self.expr(next()),
+            },
             Rule::penalty_decl => Item::Penalty {
                 keyword: span(&next()),
                 value: self.expr(next()),
             },
             Rule::metric_decl => Item::Metric {
                 keyword: span(&next()),
-                name: ident(next()),
+                names: inner.map(ident).collect(),
             },
             Rule::train_decl => {
                 let keyword = span(&next());
@@ -291,6 +295,15 @@ impl Lowerer {
                 value: self.expr(first),
             },
         }
+    }
+
+    /// The expression of an `expr_text`.
+    pub fn expr_text(&mut self, pair: Pair<Rule>) -> Expr {
+        let expr = pair
+            .into_inner()
+            .next()
+            .expect("grammar: expr_text holds an expr");
+        self.expr(expr)
     }
 
     fn expr(&mut self, pair: Pair<Rule>) -> Expr {

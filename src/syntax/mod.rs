@@ -38,6 +38,23 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
     }
 }
 
+/// Parses one expression given outside a model file (a command-line option's value).
+pub fn parse_expr(source: &SourceFile) -> (Option<ast::Expr>, Vec<Diagnostic>) {
+    if let Some(diagnostic) = check_nesting(&source.text) {
+        return (None, vec![diagnostic]);
+    }
+    match NetParser::parse(Rule::expr_text, &source.text) {
+        Ok(mut pairs) => {
+            let text = pairs.next().expect("grammar: expr_text matched");
+            let mut lowerer = lower::Lowerer::default();
+            let expr = lowerer.expr_text(text);
+            let whole = !lowerer.diagnostics.iter().any(|d| d.code == Code::E0103);
+            (whole.then_some(expr), lowerer.diagnostics)
+        }
+        Err(error) => (None, vec![syntax_error(&source.text, &error)]),
+    }
+}
+
 /// When brackets do not balance, the syntax error is better told at the bracket: a `{` never
 /// closed, or closed by the wrong kind. Of the pairs that do match, the first whose closing
 /// bracket, alone on its line, is indented unlike its opening line is taken to be where a
@@ -187,6 +204,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | Rule::kw_layers
         | Rule::kw_loss
         | Rule::kw_optimizer
+        | Rule::kw_schedule
         | Rule::kw_train
         | Rule::kw_metric
         | Rule::kw_penalty
@@ -198,6 +216,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | Rule::layers_decl
         | Rule::loss_decl
         | Rule::optimizer_decl
+        | Rule::schedule_decl
         | Rule::train_decl
         | Rule::metric_decl
         | Rule::penalty_decl => {
@@ -326,9 +345,14 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         "layers",
         "loss",
         "optimizer",
+        "schedule",
         "train",
         "metric",
         "penalty",
+        "block",
+        "repeat",
+        "if",
+        "else",
     ];
     if KEYWORDS.contains(&word) {
         diagnostic.with_help(format!(

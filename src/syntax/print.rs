@@ -39,7 +39,11 @@ fn item_to(f: &mut fmt::Formatter<'_>, item: &Item) -> fmt::Result {
         Item::Loss { value, .. } => writeln!(f, "  loss {}", expr_text(value)),
         Item::Optimizer { value, .. } => writeln!(f, "  optimizer {}", expr_text(value)),
         Item::Penalty { value, .. } => writeln!(f, "  penalty {}", expr_text(value)),
-        Item::Metric { name, .. } => writeln!(f, "  metric {}", name.name),
+        Item::Schedule { value, .. } => writeln!(f, "  schedule {}", expr_text(value)),
+        Item::Metric { names, .. } => {
+            let names: Vec<&str> = names.iter().map(|n| n.name.as_str()).collect();
+            writeln!(f, "  metric {}", names.join(", "))
+        }
         Item::Train { settings, .. } => writeln!(f, "  train {{ {} }}", args_text(settings)),
     }
 }

@@ -26,7 +26,7 @@ fn models_check_and_lower() {
         insta::assert_snapshot!("grad", grad.to_string());
         insta::assert_snapshot!(
             "step",
-            netc::autodiff::step::train_step(&grad, &model.optimizer).to_string()
+            netc::autodiff::step::train_step(&grad, &model.optimizer, &model.schedule).to_string()
         );
         insta::assert_snapshot!("opt", netc::train_graph(&model, &source).to_string());
         insta::assert_snapshot!("opt_eval", netc::eval_graph(&model, &source).to_string());

@@ -161,11 +161,11 @@ fn tensorboard_reads_the_scalars_netc_writes() {
             ),
             (
                 "accuracy/train",
-                logged.iter().map(|e| e.train_accuracy).collect(),
+                logged.iter().map(|e| e.train_accuracy()).collect(),
             ),
             (
                 "accuracy/test",
-                logged.iter().map(|e| e.test_accuracy).collect(),
+                logged.iter().map(|e| e.test_accuracy()).collect(),
             ),
         ];
         for (tag, expected) in tags {

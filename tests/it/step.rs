@@ -43,7 +43,11 @@ fn simplification_keeps_every_value() {
         );
         let (model, source) = model(&file);
         let forward = ir::build(&model, &source, ir::Mode::Train);
-        let raw = autodiff::step::train_step(&autodiff::differentiate(&forward), &model.optimizer);
+        let raw = autodiff::step::train_step(
+            &autodiff::differentiate(&forward),
+            &model.optimizer,
+            &model.schedule,
+        );
         let optimized = opt::optimize(&raw);
         assert!(
             optimized.nodes.len() < raw.nodes.len(),
@@ -276,59 +280,198 @@ fn dropout_drops_p_scales_the_rest_and_is_off_in_evaluation() {
     assert_eq!(run(&eval, 1), x, "evaluation passes its input through");
 }
 
-/// The update rules by hand, on a loss whose gradient is exactly 3: SGD with Nesterov momentum
-/// and weight decay, and Adam with bias correction at step 3.
+/// One step of `optimizer` on the loss `sum(w * 3)`, whose gradient is exactly 3 (or `3·w` for
+/// `sum(w * w * 1.5)`): the new weight and the optimizer's new states, in the f64 interpreter.
+fn one_step(optimizer: &str, loss: &str, w: f64, states: &[f64], step: f64) -> Vec<f64> {
+    let (model, source) = inline(&format!(
+        "net o {{ input x: [1] param w: [1] loss {loss} optimizer {optimizer} }}"
+    ));
+    let graph = netc::train_graph(&model, &source);
+    assert_eq!(graph.states.len(), states.len(), "{optimizer}: its states");
+    let states: Vec<Tensor<f64>> = states
+        .iter()
+        .map(|&s| Tensor::new(vec![1], vec![s]))
+        .collect();
+    let bind = Bindings {
+        batch: 1,
+        inputs: &[Tensor::full(&[1, 1], 0.0)],
+        params: &[Tensor::new(vec![1], vec![w])],
+        states: &states,
+        hypers: &[0.01, step, 10.0, 5.0],
+        seed: 0,
+    };
+    let wanted: Vec<_> = graph
+        .results()
+        .skip(graph.outputs.len() + graph.gradients.len())
+        .collect();
+    interp::run(&graph, &bind, &wanted, false)
+        .expect("runs")
+        .iter()
+        .map(|t| t.data[0])
+        .collect()
+}
+
+fn close(got: &[f64], wanted: &[f64]) {
+    assert_eq!(got.len(), wanted.len(), "{got:?} against {wanted:?}");
+    for (g, w) in got.iter().zip(wanted) {
+        assert!(
+            (g - w).abs() < 1e-12 * w.abs().max(1.0),
+            "{got:?} against {wanted:?}"
+        );
+    }
+}
+
+/// The update rules by hand, as PyTorch's `torch.optim` documents them, at lr 0.01 and step 3.
 #[test]
 fn optimizer_updates_match_the_textbook_rules() {
-    let update = |optimizer: &str, w: f64, states: &[f64], hypers: [f64; 2]| {
-        let (model, source) = inline(&format!(
-            "net o {{ input x: [1] param w: [1] loss sum(w * 3) optimizer {optimizer} }}"
-        ));
-        let graph = netc::train_graph(&model, &source);
-        let states: Vec<Tensor<f64>> = states
-            .iter()
-            .map(|&s| Tensor::new(vec![1], vec![s]))
-            .collect();
-        let bind = Bindings {
-            batch: 1,
-            inputs: &[Tensor::full(&[1, 1], 0.0)],
-            params: &[Tensor::new(vec![1], vec![w])],
-            states: &states,
-            hypers: &hypers,
-            seed: 0,
-        };
-        let wanted: Vec<_> = graph
-            .results()
-            .skip(graph.outputs.len() + graph.gradients.len())
-            .collect();
-        interp::run(&graph, &bind, &wanted, false)
-            .expect("runs")
-            .iter()
-            .map(|t| t.data[0])
-            .collect::<Vec<f64>>()
-    };
+    let lr = 0.01;
+    let linear = "sum(w * 3)";
     // SGD: g' = g + λw; v ← μv + g'; w ← w − lr·(g' + μv)
-    let got = update(
-        "sgd(lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.1)",
-        2.0,
-        &[0.5],
-        [0.1, 1.0],
-    );
     let g = 3.0 + 0.1 * 2.0;
     let v = 0.9 * 0.5 + g;
-    assert!(
-        (got[0] - (2.0 - 0.1 * (g + 0.9 * v))).abs() < 1e-12,
-        "{got:?}"
+    close(
+        &one_step(
+            "sgd(lr: 0.01, momentum: 0.9, nesterov: true, weight_decay: 0.1)",
+            linear,
+            2.0,
+            &[0.5],
+            3.0,
+        ),
+        &[2.0 - lr * (g + 0.9 * v), v],
     );
-    assert!((got[1] - v).abs() < 1e-12);
     // Adam: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; w ← w − lr·m̂/(√v̂ + ε)
-    let got = update("adam(lr: 0.01)", 2.0, &[0.2, 0.05], [0.01, 3.0]);
-    let m = 0.9 * 0.2 + 0.1 * 3.0;
-    let v = 0.999 * 0.05 + 0.001 * 9.0;
-    let (m_hat, v_hat) = (m / (1.0 - 0.9f64.powi(3)), v / (1.0 - 0.999f64.powi(3)));
-    assert!(
-        (got[0] - (2.0 - 0.01 * m_hat / (v_hat.sqrt() + 1e-8))).abs() < 1e-12,
-        "{got:?}"
+    let adam = |w: f64, decay: f64| {
+        let m = 0.9 * 0.2 + 0.1 * 3.0;
+        let v = 0.999 * 0.05 + 0.001 * 9.0;
+        let (m_hat, v_hat) = (m / (1.0 - 0.9f64.powi(3)), v / (1.0 - 0.999f64.powi(3)));
+        vec![
+            w * (1.0 - lr * decay) - lr * m_hat / (v_hat.sqrt() + 1e-8),
+            m,
+            v,
+        ]
+    };
+    close(
+        &one_step("adam(lr: 0.01)", linear, 2.0, &[0.2, 0.05], 3.0),
+        &adam(2.0, 0.0),
     );
-    assert!((got[1] - m).abs() < 1e-12 && (got[2] - v).abs() < 1e-12);
+    // AdamW decays the weight itself, w·(1 − lr·λ), and not the gradient.
+    close(
+        &one_step(
+            "adamw(lr: 0.01, weight_decay: 0.1)",
+            linear,
+            2.0,
+            &[0.2, 0.05],
+            3.0,
+        ),
+        &adam(2.0, 0.1),
+    );
+    // Adagrad: s ← s + g²; w ← w − lr·g/(√s + ε)
+    let s: f64 = 0.7 + 9.0;
+    close(
+        &one_step("adagrad(lr: 0.01)", linear, 2.0, &[0.7], 3.0),
+        &[2.0 - lr * 3.0 / (s.sqrt() + 1e-10), s],
+    );
+    // RMSprop: v ← αv + (1−α)g²; b ← μb + g/(√v + ε); w ← w − lr·b
+    let v: f64 = 0.99 * 0.4 + 0.01 * 9.0;
+    let b = 0.5 * 0.3 + 3.0 / (v.sqrt() + 1e-8);
+    close(
+        &one_step(
+            "rmsprop(lr: 0.01, momentum: 0.5)",
+            linear,
+            2.0,
+            &[0.4, 0.3],
+            3.0,
+        ),
+        &[2.0 - lr * b, v, b],
+    );
+    // Adadelta: v ← ρv + (1−ρ)g²; Δ = √(u + ε)/√(v + ε)·g; u ← ρu + (1−ρ)Δ²; w ← w − lr·Δ
+    let v: f64 = 0.9 * 0.4 + 0.1 * 9.0;
+    let delta = (0.2f64 + 1e-6).sqrt() / (v + 1e-6).sqrt() * 3.0;
+    let u = 0.9 * 0.2 + 0.1 * delta * delta;
+    close(
+        &one_step("adadelta(lr: 0.01)", linear, 2.0, &[0.4, 0.2], 3.0),
+        &[2.0 - lr * delta, v, u],
+    );
+    // Clipping by global norm: the gradient 3·w = 6 has norm 6, scaled to 1.5 / (6 + 1e-6).
+    let g = 6.0 * 1.5 / (6.0 + 1e-6);
+    close(
+        &one_step(
+            "sgd(lr: 0.01, clip: 1.5)",
+            "sum(w * w * 1.5)",
+            2.0,
+            &[],
+            3.0,
+        ),
+        &[2.0 - lr * g],
+    );
+    // A norm already below the limit is left as it is.
+    close(
+        &one_step(
+            "sgd(lr: 0.01, clip: 100)",
+            "sum(w * w * 1.5)",
+            2.0,
+            &[],
+            3.0,
+        ),
+        &[2.0 - lr * 6.0],
+    );
+}
+
+/// Each schedule's rate at chosen steps against its closed form, at lr 0.1, 10 steps an epoch
+/// and a 5-epoch run; the graph is the one the training step holds.
+#[test]
+fn schedules_match_their_closed_forms() {
+    let rate = |text: &str, step: u64| {
+        let (expr, diagnostics) =
+            netc::syntax::parse_expr(&netc::source::SourceFile::new("schedule", text));
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let (schedule, diagnostics) = netc::check::schedule(&expr.expect("parses"));
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let (graph, node) = autodiff::step::learning_rate(&schedule.expect("checks"));
+        let bind: Bindings<f64> = Bindings {
+            batch: 1,
+            inputs: &[],
+            params: &[],
+            states: &[],
+            hypers: &[0.1, step as f64, 10.0, 5.0],
+            seed: 0,
+        };
+        interp::run(&graph, &bind, &[node], false).expect("runs")[0].data[0]
+    };
+    let check = |text: &str, expected: &dyn Fn(f64) -> f64| {
+        for step in [1u64, 2, 10, 11, 25, 31, 40, 41, 50, 60] {
+            let t = (step - 1) as f64 / 10.0;
+            let (got, wanted) = (rate(text, step), expected(t));
+            assert!(
+                (got - wanted).abs() < 1e-12,
+                "{text} at step {step}: {got}, not {wanted}"
+            );
+        }
+    };
+    let pi = std::f64::consts::PI;
+    check("constant", &|_| 0.1);
+    check("step(every: 2, factor: 0.5)", &|t| {
+        0.1 * 0.5f64.powi((t / 2.0).floor() as i32)
+    });
+    check("multifactor(at: [1, 4], factor: 0.1)", &|t| {
+        0.1 * 0.1f64.powi((t >= 1.0) as i32 + (t >= 4.0) as i32)
+    });
+    check("cosine", &|t| {
+        0.1 * (1.0 + (pi * (t / 5.0).min(1.0)).cos()) / 2.0
+    });
+    check("cosine(final_lr: 0.01, epochs: 3)", &|t| {
+        0.01 + 0.09 * (1.0 + (pi * (t / 3.0).min(1.0)).cos()) / 2.0
+    });
+    check("poly(power: 2)", &|t| {
+        0.1 * (1.0 - (t / 5.0).min(1.0)).powi(2)
+    });
+    check("poly", &|t| 0.1 * (1.0 - (t / 5.0).min(1.0)));
+    // Warm-up: linear in the step up to the full rate at the warm-up's last step (step 15 of
+    // 1.5 epochs), then the cosine over the remaining 3.5 epochs.
+    check("cosine(warmup: 1.5)", &|t| {
+        let step = t * 10.0 + 1.0;
+        let ramp = (step / 15.0).min(1.0);
+        let p = ((t - 1.5) / 3.5).clamp(0.0, 1.0);
+        ramp * 0.1 * (1.0 + (pi * p).cos()) / 2.0
+    });
 }

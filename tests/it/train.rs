@@ -16,7 +16,7 @@ fn model(file: &str) -> (netc::check::Model, netc::source::SourceFile) {
 }
 
 fn settings(model: &netc::check::Model, epochs: u64) -> RunSettings {
-    let lr = model.optimizer.lr();
+    let lr = model.optimizer.lr;
     RunSettings {
         epochs,
         batch: model.train.batch as usize,
@@ -80,7 +80,7 @@ fn xor_is_learned_exactly() {
         .fit(&data, &settings(&model, model.train.epochs), &mut reporter)
         .expect("trains");
     assert_eq!(
-        reporter.history.last().and_then(|r| r.test_accuracy),
+        reporter.history.last().and_then(|r| r.test_accuracy()),
         Some(1.0)
     );
 }
@@ -101,7 +101,7 @@ fn saved_weights_evaluate_to_the_same_accuracy() {
     let last = reporter.history.last().expect("an epoch ran");
     let score = restored.evaluate(&data.test, 4);
     assert_eq!(score.loss, last.test_loss);
-    assert_eq!(score.accuracy, last.test_accuracy);
+    assert_eq!(score.metrics.first().copied(), last.test_accuracy());
     assert_eq!(restored.params, session.params);
     std::fs::remove_file(path).ok();
 }
@@ -273,7 +273,7 @@ fn reaches_goals(data: &netc::data::Split, goals: &[(&str, bool, f64)]) {
         let reached = reporter
             .history
             .last()
-            .and_then(|r| r.test_accuracy)
+            .and_then(|r| r.test_accuracy())
             .expect("accuracy");
         let how = if jit {
             "compiled"

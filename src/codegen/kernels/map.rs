@@ -252,6 +252,9 @@ fn apply(
                 UnaryOp::Abs => b.ins().fabs(x),
                 UnaryOp::Sqrt => b.ins().sqrt(x),
                 UnaryOp::Square => b.ins().fmul(x, x),
+                UnaryOp::Sin => l.call(b, Import::Sinf, &[x]).expect("sinf returns"),
+                UnaryOp::Cos => l.call(b, Import::Cosf, &[x]).expect("cosf returns"),
+                UnaryOp::Floor => b.ins().floor(x),
                 UnaryOp::Step => w.select(b, (x, FloatCC::GreaterThan, zero), one, zero),
                 UnaryOp::Sign => {
                     let minus_one = w.constant(b, -1.0);
@@ -322,7 +325,7 @@ fn uniform(l: &Lowerer, b: &mut FunctionBuilder, stream: Value, index: Value) ->
 fn vectorizable(op: &Op) -> bool {
     match op.elementwise() {
         Some(Elementwise::Unary(u)) => match u {
-            UnaryOp::Log => false,
+            UnaryOp::Log | UnaryOp::Sin | UnaryOp::Cos => false,
             UnaryOp::Neg
             | UnaryOp::Relu
             | UnaryOp::Sigmoid
@@ -331,6 +334,7 @@ fn vectorizable(op: &Op) -> bool {
             | UnaryOp::Abs
             | UnaryOp::Sqrt
             | UnaryOp::Square
+            | UnaryOp::Floor
             | UnaryOp::Step
             | UnaryOp::Sign => true,
         },
