@@ -92,6 +92,7 @@ codes! {
     W0201 => "parameter does not reach the loss",
     W0202 => "softmax before cross-entropy",
     W0203 => "very large learning rate",
+    W0204 => "binary cross-entropy of raw scores",
 }
 
 impl Code {

@@ -398,6 +398,25 @@ const HABITS: &[(&str, &str)] = &[
     ("kernel_size", "kernel"),
     ("num_hiddens", "units"),
     ("dropout", "p"),
+    // d2l's RMSProp and PyTorch's schedulers and clipping.
+    ("gamma", "alpha"),
+    ("gamma", "factor"),
+    ("step_size", "every"),
+    ("milestones", "at"),
+    ("eta_min", "final_lr"),
+    ("T_max", "epochs"),
+    ("max_norm", "clip"),
+    ("warmup_epochs", "warmup"),
+];
+
+/// PyTorch's optimizer and scheduler classes whose netc names differ by more than case.
+pub const TORCH_CLASSES: &[(&str, &str)] = &[
+    ("StepLR", "step"),
+    ("MultiStepLR", "multifactor"),
+    ("CosineAnnealingLR", "cosine"),
+    ("cosine_annealing", "cosine"),
+    ("PolynomialLR", "poly"),
+    ("ConstantLR", "constant"),
 ];
 
 /// Finds a signature by name.
@@ -458,6 +477,8 @@ impl Checker {
         let mut slots: Vec<Option<&'a Arg>> = vec![None; params.len()];
         let mut next_positional = 0;
         let mut keyword_seen = false;
+        // Parameters given under another framework's name: reported as that, not as missing.
+        let mut named_otherwise = vec![false; params.len()];
         for arg in args {
             let index = match &arg.name {
                 None if context == Context::Train => {
@@ -524,6 +545,9 @@ impl Checker {
                                 *theirs == name.name && params.iter().any(|p| p.name == *ours)
                             });
                             if let Some((theirs, ours)) = habit {
+                                let ours_at = params.iter().position(|p| p.name == *ours);
+                                named_otherwise
+                                    [ours_at.expect("the habit's name is a parameter")] = true;
                                 self.report(diagnostic.with_help(format!(
                                     "`{theirs}` is PyTorch's and d2l's name; netc calls it `{ours}`"
                                 )));
@@ -551,8 +575,8 @@ impl Checker {
             }
             slots[index] = Some(arg);
         }
-        for (spec, slot) in params.iter().zip(&slots) {
-            if spec.required && slot.is_none() {
+        for ((spec, slot), elsewhere) in params.iter().zip(&slots).zip(named_otherwise) {
+            if spec.required && slot.is_none() && !elsewhere {
                 self.report(
                     Diagnostic::new(
                         Code::E0403,

@@ -666,6 +666,9 @@ impl Checker {
             let diagnostic = this.declared_here(diagnostic, &target);
             this.declared_here(diagnostic, &pred)
         };
+        if kind == LossKind::BinaryCrossEntropy {
+            self.logits_to_binary_cross_entropy(&pred);
+        }
         if kind == LossKind::CrossEntropy {
             self.double_softmax(&pred);
             let classes = match &self.label.as_ref().map(|l| &l.kind) {
@@ -739,28 +742,53 @@ impl Checker {
     }
 }
 
+/// What last computed a prediction, followed through named values.
+enum Producer {
+    Softmax(Span),
+    /// A dense or convolution layer, or a matrix product plus maybe a bias: any real number.
+    Affine(Span),
+    Other,
+}
+
 impl Checker {
-    /// W0202 when the logits given to `cross_entropy` come out of a softmax: cross-entropy
-    /// applies its own, so the network's output is squashed twice and learns slowly.
-    fn double_softmax(&mut self, pred: &TExpr) {
+    /// The operation that produced `pred`, through equations and layers blocks.
+    fn producer(&self, pred: &TExpr) -> Producer {
         let mut at = pred;
-        let softmax = loop {
+        loop {
             match &at.kind {
-                TExprKind::Softmax { log: false, .. } => break Some(at.span),
+                TExprKind::Softmax { log: false, .. } => return Producer::Softmax(at.span),
+                TExprKind::MatMul(..) => return Producer::Affine(at.span),
+                TExprKind::Binary(BinaryOp::Add, a, b)
+                    if [a, b]
+                        .iter()
+                        .any(|e| matches!(e.kind, TExprKind::MatMul(..))) =>
+                {
+                    return Producer::Affine(at.span)
+                }
                 TExprKind::Value(i) => match &self.values[*i].kind {
                     ValueKind::Layers { layers, input } => match layers.last() {
                         Some(layer) => {
-                            break matches!(layer.kind, LayerKind::Softmax { log: false })
-                                .then_some(layer.span)
+                            return match layer.kind {
+                                LayerKind::Softmax { log: false } => Producer::Softmax(layer.span),
+                                LayerKind::Dense { .. } | LayerKind::Conv2d { .. } => {
+                                    Producer::Affine(layer.span)
+                                }
+                                _ => Producer::Other,
+                            }
                         }
                         None => at = input,
                     },
                     ValueKind::Expr(expr) => at = expr,
                 },
-                _ => break None,
+                _ => return Producer::Other,
             }
-        };
-        if let Some(span) = softmax {
+        }
+    }
+
+    /// W0202 when the logits given to `cross_entropy` come out of a softmax: cross-entropy
+    /// applies its own, so the network's output is squashed twice and learns slowly.
+    fn double_softmax(&mut self, pred: &TExpr) {
+        if let Producer::Softmax(span) = self.producer(pred) {
             self.report(
                 Diagnostic::new(
                     Code::W0202,
@@ -770,6 +798,24 @@ impl Checker {
                 )
                 .with_note("the probabilities are normalized twice: the loss still falls, but slowly, and accuracy stalls")
                 .with_help("remove this softmax: `cross_entropy` takes the raw scores (logits)"),
+            );
+        }
+    }
+
+    /// W0204 when `binary_cross_entropy`, which takes probabilities, is given the raw scores of
+    /// a dense layer or a product: log(p) of a score below 0 is not a number, and the first
+    /// step diverges.
+    fn logits_to_binary_cross_entropy(&mut self, pred: &TExpr) {
+        if let Producer::Affine(span) = self.producer(pred) {
+            self.report(
+                Diagnostic::new(
+                    Code::W0204,
+                    "`binary_cross_entropy` of raw scores",
+                    span,
+                    "any real number, not a probability",
+                )
+                .with_note("binary cross-entropy takes probabilities in (0, 1): it computes log(p) and log(1 − p)")
+                .with_help("end the network with `sigmoid` (PyTorch's BCEWithLogitsLoss is `sigmoid` then `binary_cross_entropy`)"),
             );
         }
     }

@@ -121,7 +121,21 @@ impl Checker {
             let what = format!("unknown {kind} `{}`", name.name);
             let label = format!("not {} {kind}", super::article(kind));
             let diagnostic = Diagnostic::new(code, what, name.span, label);
-            self.report(suggest(diagnostic, &name.name, kinds, args::names(table)));
+            // PyTorch's class names: `SGD`, `AdamW`, `CosineAnnealingLR`.
+            let ours = args::names(table)
+                .find(|ours| ours.eq_ignore_ascii_case(&name.name))
+                .or_else(|| {
+                    let torch = args::TORCH_CLASSES.iter().find(|(t, _)| *t == name.name);
+                    torch.map(|&(_, ours)| ours)
+                })
+                .filter(|ours| args::lookup(table, ours).is_some());
+            self.report(match ours {
+                Some(ours) => diagnostic.with_help(format!(
+                    "`{}` is PyTorch's name; netc writes `{ours}`",
+                    name.name
+                )),
+                None => suggest(diagnostic, &name.name, kinds, args::names(table)),
+            });
         }
         found
     }

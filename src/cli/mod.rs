@@ -26,6 +26,71 @@ struct Cli {
     command: Command,
 }
 
+/// `netc run`'s arguments (boxed in `Command`: they outweigh every other command's).
+#[derive(clap::Args)]
+struct RunArgs {
+    file: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Epochs to train (default: the model's `train` block).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Examples per step, 1 to 2^24 (default: the model's `train` block).
+    #[arg(long)]
+    batch: Option<u64>,
+    /// Learning rate (default: the model's optimizer).
+    #[arg(long, value_parser = positive)]
+    lr: Option<f64>,
+    /// Learning-rate schedule, written as in a model file: "cosine(warmup: 1)",
+    /// "step(every: 5, factor: 0.5)", "constant" (default: the model's `schedule`).
+    #[arg(long, value_name = "SCHEDULE")]
+    schedule: Option<String>,
+    /// Seed for initialization, shuffling and dropout (default: the model's `train` block).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Workers for the compiled step's pieces and for gathering batches, 1 to 256
+    /// (default: NETC_THREADS, else the cores this process may use); results are the same
+    /// bits for any number.
+    #[arg(long)]
+    threads: Option<u64>,
+    /// Print the compiled training step's time per kernel after training.
+    #[arg(long)]
+    profile: bool,
+    /// Also write each epoch's figures to this file as JSON lines.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Redraw the training curves in this picture (.svg or .png) after every epoch.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also write each epoch's figures as TensorBoard scalars, in an event file in DIR.
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<PathBuf>,
+    /// Draw the model's prediction against its first input over the training data after
+    /// every epoch: every frame in a .gif, or the latest in a .png or .svg.
+    #[arg(long)]
+    animate: Option<PathBuf>,
+    /// With --animate, a frame every N steps instead of one per epoch.
+    #[arg(long, value_name = "N", requires = "animate", value_parser = clap::value_parser!(u64).range(1..))]
+    animate_every: Option<u64>,
+    /// Write the small parameters' values after every step as JSON lines, for
+    /// `netc surface --trace` to draw the optimizer's path.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Save a checkpoint here when training ends, stops on an error, or is interrupted
+    /// (Ctrl-C finishes the current step first; a second Ctrl-C stops at once).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Also save the checkpoint every N epochs (`--save-every 2`) or steps
+    /// (`--save-every 500steps`), so a crash loses at most that much.
+    #[arg(long, value_parser = every)]
+    save_every: Option<Every>,
+    /// Continue from a checkpoint saved by `--save`.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse and check a model; print diagnostics.
@@ -53,68 +118,7 @@ enum Command {
         message_format: MessageFormat,
     },
     /// Train a model on a data set.
-    Run {
-        file: PathBuf,
-        #[command(flatten)]
-        data: DataArgs,
-        /// Epochs to train (default: the model's `train` block).
-        #[arg(long)]
-        epochs: Option<u64>,
-        /// Examples per step, 1 to 2^24 (default: the model's `train` block).
-        #[arg(long)]
-        batch: Option<u64>,
-        /// Learning rate (default: the model's optimizer).
-        #[arg(long, value_parser = positive)]
-        lr: Option<f64>,
-        /// Learning-rate schedule, written as in a model file: "cosine(warmup: 1)",
-        /// "step(every: 5, factor: 0.5)", "constant" (default: the model's `schedule`).
-        #[arg(long, value_name = "SCHEDULE")]
-        schedule: Option<String>,
-        /// Seed for initialization, shuffling and dropout (default: the model's `train` block).
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long, value_enum, default_value_t = Backend::Auto)]
-        backend: Backend,
-        /// Workers for the compiled step's pieces and for gathering batches, 1 to 256
-        /// (default: NETC_THREADS, else the cores this process may use); results are the same
-        /// bits for any number.
-        #[arg(long)]
-        threads: Option<u64>,
-        /// Print the compiled training step's time per kernel after training.
-        #[arg(long)]
-        profile: bool,
-        /// Also write each epoch's figures to this file as JSON lines.
-        #[arg(long)]
-        log: Option<PathBuf>,
-        /// Redraw the training curves in this picture (.svg or .png) after every epoch.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// Also write each epoch's figures as TensorBoard scalars, in an event file in DIR.
-        #[arg(long, value_name = "DIR")]
-        tensorboard: Option<PathBuf>,
-        /// Draw the model's prediction against its first input over the training data after
-        /// every epoch: every frame in a .gif, or the latest in a .png or .svg.
-        #[arg(long)]
-        animate: Option<PathBuf>,
-        /// With --animate, a frame every N steps instead of one per epoch.
-        #[arg(long, value_name = "N", requires = "animate", value_parser = clap::value_parser!(u64).range(1..))]
-        animate_every: Option<u64>,
-        /// Write the small parameters' values after every step as JSON lines, for
-        /// `netc surface --trace` to draw the optimizer's path.
-        #[arg(long)]
-        trace: Option<PathBuf>,
-        /// Save a checkpoint here when training ends, stops on an error, or is interrupted
-        /// (Ctrl-C finishes the current step first; a second Ctrl-C stops at once).
-        #[arg(long)]
-        save: Option<PathBuf>,
-        /// Also save the checkpoint every N epochs (`--save-every 2`) or steps
-        /// (`--save-every 500steps`), so a crash loses at most that much.
-        #[arg(long, value_parser = every)]
-        save_every: Option<Every>,
-        /// Continue from a checkpoint saved by `--save`.
-        #[arg(long)]
-        resume: Option<PathBuf>,
-    },
+    Run(Box<RunArgs>),
     /// Report loss and accuracy of saved weights on the test split.
     Eval {
         file: PathBuf,
@@ -342,27 +346,28 @@ pub fn run() -> i32 {
             }
             0
         }
-        Command::Run {
-            file,
-            data,
-            epochs,
-            batch,
-            lr,
-            schedule,
-            seed,
-            backend,
-            threads,
-            profile,
-            log,
-            plot,
-            tensorboard,
-            animate,
-            animate_every,
-            trace,
-            save,
-            save_every,
-            resume,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                file,
+                data,
+                epochs,
+                batch,
+                lr,
+                schedule,
+                seed,
+                backend,
+                threads,
+                profile,
+                log,
+                plot,
+                tensorboard,
+                animate,
+                animate_every,
+                trace,
+                save,
+                save_every,
+                resume,
+            } = *args;
             let Some((source, mut model)) = checked_model(&file) else {
                 return 1;
             };

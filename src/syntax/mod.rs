@@ -31,8 +31,14 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
             (whole.then_some(model), lowerer.diagnostics)
         }
         Err(error) => {
-            let diagnostic = syntax_error(&source.text, &error);
-            let diagnostic = unbalanced(&source.text, &diagnostic).unwrap_or(diagnostic);
+            let gave_up = syntax_error(&source.text, &error);
+            let diagnostic = match unbalanced(&source.text, &gave_up) {
+                Some(bracket) => match (&bracket.help, &gave_up.help) {
+                    (None, Some(help)) => bracket.with_help(help.clone()),
+                    _ => bracket,
+                },
+                None => gave_up,
+            };
             (None, vec![diagnostic])
         }
     }
@@ -321,8 +327,11 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         return Diagnostic::new(Code::E0101, message, span, format!("this is not `{ascii}`"))
             .with_help(help);
     }
+    if let Some(diagnostic) = foreign_punctuation(text, at) {
+        return diagnostic;
+    }
     let diagnostic = Diagnostic::new(Code::E0101, message, span, label);
-    if let Some(help) = python_habit(text, span) {
+    if let Some(help) = python_habit(text, span).or_else(|| likely_fix(text, at)) {
         return diagnostic.with_help(help);
     }
     if text.get(span.range()) != Some("=") {
@@ -363,13 +372,155 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     }
 }
 
+/// The words that start a section or declaration.
+const SECTIONS: &[&str] = &[
+    "input",
+    "label",
+    "target",
+    "param",
+    "loss",
+    "optimizer",
+    "schedule",
+    "train",
+    "metric",
+    "penalty",
+];
+
+/// A help line for the slips a line's layout gives away, looked for on the line where the
+/// parser gave up: punctuation from other languages, a missing `:` or `,`, the wrong brackets.
+fn likely_fix(text: &str, at: usize) -> Option<String> {
+    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let code = line.split('#').next().unwrap_or("").trim();
+    let words: Vec<&str> = code.split_whitespace().collect();
+    let first = words.first().copied().unwrap_or("");
+    let second = words.get(1).copied().unwrap_or("");
+    if code.contains(",,") || code.contains(", ,") {
+        return Some("remove the extra `,`".into());
+    }
+    if SECTIONS.contains(&first.trim_end_matches([':', '='])) {
+        let keyword = first.trim_end_matches([':', '=']);
+        if first.ends_with(':') || second == ":" {
+            return Some(format!(
+                "no `:` after `{keyword}`: write e.g. `{}`",
+                example(keyword)
+            ));
+        }
+        if let Some((_, rest)) = code
+            .split_once('=')
+            .filter(|_| first.ends_with('=') || second == "=")
+        {
+            let rest = rest.trim();
+            let written = if rest.is_empty() {
+                example(keyword).to_string()
+            } else {
+                format!("{keyword} {rest}")
+            };
+            return Some(format!(
+                "no `=` after `{keyword}`: write `{written}`; to name a value, choose a name that is not a keyword"
+            ));
+        }
+    }
+    if matches!(first, "input" | "target" | "param") && !second.is_empty() && !code.contains(':') {
+        let name = second.trim_end_matches(|c: char| !(c.is_alphanumeric() || c == '_'));
+        let rest = code[code.find(name).map_or(0, |i| i + name.len())..].trim();
+        let rest = if rest.is_empty() { "[784]" } else { rest };
+        return Some(format!(
+            "a colon separates the name from its shape: `{first} {name}: {rest}`"
+        ));
+    }
+    if matches!(first, "input" | "target" | "param") && code.contains(": (") {
+        return Some("shapes are written in square brackets: `[1, 28, 28]`".into());
+    }
+    if first == "label" && code.contains("class") && !code.contains("class(") {
+        return Some("the number of classes goes in parentheses: `label y: class(10)`".into());
+    }
+    if first == "net" && !code.contains('{') {
+        return Some(format!(
+            "a model's items go in braces: `net {} {{ ... }}`",
+            second.trim_end_matches(':')
+        ));
+    }
+    if code.contains("layers [") || code.contains("layers[") {
+        return Some("a layers block is written in braces: `layers { dense(10) }`".into());
+    }
+    if code.contains(".")
+        && code
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .any(|w| w.starts_with('.') && w.len() > 1)
+    {
+        return Some("write a leading zero: `0.1`, not `.1`".into());
+    }
+    let spaced_numbers = code.split(['[', ']']).enumerate().any(|(i, part)| {
+        let parts: Vec<&str> = part.split_whitespace().collect();
+        i % 2 == 1
+            && parts.len() > 1
+            && parts
+                .iter()
+                .all(|p| p.chars().all(|c| c.is_ascii_digit() || c == '-'))
+    });
+    if spaced_numbers {
+        return Some("separate the numbers of a list with commas: `[1, 28, 28]`".into());
+    }
+    None
+}
+
+/// Punctuation of other languages on the line where the parser gave up, which the parser
+/// may have stopped before reaching: reported where it is.
+fn foreign_punctuation(text: &str, at: usize) -> Option<Diagnostic> {
+    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let code = line.split('#').next().unwrap_or("");
+    let (offset, width, message, help) = if let Some(i) = code.find("//") {
+        (
+            i,
+            2,
+            "`//` does not start a comment",
+            "comments start with `#`: `# like this`",
+        )
+    } else if let Some(i) = code.trim_end().strip_suffix(';').map(str::len) {
+        (
+            i,
+            1,
+            "`;` after an item",
+            "netc needs no `;`: items are separated by newlines; remove it",
+        )
+    } else if let Some(i) = code.find(['"', '\'']) {
+        (
+            i,
+            1,
+            "quotes in a model file",
+            "names and values are written without quotes: `optimizer sgd(lr: 0.1)`",
+        )
+    } else {
+        return None;
+    };
+    let span = Span::new(start + offset, start + offset + width);
+    Some(Diagnostic::new(Code::E0101, message, span, "not netc syntax").with_help(help))
+}
+
+/// How a section is written, for help lines.
+fn example(keyword: &str) -> &'static str {
+    match keyword {
+        "input" => "input x: [784]",
+        "label" => "label y: class(10)",
+        "target" => "target y: [1]",
+        "param" => "param w: [784, 10]",
+        "loss" => "loss cross_entropy",
+        "optimizer" => "optimizer sgd(lr: 0.1)",
+        "schedule" => "schedule cosine(warmup: 1)",
+        "train" => "train { batch: 256, epochs: 10 }",
+        "metric" => "metric accuracy",
+        _ => "penalty l2(0.0001)",
+    }
+}
+
 fn push_unique(list: &mut Vec<String>, item: String) {
     if !list.contains(&item) {
         list.push(item);
     }
 }
 
-/// Describes the token starting at byte `at`, and its span.
 /// PyTorch's modules and what netc writes for them.
 const TORCH_NAMES: &[(&str, &str)] = &[
     ("Linear", "`dense(units)` in a `layers` block"),
@@ -467,6 +618,7 @@ fn full_width(c: char) -> Option<(char, char)> {
     Some((c, ascii))
 }
 
+/// Describes the token starting at byte `at`, and its span.
 fn found_at(text: &str, at: usize) -> (String, Span) {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {

@@ -293,18 +293,12 @@ fn run_trains_logs_saves_and_the_same_seed_gives_the_same_bytes() {
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect();
     assert_eq!(lines.len(), 3);
-    for key in [
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "test_acc",
-        "test_loss",
-        "seconds",
-    ] {
+    for key in ["epoch", "train_loss", "test_loss", "lr", "seconds"] {
         assert!(lines[2].get(key).is_some(), "log lacks {key}");
     }
+    // A regression reports no accuracy, only what it measures.
     assert!(
-        lines[2]["train_acc"].is_null()
+        lines[2].get("train_acc").is_none()
             && lines[2]["test_loss"].as_f64().is_some_and(|l| l < 0.001)
     );
 
@@ -602,4 +596,51 @@ fn bad_thread_counts_are_refused() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// `--schedule` is read as a model file's `schedule` would be: its mistakes are diagnostics
+/// against the option's text, and a warm-up the run is too short for is E0502 before training.
+#[test]
+fn the_schedule_option_is_checked_like_the_model_file() {
+    let run = |schedule: &str, epochs: &str| {
+        netc(&[
+            "run",
+            "models/xor.net",
+            "--data",
+            "xor",
+            "--epochs",
+            epochs,
+            "--schedule",
+            schedule,
+        ])
+    };
+    let typo = run("cosin(warmup: 1)", "2");
+    assert_eq!(typo.status.code(), Some(1));
+    let stderr = text(&typo.stderr);
+    assert!(
+        stderr.contains("error[E0215]") && stderr.contains("--schedule:1:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `cosine`?"), "{stderr}");
+
+    let syntax = run("step(every: 2", "2");
+    assert_eq!(syntax.status.code(), Some(1));
+    assert!(text(&syntax.stderr).contains("error[E0101]"));
+
+    let too_short = run("cosine(warmup: 3)", "3");
+    assert_eq!(too_short.status.code(), Some(1));
+    let stderr = text(&too_short.stderr);
+    assert!(stderr.contains("error[E0502]"), "{stderr}");
+    assert!(text(&too_short.stdout).is_empty(), "nothing trains");
+
+    let good = run("step(every: 1, factor: 0.5)", "3");
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good.stderr));
+    let stdout = text(&good.stdout);
+    let rates: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split("  lr ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or(""))
+        .collect();
+    // models/xor.net's rate of 2, halved after each epoch.
+    assert_eq!(rates, ["2.0000", "1.0000", "0.5000"], "{stdout}");
 }

@@ -202,7 +202,7 @@ fn mismatched_bindings_are_rejected() {
             inputs: &inputs,
             params: &session.params,
             states: &session.states,
-            hypers: &[0.1, 1.0],
+            hypers: &[0.1, 1.0, 1.0, 1.0],
             seed: 0,
         };
         compiled.run(&bind)

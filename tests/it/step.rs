@@ -205,7 +205,7 @@ fn batchnorm_keeps_running_statistics_and_evaluates_with_them() {
         inputs: &[x.clone(), y.clone()],
         params: &params,
         states: &states,
-        hypers: &[0.1, 1.0],
+        hypers: &[0.1, 1.0, 1.0, 1.0],
         seed: 0,
     };
     let wanted: Vec<_> = train.state_updates.iter().map(|&(_, id)| id).collect();

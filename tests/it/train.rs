@@ -107,52 +107,92 @@ fn saved_weights_evaluate_to_the_same_accuracy() {
 }
 
 /// Four epochs in one run equal two epochs, saved, then resumed for two more: bit for bit,
-/// with dropout and momentum state in play.
+/// with dropout, every optimizer's state and the learning-rate schedules in play. (The two
+/// halves are runs of 2 and 4 epochs, so a decay over the run's epochs is given its length.)
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
-    let source = netc::source::SourceFile::new(
-        "resume.net",
-        "net resume {
-            input x: [2]
-            target y: [1]
-            layers { dense(8) tanh dropout(0.3) dense(1) sigmoid }
-            loss mse
-            optimizer adam(lr: 0.05)
-            train { batch: 3, epochs: 4, seed: 5 }
-        }",
-    );
-    let (checked, _) = netc::front_end(&source);
-    let model = checked.expect("model checks").1;
-    let data = Source::Xor.load(0).expect("synthetic data");
-    let quiet = || Reporter::new(None, true);
+    for (optimizer, schedule) in [
+        ("adam(lr: 0.05)", "constant"),
+        (
+            "rmsprop(lr: 0.01, momentum: 0.5)",
+            "cosine(warmup: 1.5, final_lr: 0.001, epochs: 4)",
+        ),
+        (
+            "adadelta(clip: 0.5)",
+            "multifactor(at: [1, 3], factor: 0.5)",
+        ),
+        ("adamw(lr: 0.05)", "step(every: 1, factor: 0.7)"),
+        (
+            "adagrad(lr: 0.1, weight_decay: 0.01)",
+            "poly(power: 2, epochs: 4)",
+        ),
+        (
+            "sgd(lr: 0.5, momentum: 0.9, nesterov: true, clip: 1)",
+            "constant(warmup: 2)",
+        ),
+    ] {
+        let source = netc::source::SourceFile::new(
+            "resume.net",
+            format!(
+                "net resume {{
+                    input x: [2]
+                    target y: [1]
+                    layers {{ dense(8) tanh dropout(0.3) dense(1) sigmoid }}
+                    loss mse
+                    optimizer {optimizer}
+                    schedule {schedule}
+                    train {{ batch: 3, epochs: 4, seed: 5 }}
+                }}"
+            ),
+        );
+        let (checked, diagnostics) = netc::front_end(&source);
+        let model = checked.unwrap_or_else(|| panic!("{diagnostics:?}")).1;
+        let data = Source::Xor.load(0).expect("synthetic data");
+        let quiet = || Reporter::new(None, true);
 
-    let mut whole = Session::new(&model, &source, 5).expect("fits in memory");
-    whole
-        .fit(&data, &settings(&model, 4), &mut quiet())
-        .expect("trains");
+        let mut whole = Session::new(&model, &source, 5).expect("fits in memory");
+        let mut whole_reports = quiet();
+        whole
+            .fit(&data, &settings(&model, 4), &mut whole_reports)
+            .expect("trains");
 
-    let mut first = Session::new(&model, &source, 5).expect("fits in memory");
-    first
-        .fit(&data, &settings(&model, 2), &mut quiet())
-        .expect("trains");
-    let path = temp("resume.safetensors");
-    first.save(&path, 5).expect("saves");
-    let mut resumed = Session::new(&model, &source, 12345).expect("fits in memory");
-    resumed.restore(&path).expect("restores");
-    resumed
-        .fit(&data, &settings(&model, 4), &mut quiet())
-        .expect("trains");
+        let mut first = Session::new(&model, &source, 5).expect("fits in memory");
+        first
+            .fit(&data, &settings(&model, 2), &mut quiet())
+            .expect("trains");
+        let path = temp("resume.safetensors");
+        first.save(&path, 5).expect("saves");
+        let mut resumed = Session::new(&model, &source, 12345).expect("fits in memory");
+        resumed.restore(&path).expect("restores");
+        let mut resumed_reports = quiet();
+        resumed
+            .fit(&data, &settings(&model, 4), &mut resumed_reports)
+            .expect("trains");
 
-    assert_eq!(resumed.step, whole.step);
-    assert_eq!(
-        resumed.params, whole.params,
-        "parameters differ after resuming"
-    );
-    assert_eq!(
-        resumed.states, whole.states,
-        "optimizer state differs after resuming"
-    );
-    std::fs::remove_file(path).ok();
+        let context = format!("{optimizer}, {schedule}");
+        assert_eq!(resumed.step, whole.step, "{context}");
+        assert_eq!(
+            resumed.params, whole.params,
+            "{context}: parameters differ after resuming"
+        );
+        assert_eq!(
+            resumed.states, whole.states,
+            "{context}: optimizer state differs after resuming"
+        );
+        let rates = |reports: &[netc::runtime::EpochReport]| {
+            reports.iter().map(|r| r.lr).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rates(&resumed_reports.history),
+            rates(&whole_reports.history[2..]),
+            "{context}: the schedule's rates differ after resuming"
+        );
+        if schedule != "constant" {
+            let all = rates(&whole_reports.history);
+            assert!(all.windows(2).any(|w| w[0] != w[1]), "{context}: {all:?}");
+        }
+        std::fs::remove_file(path).ok();
+    }
 }
 
 #[test]
@@ -465,4 +505,72 @@ fn a_run_stopped_inside_an_epoch_resumes_only_with_its_batch_size() {
         .expect("the same batch size resumes");
     assert_eq!(resumed.step, checkpoint.step + 25 - 3);
     std::fs::remove_file(path).ok();
+}
+
+/// The error metrics of an evaluation equal the same sums over `predict`'s outputs, computed
+/// here in f64; the epoch reports carry them in the model's order, train and test.
+#[test]
+fn error_metrics_are_the_sums_they_are_defined_by() {
+    let source = netc::source::SourceFile::new(
+        "metrics.net",
+        "net metrics {
+            input x: [2]
+            target y: [1]
+            layers { dense(1) }
+            loss mse
+            optimizer sgd(lr: 0.03)
+            metric mae, rmse, log_rmse
+            train { batch: 7, epochs: 2 }
+        }",
+    );
+    let (checked, diagnostics) = netc::front_end(&source);
+    let model = checked.unwrap_or_else(|| panic!("{diagnostics:?}")).1;
+    let data = Source::Linear.load(0).expect("synthetic data");
+    let mut session = Session::new(&model, &source, 0).expect("fits in memory");
+    let mut reports = Reporter::new(None, true);
+    session
+        .fit(&data, &settings(&model, 2), &mut reports)
+        .expect("trains");
+    let score = session.evaluate(&data.test, 7);
+    let outputs: Vec<f64> = session
+        .predict(&data.test, 7)
+        .into_iter()
+        .flat_map(|(_, out)| out.expect("an output").data)
+        .map(f64::from)
+        .collect();
+    let targets: Vec<f64> = data.test.targets.iter().map(|&t| f64::from(t)).collect();
+    assert_eq!(outputs.len(), targets.len());
+    let n = targets.len() as f64;
+    let pairs = || outputs.iter().zip(&targets);
+    let mae = pairs().map(|(p, t)| (p - t).abs()).sum::<f64>() / n;
+    let rmse = (pairs().map(|(p, t)| (p - t).powi(2)).sum::<f64>() / n).sqrt();
+    let log = |v: f64| v.max(1.0).ln();
+    let log_rmse = (pairs()
+        .map(|(p, t)| (log(*p) - log(*t)).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    for (got, wanted) in score.metrics.iter().zip([mae, rmse, log_rmse]) {
+        assert!(
+            (got - wanted).abs() < 1e-12 * wanted.max(1.0),
+            "{got} against {wanted}"
+        );
+    }
+    assert!(rmse >= mae && mae > 0.0, "rmse {rmse}, mae {mae}");
+    let last = reports.history.last().expect("two epochs");
+    let names: Vec<_> = last.metrics.iter().map(|m| m.metric.name()).collect();
+    assert_eq!(names, ["mae", "rmse", "log_rmse"]);
+    let tests: Vec<f64> = last
+        .metrics
+        .iter()
+        .map(|m| m.test.expect("measured"))
+        .collect();
+    assert_eq!(
+        tests, score.metrics,
+        "the last epoch's test figures are the evaluation's"
+    );
+    assert!(last
+        .metrics
+        .iter()
+        .all(|m| m.train.is_some_and(f64::is_finite)));
 }
