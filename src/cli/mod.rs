@@ -554,7 +554,7 @@ fn run_settings(
         schedule.kind,
         ScheduleKind::Cosine { epochs: None, .. } | ScheduleKind::Poly { epochs: None, .. }
     );
-    if runs_with_training && schedule.warmup >= epochs as f64 {
+    if runs_with_training && schedule.warmup > 0.0 && schedule.warmup >= epochs as f64 {
         return Err(Diagnostic::plain(
             Code::E0502,
             format!(

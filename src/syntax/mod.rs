@@ -17,18 +17,32 @@ pub const MAX_NESTING: usize = 64;
 
 /// Parses a model file. Returns the AST when the text is well formed, and any diagnostics.
 pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
+    parse_as(source, Rule::file, lower::Lowerer::model)
+}
+
+/// Parses one expression given outside a model file (a command-line option's value).
+pub fn parse_expr(source: &SourceFile) -> (Option<ast::Expr>, Vec<Diagnostic>) {
+    parse_as(source, Rule::expr_text, lower::Lowerer::expr_text)
+}
+
+/// Parses `source` as `rule` and lowers the match with `lower`.
+fn parse_as<T>(
+    source: &SourceFile,
+    rule: Rule,
+    lower: impl FnOnce(&mut lower::Lowerer, pest::iterators::Pair<Rule>) -> T,
+) -> (Option<T>, Vec<Diagnostic>) {
     if let Some(diagnostic) = check_nesting(&source.text) {
         return (None, vec![diagnostic]);
     }
     pest::set_error_detail(true);
-    match NetParser::parse(Rule::file, &source.text) {
+    match NetParser::parse(rule, &source.text) {
         Ok(mut pairs) => {
-            let file = pairs.next().expect("grammar: file rule matched");
+            let pair = pairs.next().expect("grammar: the rule matched");
             let mut lowerer = lower::Lowerer::default();
-            let model = lowerer.model(file);
+            let value = lower(&mut lowerer, pair);
             // An expression cut short for its depth is not worth checking.
             let whole = !lowerer.diagnostics.iter().any(|d| d.code == Code::E0103);
-            (whole.then_some(model), lowerer.diagnostics)
+            (whole.then_some(value), lowerer.diagnostics)
         }
         Err(error) => {
             let gave_up = syntax_error(&source.text, &error);
@@ -41,23 +55,6 @@ pub fn parse(source: &SourceFile) -> (Option<ast::Model>, Vec<Diagnostic>) {
             };
             (None, vec![diagnostic])
         }
-    }
-}
-
-/// Parses one expression given outside a model file (a command-line option's value).
-pub fn parse_expr(source: &SourceFile) -> (Option<ast::Expr>, Vec<Diagnostic>) {
-    if let Some(diagnostic) = check_nesting(&source.text) {
-        return (None, vec![diagnostic]);
-    }
-    match NetParser::parse(Rule::expr_text, &source.text) {
-        Ok(mut pairs) => {
-            let text = pairs.next().expect("grammar: expr_text matched");
-            let mut lowerer = lower::Lowerer::default();
-            let expr = lowerer.expr_text(text);
-            let whole = !lowerer.diagnostics.iter().any(|d| d.code == Code::E0103);
-            (whole.then_some(expr), lowerer.diagnostics)
-        }
-        Err(error) => (None, vec![syntax_error(&source.text, &error)]),
     }
 }
 
@@ -429,8 +426,15 @@ fn likely_fix(text: &str, at: usize) -> Option<String> {
             "a colon separates the name from its shape: `{first} {name}: {rest}`"
         ));
     }
-    if matches!(first, "input" | "target" | "param") && code.contains(": (") {
-        return Some("shapes are written in square brackets: `[1, 28, 28]`".into());
+    if let Some(tuple) = python_tuple(code) {
+        return Some(format!(
+            "netc writes lists, shapes included, in square brackets: `[{}]`, not `{tuple}`",
+            tuple
+                .trim_matches(['(', ')'])
+                .trim()
+                .trim_end_matches(',')
+                .trim()
+        ));
     }
     if first == "label" && code.contains("class") && !code.contains("class(") {
         return Some("the number of classes goes in parentheses: `label y: class(10)`".into());
@@ -497,6 +501,30 @@ fn foreign_punctuation(text: &str, at: usize) -> Option<Diagnostic> {
     };
     let span = Span::new(start + offset, start + offset + width);
     Some(Diagnostic::new(Code::E0101, message, span, "not netc syntax").with_help(help))
+}
+
+/// The first Python tuple of numbers in a line, `(784, 10)` or `(784,)`: parentheses that
+/// follow no name (so not a call) around numbers and at least one comma.
+fn python_tuple(code: &str) -> Option<&str> {
+    code.match_indices('(').find_map(|(open, _)| {
+        let follows_name = code[..open]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let close = open + code[open..].find(')')?;
+        let inside = &code[open + 1..close];
+        let items: Vec<&str> = inside.split(',').map(str::trim).collect();
+        let numbers = items.iter().enumerate().all(|(i, item)| {
+            let last_empty = i == items.len() - 1 && item.is_empty();
+            last_empty
+                || item
+                    .trim_start_matches('-')
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+                    && !item.is_empty()
+        });
+        (!follows_name && items.len() > 1 && numbers).then_some(&code[open..=close])
+    })
 }
 
 /// How a section is written, for help lines.
