@@ -89,6 +89,7 @@ codes! {
     E0511 => "not enough memory for this run",
     E0512 => "an output file cannot be written",
     E0513 => "bad training log",
+    E0514 => "the model cannot be exported to ONNX",
     W0201 => "parameter does not reach the loss",
     W0202 => "softmax before cross-entropy",
     W0203 => "very large learning rate",

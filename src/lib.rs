@@ -1,7 +1,7 @@
 //! netc compiles a declarative neural-network model file through a one-way pipeline:
 //! `syntax` (text → AST) → `check` (AST → checked model) → `ir` (checked model → tensor graph)
 //! → `autodiff` (+ gradients and the optimizer step) → `opt` (simplified) → `interp` or
-//! `codegen` (executed) → `runtime` (training on `data`). `diagnostics`, `source`, `shape`,
+//! `codegen` (executed) → `runtime` (training on `data`) → `export` (ONNX). `diagnostics`, `source`, `shape`,
 //! `ops`, `tensor`, `math` and `memory` are shared by every stage; only `cli`, `data` and `runtime` do IO.
 #![deny(unsafe_code)]
 
@@ -42,6 +42,7 @@ pub mod codegen;
 pub mod data;
 pub mod runtime;
 pub mod plot;
+pub mod export;
 
 pub mod cli;
 

@@ -140,6 +140,27 @@ enum Command {
         /// Also draw the examples (image inputs) with their labels in this picture.
         #[arg(long)]
         grid: Option<PathBuf>,
+        /// Also write the examples' inputs and the model's outputs (logits, for a classifier)
+        /// to this safetensors file, as tensors `input` and `output`.
+        #[arg(long, value_name = "PATH")]
+        outputs: Option<PathBuf>,
+    },
+    /// Write a trained model's evaluation graph as ONNX, for ONNX Runtime and other frameworks.
+    Export {
+        file: PathBuf,
+        /// The trained weights: a checkpoint written by `netc run --save`.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The .onnx file to write.
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: PathBuf,
+        /// The ONNX opset, 15 to 21.
+        #[arg(long, default_value_t = crate::export::DEFAULT_OPSET,
+              value_parser = clap::value_parser!(u32).range(15..=21))]
+        opset: u32,
+        /// The batch dimension: `dynamic` (symbolic, `N`) or a fixed size.
+        #[arg(long, default_value = "dynamic", value_parser = batch_dimension)]
+        batch: crate::export::Batch,
     },
     /// Measure training speed: compile time, step and epoch times, GFLOP/s, peak memory.
     Bench {
@@ -430,14 +451,34 @@ pub fn run() -> i32 {
             data,
             limit,
             grid,
+            outputs,
         } => {
             let Some((source, model)) = checked_model(&file) else {
                 return 1;
             };
             let outcome =
                 restored(&source, &model, &weights, &data).and_then(|(mut session, split)| {
-                    print_predictions(&mut session, &split, limit, grid.as_deref())
+                    print_predictions(
+                        &mut session,
+                        &split,
+                        limit,
+                        grid.as_deref(),
+                        outputs.as_deref(),
+                    )
                 });
+            finish(&source, outcome)
+        }
+        Command::Export {
+            file,
+            weights,
+            output,
+            opset,
+            batch,
+        } => {
+            let Some((source, model)) = checked_model(&file) else {
+                return 1;
+            };
+            let outcome = train::export_onnx(&source, &model, &weights, &output, opset, batch);
             finish(&source, outcome)
         }
         Command::Bench {
@@ -573,6 +614,17 @@ fn run_settings(
         shuffle: defaults.shuffle,
         checkpoints: None,
     })
+}
+
+/// `--batch` of `export`: `dynamic`, or a size from 1 to 2^24.
+fn batch_dimension(text: &str) -> Result<crate::export::Batch, String> {
+    if text == "dynamic" {
+        return Ok(crate::export::Batch::Dynamic);
+    }
+    let n: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is neither `dynamic` nor a whole number"))?;
+    TrainSettings::check_batch(n).map(crate::export::Batch::Fixed)
 }
 
 /// Sets the workers of every pool the command makes: `--threads`, else `NETC_THREADS`, else

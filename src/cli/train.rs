@@ -24,8 +24,18 @@ pub(super) fn restored<'a>(
     let checkpoint = session.restore(weights)?;
     let split = load(data, checkpoint.seed)?;
     runtime::fits(model, &split.test)?;
+    // `eval` takes the model's batches and `predict` batches of 256; the interpreter gives the
+    // same figures, only more slowly, when the model does not compile.
+    let batch = (model.train.batch as usize).max(PREDICT_BATCH);
+    match session.compile(batch, false) {
+        Ok(_) | Err(CompileError::TooLarge { .. } | CompileError::NoTarget(_)) => {}
+        Err(why) => return Err(compile_diagnostic(why, batch)),
+    }
     Ok((session, split))
 }
+
+/// The batch `predict` runs the evaluation step on.
+const PREDICT_BATCH: usize = 256;
 
 pub(super) fn load(args: &DataArgs, seed: u64) -> Result<Split, Diagnostic> {
     source_of(args)?.load(seed)
@@ -300,6 +310,82 @@ fn run_title(source: &SourceFile, model: &Model, settings: &RunSettings) -> Stri
     )
 }
 
+/// The shown examples' inputs and the model's outputs, as tensors `input` and `output` of a
+/// safetensors file: what another runtime given the same inputs must reproduce.
+fn save_outputs(
+    session: &Session,
+    subset: &crate::data::Dataset,
+    predictions: &[(f64, Option<Tensor<f32>>)],
+    path: &Path,
+) -> Result<(), Diagnostic> {
+    let rows: Vec<usize> = (0..subset.len).collect();
+    let mut inputs = Vec::new();
+    let graph = &session.eval.graph;
+    runtime::batch_tensors(&graph.inputs, subset, &rows, &mut inputs, &session.pool);
+    let mut output = Tensor::scalar(0.0);
+    for (i, (_, batch)) in predictions.iter().enumerate() {
+        let batch = batch.as_ref().expect("a model with inputs has an output");
+        if i == 0 {
+            output.dims = batch.dims.clone();
+            output.data.clear();
+        } else {
+            output.dims[0] += batch.dims[0];
+        }
+        output.data.extend_from_slice(&batch.data);
+    }
+    let tensors = [
+        ("input".to_string(), &inputs[0]),
+        ("output".to_string(), &output),
+    ];
+    let encoded = checkpoint::encode(&tensors, None)
+        .map_err(|e| Diagnostic::plain(Code::E0512, format!("cannot encode the outputs: {e}")))?;
+    checkpoint::write_atomically(path, &encoded).map_err(|e| {
+        Diagnostic::plain(Code::E0512, format!("cannot write {}: {e}", path.display()))
+    })
+}
+
+/// Writes the ONNX model of a trained model's evaluation graph to `path`.
+pub(super) fn export_onnx(
+    source: &SourceFile,
+    model: &Model,
+    weights: &Path,
+    path: &Path,
+    opset: u32,
+    batch: crate::export::Batch,
+) -> Result<(), Diagnostic> {
+    let mut session = Session::new(model, source, 0)?;
+    session.restore(weights)?;
+    let output = model.output.and_then(|i| model.values[i].name.clone());
+    let options = crate::export::Options {
+        opset,
+        batch,
+        output: output.unwrap_or_else(|| "output".into()),
+        source: source.name.clone(),
+    };
+    let bytes = crate::export::export(
+        &session.eval.graph,
+        &session.params,
+        &session.states,
+        &options,
+    )?;
+    checkpoint::write_atomically(path, &bytes).map_err(|e| {
+        Diagnostic::plain(Code::E0512, format!("cannot write {}: {e}", path.display()))
+            .with_note("nothing was written; a file already there is as it was")
+    })?;
+    let batch = match batch {
+        crate::export::Batch::Dynamic => "any batch (N)".to_string(),
+        crate::export::Batch::Fixed(n) => format!("batch {n}"),
+    };
+    let inputs: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
+    say!(
+        "wrote {} (ONNX opset {opset}, {batch}): {} -> {}",
+        path.display(),
+        inputs.join(", "),
+        options.output
+    );
+    Ok(())
+}
+
 /// Why the JIT did not compile a model, as a diagnostic.
 pub(super) fn compile_diagnostic(why: CompileError, batch: usize) -> Diagnostic {
     match why {
@@ -515,6 +601,7 @@ pub(super) fn print_predictions(
     split: &Split,
     limit: usize,
     grid: Option<&Path>,
+    outputs: Option<&Path>,
 ) -> Result<(), Diagnostic> {
     let test = &split.test;
     let shown = limit.min(test.len);
@@ -547,7 +634,11 @@ pub(super) fn print_predictions(
     say!("{:>5}  {:<14} true", "index", "predicted");
     let mut labelled = Vec::new();
     let mut row = 0;
-    for (_, output) in session.predict(&subset, 256) {
+    let predictions = session.predict(&subset, PREDICT_BATCH);
+    if let Some(path) = outputs {
+        save_outputs(session, &subset, &predictions, path)?;
+    }
+    for (_, output) in predictions {
         let Some(output) = output else { break };
         let per = output.data.len() / output.dims[0].max(1);
         for values in output.data.chunks(per) {

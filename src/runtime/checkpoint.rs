@@ -40,28 +40,37 @@ pub fn model_hash(train_graph: &Graph) -> String {
     format!("{hash:016x}")
 }
 
-fn bytes(t: &Tensor<f32>) -> Vec<u8> {
-    t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Named f32 tensors in the safetensors format, with string metadata.
+pub fn encode(
+    tensors: &[(String, &Tensor<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), data)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, t.dims.clone(), data).expect("sizes agree"),
+            )
+        })
+        .collect();
+    safetensors::tensor::serialize(views, metadata).map_err(|e| e.to_string())
 }
 
 /// Writes a checkpoint for `graph` atomically.
 pub fn save(path: &Path, graph: &Graph, checkpoint: &Checkpoint) -> Result<(), Diagnostic> {
-    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut named: Vec<(String, &Tensor<f32>)> = Vec::new();
     for (decl, t) in graph.params.iter().zip(&checkpoint.params) {
-        named.push((decl.name.clone(), t.dims.clone(), bytes(t)));
+        named.push((decl.name.clone(), t));
     }
     for (decl, t) in graph.states.iter().zip(&checkpoint.states) {
-        named.push((format!("state.{}", decl.name), t.dims.clone(), bytes(t)));
+        named.push((format!("state.{}", decl.name), t));
     }
-    let views: Vec<(String, TensorView)> = named
-        .iter()
-        .map(|(name, dims, data)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, dims.clone(), data).expect("sizes agree"),
-            )
-        })
-        .collect();
     // One metadata entry holding sorted JSON: a map of several entries would be written in
     // hash order, and the same run would not give the same bytes.
     let netc = serde_json::json!({
@@ -75,7 +84,7 @@ pub fn save(path: &Path, graph: &Graph, checkpoint: &Checkpoint) -> Result<(), D
         "seed": checkpoint.seed,
     });
     let metadata = HashMap::from([("netc".to_string(), netc.to_string())]);
-    let encoded = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| {
+    let encoded = encode(&named, Some(metadata)).map_err(|e| {
         Diagnostic::plain(Code::E0508, format!("cannot encode the checkpoint: {e}"))
     })?;
     write_atomically(path, &encoded).map_err(|e| {

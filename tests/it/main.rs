@@ -3,6 +3,7 @@
 
 mod cli;
 mod data;
+mod export;
 mod gradcheck;
 mod hostile;
 mod jit;

@@ -1,0 +1,268 @@
+//! `netc export`: every model in `models/`, trained for a short run, exported to ONNX, checked
+//! by ONNX's own checker and run by ONNX Runtime (`tests/onnx/check.py`, in the virtual
+//! environment `scripts/install-onnx` makes) on 1,000 test examples, against `netc predict`'s
+//! outputs for the same examples. Refusals are checked without Python.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs")
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netc-export-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// The Python of `scripts/install-onnx`'s environment, if onnx and onnxruntime import there.
+fn onnx_python() -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/onnx-venv/bin/python");
+    let works = Command::new(&python)
+        .args(["-c", "import onnx, onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("NETC_REQUIRE_ONNX").is_none_or(|v| v != "1"),
+        "onnx and onnxruntime are not installed in target/onnx-venv: run scripts/install-onnx"
+    );
+    eprintln!(
+        "SKIPPED: onnx and onnxruntime are not installed in target/onnx-venv (scripts/install-onnx could not install them)"
+    );
+    None
+}
+
+/// The first `train` training and `test` test examples of Fashion-MNIST, as IDX files in `dir`.
+fn fmnist_subset(dir: &Path, train: u32, test: u32) {
+    for (split, count) in [("train", train), ("t10k", test)] {
+        for (kind, header) in [("images-idx3", 16), ("labels-idx1", 8)] {
+            let name = format!("{split}-{kind}-ubyte.gz");
+            let mut bytes = Vec::new();
+            flate2::read::GzDecoder::new(
+                std::fs::File::open(Path::new(netc::data::FMNIST_DIR).join(&name))
+                    .expect("Fashion-MNIST is installed"),
+            )
+            .read_to_end(&mut bytes)
+            .expect("a gzip file");
+            let per_item: usize = if header == 16 { 28 * 28 } else { 1 };
+            bytes[4..8].copy_from_slice(&count.to_be_bytes());
+            bytes.truncate(header + per_item * count as usize);
+            let mut out = flate2::write::GzEncoder::new(
+                std::fs::File::create(dir.join(&name)).expect("writable"),
+                flate2::Compression::fast(),
+            );
+            out.write_all(&bytes).expect("writes");
+            out.finish().expect("writes");
+        }
+    }
+}
+
+/// The data each model trains on.
+fn data_of(model: &str) -> &'static str {
+    match model {
+        "linreg" => "linear",
+        "beans" => "beans",
+        "xor" => "xor",
+        "perceptron" => "separable",
+        "gd_2d" => "none",
+        _ => "fmnist",
+    }
+}
+
+#[test]
+fn every_model_exports_to_onnx_and_runs_in_onnx_runtime_as_in_netc() {
+    if crate::fmnist_missing() {
+        return;
+    }
+    let Some(python) = onnx_python() else {
+        return;
+    };
+    let dir = scratch("models");
+    let fmnist = dir.join("fmnist");
+    std::fs::create_dir_all(&fmnist).expect("a directory");
+    fmnist_subset(&fmnist, 2048, 1000);
+    let mut models: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .expect("models/")
+            .map(|e| e.expect("readable").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "net"))
+            .collect();
+    models.sort();
+    let mut exported = 0;
+    for path in &models {
+        let name = path
+            .file_stem()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        let file = format!("models/{name}.net");
+        let data = data_of(&name);
+        let weights = dir.join(format!("{name}.safetensors"));
+        let onnx = dir.join(format!("{name}.onnx"));
+        let outputs = dir.join(format!("{name}.outputs"));
+        let (weights_s, onnx_s, outputs_s) = (
+            weights.to_str().expect("utf-8"),
+            onnx.to_str().expect("utf-8"),
+            outputs.to_str().expect("utf-8"),
+        );
+        let data_args = [
+            "--data",
+            data,
+            "--data-dir",
+            fmnist.to_str().expect("utf-8"),
+        ];
+        let mut run = vec!["run", &file, "--epochs", "1", "--save", weights_s];
+        run.extend(data_args);
+        ok(&netc(&run), &format!("{name}: training"));
+        // A fixed batch and the newest opset (reduction axes as inputs) on two of them.
+        let (batch, opset) = match name.as_str() {
+            "mlp" => ("1000", "17"),
+            "nin" | "resnet" => ("dynamic", "21"),
+            _ => ("dynamic", "17"),
+        };
+        let export = netc(&[
+            "export",
+            &file,
+            "--weights",
+            weights_s,
+            "-o",
+            onnx_s,
+            "--batch",
+            batch,
+            "--opset",
+            opset,
+        ]);
+        if data == "none" {
+            assert_eq!(export.status.code(), Some(1), "{name}: nothing to export");
+            assert!(String::from_utf8_lossy(&export.stderr).contains("error[E0514]"));
+            assert!(!onnx.exists(), "{name}: no file is written");
+            continue;
+        }
+        ok(&export, &format!("{name}: export"));
+        let mut predict = vec![
+            "predict",
+            &file,
+            "--weights",
+            weights_s,
+            "--limit",
+            "1000",
+            "--outputs",
+            outputs_s,
+        ];
+        predict.extend(data_args);
+        ok(&netc(&predict), &format!("{name}: predict"));
+        let check = Command::new(&python)
+            .args(["tests/onnx/check.py", onnx_s, outputs_s])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("python runs");
+        ok(&check, &format!("{name}: ONNX's checker and ONNX Runtime"));
+        let report: serde_json::Value =
+            serde_json::from_slice(&check.stdout).expect("check.py prints JSON");
+        let diff = report["max_abs_diff"].as_f64().expect("a number");
+        eprintln!("{name}: {report}");
+        assert!(
+            diff <= 1e-4,
+            "{name}: ONNX Runtime differs from netc by {diff}"
+        );
+        assert_eq!(report["classes_differ"], 0, "{name}: {report}");
+        let examples = if data == "fmnist" {
+            1000
+        } else {
+            report["examples"].as_u64().unwrap_or(0)
+        };
+        assert_eq!(report["examples"], examples, "{name}: {report}");
+        exported += 1;
+    }
+    assert!(exported >= 15, "only {exported} models were exported");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn export_refuses_other_weights_and_leaves_no_partial_file() {
+    let dir = scratch("refusals");
+    let xor_weights = dir.join("xor.safetensors");
+    let xor_weights = xor_weights.to_str().expect("utf-8");
+    ok(
+        &netc(&[
+            "run",
+            "models/xor.net",
+            "--data",
+            "xor",
+            "--epochs",
+            "1",
+            "--save",
+            xor_weights,
+        ]),
+        "training xor",
+    );
+    let onnx = dir.join("beans.onnx");
+    let other = netc(&[
+        "export",
+        "models/beans.net",
+        "--weights",
+        xor_weights,
+        "-o",
+        onnx.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("error[E0508]"));
+    assert!(
+        !onnx.exists(),
+        "nothing is written for another model's weights"
+    );
+
+    for unwritable in [
+        dir.join("no/such/directory/xor.onnx"),
+        dir.clone(), // a directory
+    ] {
+        let out = netc(&[
+            "export",
+            "models/xor.net",
+            "--weights",
+            xor_weights,
+            "-o",
+            unwritable.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", unwritable.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("error[E0512]"), "{stderr}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("readable")
+        .map(|e| e.expect("readable").file_name())
+        .filter(|n| n.to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let bad_opset = netc(&[
+        "export",
+        "models/xor.net",
+        "--weights",
+        xor_weights,
+        "-o",
+        "x.onnx",
+        "--opset",
+        "9",
+    ]);
+    assert_eq!(bad_opset.status.code(), Some(2), "a usage error");
+    std::fs::remove_dir_all(dir).ok();
+}
