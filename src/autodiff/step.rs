@@ -23,7 +23,9 @@ pub const HYPERS: [&str; 4] = ["lr", "step", "steps_per_epoch", "epochs"];
 const CLIP_EPS: f64 = 1e-6;
 
 /// Adds the optimizer update for every parameter. Optimizer state tensors are appended to the
-/// graph's states (named `<param>.momentum`, `<param>.adam_m`, ...) and start at zero.
+/// graph's states (named `<param>.momentum`, `<param>.adam_m`, ...) and start at zero. The
+/// graph declares the step scalars up to the last it reads, and at least `lr` and `step`: a
+/// model with a constant rate has the graph, and so the checkpoint hash, it always had.
 pub fn train_step(with_grads: &Graph, optimizer: &Optimizer, schedule: &Schedule) -> Graph {
     let mut graph = with_grads.clone();
     graph.hypers = HYPERS.iter().map(|h| h.to_string()).collect();
@@ -49,6 +51,11 @@ pub fn train_step(with_grads: &Graph, optimizer: &Optimizer, schedule: &Schedule
         let update = update(&mut e, optimizer, lr, param, gradient);
         e.graph.param_updates.push((param, update));
     }
+    let read = graph.nodes.iter().filter_map(|n| match n.op {
+        Op::Hyper(i) => Some(i + 1),
+        _ => None,
+    });
+    graph.hypers.truncate(read.max().unwrap_or(0).max(STEP + 1));
     graph
 }
 

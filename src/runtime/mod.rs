@@ -8,7 +8,7 @@ mod init;
 mod metrics;
 mod report;
 
-use crate::check::model::{LabelKind, Model};
+use crate::check::model::{LabelKind, Model, Schedule};
 use crate::codegen::{CompileError, Compiled, Pool};
 use crate::data::{Dataset, Split};
 use crate::diagnostics::{Code, Diagnostic};
@@ -167,7 +167,17 @@ impl<'a> Session<'a> {
             elements.and_then(|n| crate::memory::bytes(n, 4 * 3)),
             "the model's weights and optimizer state (three copies while training)",
         )?;
-        let hash = checkpoint::model_hash(&train.graph);
+        // The schedule is not part of what a checkpoint must match: weights trained under one
+        // resume or export under another, as the model file declares its rate constant.
+        let hash = if model.schedule == Schedule::CONSTANT {
+            checkpoint::model_hash(&train.graph)
+        } else {
+            let constant = Model {
+                schedule: Schedule::CONSTANT,
+                ..model.clone()
+            };
+            checkpoint::model_hash(&crate::train_graph(&constant, source))
+        };
         let shapes: Vec<_> = train.graph.states.iter().map(|d| d.shape.clone()).collect();
         let (params, states) = init::initial(model, &shapes, seed);
         Ok(Session {

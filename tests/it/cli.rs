@@ -643,4 +643,34 @@ fn the_schedule_option_is_checked_like_the_model_file() {
         .collect();
     // models/xor.net's rate of 2, halved after each epoch.
     assert_eq!(rates, ["2.0000", "1.0000", "0.5000"], "{stdout}");
+
+    // Weights trained under a schedule resume under another and export as the file declares.
+    let dir = std::env::temp_dir().join(format!("netc-schedule-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let saved = dir.join("xor.safetensors");
+    let saved = saved.to_str().expect("utf-8");
+    let run = ["run", "models/xor.net", "--data", "xor", "--save", saved];
+    let first = netc(&[&run[..], &["--epochs", "2", "--schedule", "cosine"]].concat());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let more = [
+        "--epochs",
+        "3",
+        "--resume",
+        saved,
+        "--schedule",
+        "step(every: 1)",
+    ];
+    let resumed = netc(&[&run[..], &more].concat());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    let onnx = dir.join("xor.onnx");
+    let export = netc(&[
+        "export",
+        "models/xor.net",
+        "--weights",
+        saved,
+        "-o",
+        onnx.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(export.status.code(), Some(0), "{}", text(&export.stderr));
+    std::fs::remove_dir_all(dir).ok();
 }
