@@ -50,6 +50,7 @@ fn every_code_has_a_bad_input() {
         "tests/it/cli.rs",
         "tests/it/hostile.rs",
         "tests/it/plot.rs",
+        "tests/it/export.rs",
     ]
     .map(|f| std::fs::read_to_string(root().join(f)).expect("readable test file"))
     .join("\n");
