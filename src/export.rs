@@ -68,11 +68,18 @@ pub fn export(
         nodes: Vec::new(),
         initializers: Vec::new(),
         inputs: Vec::new(),
+        batched_input: None,
         batch: None,
         fresh: 0,
     };
-    for id in reachable(graph, output) {
-        let name = e.node(id, params, states)?;
+    let nodes = reachable(graph, output);
+    let implicit = implicit_broadcasts(graph, &nodes, output);
+    for id in nodes {
+        let name = match implicit[id.index()] {
+            // ONNX broadcasts the smaller operand itself, as the graph's broadcast would.
+            true => e.names[graph.node(id).args[0].index()].clone(),
+            false => e.node(id, params, states)?,
+        };
         e.names[id.index()] = name;
     }
     let result = e.names[output.index()].clone();
@@ -129,6 +136,29 @@ fn reachable(graph: &Graph, output: NodeId) -> Vec<NodeId> {
         .collect()
 }
 
+/// The broadcasts ONNX's own broadcasting makes: every use is an elementwise operation whose
+/// other operand is not a broadcast (so it has the full shape), and the broadcast is not the
+/// output. Numpy's rules align shapes from the right in both, so the results are the same.
+fn implicit_broadcasts(graph: &Graph, nodes: &[NodeId], output: NodeId) -> Vec<bool> {
+    let mut implicit = vec![false; graph.nodes.len()];
+    for &id in nodes {
+        implicit[id.index()] = matches!(graph.node(id).op, Op::Broadcast(_)) && id != output;
+    }
+    for &id in nodes {
+        let node = graph.node(id);
+        let binary = matches!(node.op, Op::Binary(_));
+        for (k, a) in node.args.iter().enumerate() {
+            let other = node.args.get(1 - k.min(1)).filter(|_| node.args.len() == 2);
+            let other_is_broadcast =
+                other.is_some_and(|o| matches!(graph.node(*o).op, Op::Broadcast(_)));
+            if !binary || other_is_broadcast {
+                implicit[a.index()] = false;
+            }
+        }
+    }
+    implicit
+}
+
 struct Exporter<'a> {
     graph: &'a Graph,
     options: &'a Options,
@@ -137,7 +167,9 @@ struct Exporter<'a> {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
-    /// The 1-D tensor `[N]`, once an input with a symbolic batch has been read.
+    /// The first input with a batch dimension, once read.
+    batched_input: Option<String>,
+    /// The 1-D tensor `[N]` read from it, once something needs it.
     batch: Option<String>,
     fresh: usize,
 }
@@ -158,10 +190,8 @@ impl Exporter<'_> {
                 let decl = &self.graph.inputs[*i];
                 self.inputs
                     .push(self.value_info(&decl.name, &decl.shape, decl.dtype));
-                if decl.shape.has_batch() && self.batch.is_none() {
-                    let attrs = vec![int("start", 0), int("end", 1)];
-                    let batch = self.emit("Shape", vec![decl.name.clone()], attrs, None);
-                    self.batch = Some(batch);
+                if decl.shape.has_batch() && self.batched_input.is_none() {
+                    self.batched_input = Some(decl.name.clone());
                 }
                 decl.name.clone()
             }
@@ -367,12 +397,19 @@ impl Exporter<'_> {
         if let Batch::Fixed(n) = self.options.batch {
             return Ok(self.int64s(&[n as i64]));
         }
-        self.batch.clone().ok_or_else(|| {
+        if let Some(batch) = &self.batch {
+            return Ok(batch.clone());
+        }
+        let input = self.batched_input.clone().ok_or_else(|| {
             Diagnostic::plain(
                 Code::E0514,
                 "the output has a batch dimension that no input gives",
             )
-        })
+        })?;
+        let attrs = vec![int("start", 0), int("end", 1)];
+        let batch = self.emit("Shape", vec![input], attrs, None);
+        self.batch = Some(batch.clone());
+        Ok(batch)
     }
 
     /// A shape as a 1-D int64 tensor, the batch read at run time unless it is fixed.

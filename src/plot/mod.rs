@@ -15,6 +15,7 @@ pub mod surface;
 pub mod tensorboard;
 pub mod trace;
 
+use crate::check::model::Metric;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::runtime::{EpochReport, Session, Watcher};
 use plotters::coord::Shift;
@@ -184,8 +185,9 @@ pub fn save(path: &Path, bytes: &[u8]) -> Result<(), Diagnostic> {
     })
 }
 
-/// Draws the training curves of `runs` to `path`: loss against epoch on the left, accuracy on
-/// the right when the runs measure it; train solid, test dashed; `title` above.
+/// Draws the training curves of `runs` to `path`: loss against epoch on the left, and on the
+/// right the runs' metric (accuracy when they measure it, else the first they report); train
+/// solid, test dashed; `title` above.
 pub fn curves(path: &Path, runs: &[Run], title: &str, effort: Effort) -> Result<(), Diagnostic> {
     let format = Format::of(path, "the picture")?;
     let bytes = render((format, effort), SIZE, &Curves { runs, title })?;
@@ -283,8 +285,12 @@ fn draw_curves<DB: DrawingBackend>(
             format!("{}: {what}", run.label)
         }
     };
+    // Accuracy when any run measures it, else the first metric reported.
+    let shown = (runs.iter().flat_map(|r| &r.epochs))
+        .flat_map(|e| e.metrics.iter().map(|m| m.metric))
+        .min_by_key(|&m| m != Metric::Accuracy);
     let mut losses = Vec::new();
-    let mut accuracies = Vec::new();
+    let mut measured = Vec::new();
     for (r, run) in runs.iter().enumerate() {
         let colour = |k: usize| COLOURS[if one { k } else { r } % COLOURS.len()];
         let series = |f: &dyn Fn(&EpochReport) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -308,26 +314,28 @@ fn draw_curves<DB: DrawingBackend>(
                 label: label(run, "test loss"),
             });
         }
-        accuracies.push(Line {
-            points: series(&|e| e.train_accuracy()),
+        let Some(metric) = shown else { continue };
+        measured.push(Line {
+            points: series(&|e| e.metric(metric).and_then(|m| m.train)),
             colour: colour(if one { 2 } else { 0 }),
             dashed: false,
-            label: label(run, "train acc"),
+            label: label(run, &format!("train {}", metric.short())),
         });
-        accuracies.push(Line {
-            points: series(&|e| e.test_accuracy()),
+        measured.push(Line {
+            points: series(&|e| e.metric(metric).and_then(|m| m.test)),
             colour: colour(if one { 3 } else { 0 }),
             dashed: true,
-            label: label(run, "test acc"),
+            label: label(run, &format!("test {}", metric.short())),
         });
     }
-    accuracies.retain(|l| !l.points.is_empty());
-    if accuracies.is_empty() {
+    measured.retain(|l| !l.points.is_empty());
+    let Some(metric) = shown.filter(|_| !measured.is_empty()) else {
         return panel(&body, "loss", &losses, false);
-    }
+    };
     let (left, right) = body.split_horizontally(body.dim_in_pixel().0 / 2);
     panel(&left, "loss", &losses, false)?;
-    panel(&right, "accuracy", &accuracies, true)
+    let name = metric.name().replace('_', " ");
+    panel(&right, &name, &measured, metric == Metric::Accuracy)
 }
 
 /// One panel: the lines against epoch, axes labelled, a legend.
@@ -359,6 +367,19 @@ fn panel<DB: DrawingBackend>(
         )
     };
     draw_panel(area, last_epoch, low..high, y_name, lines, unit_interval)
+}
+
+/// A y tick label: up to three decimals, and below 0.001 (a log-scale loss) one significant
+/// digit with its exponent, `1e-4`, rather than a misleading `0`.
+fn axis_number(y: f64) -> String {
+    if y != 0.0 && y.abs() < 1e-3 {
+        let text = format!("{y:.1e}");
+        return text.replace(".0e", "e");
+    }
+    format!("{y:.3}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
 }
 
 /// `panel` on a y axis of `y_range` (linear or logarithmic).
@@ -393,12 +414,7 @@ where
                 10
             })
             .x_label_formatter(&|x| format!("{}", x.round() as i64))
-            .y_label_formatter(&|y| {
-                format!("{y:.3}")
-                    .trim_end_matches('0')
-                    .trim_end_matches('.')
-                    .to_string()
-            }),
+            .y_label_formatter(&|y| axis_number(*y)),
     )
     .draw()
     .map_err(err)?;
