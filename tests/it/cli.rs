@@ -198,6 +198,7 @@ fn summary_counts_the_expression_a_layers_block_reads() {
     )
     .expect("writable");
     let out = netc(&["check", path.to_str().expect("utf-8"), "--summary"]);
+    std::fs::remove_file(&path).ok();
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
     // 784·256 multiply-adds (2 FLOPs each), then the bias and relu: 256 each.

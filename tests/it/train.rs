@@ -341,6 +341,8 @@ fn dense_models_reach_their_accuracy_goals() {
             ("models/mlp.net", true, 0.82),
             ("models/mlp_dropout.net", true, 0.85),
             ("models/mlp_adam.net", true, 0.85),
+            ("models/mlp_cosine.net", true, 0.87),
+            ("models/mlp_rmsprop.net", true, 0.87),
         ],
     );
 }
