@@ -46,11 +46,13 @@ fn parse_as<T>(
         }
         Err(error) => {
             let gave_up = syntax_error(&source.text, &error);
+            // A bracket that closes nothing has no fix of its own: the line where the parser
+            // gave up may show the slip.
             let diagnostic = match unbalanced(&source.text, &gave_up) {
-                Some(bracket) => match (&bracket.help, &gave_up.help) {
-                    (None, Some(help)) => bracket.with_help(help.clone()),
-                    _ => bracket,
-                },
+                Some(bracket) if bracket.help.is_some() => bracket,
+                Some(bracket) => bracket.with_help(gave_up.help.clone().unwrap_or_else(|| {
+                    "remove it, or add the opening bracket it was meant to close".into()
+                })),
                 None => gave_up,
             };
             (None, vec![diagnostic])
@@ -331,6 +333,11 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     if let Some(help) = python_habit(text, span).or_else(|| likely_fix(text, at)) {
         return diagnostic.with_help(help);
     }
+    if expected.iter().any(|e| e == "the end of the file") {
+        return diagnostic.with_help(
+            "after the model's closing `}` a file holds only `block` definitions: move this into `net { ... }` or remove it",
+        );
+    }
     if text.get(span.range()) != Some("=") {
         return diagnostic;
     }
@@ -342,24 +349,7 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
         .map_or(0, |(i, c)| i + c.len_utf8());
     let word = &before[word_start..];
-    const KEYWORDS: &[&str] = &[
-        "net",
-        "input",
-        "label",
-        "target",
-        "param",
-        "layers",
-        "loss",
-        "optimizer",
-        "schedule",
-        "train",
-        "metric",
-        "penalty",
-        "block",
-        "repeat",
-        "if",
-        "else",
-    ];
+
     if KEYWORDS.contains(&word) {
         diagnostic.with_help(format!(
             "`{word}` is a keyword and cannot name a value; choose another name"
@@ -368,6 +358,26 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         diagnostic.with_help("is the statement before this one incomplete?")
     }
 }
+
+/// The language's keywords.
+const KEYWORDS: &[&str] = &[
+    "net",
+    "input",
+    "label",
+    "target",
+    "param",
+    "layers",
+    "loss",
+    "optimizer",
+    "schedule",
+    "train",
+    "metric",
+    "penalty",
+    "block",
+    "repeat",
+    "if",
+    "else",
+];
 
 /// The words that start a section or declaration.
 const SECTIONS: &[&str] = &[
@@ -392,6 +402,36 @@ fn likely_fix(text: &str, at: usize) -> Option<String> {
     let words: Vec<&str> = code.split_whitespace().collect();
     let first = words.first().copied().unwrap_or("");
     let second = words.get(1).copied().unwrap_or("");
+    let (found, span) = found_at(text, at);
+    let token = text.get(span.range()).unwrap_or("");
+    let code_lines = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim());
+    if code_lines.clone().all(str::is_empty) {
+        return Some(
+            "a model file holds `net NAME { ... }`: start from a file in `models/`".into(),
+        );
+    }
+    // A misspelt keyword, British spellings included: `nett`, `optimiser`, `lable`; the
+    // token the parser stopped at, or the word that starts its line unless it names a value.
+    let starts_item = (!second.starts_with('=')).then_some(first);
+    if let Some(keyword) = [Some(token), starts_item]
+        .into_iter()
+        .flatten()
+        .find_map(near_keyword)
+    {
+        return Some(format!("did you mean `{keyword}`?"));
+    }
+    let operator = |c: char| "+-*/@".contains(c);
+    let before = text[..span.start as usize].trim_end();
+    if token.len() == 1 && token.chars().all(operator) && before.ends_with(operator) {
+        return Some("two operators in a row: remove one".into());
+    }
+    if found.contains('.') && token.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        if let Some(whole) = token.split('.').next().filter(|w| !w.is_empty()) {
+            return Some(format!("dimensions are whole numbers: `{whole}`"));
+        }
+    }
     if code.contains(",,") || code.contains(", ,") {
         return Some("remove the extra `,`".into());
     }
@@ -525,6 +565,20 @@ fn python_tuple(code: &str) -> Option<&str> {
         });
         (!follows_name && items.len() > 1 && numbers).then_some(&code[open..=close])
     })
+}
+
+/// The keyword a word is a slip of: at most two edits away, and fewer than half its length.
+fn near_keyword(word: &str) -> Option<&'static str> {
+    let is_word = word.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if !is_word || word.len() < 3 || KEYWORDS.contains(&word) {
+        return None;
+    }
+    KEYWORDS
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), *k))
+        .filter(|&(d, k)| d <= 2 && d < k.len() / 2 + 1)
+        .min()
+        .map(|(_, k)| k)
 }
 
 /// How a section is written, for help lines.

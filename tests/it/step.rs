@@ -64,7 +64,7 @@ fn simplification_keeps_every_value() {
             inputs: &inputs,
             params: &params,
             states: &states,
-            hypers: &[0.1, 3.0],
+            hypers: &[0.1, 3.0, 2.0, 4.0],
             seed: 9,
         };
         let (a, b) = (results(&raw, &bind), results(&optimized, &bind));
