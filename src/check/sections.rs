@@ -364,24 +364,39 @@ impl Checker {
                     nesterov,
                 }
             }
-            "adam" | "adamw" => Rule::Adam {
-                beta1: number(self, "beta1", 0.9)?,
-                beta2: number(self, "beta2", 0.999)?,
-                eps: number(self, "eps", 1e-8)?,
-                decoupled: signature.name == "adamw",
-            },
+            // Every argument is read before any `?`, so that each bad one is reported.
+            "adam" | "adamw" => {
+                let beta1 = number(self, "beta1", 0.9);
+                let beta2 = number(self, "beta2", 0.999);
+                let eps = number(self, "eps", 1e-8);
+                Rule::Adam {
+                    beta1: beta1?,
+                    beta2: beta2?,
+                    eps: eps?,
+                    decoupled: signature.name == "adamw",
+                }
+            }
             "adagrad" => Rule::Adagrad {
                 eps: number(self, "eps", 1e-10)?,
             },
-            "rmsprop" => Rule::Rmsprop {
-                alpha: number(self, "alpha", 0.99)?,
-                eps: number(self, "eps", 1e-8)?,
-                momentum: number(self, "momentum", 0.0)?,
-            },
-            _ => Rule::Adadelta {
-                rho: number(self, "rho", 0.9)?,
-                eps: number(self, "eps", 1e-6)?,
-            },
+            "rmsprop" => {
+                let alpha = number(self, "alpha", 0.99);
+                let eps = number(self, "eps", 1e-8);
+                let momentum = number(self, "momentum", 0.0);
+                Rule::Rmsprop {
+                    alpha: alpha?,
+                    eps: eps?,
+                    momentum: momentum?,
+                }
+            }
+            _ => {
+                let rho = number(self, "rho", 0.9);
+                let eps = number(self, "eps", 1e-6);
+                Rule::Adadelta {
+                    rho: rho?,
+                    eps: eps?,
+                }
+            }
         };
         Some(Optimizer {
             rule,
@@ -414,23 +429,36 @@ impl Checker {
         };
         let kind = match signature.name {
             "constant" => ScheduleKind::Constant,
-            "step" => ScheduleKind::Step {
-                every: self.count_arg(&bound, "every", Context::Call)?,
-                factor: number(self, "factor", 0.1)?,
-            },
-            "multifactor" => ScheduleKind::MultiFactor {
-                at: self.milestones(&bound)?,
-                factor: number(self, "factor", 0.1)?,
-            },
+            // Every argument is read before any `?`, so that each bad one is reported.
+            "step" => {
+                let every = self.count_arg(&bound, "every", Context::Call);
+                let factor = number(self, "factor", 0.1);
+                ScheduleKind::Step {
+                    every: every?,
+                    factor: factor?,
+                }
+            }
+            "multifactor" => {
+                let at = self.milestones(&bound);
+                let factor = number(self, "factor", 0.1);
+                ScheduleKind::MultiFactor {
+                    at: at?,
+                    factor: factor?,
+                }
+            }
             "cosine" => ScheduleKind::Cosine {
                 final_lr: number(self, "final_lr", 0.0)?,
                 epochs: length?,
             },
-            _ => ScheduleKind::Poly {
-                power: number(self, "power", 1.0)?,
-                final_lr: number(self, "final_lr", 0.0)?,
-                epochs: length?,
-            },
+            _ => {
+                let power = number(self, "power", 1.0);
+                let final_lr = number(self, "final_lr", 0.0);
+                ScheduleKind::Poly {
+                    power: power?,
+                    final_lr: final_lr?,
+                    epochs: length?,
+                }
+            }
         };
         let (warmup, length) = (warmup?, length?);
         if let Some(length) = length.filter(|&l| warmup >= l as f64) {

@@ -402,12 +402,10 @@ fn likely_fix(text: &str, at: usize) -> Option<String> {
     let words: Vec<&str> = code.split_whitespace().collect();
     let first = words.first().copied().unwrap_or("");
     let second = words.get(1).copied().unwrap_or("");
-    let (found, span) = found_at(text, at);
+    let (_, span) = found_at(text, at);
     let token = text.get(span.range()).unwrap_or("");
-    let code_lines = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim());
-    if code_lines.clone().all(str::is_empty) {
+    let blank = |l: &str| l.split('#').next().unwrap_or("").trim().is_empty();
+    if text.lines().all(blank) {
         return Some(
             "a model file holds `net NAME { ... }`: start from a file in `models/`".into(),
         );
@@ -427,7 +425,7 @@ fn likely_fix(text: &str, at: usize) -> Option<String> {
     if token.len() == 1 && token.chars().all(operator) && before.ends_with(operator) {
         return Some("two operators in a row: remove one".into());
     }
-    if found.contains('.') && token.chars().all(|c| c.is_ascii_digit() || c == '.') {
+    if token.contains('.') && token.chars().all(|c| c.is_ascii_digit() || c == '.') {
         if let Some(whole) = token.split('.').next().filter(|w| !w.is_empty()) {
             return Some(format!("dimensions are whole numbers: `{whole}`"));
         }
