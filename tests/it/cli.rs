@@ -3,7 +3,8 @@
 use netc::diagnostics::Code;
 use std::process::{Command, Output};
 
-fn netc(args: &[&str]) -> Output {
+/// Runs the `netc` binary in the project directory.
+pub(crate) fn netc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netc"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

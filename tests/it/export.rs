@@ -3,18 +3,11 @@
 //! environment `scripts/install-onnx` makes) on 1,000 test examples, against `netc predict`'s
 //! outputs for the same examples. Refusals are checked without Python.
 
+use crate::cli::netc;
 use netc::diagnostics::Code;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("netc runs")
-}
 
 fn ok(out: &Output, what: &str) {
     assert!(
