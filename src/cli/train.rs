@@ -318,13 +318,26 @@ fn save_outputs(
     predictions: &[(f64, Option<Tensor<f32>>)],
     path: &Path,
 ) -> Result<(), Diagnostic> {
+    let no_output = || {
+        Diagnostic::plain(
+            Code::E0512,
+            format!(
+                "--outputs {}: the model has no input or output to write",
+                path.display()
+            ),
+        )
+        .with_note("a model without inputs is an objective over its parameters, not a network")
+    };
+    if session.model.inputs.is_empty() {
+        return Err(no_output());
+    }
     let rows: Vec<usize> = (0..subset.len).collect();
     let mut inputs = Vec::new();
     let graph = &session.eval.graph;
     runtime::batch_tensors(&graph.inputs, subset, &rows, &mut inputs, &session.pool);
     let mut output = Tensor::scalar(0.0);
     for (i, (_, batch)) in predictions.iter().enumerate() {
-        let batch = batch.as_ref().expect("a model with inputs has an output");
+        let batch = batch.as_ref().ok_or_else(no_output)?;
         if i == 0 {
             output.dims = batch.dims.clone();
             output.data.clear();

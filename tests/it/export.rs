@@ -153,6 +153,21 @@ fn every_model_exports_to_onnx_and_runs_in_onnx_runtime_as_in_netc() {
             opset,
         ]);
         if data == "none" {
+            let predicted = netc(&[
+                "predict",
+                &file,
+                "--weights",
+                weights_s,
+                "--data",
+                "none",
+                "--outputs",
+                outputs_s,
+            ]);
+            assert!(
+                failed_with(&predicted, Code::E0512),
+                "{name}: no outputs to write"
+            );
+            assert!(!outputs.exists(), "{name}: no outputs file");
             assert!(
                 failed_with(&export, Code::E0514),
                 "{name}: nothing to export"
