@@ -396,9 +396,8 @@ const SECTIONS: &[&str] = &[
 /// A help line for the slips a line's layout gives away, looked for on the line where the
 /// parser gave up: punctuation from other languages, a missing `:` or `,`, the wrong brackets.
 fn likely_fix(text: &str, at: usize) -> Option<String> {
-    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or("");
-    let code = line.split('#').next().unwrap_or("").trim();
+    let (_, code) = code_of_line(text, at);
+    let code = code.trim();
     let words: Vec<&str> = code.split_whitespace().collect();
     let first = words.first().copied().unwrap_or("");
     let second = words.get(1).copied().unwrap_or("");
@@ -507,12 +506,17 @@ fn likely_fix(text: &str, at: usize) -> Option<String> {
     None
 }
 
+/// The line holding byte `at`: where it starts, and its text before any `#` comment.
+fn code_of_line(text: &str, at: usize) -> (usize, &str) {
+    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    (start, line.split('#').next().unwrap_or(""))
+}
+
 /// Punctuation of other languages on the line where the parser gave up, which the parser
 /// may have stopped before reaching: reported where it is.
 fn foreign_punctuation(text: &str, at: usize) -> Option<Diagnostic> {
-    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or("");
-    let code = line.split('#').next().unwrap_or("");
+    let (start, code) = code_of_line(text, at);
     let (offset, width, message, help) = if let Some(i) = code.find("//") {
         (
             i,
