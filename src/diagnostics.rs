@@ -90,6 +90,8 @@ codes! {
     E0512 => "an output file cannot be written",
     E0513 => "bad training log",
     E0514 => "the model cannot be exported to ONNX",
+    E0515 => "the processes of a distributed run disagree",
+    E0516 => "a distributed run cannot go on",
     W0201 => "parameter does not reach the loss",
     W0202 => "softmax before cross-entropy",
     W0203 => "very large learning rate",

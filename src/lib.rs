@@ -41,6 +41,7 @@ pub mod gradcheck;
 pub mod codegen;
 pub mod data;
 pub mod runtime;
+pub mod distributed;
 pub mod plot;
 pub mod export;
 
@@ -58,6 +59,24 @@ pub fn train_graph(model: &check::Model, source: &SourceFile) -> ir::Graph {
         &model.schedule,
     );
     opt::optimize(&step)
+}
+
+/// The gradient half of a data-parallel training step: forward and gradients, and the model's
+/// own state updates (running statistics), without the optimizer.
+pub fn gradient_graph(model: &check::Model, source: &SourceFile) -> ir::Graph {
+    let forward = ir::build(model, source, ir::Mode::Train);
+    opt::optimize(&autodiff::differentiate(&forward))
+}
+
+/// The update half of a data-parallel training step: the optimizer's update from gradients
+/// bound as inputs. With `gradient_graph` it computes what `train_graph` does.
+pub fn update_graph(model: &check::Model, source: &SourceFile) -> ir::Graph {
+    let forward = ir::build(model, source, ir::Mode::Train);
+    opt::optimize(&autodiff::step::update_step(
+        &forward,
+        &model.optimizer,
+        &model.schedule,
+    ))
 }
 
 /// The optimized evaluation graph of a checked model: output and loss, no dropout, running

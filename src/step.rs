@@ -12,9 +12,12 @@ use crate::source::SourceFile;
 pub struct Step {
     pub graph: Graph,
     /// In order: the loss, the output when the model has one, then (for training) each
-    /// parameter's update and each state's update, in declaration order.
+    /// parameter's update and each state's update, in declaration order. The gradient half of
+    /// a data-parallel step has each parameter's gradient in its update's place; the update
+    /// half has no loss or output.
     pub results: Vec<NodeId>,
     has_output: bool,
+    first_update: usize,
 }
 
 impl Step {
@@ -26,6 +29,28 @@ impl Step {
     /// The evaluation graph: output and loss, no dropout, running statistics.
     pub fn eval(model: &Model, source: &SourceFile) -> Step {
         Step::of(crate::eval_graph(model, source))
+    }
+
+    /// The gradient half of a data-parallel training step (see `crate::gradient_graph`).
+    pub fn gradients(model: &Model, source: &SourceFile) -> Step {
+        let mut graph = crate::gradient_graph(model, source);
+        graph.param_updates = std::mem::take(&mut graph.gradients);
+        Step::of(graph)
+    }
+
+    /// The update half of a data-parallel training step (see `crate::update_graph`).
+    pub fn update(model: &Model, source: &SourceFile) -> Step {
+        let graph = crate::update_graph(model, source);
+        let results = (graph.param_updates.iter())
+            .chain(&graph.state_updates)
+            .map(|&(_, id)| id)
+            .collect();
+        Step {
+            graph,
+            results,
+            has_output: false,
+            first_update: 0,
+        }
     }
 
     /// The contract of any graph with a loss.
@@ -40,6 +65,7 @@ impl Step {
             graph,
             results,
             has_output: output.is_some(),
+            first_update: 1 + usize::from(output.is_some()),
         }
     }
 
@@ -49,6 +75,7 @@ impl Step {
             graph,
             results,
             has_output: false,
+            first_update: 1,
         }
     }
 
@@ -59,6 +86,6 @@ impl Step {
 
     /// Where the parameters' updates start among the results; the states' follow them.
     pub fn first_update(&self) -> usize {
-        1 + usize::from(self.has_output)
+        self.first_update
     }
 }

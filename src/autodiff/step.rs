@@ -59,6 +59,28 @@ pub fn train_step(with_grads: &Graph, optimizer: &Optimizer, schedule: &Schedule
     graph
 }
 
+/// The update half of a data-parallel step: `train_step`'s update, from gradients the graph
+/// reads as inputs (`<param>.grad`, summed over the processes) instead of computing them. Its
+/// parameters and states are the whole step's, in the same order, so one checkpoint serves both.
+pub fn update_step(forward: &Graph, optimizer: &Optimizer, schedule: &Schedule) -> Graph {
+    let mut graph = forward.empty_like();
+    graph.name = format!("{}.update", forward.name);
+    graph.inputs = forward
+        .params
+        .iter()
+        .map(|p| Decl {
+            name: format!("{}.grad", p.name),
+            shape: p.shape.clone(),
+            dtype: p.dtype,
+        })
+        .collect();
+    for param in 0..forward.params.len() {
+        let gradient = graph.add(Op::Input(param), &[], Origin::default());
+        graph.gradients.push((param, gradient));
+    }
+    train_step(&graph, optimizer, schedule)
+}
+
 /// A graph of the schedule alone and its node: the rate the training step computes, for the
 /// log and the tests to read at any step.
 pub fn learning_rate(schedule: &Schedule) -> (Graph, NodeId) {

@@ -5,7 +5,7 @@
 use crate::check::model::{Model, Schedule, ScheduleKind, TrainSettings};
 use crate::diagnostics::{self, Code, Diagnostic};
 use crate::ir;
-use crate::runtime::{Every, RunSettings, Stop, INTERRUPTED};
+use crate::runtime::{Every, Parallel, RunSettings, Stop, INTERRUPTED};
 use crate::source::SourceFile;
 use crate::step::Step;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -389,7 +389,28 @@ pub fn run() -> i32 {
                 save_every,
                 resume,
             } = *args;
-            let Some((source, mut model)) = checked_model(&file) else {
+            // The processes of a data-parallel run join first, and compare what they were
+            // given; then their checks agree, and only the first prints them.
+            let processes = match crate::distributed::Processes::join() {
+                Ok(processes) => processes,
+                Err(diagnostic) => return finish(&SourceFile::new("", ""), Err(diagnostic)),
+            };
+            let mut group = processes.as_ref().map(|p| p.group());
+            let leads = processes.as_ref().is_none_or(|p| p.rank == 0);
+            if let Some(group) = &mut group {
+                let text = std::fs::read(&file).unwrap_or_default();
+                let argv: Vec<String> = std::env::args_os()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                let version = env!("CARGO_PKG_VERSION").as_bytes();
+                let given =
+                    crate::distributed::fingerprint([version, argv.join("\0").as_bytes(), &text]);
+                let what = "netc version, model file or command line";
+                if let Err(diagnostic) = Parallel::agree(&mut **group, given, what) {
+                    return failed(&SourceFile::new("", ""), diagnostic, processes.as_ref());
+                }
+            }
+            let Some((source, mut model)) = checked_model_printed(&file, leads) else {
                 return 1;
             };
             if let Some(text) = schedule {
@@ -419,12 +440,13 @@ pub fn run() -> i32 {
                 save,
                 save_every,
                 resume,
+                group,
             };
             match train(&source, &model, &data, settings, options) {
                 Ok(Stop::Finished) => 0,
                 // As a shell reports a program stopped by SIGINT.
                 Ok(Stop::Interrupted) => 130,
-                Err(diagnostic) => finish(&source, Err(diagnostic)),
+                Err(diagnostic) => failed(&source, diagnostic, processes.as_ref()),
             }
         }
         Command::Eval {
@@ -696,16 +718,41 @@ fn positive(text: &str) -> Result<f64, String> {
 
 /// Reads, parses and checks a model file, printing diagnostics; the model when it has no errors.
 fn checked_model(path: &Path) -> Option<(SourceFile, Model)> {
-    let source = read(path)?;
-    let model = front_end(&source)?;
-    Some((source, model))
+    checked_model_printed(path, true)
 }
 
-/// Parses and checks, printing diagnostics; the model when it has no errors.
-fn front_end(source: &SourceFile) -> Option<Model> {
-    let (checked, diagnostics) = crate::front_end(source);
-    report(source, &diagnostics, MessageFormat::Human);
-    checked.map(|(_, model)| model)
+/// `checked_model`, printing its diagnostics only if `print`: the processes of a data-parallel
+/// run check the same text, and only the first prints.
+fn checked_model_printed(path: &Path, print: bool) -> Option<(SourceFile, Model)> {
+    let source = read(path)?;
+    let (checked, diagnostics) = crate::front_end(&source);
+    if print {
+        report(&source, &diagnostics, MessageFormat::Human);
+    }
+    checked.map(|(_, model)| (source, model))
+}
+
+/// Prints a run's error and gives the exit code. In a data-parallel run, an error that every
+/// process meets at the same point (a disagreement, a setting, divergence) is printed once, by
+/// the first process; an error of this process alone is printed with its rank and stops every
+/// process at once, which would otherwise wait for it.
+fn failed(
+    source: &SourceFile,
+    diagnostic: Diagnostic,
+    processes: Option<&crate::distributed::Processes>,
+) -> i32 {
+    let Some(processes) = processes else {
+        return finish(source, Err(diagnostic));
+    };
+    if matches!(diagnostic.code, Code::E0515 | Code::E0502 | Code::E0509) {
+        return match processes.rank {
+            0 => finish(source, Err(diagnostic)),
+            _ => 1,
+        };
+    }
+    let note = format!("in process {} of {}", processes.rank, processes.size);
+    finish(source, Err(diagnostic.with_note(note)));
+    processes.abort()
 }
 
 /// The schedule given by `--schedule`, parsed and checked as a model file's would be; its

@@ -60,6 +60,8 @@ pub(super) struct RunOptions {
     pub(super) save: Option<PathBuf>,
     pub(super) save_every: Option<Every>,
     pub(super) resume: Option<PathBuf>,
+    /// The processes of a data-parallel run (`mpirun`), when there are several.
+    pub(super) group: Option<Box<dyn runtime::Group>>,
 }
 
 /// Trains a model: every file the run will write is checked before anything else happens,
@@ -84,7 +86,18 @@ pub(super) fn train(
         save,
         save_every,
         resume,
+        group,
     } = options;
+    // Only the first process of a data-parallel run prints, logs, draws and saves.
+    let leads = group.as_ref().is_none_or(|g| g.rank() == 0);
+    let [log, plot, tensorboard, trace, save] =
+        [log, plot, tensorboard, trace, save].map(|path| path.filter(|_| leads));
+    let (animate, save_every) = (animate.filter(|_| leads), save_every.filter(|_| leads));
+    let note = |message: String| {
+        if leads {
+            eprintln!("{message}");
+        }
+    };
     let data_source = source_of(data)?;
     let mut inputs = vec![(model_path, "the model file")];
     inputs.extend(data_source.files().into_iter().map(|f| (f, "a data file")));
@@ -133,12 +146,12 @@ pub(super) fn train(
         if !seed_given {
             settings.seed = checkpoint.seed;
         }
-        eprintln!(
+        note(format!(
             "resuming {} after epoch {} (step {})",
             path.display(),
             checkpoint.epoch,
             checkpoint.step
-        );
+        ));
     }
     let split = data_source.load(settings.seed)?;
     // A batch larger than the data is the whole data set, and needs no larger buffers.
@@ -146,22 +159,25 @@ pub(super) fn train(
         .batch
         .min(split.train.len.max(split.test.len).max(1));
     if session.epoch >= settings.epochs {
-        eprintln!(
+        note(format!(
             "note: nothing to train: {} epochs asked for, and {} done",
             settings.epochs, session.epoch
-        );
+        ));
+    }
+    if let Some(group) = group {
+        distribute(&mut session, group, &split, &settings)?;
     }
     if backend != Backend::Interp {
         match session.compile(settings.batch, profile) {
-            Ok(took) => eprintln!(
+            Ok(took) => note(format!(
                 "compiled the training and evaluation steps in {:.1} ms",
                 took.as_secs_f64() * 1e3
-            ),
+            )),
             // A bug is reported as one; only what the JIT cannot serve falls back.
             Err(why @ (CompileError::TooLarge { .. } | CompileError::NoTarget(_)))
                 if backend == Backend::Auto =>
             {
-                eprintln!("note: running on the interpreter: {why}")
+                note(format!("note: running on the interpreter: {why}"))
             }
             Err(why) => return Err(compile_diagnostic(why, settings.batch)),
         }
@@ -190,12 +206,15 @@ pub(super) fn train(
         }
         None => None,
     };
-    let mut reporter = Reporter::new(log_file, false);
+    let mut reporter = Reporter::new(log_file, !leads);
     reporter.scheduled = model.schedule != crate::check::model::Schedule::CONSTANT;
     reporter.watchers = watchers;
     let outcome = session.fit(&split, &settings, &mut reporter);
     reporter.finish();
-    if profile {
+    if let Some(parallel) = session.parallel.as_ref().filter(|_| leads) {
+        print_parallel(parallel);
+    }
+    if profile && leads {
         match session.profile() {
             Some(profile) => print_profile(&profile),
             None => eprintln!("note: --profile times compiled code; this run used the interpreter"),
@@ -212,7 +231,7 @@ pub(super) fn train(
         );
     }
     if let Ok(Stop::Interrupted) = outcome {
-        eprintln!(
+        note(format!(
             "interrupted after step {} ({} epochs and {} steps done); {}",
             session.step,
             session.epoch,
@@ -221,13 +240,74 @@ pub(super) fn train(
                 Some(path) => format!("resume with `--resume {}`", path.display()),
                 None => "nothing was saved (no --save)".to_string(),
             }
-        );
+        ));
     }
     if let (Some(e), Some(path)) = (&reporter.log_error, &log) {
         return Err(cannot_write("the log", path, e));
     }
     // A failed step is the first thing to report; a picture that could not be drawn, next.
     outcome.and_then(|stop| reporter.watch_error.take().map_or(Ok(stop), Err))
+}
+
+/// Makes a session data-parallel over `group`, once every process is found to train the same
+/// checked model on the same data from the same point with the same settings (E0515), and
+/// the batch has a row for each (E0502).
+fn distribute(
+    session: &mut Session,
+    mut group: Box<dyn runtime::Group>,
+    split: &Split,
+    settings: &RunSettings,
+) -> Result<(), Diagnostic> {
+    let position = [session.step, session.epoch, session.epoch_step];
+    let RunSettings {
+        epochs,
+        batch,
+        lr,
+        seed,
+        shuffle,
+        // Only the first process saves.
+        checkpoints: _,
+    } = settings;
+    let run = format!("{position:?} {epochs} {batch} {lr} {seed} {shuffle}");
+    let data = [&split.train, &split.test].map(crate::distributed::data_fingerprint);
+    let same = crate::distributed::fingerprint([
+        session.hash.as_bytes(),
+        run.as_bytes(),
+        &data[0].to_le_bytes(),
+        &data[1].to_le_bytes(),
+    ]);
+    let what = "checked model, data, starting checkpoint or settings";
+    runtime::Parallel::agree(&mut *group, same, what)?;
+    if settings.batch < group.size() {
+        return Err(Diagnostic::plain(
+            Code::E0502,
+            format!(
+                "a batch of {} examples cannot be shared by {} processes",
+                settings.batch,
+                group.size()
+            ),
+        )
+        .with_help(
+            "use a batch of at least one example per process (`--batch`), or fewer processes",
+        ));
+    }
+    session.distribute(group);
+    Ok(())
+}
+
+/// A data-parallel run's time per step, split into computing and summing across processes.
+fn print_parallel(parallel: &runtime::Parallel) {
+    let t = parallel.timing;
+    let steps = t.steps.max(1) as f64;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps;
+    eprintln!(
+        "data-parallel over {} processes: per step {:.3} ms computing, {:.3} ms summing across processes, {:.1} KiB sent by each ({} steps)",
+        parallel.group.size(),
+        ms(t.compute),
+        ms(t.communicate),
+        t.bytes as f64 / steps / 1024.0,
+        t.steps
+    );
 }
 
 /// What `netc surface` draws and where.

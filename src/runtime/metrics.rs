@@ -41,6 +41,20 @@ impl<'m> Tally<'m> {
         }
     }
 
+    /// The running sums, as numbers another process's tally can be added to (`set_totals`).
+    pub fn totals(&self) -> Vec<f64> {
+        let counts = [self.rows as f64, self.elements as f64];
+        self.sums.iter().copied().chain(counts).collect()
+    }
+
+    /// Replaces the running sums with `totals` (several processes' `totals`, summed).
+    pub fn set_totals(&mut self, totals: &[f64]) {
+        let (sums, counts) = totals.split_at(self.sums.len());
+        self.sums.copy_from_slice(sums);
+        // Counts below 2^53 are exact in f64.
+        (self.rows, self.elements) = (counts[0] as usize, counts[1] as usize);
+    }
+
     /// Each metric over everything added, in the model's order.
     pub fn finish(&self) -> Vec<f64> {
         let (rows, elements) = (self.rows.max(1) as f64, self.elements.max(1) as f64);

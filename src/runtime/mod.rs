@@ -6,6 +6,7 @@
 pub mod checkpoint;
 mod init;
 mod metrics;
+mod parallel;
 mod report;
 
 use crate::check::model::{LabelKind, Model, Schedule};
@@ -19,6 +20,7 @@ use crate::step::Step;
 use crate::tensor::{Bindings, Tensor};
 use checkpoint::Checkpoint;
 pub use metrics::Tally;
+pub use parallel::{share, Group, Parallel, Timing};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -92,6 +94,8 @@ pub struct Session<'a> {
     pub pool: Arc<Pool>,
     /// The weights and state before the last step (or spare tensors of their shapes).
     previous: (Vec<Tensor<f32>>, Vec<Tensor<f32>>),
+    /// The processes this one trains with, when the run is data-parallel (`distribute`).
+    pub parallel: Option<Box<Parallel>>,
 }
 
 /// How a session executes its graphs: the reference interpreter, or both graphs compiled to
@@ -122,18 +126,30 @@ impl Engine {
         results: &mut Vec<Tensor<f32>>,
     ) {
         let compiled = match (self, which) {
-            (Engine::Interp, _) => {
-                *results = interp::run(&step.graph, bind, &step.results, false)
-                    .expect("unchecked runs finish");
-                return;
-            }
-            (Engine::Jit { train, .. }, Graphs::Train) => train,
-            (Engine::Jit { eval, .. }, Graphs::Eval) => eval,
+            (Engine::Interp, _) => None,
+            (Engine::Jit { train, .. }, Graphs::Train) => Some(&mut **train),
+            (Engine::Jit { eval, .. }, Graphs::Eval) => Some(&mut **eval),
         };
+        run_step(compiled, step, bind, results);
+    }
+}
+
+/// Runs a step's code, or the interpreter when it has none, into `results`.
+fn run_step(
+    compiled: Option<&mut Compiled>,
+    step: &Step,
+    bind: &Bindings<f32>,
+    results: &mut Vec<Tensor<f32>>,
+) {
+    match compiled {
         // The session binds the graph's declared shapes and the batch it compiled for.
-        compiled
+        Some(compiled) => compiled
             .run_into(bind, results)
-            .expect("the session binds what it compiled");
+            .expect("the session binds what it compiled"),
+        None => {
+            *results =
+                interp::run(&step.graph, bind, &step.results, false).expect("unchecked runs finish")
+        }
     }
 }
 
@@ -195,7 +211,28 @@ impl<'a> Session<'a> {
             engine: Engine::Interp,
             pool: Pool::new(crate::codegen::default_threads()),
             previous: (Vec::new(), Vec::new()),
+            parallel: None,
         })
+    }
+
+    /// Makes training data-parallel over `group`: each step runs the gradient half on this
+    /// process's share of the batch and the update half on every process's sum. Called before
+    /// `compile`, which then compiles the halves.
+    pub fn distribute(&mut self, group: Box<dyn Group>) {
+        let gradients = Step::gradients(self.model, self.source);
+        let update = Step::update(self.model, self.source);
+        self.parallel = Some(Box::new(Parallel::new(
+            group,
+            &self.train,
+            gradients,
+            update,
+        )));
+    }
+
+    /// Whether this process is the one that prints, logs, draws and saves: the only one, or
+    /// the first of a data-parallel run.
+    pub fn leads(&self) -> bool {
+        self.parallel.as_ref().is_none_or(|p| p.group.rank() == 0)
     }
 
     /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
@@ -205,13 +242,27 @@ impl<'a> Session<'a> {
         profile: bool,
     ) -> Result<std::time::Duration, CompileError> {
         let started = std::time::Instant::now();
-        // The two graphs compile at the same time, on two threads.
-        let (train, eval) = std::thread::scope(|scope| {
-            let eval = scope.spawn(|| Compiled::new(&self.eval, batch, false, &self.pool));
-            let train = Compiled::new(&self.train, batch, profile, &self.pool);
-            (train, eval.join().expect("compiling does not panic"))
+        // A data-parallel run trains with the step's two halves, the gradient half in the
+        // training slot.
+        let (train, update) = match &self.parallel {
+            Some(parallel) => (&parallel.gradients, Some(&parallel.update)),
+            None => (&self.train, None),
+        };
+        // The graphs compile at the same time, on two threads.
+        let (train, eval, update) = std::thread::scope(|scope| {
+            let others = scope.spawn(|| {
+                let eval = Compiled::new(&self.eval, batch, false, &self.pool);
+                let update = update.map(|u| Compiled::new(u, 1, false, &self.pool));
+                (eval, update)
+            });
+            let train = Compiled::new(train, batch, profile, &self.pool);
+            let (eval, update) = others.join().expect("compiling does not panic");
+            (train, eval, update)
         });
-        let (train, eval) = (train?, eval?);
+        let (train, eval, update) = (train?, eval?, update.transpose()?);
+        if let Some(parallel) = &mut self.parallel {
+            parallel.update_code = update.map(Box::new);
+        }
         self.engine = Engine::Jit {
             train: Box::new(train),
             eval: Box::new(eval),
@@ -307,6 +358,7 @@ impl<'a> Session<'a> {
             self.previous = (self.params.clone(), self.states.clone());
         }
         let mut previous_position: Option<Position> = None;
+        let mut stop = false;
         let mut values = Vec::new();
         let mut inputs = Vec::new();
         while self.epoch < settings.epochs {
@@ -324,10 +376,14 @@ impl<'a> Session<'a> {
             let skip = usize::try_from(self.epoch_step).unwrap_or(usize::MAX);
             reporter.start_epoch(epoch, batches as u64);
             for (index, rows) in order.chunks(settings.batch).enumerate().skip(skip) {
+                let mine = match &self.parallel {
+                    Some(parallel) => parallel.share(rows),
+                    None => rows,
+                };
                 batch_tensors(
                     &self.train.graph.inputs,
                     &data.train,
-                    rows,
+                    mine,
                     &mut inputs,
                     &self.pool,
                 );
@@ -344,15 +400,26 @@ impl<'a> Session<'a> {
                     })?;
                 let hypers = settings.hypers(step, batches);
                 let bind = Bindings {
-                    batch: rows.len(),
+                    batch: mine.len(),
                     inputs: &inputs,
                     params: &self.params,
                     states: &self.states,
                     hypers: &hypers,
                     seed: step_seed(settings.seed, step),
                 };
-                self.engine
-                    .run(&self.train, &bind, Graphs::Train, &mut values);
+                // Every process of a data-parallel run stops at the same step, when any asks.
+                stop = match &mut self.parallel {
+                    Some(parallel) => {
+                        let interrupted = INTERRUPTED.load(Ordering::Relaxed);
+                        let (engine, whole) = (&mut self.engine, &self.train);
+                        parallel.step(engine, whole, &bind, rows.len(), interrupted, &mut values)
+                    }
+                    None => {
+                        self.engine
+                            .run(&self.train, &bind, Graphs::Train, &mut values);
+                        INTERRUPTED.load(Ordering::Relaxed)
+                    }
+                };
                 let step_loss = values[0].item() as f64;
                 if !step_loss.is_finite() {
                     let diagnostic = self.diverged(&bind, epoch, index + 1);
@@ -372,7 +439,9 @@ impl<'a> Session<'a> {
                         )),
                     });
                 }
-                if let Some(output) = output.filter(|_| !self.model.metrics.is_empty()) {
+                if let Some(output) =
+                    output.filter(|_| !self.model.metrics.is_empty() && !mine.is_empty())
+                {
                     tally.add(&values[output], &inputs[1]);
                 }
                 let mut results = values[updates..].iter_mut();
@@ -396,9 +465,14 @@ impl<'a> Session<'a> {
                         self.save(path, settings.seed)?;
                     }
                 }
-                if INTERRUPTED.load(Ordering::Relaxed) {
+                if stop {
                     return Ok(Stop::Interrupted);
                 }
+            }
+            if let Some(parallel) = &mut self.parallel {
+                let mut totals = tally.totals();
+                parallel.group.sum_f64(&mut totals);
+                tally.set_totals(&totals);
             }
             self.epoch = epoch;
             self.epoch_step = 0;
@@ -432,7 +506,8 @@ impl<'a> Session<'a> {
                     self.save(path, settings.seed)?;
                 }
             }
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            // A data-parallel run goes by its last step's shared flag, which every process has.
+            if stop || self.parallel.is_none() && INTERRUPTED.load(Ordering::Relaxed) {
                 return Ok(Stop::Interrupted);
             }
         }
@@ -454,20 +529,32 @@ impl<'a> Session<'a> {
         self.epoch_step = at.epoch_step;
     }
 
-    /// The loss and metrics on a data set, with the evaluation graph, in batches.
+    /// The loss and metrics on a data set, with the evaluation graph, in batches (each process
+    /// of a data-parallel run taking its share of each).
     pub fn evaluate(&mut self, data: &Dataset, batch: usize) -> Score {
-        let predictions = self.predict(data, batch);
+        let all: Vec<usize> = (0..data.len).collect();
+        let batches: Vec<&[usize]> = (all.chunks(batch))
+            .map(|rows| match &self.parallel {
+                Some(parallel) => parallel.share(rows),
+                None => rows,
+            })
+            .filter(|rows| !rows.is_empty())
+            .collect();
+        let predictions = self.predict_batches(data, &batches);
         let mut loss = 0.0;
         let mut tally = Tally::new(self.model);
-        for (rows, (batch_loss, outputs)) in (0..data.len)
-            .collect::<Vec<_>>()
-            .chunks(batch)
-            .zip(predictions)
-        {
+        for (rows, (batch_loss, outputs)) in batches.iter().zip(predictions) {
             loss += batch_loss * rows.len() as f64;
             if let Some(out) = outputs.filter(|_| !self.model.metrics.is_empty()) {
                 tally.add(&out, &batch_targets(&self.eval.graph, data, rows));
             }
+        }
+        if let Some(parallel) = &mut self.parallel {
+            let mut totals = tally.totals();
+            totals.push(loss);
+            parallel.group.sum_f64(&mut totals);
+            loss = totals.pop().expect("the loss was pushed");
+            tally.set_totals(&totals);
         }
         Score {
             loss: loss / data.len as f64,
@@ -493,10 +580,21 @@ impl<'a> Session<'a> {
 
     /// The evaluation graph's loss and output for each batch of a data set, in order.
     pub fn predict(&mut self, data: &Dataset, batch: usize) -> Vec<(f64, Option<Tensor<f32>>)> {
-        let output = self.eval.output();
         let rows: Vec<usize> = (0..data.len).collect();
+        let batches: Vec<&[usize]> = rows.chunks(batch).collect();
+        self.predict_batches(data, &batches)
+    }
+
+    /// The evaluation graph's loss and output for each of some batches of a data set's rows.
+    fn predict_batches(
+        &mut self,
+        data: &Dataset,
+        batches: &[&[usize]],
+    ) -> Vec<(f64, Option<Tensor<f32>>)> {
+        let output = self.eval.output();
         let mut inputs = Vec::new();
-        rows.chunks(batch)
+        batches
+            .iter()
             .map(|rows| {
                 batch_tensors(&self.eval.graph.inputs, data, rows, &mut inputs, &self.pool);
                 let model_states = &self.states[..self.eval.graph.states.len()];

@@ -5,7 +5,6 @@
 
 use crate::cli::netc;
 use netc::diagnostics::Code;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,31 +49,6 @@ fn onnx_python() -> Option<PathBuf> {
     None
 }
 
-/// The first `train` training and `test` test examples of Fashion-MNIST, as IDX files in `dir`.
-fn fmnist_subset(dir: &Path, train: u32, test: u32) {
-    for (split, count) in [("train", train), ("t10k", test)] {
-        for (kind, header) in [("images-idx3", 16), ("labels-idx1", 8)] {
-            let name = format!("{split}-{kind}-ubyte.gz");
-            let mut bytes = Vec::new();
-            flate2::read::GzDecoder::new(
-                std::fs::File::open(Path::new(netc::data::FMNIST_DIR).join(&name))
-                    .expect("Fashion-MNIST is installed"),
-            )
-            .read_to_end(&mut bytes)
-            .expect("a gzip file");
-            let per_item: usize = if header == 16 { 28 * 28 } else { 1 };
-            bytes[4..8].copy_from_slice(&count.to_be_bytes());
-            bytes.truncate(header + per_item * count as usize);
-            let mut out = flate2::write::GzEncoder::new(
-                std::fs::File::create(dir.join(&name)).expect("writable"),
-                flate2::Compression::fast(),
-            );
-            out.write_all(&bytes).expect("writes");
-            out.finish().expect("writes");
-        }
-    }
-}
-
 /// The data each model trains on.
 fn data_of(model: &str) -> &'static str {
     match model {
@@ -98,7 +72,7 @@ fn every_model_exports_to_onnx_and_runs_in_onnx_runtime_as_in_netc() {
     let dir = scratch("models");
     let fmnist = dir.join("fmnist");
     std::fs::create_dir_all(&fmnist).expect("a directory");
-    fmnist_subset(&fmnist, 2048, 1000);
+    crate::fmnist_subset(&fmnist, 2048, 1000);
     let mut models: Vec<PathBuf> =
         std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
             .expect("models/")

@@ -1,0 +1,242 @@
+//! Data-parallel training over MPI (built with `--features mpi`): `mpirun` with 2 and 3
+//! processes on this machine trains as one process does, resumes across process counts, and
+//! stops every process, never hanging, when they disagree or one fails.
+
+use netc::diagnostics::Code;
+use netc::runtime::Session;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch directory of its own for a test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netc-mpi-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// `netc ARGS` run alone, in the project directory.
+fn alone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs")
+}
+
+/// `mpirun` with `apps`, each `(processes, arguments after netc)`, as MPI's multiple-program
+/// form joins them; a first `(processes, ["--", program, ...])` runs another program.
+fn mpirun(apps: &[(usize, Vec<String>)], timeout: &str) -> Output {
+    let mut command = Command::new("mpirun");
+    for (i, (processes, args)) in apps.iter().enumerate() {
+        if i > 0 {
+            command.arg(":");
+        }
+        command.args(["--oversubscribe", "-np", &processes.to_string()]);
+        match args.first().map(String::as_str) {
+            Some("--") => command.args(&args[1..]),
+            _ => command.arg(env!("CARGO_BIN_EXE_netc")).args(args),
+        };
+    }
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // Test machines run as root; Open MPI asks for both to allow it.
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("NETC_MPI_TIMEOUT", timeout)
+        .output()
+        .expect("mpirun runs: install Open MPI with scripts/install-mpi")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The parameters a checkpoint of `model` holds.
+fn weights(model: &str, checkpoint: &Path) -> Vec<Vec<f32>> {
+    let source = crate::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(model));
+    let (checked, diagnostics) = netc::front_end(&source);
+    let (_, model) = checked.unwrap_or_else(|| panic!("{diagnostics:?}"));
+    let mut session = Session::new(&model, &source, 0).expect("a session");
+    session
+        .restore(checkpoint)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", checkpoint.display()));
+    session.params.into_iter().map(|t| t.data).collect()
+}
+
+/// The largest difference between two sets of weights, over the largest weight.
+fn drift(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let largest = a.iter().flatten().fold(0f32, |m, w| m.max(w.abs())) as f64;
+    let worst = (a.iter().flatten())
+        .zip(b.iter().flatten())
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64;
+    worst / largest
+}
+
+fn run_args(model: &str, data: &Path, epochs: &str, save: &Path) -> Vec<String> {
+    strings(&[
+        "run",
+        model,
+        "--data",
+        "fmnist",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--epochs",
+        epochs,
+        "--save",
+        save.to_str().expect("utf-8"),
+    ])
+}
+
+#[test]
+fn two_and_three_processes_train_as_one_does() {
+    if crate::fmnist_missing() {
+        return;
+    }
+    let dir = scratch("equivalence");
+    crate::fmnist_subset(&dir, 8192, 1000);
+    for model in ["models/mlp.net", "models/lenet.net"] {
+        let single = dir.join("single.safetensors");
+        let args = run_args(model, &dir, "1", &single);
+        let out = alone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let one = weights(model, &single);
+        let single_lines = text(&out.stdout);
+        for processes in [2, 3] {
+            let save = dir.join(format!("p{processes}.safetensors"));
+            let out = mpirun(&[(processes, run_args(model, &dir, "1", &save))], "60");
+            let stderr = text(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{model} on {processes}: {stderr}"
+            );
+            // Only the first process prints.
+            let stdout = text(&out.stdout);
+            assert_eq!(stdout.matches("epoch   1").count(), 1, "{stdout}");
+            assert!(
+                stderr.contains(&format!("data-parallel over {processes} processes")),
+                "{stderr}"
+            );
+            let many = weights(model, &save);
+            let drift = drift(&one, &many);
+            eprintln!("{model}, {processes} processes: max weight difference {drift:.2e} of the largest weight\n  one: {single_lines}  {processes}: {stdout}");
+            assert!(
+                drift <= 1e-5,
+                "{model} on {processes} processes drifts {drift:.2e}"
+            );
+            // The same bits every time for the same number of processes.
+            let again = dir.join("again.safetensors");
+            let out = mpirun(&[(processes, run_args(model, &dir, "1", &again))], "60");
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            assert_eq!(
+                std::fs::read(&save).expect("saved"),
+                std::fs::read(&again).expect("saved"),
+                "{model} on {processes} processes is not deterministic"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_run_resumes_across_process_counts() {
+    if crate::fmnist_missing() {
+        return;
+    }
+    let dir = scratch("resume");
+    crate::fmnist_subset(&dir, 4096, 500);
+    let model = "models/mlp.net";
+    let path = |name: &str| dir.join(name);
+    let straight = path("straight.safetensors");
+    let args = run_args(model, &dir, "3", &straight);
+    let out = alone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // One process, then two, then one again: epochs 1, 2 and 3.
+    let hops = path("hops.safetensors");
+    let hop = |epochs: &str, processes: usize| {
+        let mut args = run_args(model, &dir, epochs, &hops);
+        if epochs != "1" {
+            args.extend(strings(&["--resume", hops.to_str().expect("utf-8")]));
+        }
+        let out = match processes {
+            1 => alone(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+            p => mpirun(&[(p, args)], "60"),
+        };
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    hop("1", 1);
+    hop("2", 2);
+    hop("3", 1);
+    let drift = drift(&weights(model, &straight), &weights(model, &hops));
+    assert!(
+        drift <= 1e-5,
+        "resumed across process counts, drifts {drift:.2e}"
+    );
+}
+
+#[test]
+fn processes_that_disagree_or_fail_stop_every_process() {
+    if crate::fmnist_missing() {
+        return;
+    }
+    let dir = scratch("faults");
+    crate::fmnist_subset(&dir, 4096, 500);
+    let save = dir.join("w.safetensors");
+    let args = run_args("models/mlp.net", &dir, "2", &save);
+
+    // Another model file on one process.
+    let mut other = args.clone();
+    other[1] = "models/softmax.net".into();
+    let out = mpirun(&[(1, args.clone()), (1, other)], "30");
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("error[E0515]"), "{stderr}");
+    assert!(stderr.contains("process 1 of 2"), "{stderr}");
+    assert_eq!(
+        stderr.matches("error[").count(),
+        1,
+        "printed once: {stderr}"
+    );
+    assert!(!save.exists(), "nothing was trained, so nothing is saved");
+
+    // Another data set on one process, found after loading.
+    let elsewhere = scratch("faults-other-data");
+    crate::fmnist_subset(&elsewhere, 4000, 500);
+    let mut other = args.clone();
+    other[5] = elsewhere.to_str().expect("utf-8").into();
+    let out = mpirun(&[(1, args.clone()), (1, other)], "30");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error[E0515]"), "{stderr}");
+
+    // A process that stops answering mid-run (stopped by a signal) is waited for as long as
+    // NETC_MPI_TIMEOUT says, then every process stops.
+    let mut long = args.clone();
+    long[7] = "1000".into();
+    let signalled = |signal: &str| {
+        let mut program = strings(&["--", "sh", "-c"]);
+        program.push(format!(
+            "(sleep 1; kill -{signal} $$) & exec {} {}",
+            env!("CARGO_BIN_EXE_netc"),
+            long.join(" ")
+        ));
+        program
+    };
+    let started = std::time::Instant::now();
+    let out = mpirun(&[(1, long.clone()), (1, signalled("STOP"))], "3");
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains(&format!("error[{}]", Code::E0516.as_str())),
+        "{stderr}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "stopped, not hung");
+
+    // A process that dies mid-run: mpirun stops the others.
+    let started = std::time::Instant::now();
+    let out = mpirun(&[(1, long.clone()), (1, signalled("KILL"))], "600");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(started.elapsed().as_secs() < 60, "stopped, not hung");
+}
