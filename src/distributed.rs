@@ -88,7 +88,7 @@ impl Processes {
             )
         };
         let (universe, _) =
-            mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or_else(not_started)?;
+            mpi::initialize_with_threading(mpi::Threading::Serialized).ok_or_else(not_started)?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         Ok(Some(Processes {
@@ -111,7 +111,7 @@ impl Processes {
     pub fn group(&self) -> Box<dyn Group> {
         #[cfg(feature = "mpi")]
         {
-            Box::new(mpi_group::Mpi::new(self.universe.world(), timeout()))
+            Box::new(mpi_group::Mpi::new(timeout()))
         }
         #[cfg(not(feature = "mpi"))]
         unreachable!("without MPI no process joins others")
@@ -155,9 +155,10 @@ mod mpi_group {
     /// The most elements one collective moves: MPI's counts are 32-bit.
     const CHUNK: usize = 1 << 26;
 
-    /// The processes of `MPI_COMM_WORLD`.
+    /// The processes of `MPI_COMM_WORLD`, from whichever thread sums (MPI is initialized for
+    /// one thread at a time: a session's communication thread, or the main thread before and
+    /// after it).
     pub(super) struct Mpi {
-        world: SimpleCommunicator,
         rank: usize,
         size: usize,
         timeout: Duration,
@@ -211,10 +212,10 @@ mod mpi_group {
     }
 
     impl Mpi {
-        pub(super) fn new(world: SimpleCommunicator, timeout: Duration) -> Mpi {
+        pub(super) fn new(timeout: Duration) -> Mpi {
+            let world = SimpleCommunicator::world();
             let (rank, size) = (world.rank() as usize, world.size() as usize);
             Mpi {
-                world,
                 rank,
                 size,
                 timeout,
@@ -240,7 +241,7 @@ mod mpi_group {
                 let part_counts = vec![mine as i32; p];
                 let mut receive =
                     PartitionMut::new(&mut self.parts[..], &part_counts[..], &part_starts[..]);
-                let (world, timeout) = (&self.world, self.timeout);
+                let (world, timeout) = (&SimpleCommunicator::world(), self.timeout);
                 mpi::request::scope(|scope| {
                     let request =
                         world.immediate_all_to_all_varcount_into(scope, &send, &mut receive);
@@ -256,7 +257,11 @@ mod mpi_group {
             }
             {
                 let mut receive = PartitionMut::new(sum, &counts[..], &starts[..]);
-                let (world, timeout, segment) = (&self.world, self.timeout, &self.segment[..]);
+                let (world, timeout, segment) = (
+                    &SimpleCommunicator::world(),
+                    self.timeout,
+                    &self.segment[..],
+                );
                 mpi::request::scope(|scope| {
                     let request =
                         world.immediate_all_gather_varcount_into(scope, segment, &mut receive);
@@ -274,7 +279,7 @@ mod mpi_group {
             doing: &str,
         ) -> Vec<T> {
             let mut all = vec![T::default(); values.len() * self.size];
-            let (world, timeout) = (&self.world, self.timeout);
+            let (world, timeout) = (&SimpleCommunicator::world(), self.timeout);
             mpi::request::scope(|scope| {
                 let request = world.immediate_all_gather_into(scope, values, &mut all[..]);
                 wait(world, timeout, request, doing);

@@ -300,11 +300,16 @@ fn print_parallel(parallel: &runtime::Parallel) {
     let t = parallel.timing;
     let steps = t.steps.max(1) as f64;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps;
+    let buckets = match t.buckets {
+        1 => "1 bucket".to_string(),
+        n => format!("{n} buckets"),
+    };
     eprintln!(
-        "data-parallel over {} processes: per step {:.3} ms computing, {:.3} ms summing across processes, {:.1} KiB sent by each ({} steps)",
-        parallel.group.size(),
+        "data-parallel over {} processes, per step: computing {:.3} ms, summing {:.3} ms in {buckets} ({:.3} ms of it after the gradients), {:.1} KiB sent by each ({} steps)",
+        parallel.size(),
         ms(t.compute),
         ms(t.communicate),
+        ms(t.waiting),
         t.bytes as f64 / steps / 1024.0,
         t.steps
     );

@@ -87,8 +87,30 @@ thread_local! {
     static TICKS: std::cell::RefCell<Ticks> = std::cell::RefCell::new(Ticks::default());
 }
 
-/// Called by profiled code before kernel `k`: the time since the previous tick goes to the
-/// previous kernel.
+/// What a run reports each finished result to: its index among the results and its values.
+pub type Ready<'a> = dyn FnMut(usize, &[f32]) + 'a;
+
+/// Per kernel, the results it finishes: (result, offset in the arena, length).
+type FinishTable = Vec<Vec<(usize, usize, usize)>>;
+
+/// Where a run with `Compiled::run_reporting` reports finished results: set for the length of
+/// the generated code's call, on the thread that makes it.
+#[derive(Clone, Copy)]
+struct Reporting {
+    arena: *const f32,
+    /// For each kernel, the results it finishes: (result, offset in the arena, length).
+    table: *const Vec<(usize, usize, usize)>,
+    kernels: usize,
+    ready: *mut (dyn FnMut(usize, &[f32]) + 'static),
+}
+
+thread_local! {
+    static REPORTING: std::cell::Cell<Option<Reporting>> = const { std::cell::Cell::new(None) };
+}
+
+/// Called by code compiled with ticks before kernel `k` (and with the number of kernels at
+/// the end): the time since the previous tick goes to the previous kernel, and the results
+/// the previous kernel finished are reported when a run asked for them.
 extern "C" fn netc_tick(k: i64) {
     let now = std::time::Instant::now();
     TICKS.with(|ticks| {
@@ -101,6 +123,21 @@ extern "C" fn netc_tick(k: i64) {
         }
         ticks.last = Some((k as usize, now));
     });
+    let Some(report) = REPORTING.get() else {
+        return;
+    };
+    let Some(done) = (k as usize).checked_sub(1).filter(|&d| d < report.kernels) else {
+        return;
+    };
+    // SAFETY: `run_reporting` set these pointers for the length of the call that is running:
+    // the table has `kernels` entries of results inside the arena, the finished kernels write
+    // those results no more, and the callback is borrowed for the call.
+    unsafe {
+        for &(result, start, len) in &*report.table.add(done) {
+            let values = std::slice::from_raw_parts(report.arena.add(start), len);
+            (*report.ready)(result, values);
+        }
+    }
 }
 
 /// Time spent in each kernel of a profiled step, with what the kernel computes.
@@ -185,6 +222,13 @@ pub struct Compiled {
     entry: Entry,
     /// The generated Cranelift IR, for `emit-ir --stage clif` (empty unless asked for).
     clif: String,
+    /// Whether the code calls `netc_tick` between kernels (compiled with profiling).
+    ticks: bool,
+    /// For each wanted result, the last kernel that writes it.
+    finished_by: Vec<Option<usize>>,
+    /// `finished_by` as a table per kernel for one batch size: (batch, per kernel the
+    /// results it finishes, with their offsets and lengths).
+    reporting: Option<(usize, FinishTable)>,
     // Owns the executable memory `entry` points into.
     _module: JITModule,
 }
@@ -359,6 +403,15 @@ impl Compiled {
         let code = module.get_finalized_function(id);
         // SAFETY: `code` was compiled from `entry_signature`, which is `Entry` in the system ABI.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+        let finished_by = wanted
+            .iter()
+            .map(|id| {
+                let buffer = plan.views[id.index()].as_ref().map(|v| v.base);
+                (plan.kernels.iter()).rposition(|k| {
+                    buffer.is_some_and(|b| k.writes().iter().any(|w| Base::Buffer(*w) == b))
+                })
+            })
+            .collect();
         Ok(Compiled {
             pool: std::sync::Arc::clone(pool),
             graph: graph.clone(),
@@ -368,6 +421,9 @@ impl Compiled {
             max_batch,
             entry,
             clif,
+            ticks: profile,
+            finished_by,
+            reporting: None,
             _module: module,
         })
     }
@@ -387,6 +443,39 @@ impl Compiled {
         &mut self,
         bind: &Bindings<f32>,
         results: &mut Vec<Tensor<f32>>,
+    ) -> Result<(), Rejected> {
+        self.run_with(bind, results, None)
+    }
+
+    /// `run_into`, calling `ready(i, values)` on this thread with result `i` as soon as the
+    /// kernel that finishes it has run, while later kernels are still to run: each result
+    /// once, in the order they are finished. (Code compiled without profiling has no ticks
+    /// between kernels, so it reports every result at the end.)
+    pub fn run_reporting(
+        &mut self,
+        bind: &Bindings<f32>,
+        results: &mut Vec<Tensor<f32>>,
+        ready: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), Rejected> {
+        self.run_with(bind, results, Some(ready))
+    }
+
+    /// The order `run_reporting` reports the results in (by their index).
+    pub fn finishing_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.wanted.len()).collect();
+        let last = self.plan.kernels.len();
+        order.sort_by_key(|&i| match self.finished_by[i] {
+            Some(k) if self.ticks => k,
+            _ => last,
+        });
+        order
+    }
+
+    fn run_with(
+        &mut self,
+        bind: &Bindings<f32>,
+        results: &mut Vec<Tensor<f32>>,
+        mut ready: Option<&mut Ready>,
     ) -> Result<(), Rejected> {
         let (batch, hypers, seed) = (bind.batch, bind.hypers, bind.seed);
         let (inputs, params, states) = (bind.inputs, bind.params, bind.states);
@@ -419,6 +508,28 @@ impl Compiled {
         }
         let pointers: Vec<*const f32> = bound.iter().map(|t| t.data.as_ptr()).collect();
         let hypers: Vec<f32> = hypers.iter().map(|&h| h as f32).collect();
+        let report = match (&mut ready, self.ticks) {
+            (Some(ready), true) => {
+                let arena = self.arena.as_mut_ptr();
+                let table = self.reporting_table(batch);
+                let ready: *mut (dyn FnMut(usize, &[f32]) + '_) = &mut **ready;
+                Some(Reporting {
+                    arena,
+                    table: table.as_ptr(),
+                    kernels: table.len(),
+                    // SAFETY: only the lifetime is erased; the pointer is cleared below, before
+                    // the borrow it comes from ends.
+                    ready: unsafe {
+                        std::mem::transmute::<
+                            *mut (dyn FnMut(usize, &[f32]) + '_),
+                            *mut (dyn FnMut(usize, &[f32]) + 'static),
+                        >(ready)
+                    },
+                })
+            }
+            _ => None,
+        };
+        REPORTING.set(report);
         // SAFETY: sizes were checked above; the arena holds the plan for `max_batch` ≥ `batch`.
         unsafe {
             (self.entry)(
@@ -430,6 +541,7 @@ impl Compiled {
                 std::sync::Arc::as_ptr(&self.pool),
             )
         };
+        REPORTING.set(None);
         results.resize_with(self.wanted.len(), || Tensor::scalar(0.0));
         for (id, result) in self.wanted.iter().zip(results.iter_mut()) {
             let view = self.plan.views[id.index()]
@@ -449,7 +561,38 @@ impl Compiled {
                 .data
                 .extend_from_slice(&self.arena.floats()[start..start + len]);
         }
+        // What no tick reported, the run reports now.
+        if let Some(ready) = ready {
+            for i in self.finishing_order() {
+                if report.is_none() || self.finished_by[i].is_none() {
+                    ready(i, &results[i].data);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Per kernel, the results it finishes at `batch`, with their place in the arena.
+    fn reporting_table(&mut self, batch: usize) -> &FinishTable {
+        if self.reporting.as_ref().is_none_or(|(b, _)| *b != batch) {
+            let mut table = vec![Vec::new(); self.plan.kernels.len()];
+            for i in self.finishing_order() {
+                let Some(k) = self.finished_by[i] else {
+                    continue;
+                };
+                let id = self.wanted[i];
+                let view = self.plan.views[id.index()].as_ref().expect("planned");
+                let Base::Buffer(buffer) = view.base else {
+                    unreachable!("wanted nodes end in buffers")
+                };
+                let len = crate::tensor::dims(self.graph.shape(id), batch)
+                    .iter()
+                    .product();
+                table[k].push((i, self.plan.offset(buffer), len));
+            }
+            self.reporting = Some((batch, table));
+        }
+        &self.reporting.as_ref().expect("just made").1
     }
 
     /// The time each kernel has taken so far (profiled code only), and resets the count.

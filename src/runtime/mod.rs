@@ -232,7 +232,7 @@ impl<'a> Session<'a> {
     /// Whether this process is the one that prints, logs, draws and saves: the only one, or
     /// the first of a data-parallel run.
     pub fn leads(&self) -> bool {
-        self.parallel.as_ref().is_none_or(|p| p.group.rank() == 0)
+        self.parallel.as_ref().is_none_or(|p| p.rank() == 0)
     }
 
     /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
@@ -243,10 +243,10 @@ impl<'a> Session<'a> {
     ) -> Result<std::time::Duration, CompileError> {
         let started = std::time::Instant::now();
         // A data-parallel run trains with the step's two halves, the gradient half in the
-        // training slot.
-        let (train, update) = match &self.parallel {
-            Some(parallel) => (&parallel.gradients, Some(&parallel.update)),
-            None => (&self.train, None),
+        // training slot, with ticks between its kernels to report finished gradients.
+        let (train, update, ticks) = match &self.parallel {
+            Some(parallel) => (&parallel.gradients, Some(&parallel.update), true),
+            None => (&self.train, None, profile),
         };
         // The graphs compile at the same time, on two threads.
         let (train, eval, update) = std::thread::scope(|scope| {
@@ -255,7 +255,7 @@ impl<'a> Session<'a> {
                 let update = update.map(|u| Compiled::new(u, 1, false, &self.pool));
                 (eval, update)
             });
-            let train = Compiled::new(train, batch, profile, &self.pool);
+            let train = Compiled::new(train, batch, ticks, &self.pool);
             let (eval, update) = others.join().expect("compiling does not panic");
             (train, eval, update)
         });
@@ -471,7 +471,7 @@ impl<'a> Session<'a> {
             }
             if let Some(parallel) = &mut self.parallel {
                 let mut totals = tally.totals();
-                parallel.group.sum_f64(&mut totals);
+                parallel.sum_f64(&mut totals);
                 tally.set_totals(&totals);
             }
             self.epoch = epoch;
@@ -552,7 +552,7 @@ impl<'a> Session<'a> {
         if let Some(parallel) = &mut self.parallel {
             let mut totals = tally.totals();
             totals.push(loss);
-            parallel.group.sum_f64(&mut totals);
+            parallel.sum_f64(&mut totals);
             loss = totals.pop().expect("the loss was pushed");
             tally.set_totals(&totals);
         }

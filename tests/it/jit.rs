@@ -63,15 +63,19 @@ fn compiled_steps_match_the_interpreter() {
         })
         .collect();
     files.sort();
-    let steps = 2 * files.len();
+    let steps = 4 * files.len();
     for path in files {
         let source = load(&path);
         let model = netc::front_end(&source).0.expect("models check").1;
         // Weights from the model's own initialization, so values have training's magnitudes.
         let session = netc::runtime::Session::new(&model, &source, 5).expect("fits in memory");
+        // The whole training step, the evaluation graph, and the two halves a data-parallel
+        // run trains with.
         for (step, runs) in [
             (Step::train(&model, &source), 3),
             (Step::eval(&model, &source), 1),
+            (Step::gradients(&model, &source), 1),
+            (Step::update(&model, &source), 2),
         ] {
             let graph = &step.graph;
             let compile = |pool| {
@@ -362,6 +366,67 @@ fn forward_convolution_and_pooling_match_hand_computed_values() {
             .expect("bindings fit");
         for (engine, results) in [("interpreter", interpreted), ("compiled", compiled)] {
             assert_eq!(results[output].data, expected, "{layer} on the {engine}");
+        }
+    }
+}
+
+/// A run that reports finished results reports each once, with its final values, in the order
+/// `finishing_order` gives; with ticks between kernels, gradients are reported while later
+/// kernels are still to run (what data-parallel runs overlap their sums with).
+#[test]
+fn results_are_reported_as_their_kernels_finish() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["mlp", "lenet_bn", "resnet"] {
+        let source = load(&root.join(format!("models/{name}.net")));
+        let model = netc::front_end(&source).0.expect("models check").1;
+        let session = netc::runtime::Session::new(&model, &source, 5).expect("fits in memory");
+        let step = Step::gradients(&model, &source);
+        let batch = 3;
+        let [inputs, _, _] =
+            netc::gradcheck::random_bindings(&step.graph, batch, &classes(&model), 1);
+        let inputs = f32s(inputs);
+        let bind = Bindings {
+            batch,
+            inputs: &inputs,
+            params: &session.params,
+            states: &session.states[..step.graph.states.len()],
+            hypers: &[model.optimizer.lr, 1.0],
+            seed: 3,
+        };
+        for ticks in [true, false] {
+            let mut compiled = Compiled::new(&step, batch, ticks, &Pool::new(2)).expect("compiles");
+            let mut reported = Vec::new();
+            let mut results = Vec::new();
+            compiled
+                .run_reporting(&bind, &mut results, &mut |i, values| {
+                    reported.push((i, values.to_vec()))
+                })
+                .expect("bindings fit");
+            let order: Vec<usize> = reported.iter().map(|(i, _)| *i).collect();
+            assert_eq!(order, compiled.finishing_order(), "{name}");
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                (0..step.results.len()).collect::<Vec<_>>(),
+                "{name}"
+            );
+            for (i, values) in &reported {
+                assert_eq!(values, &results[*i].data, "{name}: result {i}");
+            }
+            // The first parameter's gradient is the last the backward pass finishes; with
+            // ticks, some other result comes before it.
+            let first_gradient = step.first_update();
+            let at = order
+                .iter()
+                .position(|&i| i == first_gradient)
+                .expect("reported");
+            if ticks {
+                assert!(
+                    at > 0 && at + 1 >= order.len() - step.graph.state_updates.len(),
+                    "{name}: {order:?}"
+                );
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod models;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod mutate;
+mod parallel;
 mod plot;
 mod step;
 mod tidy;

@@ -26,6 +26,11 @@ fn alone(args: &[&str]) -> Output {
 /// `mpirun` with `apps`, each `(processes, arguments after netc)`, as MPI's multiple-program
 /// form joins them; a first `(processes, ["--", program, ...])` runs another program.
 fn mpirun(apps: &[(usize, Vec<String>)], timeout: &str) -> Output {
+    mpirun_with(apps, timeout, &[])
+}
+
+/// `mpirun` with more environment variables.
+fn mpirun_with(apps: &[(usize, Vec<String>)], timeout: &str, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new("mpirun");
     for (i, (processes, args)) in apps.iter().enumerate() {
         if i > 0 {
@@ -43,6 +48,7 @@ fn mpirun(apps: &[(usize, Vec<String>)], timeout: &str) -> Output {
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("NETC_MPI_TIMEOUT", timeout)
+        .envs(env.iter().copied())
         .output()
         .expect("mpirun runs: install Open MPI with scripts/install-mpi")
 }
@@ -128,17 +134,59 @@ fn two_and_three_processes_train_as_one_does() {
                 drift <= 1e-5,
                 "{model} on {processes} processes drifts {drift:.2e}"
             );
-            // The same bits every time for the same number of processes.
-            let again = dir.join("again.safetensors");
-            let out = mpirun(&[(processes, run_args(model, &dir, "1", &again))], "60");
-            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-            assert_eq!(
-                std::fs::read(&save).expect("saved"),
-                std::fs::read(&again).expect("saved"),
-                "{model} on {processes} processes is not deterministic"
-            );
+            // The same bits every time for the same number of processes, however the
+            // gradients are cut into buckets: small ones, summed during the backward pass, or
+            // one, summed after it.
+            for bucket_kib in ["16", "0"] {
+                let again = dir.join("again.safetensors");
+                let args = run_args(model, &dir, "1", &again);
+                let env = [("NETC_BUCKET_KIB", bucket_kib)];
+                let out = mpirun_with(&[(processes, args)], "60", &env);
+                let stderr = text(&out.stderr);
+                assert_eq!(out.status.code(), Some(0), "{stderr}");
+                if bucket_kib == "16" {
+                    assert!(!stderr.contains("in 1 bucket "), "{stderr}");
+                }
+                assert_eq!(
+                    std::fs::read(&save).expect("saved"),
+                    std::fs::read(&again).expect("saved"),
+                    "{model} on {processes} processes, buckets of {bucket_kib} KiB, differs"
+                );
+            }
         }
     }
+}
+
+/// Batch normalization normalizes each share by its own statistics while training, and the
+/// running statistics are averaged over the processes (documented): a model with it, and with
+/// optimizer state, trains on two processes and keeps improving.
+#[test]
+fn a_model_with_batch_normalization_trains_on_two_processes() {
+    if crate::fmnist_missing() {
+        return;
+    }
+    let dir = scratch("batchnorm");
+    crate::fmnist_subset(&dir, 4096, 500);
+    let save = dir.join("bn.safetensors");
+    let out = mpirun(
+        &[(2, run_args("models/lenet_bn.net", &dir, "2", &save))],
+        "60",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let losses: Vec<f64> = (stdout.lines())
+        .filter_map(|l| {
+            l.split("train_loss ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(losses.len() == 2 && losses[1] < losses[0], "{stdout}");
+    let saved = weights("models/lenet_bn.net", &save);
+    assert!(saved.iter().flatten().all(|w| w.is_finite()), "{stderr}");
 }
 
 #[test]
