@@ -676,3 +676,25 @@ fn the_schedule_option_is_checked_like_the_model_file() {
     assert_eq!(export.status.code(), Some(0), "{}", text(&export.stderr));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A netc built without MPI that `mpirun` starts as one of several processes refuses to run,
+/// rather than train as many separate copies, each writing the same files.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_be_one_of_several_processes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(["run", "models/linreg.net", "--data", "linear"])
+        .env("OMPI_COMM_WORLD_RANK", "1")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("error[{}]", Code::E0516.as_str())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--features mpi"), "{stderr}");
+    assert!(text(&out.stdout).is_empty());
+}

@@ -5,7 +5,8 @@
 
 use crate::load;
 use netc::data::{Source, Split};
-use netc::runtime::{Group, Reporter, RunSettings, Session};
+use netc::diagnostics::Code;
+use netc::runtime::{Group, Parallel, Reporter, RunSettings, Session};
 use netc::tensor::Tensor;
 use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
@@ -229,5 +230,39 @@ fn threads_as_processes_train_as_one_process_compiled() {
         bits(&many[0].1),
         bits(&many[1].1),
         "lenet_bn: states differ"
+    );
+}
+
+/// Processes that report other fingerprints are refused with E0515 naming the first that
+/// differs from process 0; the same everywhere is agreement.
+#[test]
+fn processes_that_differ_are_named() {
+    struct Fingerprints(Vec<u64>);
+    impl Group for Fingerprints {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            self.0.len()
+        }
+        fn sum(&mut self, _: &[f32], _: &mut [f32]) {}
+        fn sum_f64(&mut self, _: &mut [f64]) {}
+        fn gather(&mut self, _: u64) -> Vec<u64> {
+            self.0.clone()
+        }
+        fn bytes_sent(&self) -> u64 {
+            0
+        }
+    }
+    assert!(Parallel::agree(&mut Fingerprints(vec![7, 7, 7]), 7, "model").is_ok());
+    let refused = Parallel::agree(&mut Fingerprints(vec![7, 7, 9, 8]), 7, "model file")
+        .expect_err("process 2 differs");
+    assert_eq!(refused.code, Code::E0515);
+    assert!(
+        refused
+            .message
+            .contains("process 2 of 4 has another model file"),
+        "{}",
+        refused.message
     );
 }

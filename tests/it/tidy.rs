@@ -51,6 +51,8 @@ fn every_code_has_a_bad_input() {
         "tests/it/hostile.rs",
         "tests/it/plot.rs",
         "tests/it/export.rs",
+        "tests/it/parallel.rs",
+        "tests/it/mpi.rs",
     ]
     .map(|f| std::fs::read_to_string(root().join(f)).expect("readable test file"))
     .join("\n");
@@ -126,6 +128,12 @@ fn stages_only_import_earlier_stages() {
             assert!(
                 !text.contains("plotters"),
                 "{path} uses plotters outside plot/"
+            );
+        }
+        if !path.ends_with("distributed.rs") {
+            assert!(
+                !text.contains("mpi::"),
+                "{path} uses MPI outside distributed.rs"
             );
         }
         if !path.ends_with("diagnostics.rs") {
