@@ -390,9 +390,12 @@ impl Parallel {
                 comm.send(Job::Sum(place.bucket, bucket));
             }
         };
-        // The gradient half reads the model's own states, which come first.
+        // The gradient half reads the model's own states, which come first. Dropout masks
+        // depend on (seed, step, element): each process draws its own, so that no two rows of
+        // a batch share a mask (process 0 draws a single process's).
         let bind_half = Bindings {
             states: &bind.states[..self.gradients.graph.states.len()],
+            seed: bind.seed ^ (self.rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ..*bind
         };
         if bind.batch > 0 {
