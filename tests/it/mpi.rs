@@ -14,8 +14,19 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The first `train` and `test` examples of Fashion-MNIST in a scratch directory of their own,
+/// or `None` (the test skips, saying so) where Fashion-MNIST is missing and may be.
+fn subset(name: &str, train: u32, test: u32) -> Option<PathBuf> {
+    if crate::fmnist_missing() {
+        return None;
+    }
+    let dir = scratch(name);
+    crate::fmnist_subset(&dir, train, test);
+    Some(dir)
+}
+
 /// `netc ARGS` run alone, in the project directory.
-fn alone(args: &[&str]) -> Output {
+fn alone(args: &[String]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netc"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -127,7 +138,7 @@ fn two_and_three_processes_train_as_one_does() {
             let out_dir = scratch("equivalence");
             let single = out_dir.join("single.safetensors");
             let args = run_args(model, &dir, "1", &single);
-            let out = alone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let out = alone(&args);
             assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
             let one = weights(model, &single);
             for processes in [2, 3] {
@@ -186,11 +197,9 @@ fn two_and_three_processes_train_as_one_does() {
 /// optimizer state, trains on two processes and keeps improving.
 #[test]
 fn a_model_with_batch_normalization_trains_on_two_processes() {
-    if crate::fmnist_missing() {
+    let Some(dir) = subset("batchnorm", 4096, 500) else {
         return;
-    }
-    let dir = scratch("batchnorm");
-    crate::fmnist_subset(&dir, 4096, 500);
+    };
     let save = dir.join("bn.safetensors");
     let out = mpirun(
         &[(2, run_args("models/lenet_bn.net", &dir, "2", &save))],
@@ -215,16 +224,14 @@ fn a_model_with_batch_normalization_trains_on_two_processes() {
 
 #[test]
 fn a_run_resumes_across_process_counts() {
-    if crate::fmnist_missing() {
+    let Some(dir) = subset("resume", 4096, 500) else {
         return;
-    }
-    let dir = scratch("resume");
-    crate::fmnist_subset(&dir, 4096, 500);
+    };
     let model = "models/mlp.net";
     let path = |name: &str| dir.join(name);
     let straight = path("straight.safetensors");
     let args = run_args(model, &dir, "3", &straight);
-    let out = alone(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = alone(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // One process, then two, then one again: epochs 1, 2 and 3.
     let hops = path("hops.safetensors");
@@ -234,7 +241,7 @@ fn a_run_resumes_across_process_counts() {
             args.extend(strings(&["--resume", hops.to_str().expect("utf-8")]));
         }
         let out = match processes {
-            1 => alone(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+            1 => alone(&args),
             p => mpirun(&[(p, args)], "60"),
         };
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -251,11 +258,9 @@ fn a_run_resumes_across_process_counts() {
 
 #[test]
 fn processes_that_disagree_or_fail_stop_every_process() {
-    if crate::fmnist_missing() {
+    let Some(dir) = subset("faults", 4096, 500) else {
         return;
-    }
-    let dir = scratch("faults");
-    crate::fmnist_subset(&dir, 4096, 500);
+    };
     let save = dir.join("w.safetensors");
     let args = run_args("models/mlp.net", &dir, "2", &save);
 
@@ -278,8 +283,7 @@ fn processes_that_disagree_or_fail_stop_every_process() {
     assert!(!save.exists(), "nothing was trained, so nothing is saved");
 
     // Another data set on one process, found after loading.
-    let elsewhere = scratch("faults-other-data");
-    crate::fmnist_subset(&elsewhere, 4000, 500);
+    let elsewhere = subset("faults-other-data", 4000, 500).expect("Fashion-MNIST is here");
     let mut other = args.clone();
     other[5] = elsewhere.to_str().expect("utf-8").into();
     let out = mpirun(&[(1, args.clone()), (1, other)], "30");
