@@ -229,12 +229,6 @@ impl<'a> Session<'a> {
         )));
     }
 
-    /// Whether this process is the one that prints, logs, draws and saves: the only one, or
-    /// the first of a data-parallel run.
-    pub fn leads(&self) -> bool {
-        self.parallel.as_ref().is_none_or(|p| p.rank() == 0)
-    }
-
     /// Compiles both graphs to native code for batches of up to `batch` examples; later runs use it.
     pub fn compile(
         &mut self,
