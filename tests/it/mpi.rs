@@ -169,22 +169,33 @@ fn two_and_three_processes_train_as_one_does() {
                     continue;
                 }
                 // The same bits every time for the same number of processes, however the
-                // gradients are cut into buckets: small ones, summed during the backward pass,
-                // or one, summed after it.
-                for bucket_kib in ["16", "0"] {
+                // gradients are cut into buckets (small ones, summed during the backward pass,
+                // or one, summed after it) and however they travel (shared memory, or TCP
+                // over the loopback interface, as between hosts).
+                let ways: [(&str, &[(&str, &str)]); 3] = [
+                    ("buckets of 16 KiB", &[("NETC_BUCKET_KIB", "16")]),
+                    ("one bucket", &[("NETC_BUCKET_KIB", "0")]),
+                    (
+                        "TCP over loopback",
+                        &[
+                            ("OMPI_MCA_btl", "tcp,self"),
+                            ("OMPI_MCA_btl_tcp_if_include", "lo"),
+                        ],
+                    ),
+                ];
+                for (way, env) in ways {
                     let again = out_dir.join("again.safetensors");
                     let args = run_args(model, &dir, "1", &again);
-                    let env = [("NETC_BUCKET_KIB", bucket_kib)];
-                    let out = mpirun_with(&[(processes, args)], "60", &env);
+                    let out = mpirun_with(&[(processes, args)], "60", env);
                     let stderr = text(&out.stderr);
-                    assert_eq!(out.status.code(), Some(0), "{stderr}");
-                    if bucket_kib == "16" {
+                    assert_eq!(out.status.code(), Some(0), "{way}: {stderr}");
+                    if way == "buckets of 16 KiB" {
                         assert!(!stderr.contains("in 1 bucket "), "{stderr}");
                     }
                     assert_eq!(
                         std::fs::read(&save).expect("saved"),
                         std::fs::read(&again).expect("saved"),
-                        "{model} on {processes} processes, buckets of {bucket_kib} KiB, differs"
+                        "{model} on {processes} processes, {way}, differs"
                     );
                 }
             }
