@@ -1,10 +1,12 @@
 """Trains one of bench/torch_models.py's networks on Fashion-MNIST as netc does (pixels scaled
 to [0, 1], a fresh shuffle each epoch, the test set evaluated after each epoch) and prints one
-JSON line per epoch: seconds (training and evaluation) and test accuracy.
+JSON line per epoch: seconds (training and evaluation), test accuracy, and the process's peak
+resident memory so far and before training (the library, data and network) in MB.
 
-Usage: torch_train.py KIND EPOCHS DATA_DIR [SEED]"""
+Usage: torch_train.py KIND EPOCHS DATA_DIR [SEED [BATCH]]    (BATCH: the model's unless given)"""
 import gzip
 import json
+import resource
 import sys
 import time
 
@@ -35,6 +37,10 @@ x, y = images("train-images-idx3-ubyte.gz"), torch.tensor(idx("train-labels-idx1
 test_x = images("t10k-images-idx3-ubyte.gz")
 test_y = torch.tensor(idx("t10k-labels-idx1-ubyte.gz", 8), dtype=torch.long)
 net, opt, batch = build(kind)
+if len(sys.argv) > 5:
+    batch = int(sys.argv[5])
+# The library, the data and the network, before any training.
+base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 loss = nn.CrossEntropyLoss()
 for epoch in range(epochs):
     start = time.perf_counter()
@@ -51,4 +57,6 @@ for epoch in range(epochs):
             int((net(test_x[i:i + batch]).argmax(1) == test_y[i:i + batch]).sum())
             for i in range(0, len(test_y), batch))
     seconds = time.perf_counter() - start
-    print(json.dumps({"epoch": epoch + 1, "seconds": seconds, "test_acc": correct / len(test_y)}), flush=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"epoch": epoch + 1, "seconds": seconds, "test_acc": correct / len(test_y),
+                      "peak_mb": peak_mb, "base_mb": base_mb}), flush=True)
