@@ -24,35 +24,6 @@ pub fn launched() -> Option<(usize, usize)> {
     .filter(|&(rank, size)| size > 1 && rank < size)
 }
 
-/// A checksum of some bytes, the same on every host and build: what processes compare to
-/// agree that they run the same thing.
-pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
-    const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
-    let mut digest = CRC.digest();
-    for part in parts {
-        // Lengths first, so that ["ab", "c"] and ["a", "bc"] differ.
-        digest.update(&(part.len() as u64).to_le_bytes());
-        digest.update(part);
-    }
-    digest.finalize()
-}
-
-/// A data set's fingerprint: its sizes, features and targets.
-pub fn data_fingerprint(data: &crate::data::Dataset) -> u64 {
-    let dims: Vec<u8> = [data.len]
-        .iter()
-        .chain(&data.feature_dims)
-        .chain(&data.target_dims)
-        .flat_map(|&d| (d as u64).to_le_bytes())
-        .collect();
-    let features: Vec<u8> = match &data.features {
-        crate::data::Features::Pixels(bytes) => bytes.clone(),
-        crate::data::Features::F32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    };
-    let targets: Vec<u8> = data.targets.iter().flat_map(|v| v.to_le_bytes()).collect();
-    fingerprint([&dims[..], &features[..], &targets[..]])
-}
-
 /// The processes of the run this one was started in, for as long as the command runs.
 pub struct Processes {
     pub rank: usize,

@@ -404,7 +404,7 @@ pub fn run() -> i32 {
                     .collect();
                 let version = env!("CARGO_PKG_VERSION").as_bytes();
                 let given =
-                    crate::distributed::fingerprint([version, argv.join("\0").as_bytes(), &text]);
+                    crate::runtime::fingerprint([version, argv.join("\0").as_bytes(), &text]);
                 let what = "netc version, model file or command line";
                 if let Err(diagnostic) = Parallel::agree(&mut **group, given, what) {
                     return failed(&SourceFile::new("", ""), diagnostic, processes.as_ref());

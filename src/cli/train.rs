@@ -269,8 +269,8 @@ fn distribute(
         checkpoints: _,
     } = settings;
     let run = format!("{position:?} {epochs} {batch} {lr} {seed} {shuffle}");
-    let data = [&split.train, &split.test].map(crate::distributed::data_fingerprint);
-    let same = crate::distributed::fingerprint([
+    let data = [&split.train, &split.test].map(crate::runtime::data_fingerprint);
+    let same = crate::runtime::fingerprint([
         session.hash.as_bytes(),
         run.as_bytes(),
         &data[0].to_le_bytes(),

@@ -20,7 +20,7 @@ use crate::step::Step;
 use crate::tensor::{Bindings, Tensor};
 use checkpoint::Checkpoint;
 pub use metrics::Tally;
-pub use parallel::{share, Group, Parallel, Timing};
+pub use parallel::{data_fingerprint, fingerprint, share, Group, Parallel, Timing};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

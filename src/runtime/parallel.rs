@@ -52,6 +52,35 @@ pub fn share(rows: usize, rank: usize, size: usize) -> Range<usize> {
     start..start + base + usize::from(rank < extra)
 }
 
+/// A checksum of some bytes, the same on every host and build: what processes compare to
+/// agree that they run the same thing.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
+    let mut digest = CRC.digest();
+    for part in parts {
+        // Lengths first, so that ["ab", "c"] and ["a", "bc"] differ.
+        digest.update(&(part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    digest.finalize()
+}
+
+/// A data set's fingerprint: its sizes, features and targets.
+pub fn data_fingerprint(data: &crate::data::Dataset) -> u64 {
+    let dims: Vec<u8> = [data.len]
+        .iter()
+        .chain(&data.feature_dims)
+        .chain(&data.target_dims)
+        .flat_map(|&d| (d as u64).to_le_bytes())
+        .collect();
+    let features: Vec<u8> = match &data.features {
+        crate::data::Features::Pixels(bytes) => bytes.clone(),
+        crate::data::Features::F32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let targets: Vec<u8> = data.targets.iter().flat_map(|v| v.to_le_bytes()).collect();
+    fingerprint([&dims[..], &features[..], &targets[..]])
+}
+
 /// Where time goes in data-parallel steps, summed over the steps taken.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timing {
@@ -91,12 +120,14 @@ struct Bucket {
 enum Job {
     Sum(usize, Bucket),
     SumF64(Vec<f64>),
+    Gather(u64),
 }
 
 /// What it answers: the job with its time and bytes sent.
 enum Done {
     Sum(usize, Bucket, Duration, u64),
     SumF64(Vec<f64>),
+    Gather(Vec<u64>),
 }
 
 /// The thread that makes every collective call of a distributed session, in the order asked.
@@ -125,6 +156,7 @@ impl Comm {
                             group.sum_f64(&mut values);
                             Done::SumF64(values)
                         }
+                        Job::Gather(value) => Done::Gather(group.gather(value)),
                     };
                     if outbox.send(answer).is_err() {
                         return;
@@ -284,7 +316,16 @@ impl Parallel {
         self.comm.send(Job::SumF64(std::mem::take(values)));
         match self.comm.receive() {
             Done::SumF64(summed) => *values = summed,
-            Done::Sum(..) => unreachable!("answers come in the order asked"),
+            _ => unreachable!("answers come in the order asked"),
+        }
+    }
+
+    /// Every process's `value`, in rank order.
+    fn gather(&mut self, value: u64) -> Vec<u64> {
+        self.comm.send(Job::Gather(value));
+        match self.comm.receive() {
+            Done::Gather(all) => all,
+            _ => unreachable!("answers come in the order asked"),
         }
     }
 
@@ -307,8 +348,22 @@ impl Parallel {
 
     /// Plans the buckets: the summed results in the order they are finished, a new bucket
     /// whenever the current one would pass `bucket_bytes`. The loss (result 0) carries the
-    /// stop flag after it.
+    /// stop flag after it. Every process must plan the same buckets: when their orders differ
+    /// (code compiled for other numbers of workers may finish results in another order), all
+    /// take the results in index order.
     fn plan(&mut self, finishing: &[usize]) {
+        let bytes: Vec<u8> = finishing
+            .iter()
+            .flat_map(|&i| (i as u64).to_le_bytes())
+            .collect();
+        let orders = self.gather(fingerprint([&bytes[..]]));
+        let index_order: Vec<usize>;
+        let finishing = if orders.iter().all(|&o| o == orders[0]) {
+            finishing
+        } else {
+            index_order = (0..finishing.len()).collect();
+            &index_order
+        };
         let output = self.gradients.output();
         let length = |i: usize| self.lengths[i] + usize::from(i == 0);
         let capacity = bucket_bytes() / 4;
@@ -428,7 +483,7 @@ impl Parallel {
                     self.timing.bytes += bytes;
                     summed_buckets += 1;
                 }
-                Done::SumF64(_) => unreachable!("only buckets are summed during a step"),
+                _ => unreachable!("only buckets are summed during a step"),
             }
         }
         let waited = started.elapsed();

@@ -23,6 +23,7 @@ struct Shared {
     barrier: Barrier,
     f32s: Mutex<Vec<Vec<f32>>>,
     f64s: Mutex<Vec<Vec<f64>>>,
+    u64s: Mutex<Vec<u64>>,
 }
 
 fn threads(size: usize) -> Vec<Threads> {
@@ -31,6 +32,7 @@ fn threads(size: usize) -> Vec<Threads> {
         barrier: Barrier::new(size),
         f32s: Mutex::new(vec![Vec::new(); size]),
         f64s: Mutex::new(vec![Vec::new(); size]),
+        u64s: Mutex::new(vec![0; size]),
     });
     (0..size)
         .map(|rank| Threads {
@@ -77,7 +79,11 @@ impl Group for Threads {
     }
 
     fn gather(&mut self, value: u64) -> Vec<u64> {
-        vec![value; self.shared.size]
+        self.shared.u64s.lock().expect("unpoisoned")[self.rank] = value;
+        self.shared.barrier.wait();
+        let all = self.shared.u64s.lock().expect("unpoisoned").clone();
+        self.shared.barrier.wait();
+        all
     }
 
     fn bytes_sent(&self) -> u64 {
@@ -89,7 +95,8 @@ impl Group for Threads {
 type Trained = (Vec<Tensor<f32>>, Vec<Tensor<f32>>, (f64, f64, Vec<f64>));
 
 /// Trains `file` for `epochs` on `data`, alone (`processes` 0) or as each of `processes`
-/// threads, compiled or on the interpreter; one result per process.
+/// threads (with 1 and 2 workers in turn), compiled or on the interpreter; one result per
+/// process.
 fn train(
     file: &str,
     data: &Split,
@@ -111,6 +118,8 @@ fn train(
     let run = |group: Option<Threads>| {
         let mut session = Session::new(&model, &source, settings.seed).expect("a session");
         if let Some(group) = group {
+            // Processes on hosts with other numbers of cores: 1 and 2 workers in turn.
+            session.pool = netc::codegen::Pool::new(1 + group.rank % 2);
             session.distribute(Box::new(group));
         }
         if compiled {
