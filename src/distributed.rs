@@ -58,8 +58,18 @@ impl Processes {
                 format!("process {rank} of {size} could not start MPI"),
             )
         };
-        let (universe, _) =
+        let (universe, threading) =
             mpi::initialize_with_threading(mpi::Threading::Serialized).ok_or_else(not_started)?;
+        // A session sums on its own thread: MPI must allow calls from a thread other than the
+        // one that started it, one at a time.
+        if !matches!(
+            threading,
+            mpi::Threading::Serialized | mpi::Threading::Multiple
+        ) {
+            return Err(not_started().with_note(format!(
+                "the MPI library offers {threading:?} threading; netc needs Serialized"
+            )));
+        }
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         Ok(Some(Processes {
