@@ -324,6 +324,22 @@ fn processes_that_disagree_or_fail_stop_every_process() {
     );
     assert!(started.elapsed().as_secs() < 60, "stopped, not hung");
 
+    // An interrupt (SIGINT) to one process stops every process after the same step, and the
+    // first saves.
+    let interrupted = dir.join("interrupted.safetensors");
+    let mut saving = long.clone();
+    saving[9] = interrupted.to_str().expect("utf-8").into();
+    let mut program = strings(&["--", "sh", "-c"]);
+    program.push(format!(
+        "(sleep 2; kill -INT $$) & exec {} {}",
+        env!("CARGO_BIN_EXE_netc"),
+        saving.join(" ")
+    ));
+    let out = mpirun(&[(1, saving.clone()), (1, program)], "60");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("interrupted after step"), "{stderr}");
+    assert!(interrupted.exists(), "{stderr}");
+
     // A process that dies mid-run: mpirun stops the others.
     let started = std::time::Instant::now();
     let out = mpirun(&[(1, long.clone()), (1, signalled("KILL"))], "600");
