@@ -226,6 +226,8 @@ pub struct Compiled {
     ticks: bool,
     /// For each wanted result, the last kernel that writes it.
     finished_by: Vec<Option<usize>>,
+    /// The wanted results in the order a run finishes them (`finishing_order`).
+    finishing: Vec<usize>,
     /// `finished_by` as a table per kernel for one batch size: (batch, per kernel the
     /// results it finishes, with their offsets and lengths).
     reporting: Option<(usize, FinishTable)>,
@@ -411,7 +413,13 @@ impl Compiled {
                     buffer.is_some_and(|b| k.writes().iter().any(|w| Base::Buffer(*w) == b))
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Without ticks nothing is reported before the end: every result finishes last.
+        let mut finishing: Vec<usize> = (0..wanted.len()).collect();
+        finishing.sort_by_key(|&i| match finished_by[i] {
+            Some(k) if profile => k,
+            _ => plan.kernels.len(),
+        });
         Ok(Compiled {
             pool: std::sync::Arc::clone(pool),
             graph: graph.clone(),
@@ -423,6 +431,7 @@ impl Compiled {
             clif,
             ticks: profile,
             finished_by,
+            finishing,
             reporting: None,
             _module: module,
         })
@@ -461,14 +470,8 @@ impl Compiled {
     }
 
     /// The order `run_reporting` reports the results in (by their index).
-    pub fn finishing_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.wanted.len()).collect();
-        let last = self.plan.kernels.len();
-        order.sort_by_key(|&i| match self.finished_by[i] {
-            Some(k) if self.ticks => k,
-            _ => last,
-        });
-        order
+    pub fn finishing_order(&self) -> &[usize] {
+        &self.finishing
     }
 
     fn run_with(
@@ -563,7 +566,7 @@ impl Compiled {
         }
         // What no tick reported, the run reports now.
         if let Some(ready) = ready {
-            for i in self.finishing_order() {
+            for &i in &self.finishing {
                 if report.is_none() || self.finished_by[i].is_none() {
                     ready(i, &results[i].data);
                 }
@@ -576,7 +579,7 @@ impl Compiled {
     fn reporting_table(&mut self, batch: usize) -> &FinishTable {
         if self.reporting.as_ref().is_none_or(|(b, _)| *b != batch) {
             let mut table = vec![Vec::new(); self.plan.kernels.len()];
-            for i in self.finishing_order() {
+            for &i in &self.finishing {
                 let Some(k) = self.finished_by[i] else {
                     continue;
                 };

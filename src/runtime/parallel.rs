@@ -73,8 +73,9 @@ pub fn data_fingerprint(data: &crate::data::Dataset) -> u64 {
         .chain(&data.target_dims)
         .flat_map(|&d| (d as u64).to_le_bytes())
         .collect();
-    let features: Vec<u8> = match &data.features {
-        crate::data::Features::Pixels(bytes) => bytes.clone(),
+    // Pixels are checksummed where they lie; only floats need their bytes laid out.
+    let features: std::borrow::Cow<[u8]> = match &data.features {
+        crate::data::Features::Pixels(bytes) => bytes.into(),
         crate::data::Features::F32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
     let targets: Vec<u8> = data.targets.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -408,7 +409,7 @@ impl Parallel {
     ) -> bool {
         if self.places.is_empty() {
             let finishing = match engine {
-                Engine::Jit { train, .. } => train.finishing_order(),
+                Engine::Jit { train, .. } => train.finishing_order().to_vec(),
                 Engine::Interp => (0..self.gradients.results.len()).collect(),
             };
             self.plan(&finishing);
