@@ -13,13 +13,14 @@ pub type Entry =
     unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, *const Pool);
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 6] = [
+pub const IMPORTS: [&str; 7] = [
     "netc_gemm",
     "netc_logf",
     "netc_tick",
     "netc_parallel",
     "netc_sinf",
     "netc_cosf",
+    "netc_conv",
 ];
 
 /// An imported helper, by its position in `IMPORTS`.
@@ -31,6 +32,7 @@ pub enum Import {
     Parallel,
     Sinf,
     Cosf,
+    Conv,
 }
 
 /// Signatures of the imported helpers, in `IMPORTS` order.
@@ -85,7 +87,36 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s.returns.push(AbiParam::new(types::I64));
         s
     };
-    vec![gemm, unary.clone(), tick, parallel, unary.clone(), unary]
+    // (input, its channel and image strides, weight, out, its strides, scratch, images, then
+    // the geometry packed in four numbers: see `direct::packed`)
+    let conv = {
+        let mut s = make();
+        for ty in [
+            pointer,
+            types::I64,
+            types::I64,
+            pointer,
+            pointer,
+            types::I64,
+            types::I64,
+        ] {
+            s.params.push(AbiParam::new(ty));
+        }
+        s.params.push(AbiParam::new(pointer));
+        for _ in 0..5 {
+            s.params.push(AbiParam::new(types::I64));
+        }
+        s
+    };
+    vec![
+        gemm,
+        unary.clone(),
+        tick,
+        parallel,
+        unary.clone(),
+        unary,
+        conv,
+    ]
 }
 
 /// The signature of a kernel's piece function: the entry point's arguments

@@ -4,6 +4,7 @@
 
 use super::abi::{self, Entry, IMPORTS};
 use super::alloc::ALIGN;
+use super::direct::netc_conv;
 use super::kernels::{Kernel, KernelId};
 use super::layout::Base;
 use super::lower;
@@ -289,6 +290,7 @@ impl Compiled {
             netc_parallel as *const u8,
             netc_sinf as *const u8,
             netc_cosf as *const u8,
+            netc_conv as *const u8,
         ];
         for (name, address) in IMPORTS.iter().zip(helpers) {
             builder.symbol(*name, address);

@@ -8,6 +8,7 @@
 
 use super::abi::{Import, Params};
 use super::alloc::BufferId;
+use super::direct::Direct;
 use super::fuse::iterations_per_row;
 use super::kernels::{Kernel, KernelId, KernelKind, Map, Share, Sums};
 use super::layout::{Base, Sym, View};
@@ -443,6 +444,39 @@ impl Lowerer<'_> {
         let count = self.sym(b, floats);
         let zero = b.ins().iconst(types::I64, 0);
         zero_range(b, base, zero, count);
+    }
+
+    /// A direct convolution through `netc_conv` of `images` images: the input's base and its
+    /// (channel, image) strides, the weight, the output's base and strides, the worker's scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn direct_conv(
+        &self,
+        b: &mut FunctionBuilder,
+        direct: &Direct,
+        (input, [in_channel, in_image]): (Value, [Value; 2]),
+        weight: Value,
+        (out, [out_channel, out_image]): (Value, [Value; 2]),
+        scratch: Value,
+        images: Value,
+    ) {
+        let [planes, size, kernel, padding] =
+            crate::codegen::direct::packed(direct).map(|v| b.ins().iconst(types::I64, v));
+        let args = [
+            input,
+            in_channel,
+            in_image,
+            weight,
+            out,
+            out_channel,
+            out_image,
+            scratch,
+            images,
+            planes,
+            size,
+            kernel,
+            padding,
+        ];
+        self.call(b, Import::Conv, &args);
     }
 
     /// `dst = lhs @ rhs` (or `dst += ...` when `accumulate` is 1) through `netc_gemm`: `[m, n, k]`,

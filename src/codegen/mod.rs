@@ -4,7 +4,8 @@
 //! they can run on; `alloc` places every buffer in one arena; `lower` emits one Cranelift
 //! function for the step and one per kernel cut into pieces, following the calling
 //! convention of `abi`, with the loop builders of `loops` and the one-or-four-lane arithmetic
-//! of `arith`; `jit` compiles and runs it; `pool` runs the pieces on any number of workers.
+//! of `arith`; `jit` compiles and runs it; `pool` runs the pieces on any number of workers;
+//! `direct` is the direct convolution that generated code calls where im2col would be skinny.
 //! It guarantees the interpreter's results (bit for bit outside products and sums over
 //! pieces), the same bits for any number of workers, and touches only memory checked before
 //! the step runs.
@@ -12,6 +13,7 @@
 mod abi;
 mod alloc;
 mod arith;
+mod direct;
 mod fuse;
 mod jit;
 mod kernels;

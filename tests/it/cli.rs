@@ -151,12 +151,12 @@ fn emit_ir_prints_each_stage() {
             && listing.contains("f32x4"),
         "{listing}"
     );
-    // A convolution's kernel is named where its code starts, with its pass, its chunk and the
-    // bias and activation it applies to each chunk.
+    // A convolution's kernel is named where its code starts, with its pass, its chunk (run by the
+    // direct convolution: one input channel) and the bias and activation it applies to each chunk.
     let lenet = netc(&["emit-ir", "models/lenet.net", "--stage", "clif"]);
     let listing = text(&lenet.stdout);
     let start = "; kernel 1: conv %12 = conv2d(kernel [5, 5], stride [1, 1], padding [2, 2])";
-    let chunk = "Forward pass, 3 images per im2col chunk (line 7) in up to 43 pieces of 2 chunks \
+    let chunk = "Forward pass, 3 images per direct chunk (line 7) in up to 43 pieces of 2 chunks \
                  -> arena[16..]";
     let epilogue = "then on each chunk, map %16 = sigmoid : f32[N, 6, 28, 28], fusing %15 add";
     let lines: Vec<&str> = listing.lines().collect();
