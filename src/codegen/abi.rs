@@ -13,7 +13,7 @@ pub type Entry =
     unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, *const Pool);
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 7] = [
+pub const IMPORTS: [&str; 8] = [
     "netc_gemm",
     "netc_logf",
     "netc_tick",
@@ -21,6 +21,7 @@ pub const IMPORTS: [&str; 7] = [
     "netc_sinf",
     "netc_cosf",
     "netc_conv",
+    "netc_conv_weight",
 ];
 
 /// An imported helper, by its position in `IMPORTS`.
@@ -33,10 +34,15 @@ pub enum Import {
     Sinf,
     Cosf,
     Conv,
+    ConvWeight,
 }
 
-/// Signatures of the imported helpers, in `IMPORTS` order.
-pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> Vec<Signature> {
+/// Signatures of the imported helpers, in `IMPORTS` order (one each: the array's length is
+/// checked against it).
+pub fn import_signatures(
+    make: impl Fn() -> Signature,
+    pointer: types::Type,
+) -> [Signature; IMPORTS.len()] {
     let gemm = {
         let mut s = make();
         for ty in [
@@ -88,7 +94,8 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         s
     };
     // (input, its channel and image strides, weight, out, its strides, scratch, images, then
-    // the geometry packed in four numbers: see `direct::packed`)
+    // the geometry packed in four numbers: see `direct::packed`); the weight gradient's
+    // (input, strides, sum, output gradient, strides, ...) alike.
     let conv = {
         let mut s = make();
         for ty in [
@@ -108,13 +115,14 @@ pub fn import_signatures(make: impl Fn() -> Signature, pointer: types::Type) -> 
         }
         s
     };
-    vec![
+    [
         gemm,
         unary.clone(),
         tick,
         parallel,
         unary.clone(),
         unary,
+        conv.clone(),
         conv,
     ]
 }

@@ -56,13 +56,29 @@ impl Direct {
         top.saturating_sub(y)..self.kernel[0].min((top + height).saturating_sub(y))
     }
 
-    /// Floats of a call's scratch memory: the padded copy of an image's planes, then the weight
-    /// laid out `[channels, KH, KW, outputs]`. `None` past `i64`.
+    /// The output rows that kernel row `ky` reads inside the plane, for the weight gradient.
+    fn rows_of_tap(&self, ky: usize) -> std::ops::Range<usize> {
+        let [top, height] = [self.padding[0], self.height];
+        let first = top.saturating_sub(ky);
+        first
+            ..(top + height)
+                .saturating_sub(ky)
+                .min(self.out_size()[0])
+                .max(first)
+    }
+
+    /// Floats of a call's scratch memory: the padded copy of an image's planes, then room for a
+    /// vector per weight (the weight gradient's partial sums by lane; the convolutions use the
+    /// first eighth for the weight laid out `[channels, KH, KW, outputs]`). `None` past `i64`.
     pub fn scratch_floats(&self) -> Option<usize> {
-        let tile = self.channels.checked_mul(self.tile_plane())?;
-        let weight = self.weight_floats()?;
-        let total = tile.checked_add(weight)?;
+        let total = self
+            .tile_floats()?
+            .checked_add(self.weight_floats()?.checked_mul(LANES)?)?;
         i64::try_from(total).ok().map(|_| total)
+    }
+
+    fn tile_floats(&self) -> Option<usize> {
+        self.channels.checked_mul(self.tile_plane())
     }
 
     fn weight_floats(&self) -> Option<usize> {
@@ -111,15 +127,10 @@ pub extern "C" fn netc_conv(
     padding: i64,
 ) {
     let (direct, images) = unpack(planes, size, kernel, padding, images);
-    let count = |v: i64| usize::try_from(v).expect("a stride the plan checked");
-    let from = Strides {
-        channel: count(in_channel),
-        image: count(in_image),
-    };
-    let to = Strides {
-        channel: count(out_channel),
-        image: count(out_image),
-    };
+    let (from, to) = (
+        strides(in_channel, in_image),
+        strides(out_channel, out_image),
+    );
     let fast = cfg!(target_arch = "x86_64") && avx2::available();
     // SAFETY: the plan sized the scratch for `direct` and each worker its own; the input and
     // output of every image in the call lie in buffers checked before the step ran.
@@ -187,39 +198,22 @@ unsafe fn run(
     scratch: *mut f32,
     fast: bool,
 ) {
-    let plane = d.tile_plane();
     let weights = d.weight_floats().expect("sizes the plan checked");
-    let tile_len = d.scratch_floats().expect("sizes the plan checked") - weights;
     // SAFETY (all blocks below): the scratch holds the tile, then the packed weight.
-    let (tile, packed) = unsafe {
-        let tile = std::slice::from_raw_parts_mut(scratch, tile_len);
-        let packed = std::slice::from_raw_parts_mut(scratch.add(tile_len), weights);
-        (tile, packed)
-    };
+    let (tile, packed) = unsafe { split_scratch(d, scratch, weights) };
     pack_weight(
         d,
         unsafe { std::slice::from_raw_parts(weight, weights) },
         packed,
     );
-    // The padding stays zero: only the planes' insides are written, image after image.
-    tile.fill(0.0);
     let [oh, ow] = d.out_size();
-    let row = d.tile_row();
     for image in 0..images {
-        for c in 0..d.channels {
-            for y in 0..d.height {
-                let at = c * plane + (y + d.padding[0]) * row + d.padding[1];
-                let offset = [(image, from.image), (c, from.channel), (y, d.width)];
-                let source =
-                    unsafe { std::slice::from_raw_parts(input.add(position(&offset)), d.width) };
-                tile[at..at + d.width].copy_from_slice(source);
-            }
-        }
+        unsafe { fill_tile(d, tile, (input, from), image) };
         let out = unsafe { out.add(position(&[(image, to.image)])) };
         let place = Place {
             tile: tile.as_ptr(),
-            plane,
-            row,
+            plane: d.tile_plane(),
+            row: d.tile_row(),
             weight: packed.as_ptr(),
             out,
             out_channel: to.channel,
@@ -231,6 +225,177 @@ unsafe fn run(
             continue;
         }
         unsafe { portable(d, &place, oh) };
+    }
+}
+
+/// The scratch as the tile (zeroed: its padding stays zero, as only the planes' insides are
+/// written, image after image) and `floats` floats after it.
+///
+/// # Safety
+/// `scratch` must hold `Direct::scratch_floats` floats, and `floats` be at most 8 per weight.
+unsafe fn split_scratch<'a>(
+    d: &Direct,
+    scratch: *mut f32,
+    floats: usize,
+) -> (&'a mut [f32], &'a mut [f32]) {
+    let tile_len = d.tile_floats().expect("sizes the plan checked");
+    // SAFETY: as the caller promised.
+    let (tile, rest) = unsafe {
+        let tile = std::slice::from_raw_parts_mut(scratch, tile_len);
+        let rest = std::slice::from_raw_parts_mut(scratch.add(tile_len), floats);
+        (tile, rest)
+    };
+    tile.fill(0.0);
+    (tile, rest)
+}
+
+/// Copies image `image`'s planes into the inside of the padded tile.
+///
+/// # Safety
+/// Every plane of the image must be valid at `input` and `from`.
+unsafe fn fill_tile(
+    d: &Direct,
+    tile: &mut [f32],
+    (input, from): (*const f32, Strides),
+    image: usize,
+) {
+    let (plane, row) = (d.tile_plane(), d.tile_row());
+    for c in 0..d.channels {
+        for y in 0..d.height {
+            let at = c * plane + (y + d.padding[0]) * row + d.padding[1];
+            let offset = [(image, from.image), (c, from.channel), (y, d.width)];
+            // SAFETY: as the caller promised.
+            let source =
+                unsafe { std::slice::from_raw_parts(input.add(position(&offset)), d.width) };
+            tile[at..at + d.width].copy_from_slice(source);
+        }
+    }
+}
+
+/// Adds the weight gradient of `images` images to `sum` (`[outputs, channels, KH, KW]`): for
+/// each weight, the sum over images and positions of the output gradient times the input it
+/// multiplied, input plane `c` of image `i` at `input + c·in_channel + i·in_image` and output
+/// gradient plane `o` at `dy + o·dy_channel + i·dy_image`. Each weight is summed by lane (the
+/// output column modulo 8) over the images in order, then the lanes are added in order, so a
+/// call's result depends only on its images. Called by generated code, as `netc_conv`.
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn netc_conv_weight(
+    input: *const f32,
+    in_channel: i64,
+    in_image: i64,
+    sum: *mut f32,
+    dy: *const f32,
+    dy_channel: i64,
+    dy_image: i64,
+    scratch: *mut f32,
+    images: i64,
+    planes: i64,
+    size: i64,
+    kernel: i64,
+    padding: i64,
+) {
+    let (direct, images) = unpack(planes, size, kernel, padding, images);
+    let (from, by) = (strides(in_channel, in_image), strides(dy_channel, dy_image));
+    let fast = cfg!(target_arch = "x86_64") && avx2::available();
+    // SAFETY: as for `netc_conv`; `sum` is the piece's own partial result.
+    unsafe { run_weight(&direct, images, (input, from), (dy, by), sum, scratch, fast) }
+}
+
+fn strides(channel: i64, image: i64) -> Strides {
+    let count = |v: i64| usize::try_from(v).expect("a stride the plan checked");
+    Strides {
+        channel: count(channel),
+        image: count(image),
+    }
+}
+
+/// See `netc_conv_weight`; `fast` runs the AVX2 kernel, else the portable one.
+///
+/// # Safety
+/// As `run`'s, with `sum` holding a float per weight.
+unsafe fn run_weight(
+    d: &Direct,
+    images: usize,
+    (input, from): (*const f32, Strides),
+    (dy, by): (*const f32, Strides),
+    sum: *mut f32,
+    scratch: *mut f32,
+    fast: bool,
+) {
+    let weights = d.weight_floats().expect("sizes the plan checked");
+    // SAFETY (all blocks below): the scratch holds the tile, then a vector per weight.
+    let (tile, lanes) = unsafe { split_scratch(d, scratch, weights * LANES) };
+    lanes.fill(0.0);
+    let [kh, kw] = d.kernel;
+    for image in 0..images {
+        unsafe { fill_tile(d, tile, (input, from), image) };
+        let dy = unsafe { dy.add(position(&[(image, by.image)])) };
+        for c in 0..d.channels {
+            for ky in 0..kh {
+                let taps = Taps {
+                    tile: unsafe { tile.as_ptr().add(c * d.tile_plane() + ky * d.tile_row()) },
+                    row: d.tile_row(),
+                    dy,
+                    dy_channel: by.channel,
+                    outputs: d.outputs,
+                    lanes: unsafe { lanes.as_mut_ptr().add((c * kh + ky) * kw * LANES) },
+                    lane_channel: d.channels * kh * kw,
+                    rows: d.rows_of_tap(ky),
+                    width: d.out_size()[1],
+                    taps: kw,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    unsafe { avx2::taps(&taps) };
+                    continue;
+                }
+                unsafe { portable_taps(&taps) };
+            }
+        }
+    }
+    for (w, lanes) in lanes.chunks_exact(LANES).enumerate() {
+        let total = lanes.iter().fold(0.0f32, |total, &v| total + v);
+        // SAFETY: `sum` holds a float per weight.
+        unsafe { *sum.add(w) += total };
+    }
+}
+
+/// The output gradient's planes against one row of kernel taps of one input plane: `lanes`
+/// holds a vector of partial sums per weight, from the first output channel's first tap of this
+/// row, `lane_channel` weights apart from one output channel to the next; `tile` is the padded
+/// plane from the taps' kernel row; `dy` the first output channel's gradient plane.
+struct Taps {
+    tile: *const f32,
+    row: usize,
+    dy: *const f32,
+    dy_channel: usize,
+    outputs: usize,
+    lanes: *mut f32,
+    lane_channel: usize,
+    /// The output rows whose inputs at this kernel row are inside the plane.
+    rows: std::ops::Range<usize>,
+    width: usize,
+    taps: usize,
+}
+
+/// `Taps` in plain loops, lane by lane as the vectors add.
+///
+/// # Safety
+/// As `run_weight`'s.
+unsafe fn portable_taps(t: &Taps) {
+    for o in 0..t.outputs {
+        for tap in 0..t.taps {
+            for y in t.rows.clone() {
+                for x in 0..t.width {
+                    // SAFETY: inside the planes, the tile and the taps' lanes.
+                    unsafe {
+                        let g = *t.dy.add(o * t.dy_channel + y * t.width + x);
+                        let product = g * *t.tile.add(y * t.row + x + tap);
+                        *t.lanes.add((o * t.lane_channel + tap) * LANES + x % LANES) += product;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -310,7 +475,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Direct, Place, LANES};
+    use super::{Direct, Place, Taps, LANES};
     use std::arch::x86_64::*;
 
     /// Whether this processor has AVX2 and FMA (the standard library caches the answer).
@@ -345,6 +510,83 @@ mod avx2 {
                     o += outputs;
                 }
                 x += vectors * LANES;
+            }
+        }
+    }
+
+    /// `Taps`: blocks of up to two output channels × up to `ACCUMULATORS / channels` taps,
+    /// each output row's vectors of the gradient against the tile row shifted by each tap (the
+    /// row's last vector loaded masked, zeros past its end).
+    ///
+    /// # Safety
+    /// As `run_weight`'s, on a processor with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn taps(t: &Taps) {
+        let mut o = 0;
+        while o < t.outputs {
+            let outputs = 2.min(t.outputs - o);
+            let mut first = 0;
+            while first < t.taps {
+                let taps = (ACCUMULATORS / outputs).min(t.taps - first);
+                macro_rules! blocks {
+                    ($($c:literal: $($n:literal)*;)*) => {
+                        match (outputs, taps) {
+                            $($(($c, $n) => unsafe { tap_block::<$c, $n>(t, o, first) },)*)*
+                            _ => unreachable!("a block of {outputs} × {taps} taps"),
+                        }
+                    };
+                }
+                blocks! {
+                    1: 1 2 3 4 5 6 7 8 9 10 11 12;
+                    2: 1 2 3 4 5 6;
+                }
+                first += taps;
+            }
+            o += outputs;
+        }
+    }
+
+    /// Output channels `o..o + OUTPUTS` × taps `first..first + TAPS`: one accumulator each,
+    /// beside a vector of each channel's gradient and the tile's.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tap_block<const OUTPUTS: usize, const TAPS: usize>(t: &Taps, o: usize, first: usize) {
+        let lanes = |j: usize, tap: usize| (j * t.lane_channel + (first + tap)) * LANES;
+        let mut acc = [[_mm256_setzero_ps(); TAPS]; OUTPUTS];
+        // SAFETY (all blocks): the taps' lanes, rows inside the plane, columns inside the
+        // tile row (whole vectors of output columns plus the kernel's width).
+        for (j, acc) in acc.iter_mut().enumerate() {
+            for (tap, acc) in acc.iter_mut().enumerate() {
+                *acc = unsafe { _mm256_loadu_ps(t.lanes.add(lanes(o + j, tap))) };
+            }
+        }
+        let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for y in t.rows.clone() {
+            let line = unsafe { t.tile.add(y * t.row + first) };
+            let mut x = 0;
+            while x < t.width {
+                let left = (t.width - x).min(LANES) as i32;
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), index);
+                let mut g = [_mm256_setzero_ps(); OUTPUTS];
+                for (j, g) in g.iter_mut().enumerate() {
+                    let at = unsafe { t.dy.add((o + j) * t.dy_channel + y * t.width + x) };
+                    *g = if left == LANES as i32 {
+                        unsafe { _mm256_loadu_ps(at) }
+                    } else {
+                        unsafe { _mm256_maskload_ps(at, mask) }
+                    };
+                }
+                for tap in 0..TAPS {
+                    let v = unsafe { _mm256_loadu_ps(line.add(x + tap)) };
+                    for (acc, g) in acc.iter_mut().zip(&g) {
+                        acc[tap] = _mm256_fmadd_ps(*g, v, acc[tap]);
+                    }
+                }
+                x += LANES;
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            for (tap, acc) in acc.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(t.lanes.add(lanes(o + j, tap)), *acc) };
             }
         }
     }
@@ -455,6 +697,101 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The weight gradient by its definition, in f64.
+    fn weight_reference(d: &Direct, input: &[f32], dy: &[f32], images: usize) -> Vec<f64> {
+        let [oh, ow] = d.out_size();
+        let [kh, kw] = d.kernel;
+        let (h, w) = (d.height as i64, d.width as i64);
+        let mut sum = vec![0.0; d.outputs * d.channels * kh * kw];
+        for i in 0..images {
+            for o in 0..d.outputs {
+                for c in 0..d.channels {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let at = ((o * d.channels + c) * kh + ky) * kw + kx;
+                            for y in 0..oh {
+                                for x in 0..ow {
+                                    let sy = (y + ky) as i64 - d.padding[0] as i64;
+                                    let sx = (x + kx) as i64 - d.padding[1] as i64;
+                                    if sy < 0 || sy >= h || sx < 0 || sx >= w {
+                                        continue;
+                                    }
+                                    let pixel = ((i * d.channels + c) as i64 * h + sy) * w + sx;
+                                    let g = dy[((i * d.outputs + o) * oh + y) * ow + x];
+                                    sum[at] += g as f64 * input[pixel as usize] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        sum
+    }
+
+    #[test]
+    fn weight_gradients_match_the_definition() {
+        let shapes = [
+            (1, 28, 28, 6, [5, 5], [2, 2]),
+            (1, 12, 13, 3, [3, 3], [1, 1]),
+            (2, 9, 7, 2, [5, 4], [4, 0]),
+            (1, 5, 21, 1, [1, 14], [0, 3]),
+        ];
+        for (channels, height, width, outputs, kernel, padding) in shapes {
+            let d = Direct {
+                channels,
+                height,
+                width,
+                outputs,
+                kernel,
+                padding,
+                transposed: false,
+            };
+            assert!(d.fits());
+            let images = 3;
+            let value = |i: usize| ((i * 7919 % 211) as f32 - 105.0) / 64.0;
+            let input: Vec<f32> = (0..images * channels * height * width).map(value).collect();
+            let [oh, ow] = d.out_size();
+            let dy: Vec<f32> = (0..images * outputs * oh * ow)
+                .map(|i| value(5 * i + 2))
+                .collect();
+            let weights = d.weight_floats().unwrap();
+            let want = weight_reference(&d, &input, &dy, images);
+            for fast in [false, avx2::available()] {
+                // Added to what is there.
+                let mut sum = vec![1.0f32; weights];
+                let mut scratch = vec![f32::NAN; d.scratch_floats().unwrap()];
+                let plane = height * width;
+                let from = Strides {
+                    channel: plane,
+                    image: channels * plane,
+                };
+                let by = Strides {
+                    channel: oh * ow,
+                    image: outputs * oh * ow,
+                };
+                // SAFETY: every buffer is as large as the call reads and writes.
+                unsafe {
+                    run_weight(
+                        &d,
+                        images,
+                        (input.as_ptr(), from),
+                        (dy.as_ptr(), by),
+                        sum.as_mut_ptr(),
+                        scratch.as_mut_ptr(),
+                        fast,
+                    )
+                };
+                for (got, want) in sum.iter().zip(&want) {
+                    assert!(
+                        (*got as f64 - 1.0 - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                        "{d:?}, fast {fast}: {got} against 1 + {want}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

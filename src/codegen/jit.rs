@@ -4,7 +4,7 @@
 
 use super::abi::{self, Entry, IMPORTS};
 use super::alloc::ALIGN;
-use super::direct::netc_conv;
+use super::direct::{netc_conv, netc_conv_weight};
 use super::kernels::{Kernel, KernelId};
 use super::layout::Base;
 use super::lower;
@@ -291,6 +291,7 @@ impl Compiled {
             netc_sinf as *const u8,
             netc_cosf as *const u8,
             netc_conv as *const u8,
+            netc_conv_weight as *const u8,
         ];
         for (name, address) in IMPORTS.iter().zip(helpers) {
             builder.symbol(*name, address);

@@ -446,13 +446,15 @@ impl Lowerer<'_> {
         zero_range(b, base, zero, count);
     }
 
-    /// A direct convolution through `netc_conv` of `images` images: the input's base and its
-    /// (channel, image) strides, the weight, the output's base and strides, the worker's scratch.
+    /// A direct convolution of `images` images through `netc_conv` (`Import::Conv`): the
+    /// input's base and its (channel, image) strides, the weight, the output's base and strides,
+    /// the worker's scratch; or a weight gradient through `netc_conv_weight`: the input, the sum,
+    /// the output gradient.
     #[allow(clippy::too_many_arguments)]
     pub fn direct_conv(
         &self,
         b: &mut FunctionBuilder,
-        direct: &Direct,
+        (import, direct): (Import, &Direct),
         (input, [in_channel, in_image]): (Value, [Value; 2]),
         weight: Value,
         (out, [out_channel, out_image]): (Value, [Value; 2]),
@@ -476,7 +478,7 @@ impl Lowerer<'_> {
             kernel,
             padding,
         ];
-        self.call(b, Import::Conv, &args);
+        self.call(b, import, &args);
     }
 
     /// `dst = lhs @ rhs` (or `dst += ...` when `accumulate` is 1) through `netc_gemm`: `[m, n, k]`,

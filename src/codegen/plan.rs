@@ -283,7 +283,7 @@ pub fn plan(
                 let (x, dy) = (node.args[0], node.args[1]);
                 let conv = Geometry::new(graph.shape(x), graph.shape(dy), *window);
                 let input = p.contiguous_view(x);
-                let dy = p.by_output_channel(dy, conv);
+                let dy = p.output_gradient(dy, conv, ConvPass::GradWeight);
                 let out = p.buffer(product(&dims(&node.shape)));
                 p.conv(id, out, ConvPass::GradWeight, [input, dy], conv);
                 p.out_view(id, out)
@@ -291,7 +291,7 @@ pub fn plan(
             Op::Conv2dGradInput(window, input) => {
                 let (dy, w) = (node.args[0], node.args[1]);
                 let conv = Geometry::new(input, graph.shape(dy), *window);
-                let dy = p.by_output_channel(dy, conv);
+                let dy = p.output_gradient(dy, conv, ConvPass::GradInput);
                 let other = p.contiguous_view(w);
                 let out = p.buffer(product(&dims(&node.shape)));
                 p.conv(id, out, ConvPass::GradInput, [dy, other], conv);
@@ -452,6 +452,15 @@ impl Planner<'_> {
         View {
             base: Base::Buffer(out),
             strides: contiguous(self.graph.shape(id)),
+        }
+    }
+
+    /// The output gradient as a gradient pass reads it: as it is for the direct convolution,
+    /// else as the product needs it (`by_output_channel`).
+    fn output_gradient(&mut self, dy: NodeId, conv: Geometry, pass: ConvPass) -> View {
+        match conv.direct(pass) {
+            Some(_) => self.contiguous_view(dy),
+            None => self.by_output_channel(dy, conv),
         }
     }
 

@@ -12,6 +12,7 @@
 //! a pass calls the direct convolution of `codegen::direct` on each chunk instead.
 
 use super::{KernelKind, Map, Pieces, Share, PIECE_FLOATS, PIECE_MACS};
+use crate::codegen::abi::Import;
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::f32_const;
 use crate::codegen::direct::Direct;
@@ -45,11 +46,13 @@ pub enum ConvPass {
     /// `input` is x `[N, C, H, W]`, `other` the weight `[O, C, KH, KW]`; the output is
     /// `[O, N, OH·OW]`: weight @ im2col(x).
     Forward,
-    /// `input` is x, `other` the output gradient as `[O, N, OH·OW]`; the output is the weight's
-    /// gradient, summed over the chunks in order: dy @ im2col(x)ᵀ.
+    /// `input` is x, `other` the output gradient as `[O, N, OH·OW]` (as `[N, O, OH, OW]` for
+    /// the direct convolution); the output is the weight's gradient, summed over the chunks in
+    /// order: dy @ im2col(x)ᵀ.
     GradWeight,
-    /// `input` is the output gradient as `[O, N, OH·OW]`, `other` the weight; the output is x's
-    /// gradient `[N, C, H, W]`: col2im(weightᵀ @ dy).
+    /// `input` is the output gradient as `[O, N, OH·OW]` (as `[N, O, OH, OW]` for the direct
+    /// convolution), `other` the weight; the output is x's gradient `[N, C, H, W]`:
+    /// col2im(weightᵀ @ dy).
     GradInput,
 }
 
@@ -265,23 +268,38 @@ impl KernelKind for Conv {
             // The chunk's first column in `[O, N, OH·OW]` matrices.
             let offset = b.ins().imul_imm_s(first, conv.positions());
             if let Some(direct) = &self.direct {
+                // Direct passes read and write images and gradients in their `[N, C, H, W]`
+                // and `[N, O, OH, OW]` layouts.
                 let image = conv.channels * conv.height * conv.width;
-                let images_at = b.ins().imul_imm_s(first, image);
-                let [plane, image, positions] = [conv.height * conv.width, image, conv.positions()]
-                    .map(|v| b.ins().iconst(types::I64, v));
-                // Images are `[C, H, W]` blocks; outputs (or output gradients) `[O, N, OH·OW]`.
-                let (by_image, by_channel) = ([plane, image], [row, positions]);
-                let (from, to) = match pass {
+                let grads = conv.outputs * conv.positions();
+                let x_at = b.ins().imul_imm_s(first, image);
+                let dy_at = b.ins().imul_imm_s(first, grads);
+                let [plane, image, positions, grads] =
+                    [conv.height * conv.width, image, conv.positions(), grads]
+                        .map(|v| b.ins().iconst(types::I64, v));
+                let (x_strides, dy_strides) = ([plane, image], [positions, grads]);
+                let call = match pass {
                     ConvPass::Forward => (
-                        (element(b, input, images_at), by_image),
-                        (element(b, out, offset), by_channel),
+                        Import::Conv,
+                        (element(b, input, x_at), x_strides),
+                        other,
+                        (element(b, out, offset), [row, positions]),
                     ),
-                    _ => (
-                        (element(b, input, offset), by_channel),
-                        (element(b, out, images_at), by_image),
+                    ConvPass::GradInput => (
+                        Import::Conv,
+                        (element(b, input, dy_at), dy_strides),
+                        other,
+                        (element(b, out, x_at), x_strides),
+                    ),
+                    ConvPass::GradWeight => (
+                        Import::ConvWeight,
+                        (element(b, input, x_at), x_strides),
+                        sum,
+                        (element(b, other, dy_at), dy_strides),
                     ),
                 };
-                l.direct_conv(b, direct, from, other, to, scratch, images);
+                let (import, from, weight, to) = call;
+                l.direct_conv(b, (import, direct), from, weight, to, scratch, images);
                 if pass == ConvPass::Forward {
                     let end = b.ins().iadd(first, images);
                     for map in &self.epilogue {
@@ -384,8 +402,8 @@ impl Geometry {
         self.channels * (self.window.kernel[0] * self.window.kernel[1]) as i64
     }
 
-    /// The direct convolution that runs `pass` (the forward pass or the input gradient) where it
-    /// is faster than im2col and a product (see `DIRECT_TAPS`): a stride-1 window, with scratch
+    /// The direct convolution that runs `pass` where it is faster than im2col and a product
+    /// (see `DIRECT_TAPS`): a stride-1 window, with scratch
     /// that fits in the im2col buffer it replaces.
     pub fn direct(&self, pass: ConvPass) -> Option<Direct> {
         let w = self.window;
@@ -393,7 +411,7 @@ impl Geometry {
         let kernel = [kh, kw];
         let count = |v: i64| usize::try_from(v).ok();
         let direct = match pass {
-            ConvPass::Forward => Direct {
+            ConvPass::Forward | ConvPass::GradWeight => Direct {
                 channels: count(self.channels)?,
                 height: count(self.height)?,
                 width: count(self.width)?,
@@ -411,7 +429,6 @@ impl Geometry {
                 padding: [0, 1].map(|a| kernel[a].saturating_sub(1 + w.padding[a] as usize)),
                 transposed: true,
             },
-            ConvPass::GradWeight => return None,
         };
         let one_channel = pass == ConvPass::GradInput || direct.channels == 1;
         let faster = one_channel && kh * kw >= DIRECT_TAPS && direct.outputs <= DIRECT_CHANNELS;
