@@ -1,14 +1,16 @@
-//! The direct convolution that generated code calls (`netc_conv`) for convolutions whose
-//! im2col matrix would be skinny: few input channels (LeNet's and every grayscale model's first
-//! layer: one channel, 25 or 9 taps) or few output channels in the input gradient (LeNet's
-//! second layer: 16 → 6). There im2col writes each pixel out 9 to 25 times and the product that
-//! follows has a dimension of 6 to 25, so the pass is bound by memory; a direct convolution
-//! reads each pixel once from a padded copy of the image in the core's cache and keeps a block
-//! of outputs in registers (a few rows' worth of columns × a few channels). It computes a
-//! stride-1 correlation, image by image, and writes each output element once: the forward
-//! pass, or the input gradient as the correlation of the zero-padded output gradient with the
-//! weight flipped and transposed. Each output is summed in the order (channel, kernel row,
-//! kernel column), the same whatever thread runs it.
+//! The direct convolution that generated code calls (`netc_conv`, and `netc_conv_weight` for
+//! weight gradients) where a convolution's im2col matrix would be skinny: one input channel
+//! under a window of 16 taps or more (LeNet's first layer, 1 → 6 channels, 5×5), or an input
+//! gradient of a few channels (LeNet's second layer, 16 → 6). There im2col writes each pixel
+//! out 25 times and the product that follows has a dimension of 6 or 25, so the pass is bound
+//! by memory; a direct convolution reads each pixel once from a padded copy of the image in
+//! the core's cache and keeps a block of outputs in registers (a row's columns × a few
+//! channels). It computes a stride-1 correlation, image by image, writing each output element
+//! once: the forward pass, or the input gradient as the correlation of the zero-padded output
+//! gradient with the weight flipped and transposed; and the weight gradient, each weight summed
+//! by lane over the images in order. Images and gradients are read in their own layouts, so no
+//! reordering copy is needed. What a call computes depends only on its images, whatever thread
+//! runs it.
 #![allow(unsafe_code)]
 
 /// A stride-1 correlation of `channels` planes of `height × width` with `outputs` filters of
@@ -88,9 +90,19 @@ impl Direct {
             .checked_mul(kh.checked_mul(kw)?)
     }
 
-    /// Whether a stride-1 convolution of this shape can run directly: its padding is inside the
-    /// kernel (so the input gradient's padding is not negative) and the output is not empty.
+    /// Whether a stride-1 convolution of this shape can run directly: its numbers fit the call,
+    /// its padding is inside the kernel and the output is not empty.
     pub fn fits(&self) -> bool {
+        // Each number travels in 31 bits (see `packed`).
+        let numbers = [self.channels, self.height, self.width, self.outputs];
+        let small = numbers
+            .iter()
+            .chain(&self.kernel)
+            .chain(&self.padding)
+            .all(|&n| n < 1 << 31);
+        if !small {
+            return false;
+        }
         let inside = (0..2).all(|a| self.padding[a] < self.kernel[a]);
         let [h, w] = [self.height, self.width];
         let covers = (0..2).all(|a| [h, w][a] + 2 * self.padding[a] >= self.kernel[a]);
