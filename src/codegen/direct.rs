@@ -490,6 +490,20 @@ mod avx2 {
     use super::{Direct, Place, Taps, LANES};
     use std::arch::x86_64::*;
 
+    /// Calls `f::<A, B>(args)` for a block of `(A, B)`: one or two (vectors or channels) × up
+    /// to `ACCUMULATORS / A` (channels or taps), each shape its own code.
+    macro_rules! by_block {
+        ($shape:expr, $f:ident $args:tt) => {
+            by_block!(@arms $shape, $f $args; 1: 1 2 3 4 5 6 7 8 9 10 11 12; 2: 1 2 3 4 5 6;)
+        };
+        (@arms $shape:expr, $f:ident $args:tt; $($a:literal: $($b:literal)*;)*) => {
+            match $shape {
+                $($(($a, $b) => unsafe { $f::<$a, $b> $args },)*)*
+                (a, b) => unreachable!("a block of {a} × {b}"),
+            }
+        };
+    }
+
     /// Whether this processor has AVX2 and FMA (the standard library caches the answer).
     pub fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -518,7 +532,7 @@ mod avx2 {
                 let mut o = 0;
                 while o < d.outputs {
                     let outputs = most.min(d.outputs - o);
-                    unsafe { block(d, p, [y, x, o], vectors, outputs) };
+                    by_block!((vectors, outputs), kernel(d, p, [y, x, o]));
                     o += outputs;
                 }
                 x += vectors * LANES;
@@ -540,18 +554,7 @@ mod avx2 {
             let mut first = 0;
             while first < t.taps {
                 let taps = (ACCUMULATORS / outputs).min(t.taps - first);
-                macro_rules! blocks {
-                    ($($c:literal: $($n:literal)*;)*) => {
-                        match (outputs, taps) {
-                            $($(($c, $n) => unsafe { tap_block::<$c, $n>(t, o, first) },)*)*
-                            _ => unreachable!("a block of {outputs} × {taps} taps"),
-                        }
-                    };
-                }
-                blocks! {
-                    1: 1 2 3 4 5 6 7 8 9 10 11 12;
-                    2: 1 2 3 4 5 6;
-                }
+                by_block!((outputs, taps), tap_block(t, o, first));
                 first += taps;
             }
             o += outputs;
@@ -600,23 +603,6 @@ mod avx2 {
             for (tap, acc) in acc.iter().enumerate() {
                 unsafe { _mm256_storeu_ps(t.lanes.add(lanes(o + j, tap)), *acc) };
             }
-        }
-    }
-
-    /// Dispatches to the block kernel for `vectors × outputs`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block(d: &Direct, p: &Place, at: [usize; 3], vectors: usize, outputs: usize) {
-        macro_rules! blocks {
-            ($($v:literal: $($o:literal)*;)*) => {
-                match (vectors, outputs) {
-                    $($(($v, $o) => unsafe { kernel::<$v, $o>(d, p, at) },)*)*
-                    _ => unreachable!("a block of {vectors} vectors and {outputs} channels"),
-                }
-            };
-        }
-        blocks! {
-            1: 1 2 3 4 5 6 7 8 9 10 11 12;
-            2: 1 2 3 4 5 6;
         }
     }
 
@@ -673,6 +659,27 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` values in [−1.64, 1.64], spread differently for each `seed`.
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        let value = |i: usize| (((seed * i + 1) * 7919 % 211) as f32 - 105.0) / 64.0;
+        (0..n).map(value).collect()
+    }
+
+    /// The strides of `d`'s input and output in `[N, C, H, W]` and `[N, O, OH, OW]` layouts.
+    fn layouts(d: &Direct) -> (Strides, Strides) {
+        let [oh, ow] = d.out_size();
+        let plane = d.height * d.width;
+        let input = Strides {
+            channel: plane,
+            image: d.channels * plane,
+        };
+        let output = Strides {
+            channel: oh * ow,
+            image: d.outputs * oh * ow,
+        };
+        (input, output)
+    }
 
     /// The correlation by its definition, on the unpadded planes, in f64.
     fn reference(d: &Direct, input: &[f32], weight: &[f32], images: usize) -> Vec<f64> {
@@ -763,27 +770,16 @@ mod tests {
             };
             assert!(d.fits());
             let images = 3;
-            let value = |i: usize| ((i * 7919 % 211) as f32 - 105.0) / 64.0;
-            let input: Vec<f32> = (0..images * channels * height * width).map(value).collect();
+            let input = values(images * channels * height * width, 1);
             let [oh, ow] = d.out_size();
-            let dy: Vec<f32> = (0..images * outputs * oh * ow)
-                .map(|i| value(5 * i + 2))
-                .collect();
+            let dy = values(images * outputs * oh * ow, 5);
             let weights = d.weight_floats().unwrap();
             let want = weight_reference(&d, &input, &dy, images);
             for fast in [false, avx2::available()] {
                 // Added to what is there.
                 let mut sum = vec![1.0f32; weights];
                 let mut scratch = vec![f32::NAN; d.scratch_floats().unwrap()];
-                let plane = height * width;
-                let from = Strides {
-                    channel: plane,
-                    image: channels * plane,
-                };
-                let by = Strides {
-                    channel: oh * ow,
-                    image: outputs * oh * ow,
-                };
+                let (from, by) = layouts(&d);
                 // SAFETY: every buffer is as large as the call reads and writes.
                 unsafe {
                     run_weight(
@@ -827,30 +823,19 @@ mod tests {
             };
             assert!(d.fits());
             let images = 2;
-            let value = |i: usize| ((i * 7919 % 211) as f32 - 105.0) / 64.0;
-            let input: Vec<f32> = (0..images * channels * height * width).map(value).collect();
-            let weight: Vec<f32> = (0..d.weight_floats().unwrap())
-                .map(|i| value(3 * i + 1))
-                .collect();
+            let input = values(images * channels * height * width, 1);
+            let weight = values(d.weight_floats().unwrap(), 3);
             let [oh, ow] = d.out_size();
             let want = reference(&d, &input, &weight, images);
             for fast in [false, avx2::available()] {
                 let mut out = vec![f32::NAN; images * outputs * oh * ow];
                 let mut scratch = vec![f32::NAN; d.scratch_floats().unwrap()];
-                let plane = height * width;
                 let [planes, size, kernel, padding] = packed(&d);
                 assert_eq!(
                     unpack(planes, size, kernel, padding, images as i64),
                     (d, images)
                 );
-                let from = Strides {
-                    channel: plane,
-                    image: channels * plane,
-                };
-                let to = Strides {
-                    channel: oh * ow,
-                    image: outputs * oh * ow,
-                };
+                let (from, to) = layouts(&d);
                 // SAFETY: every buffer is as large as the call reads and writes.
                 unsafe {
                     run(
