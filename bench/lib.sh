@@ -1,8 +1,8 @@
 # Shared by bench/compare and bench/contention: sets up PyTorch in target/bench-venv (a large
 # download, the first time), builds netc, and defines `netc_epoch MODEL_FILE` and
 # `torch_epoch KIND` (softmax, mlp, lenet, alexnet, vgg, nin, googlenet, resnet or densenet:
-# the networks of bench/torch_models.py), each printing the median seconds per epoch of the epochs after the
-# first, for `$epochs` epochs on Fashion-MNIST with 2 threads.
+# the networks of bench/torch_models.py), each printing the median seconds per epoch of the
+# epochs after the first, for `$epochs` epochs on Fashion-MNIST with 2 threads.
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"

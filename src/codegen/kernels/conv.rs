@@ -28,12 +28,12 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
 /// Which passes run as a direct convolution (see `codegen::direct`), from what was measured: a
-/// window of at least `DIRECT_TAPS` taps to at most `DIRECT_CHANNELS` channels, in a forward
-/// pass from one channel (LeNet's 1 → 6, 5×5, on one core and 256 images: 93 GFLOP/s, against 21
-/// for im2col and a product written the same way in Rust; with 3×3 windows, 1 → 16, 24 and 32
-/// channels, the product won, 46–74 against 22–43 GFLOP/s), and an input gradient of at most
-/// `DIRECT_CHANNELS` channels (LeNet's 16 → 6, 5×5: the pass took 0.195 s per epoch against
-/// 0.26).
+/// window of at least `DIRECT_TAPS` taps to at most `DIRECT_CHANNELS` channels, in the forward
+/// pass and weight gradient of a layer over one channel (LeNet's 1 → 6, 5×5, on one core and
+/// 256 images: 93 GFLOP/s forward, against 21 for im2col and a product written the same way in
+/// Rust; with 3×3 windows, 1 → 16, 24 and 32 channels, the product won, 46–74 against 22–43
+/// GFLOP/s), and in an input gradient of at most `DIRECT_CHANNELS` channels (LeNet's 16 → 6,
+/// 5×5: the pass took 0.195 s per epoch against 0.26).
 const DIRECT_TAPS: usize = 16;
 const DIRECT_CHANNELS: usize = 8;
 
@@ -403,8 +403,8 @@ impl Geometry {
     }
 
     /// The direct convolution that runs `pass` where it is faster than im2col and a product
-    /// (see `DIRECT_TAPS`): a stride-1 window, with scratch
-    /// that fits in the im2col buffer it replaces.
+    /// (see `DIRECT_TAPS`): a stride-1 window, with scratch that fits in the im2col buffer it
+    /// replaces.
     pub fn direct(&self, pass: ConvPass) -> Option<Direct> {
         let w = self.window;
         let [kh, kw] = w.kernel.map(|k| k as usize);
