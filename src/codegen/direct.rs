@@ -143,7 +143,7 @@ pub extern "C" fn netc_conv(
         strides(in_channel, in_image),
         strides(out_channel, out_image),
     );
-    let fast = cfg!(target_arch = "x86_64") && avx2::available();
+    let fast = avx2::available();
     // SAFETY: the plan sized the scratch for `direct` and each worker its own; the input and
     // output of every image in the call lie in buffers checked before the step ran.
     unsafe {
@@ -308,7 +308,7 @@ pub extern "C" fn netc_conv_weight(
 ) {
     let (direct, images) = unpack(planes, size, kernel, padding, images);
     let (from, by) = (strides(in_channel, in_image), strides(dy_channel, dy_image));
-    let fast = cfg!(target_arch = "x86_64") && avx2::available();
+    let fast = avx2::available();
     // SAFETY: as for `netc_conv`; `sum` is the piece's own partial result.
     unsafe { run_weight(&direct, images, (input, from), (dy, by), sum, scratch, fast) }
 }
@@ -480,6 +480,7 @@ unsafe fn portable(d: &Direct, p: &Place, out_height: usize) {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
+    /// Elsewhere than x86-64 the portable loops run.
     pub fn available() -> bool {
         false
     }
