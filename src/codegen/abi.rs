@@ -13,7 +13,7 @@ pub type Entry =
     unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, *const Pool);
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 8] = [
+pub const IMPORTS: [&str; 9] = [
     "netc_gemm",
     "netc_logf",
     "netc_tick",
@@ -22,6 +22,7 @@ pub const IMPORTS: [&str; 8] = [
     "netc_cosf",
     "netc_conv",
     "netc_conv_weight",
+    "netc_rows",
 ];
 
 /// An imported helper, by its position in `IMPORTS`.
@@ -35,6 +36,7 @@ pub enum Import {
     Cosf,
     Conv,
     ConvWeight,
+    Rows,
 }
 
 /// Signatures of the imported helpers, in `IMPORTS` order (one each: the array's length is
@@ -115,6 +117,21 @@ pub fn import_signatures(
         }
         s
     };
+    // (what, x, c, c's row, out, length): see `rows::netc_rows`.
+    let rows = {
+        let mut s = make();
+        for ty in [
+            types::I64,
+            pointer,
+            types::F32,
+            pointer,
+            pointer,
+            types::I64,
+        ] {
+            s.params.push(AbiParam::new(ty));
+        }
+        s
+    };
     [
         gemm,
         unary.clone(),
@@ -124,6 +141,7 @@ pub fn import_signatures(
         unary,
         conv.clone(),
         conv,
+        rows,
     ]
 }
 

@@ -10,6 +10,7 @@ use super::layout::Base;
 use super::lower;
 use super::plan::{CompileError, Plan};
 use super::pool::{netc_parallel, Pool};
+use super::rows::netc_rows;
 use crate::ir::{Graph, NodeId};
 use crate::step::Step;
 use crate::tensor::{Bindings, Tensor};
@@ -292,6 +293,7 @@ impl Compiled {
             netc_cosf as *const u8,
             netc_conv as *const u8,
             netc_conv_weight as *const u8,
+            netc_rows as *const u8,
         ];
         for (name, address) in IMPORTS.iter().zip(helpers) {
             builder.symbol(*name, address);

@@ -5,7 +5,8 @@
 //! function for the step and one per kernel cut into pieces, following the calling
 //! convention of `abi`, with the loop builders of `loops` and the one-or-four-lane arithmetic
 //! of `arith`; `jit` compiles and runs it; `pool` runs the pieces on any number of workers;
-//! `direct` is the direct convolution that generated code calls where im2col would be skinny.
+//! `direct` is the direct convolution that generated code calls where im2col would be skinny,
+//! and `rows` the eight-lane sigmoid and tanh it calls for maps over rows.
 //! It guarantees the interpreter's results (bit for bit outside products and sums over
 //! pieces), the same bits for any number of workers, and touches only memory checked before
 //! the step runs.
@@ -22,6 +23,7 @@ mod loops;
 mod lower;
 mod plan;
 mod pool;
+mod rows;
 
 pub use jit::{Compiled, Flops, Profile, Rejected};
 pub use plan::CompileError;

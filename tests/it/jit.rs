@@ -252,6 +252,23 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
         ),
         // The loss terms and their sum along each row, in the softmax kernel's epilogue.
         ("loss cross_entropy(x * 0.5, t)", "label t: class(911)"),
+        // Sigmoid and tanh of a row, alone or plus a constant, a bias along the row or one
+        // value per row (see `codegen::rows`).
+        ("y = sigmoid(x)\n loss mse(y, t)", "target t: [911]"),
+        ("y = tanh(x + 0.25)\n loss mse(y, t)", "target t: [911]"),
+        (
+            "param b: [911]\n y = tanh(x + b)\n z = sigmoid(b + x)\n loss mse(y + z, t)",
+            "target t: [911]",
+        ),
+        (
+            "param c: [3, 1]\n y = sigmoid(v + c)\n z = tanh(c + v)\n loss mse(y * z, t)",
+            "input v: [3, 911]\n target t: [3, 911]",
+        ),
+        // One flat row, in pieces.
+        (
+            "y = sigmoid(v)\n loss mse(y, t)",
+            "input v: [6, 911]\n target t: [6, 911]",
+        ),
     ];
     for (body, target) in cases {
         let source = netc::source::SourceFile::new(
@@ -274,11 +291,33 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
         } else {
             (values.clone(), Tensor::full(&[rows, width], 0.0))
         };
-        let inputs = [Tensor::new(vec![rows, width], x), labels];
+        // `x` and `t` as above; any other input of values from all over the range.
+        let inputs: Vec<Tensor<f32>> = (graph.inputs.iter())
+            .map(|decl| {
+                let dims = netc::tensor::dims(&decl.shape, rows);
+                match decl.name.as_str() {
+                    "x" => Tensor::new(dims, x.clone()),
+                    "t" if dims == labels.dims => labels.clone(),
+                    _ => {
+                        let n = dims.iter().product::<usize>();
+                        let cycle = values.iter().cycle().skip(7);
+                        Tensor::new(dims, cycle.take(n).copied().collect())
+                    }
+                }
+            })
+            .collect();
+        // Parameters of values from all over the range, NaN and infinities included.
+        let params: Vec<Tensor<f32>> = (graph.params.iter())
+            .map(|decl| {
+                let dims = netc::tensor::dims(&decl.shape, rows);
+                let n = dims.iter().product::<usize>();
+                Tensor::new(dims, values.iter().step_by(3).take(n).copied().collect())
+            })
+            .collect();
         let bind = Bindings {
             batch: rows,
             inputs: &inputs,
-            params: &[],
+            params: &params,
             states: &[],
             hypers: &[],
             seed: 0,

@@ -1,7 +1,8 @@
 //! Maps: an elementwise computation over a node's shape, fusing a chain of elementwise
 //! operations into one loop nest that reads each operand once and writes one buffer. Axes
 //! every operand walks as one are merged, and the innermost runs four lanes wide when every
-//! operation can.
+//! operation can. A sigmoid or tanh of a row, alone or plus a bias, calls `codegen::rows` on
+//! each row instead, which has eight lanes.
 
 use super::{KernelKind, Pieces, Share, PIECE_FLOATS};
 use crate::codegen::abi::Import;
@@ -10,6 +11,7 @@ use crate::codegen::arith::{exp, tanh, Width};
 use crate::codegen::layout::{coalesce, contiguous, dims, product, Sym, View};
 use crate::codegen::loops::flags;
 use crate::codegen::lower::{Lowerer, Reader};
+use crate::codegen::rows::{self, Activation, Add, Rows};
 use crate::ir::{BinaryOp, Elementwise, Graph, NodeId, Op, UnaryOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
@@ -144,6 +146,9 @@ impl KernelKind for Map {
                 )
             })
             .collect();
+        if let Some(form) = self.rows_form(l.graph, &views, &readers) {
+            return emit_rows(l, b, form, &dims, &views, out_base);
+        }
         let mut walked = vec![(out_base, views[0].clone())];
         for (reader, strides) in readers.iter().zip(&views[1..]) {
             if let Reader::Memory { base, .. } = reader {
@@ -186,6 +191,152 @@ impl KernelKind for Map {
             b.ins().store(flags(), value, addresses[0], 0);
         });
     }
+}
+
+impl Map {
+    /// The map as `netc_rows` computes it, row by row along the innermost axis (see
+    /// `codegen::rows`): sigmoid or tanh of an argument that runs along the rows as the output
+    /// does, or of its sum with an argument that runs along them too or stays put (a bias).
+    /// Only where `rows` has wider vectors than the four lanes of the loops emitted here.
+    fn rows_form(&self, graph: &Graph, views: &[Vec<Sym>], readers: &[Reader]) -> Option<RowsForm> {
+        if !rows::vectorized() {
+            return None;
+        }
+        let op = |node: &NodeId| graph.node(*node).op.elementwise();
+        let Expr::Apply(node, inner) = &self.expr else {
+            return None;
+        };
+        let activation = match op(node)? {
+            Elementwise::Unary(UnaryOp::Sigmoid) => Activation::Sigmoid,
+            Elementwise::Unary(UnaryOp::Tanh) => Activation::Tanh,
+            _ => return None,
+        };
+        // An argument read in memory along the rows, or one that stays put along them.
+        let along = |i: usize| views[1 + i].last() == Some(&Sym::ONE);
+        let put = |i: usize| views[1 + i].last() == Some(&Sym::ZERO);
+        let memory = |i: usize| match readers[i] {
+            Reader::Memory { base, .. } => Some(base),
+            Reader::Scalar(_) => None,
+        };
+        let (x, c) = match inner.as_slice() {
+            [Expr::Read(x)] => (*x, None),
+            [Expr::Apply(add, operands)]
+                if matches!(op(add), Some(Elementwise::Binary(BinaryOp::Add))) =>
+            {
+                match operands.as_slice() {
+                    [Expr::Read(x), Expr::Read(c)] if along(*x) && (along(*c) || put(*c)) => {
+                        (*x, Some((*c, false)))
+                    }
+                    [Expr::Read(c), Expr::Read(x)] if along(*x) && put(*c) => {
+                        (*x, Some((*c, true)))
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        if views[0].last() != Some(&Sym::ONE) || !along(x) {
+            return None;
+        }
+        let c = match c {
+            None => None,
+            Some((c, c_first)) => {
+                let row = along(c);
+                let source = match (&readers[c], row) {
+                    (Reader::Scalar(v), false) => Operand::Value(*v),
+                    (Reader::Memory { base, .. }, _) => Operand::Walked(*base, c),
+                    (Reader::Scalar(_), true) => return None,
+                };
+                Some((Add { c_first, row }, source))
+            }
+        };
+        Some(RowsForm {
+            rows: Rows {
+                activation,
+                add: c.map(|(add, _)| add),
+            },
+            x: (memory(x)?, x),
+            c: c.map(|(_, source)| source),
+        })
+    }
+}
+
+/// A map that `netc_rows` computes: what it computes, and where `x` and `c` come from (the
+/// base address and argument index of those read in memory).
+struct RowsForm {
+    rows: Rows,
+    x: (Value, usize),
+    c: Option<Operand>,
+}
+
+/// Where `c` comes from.
+#[derive(Clone, Copy)]
+enum Operand {
+    Value(Value),
+    Walked(Value, usize),
+}
+
+/// Calls `netc_rows` on each row: in a loop over every axis but the innermost, or on the
+/// piece's part of the only axis.
+fn emit_rows(
+    l: &Lowerer,
+    b: &mut FunctionBuilder,
+    form: RowsForm,
+    dims: &[Sym],
+    views: &[Vec<Sym>],
+    out: Value,
+) {
+    let (&inner, outer) = dims.split_last().expect("a map has an axis");
+    let mut walked = vec![(out, 0), (form.x.0, 1 + form.x.1)];
+    let zero = b.ins().f32const(0.0);
+    let c = match form.c {
+        None => zero,
+        Some(Operand::Value(v)) => v,
+        Some(Operand::Walked(base, i)) => {
+            walked.push((base, 1 + i));
+            zero
+        }
+    };
+    let c_in_memory = walked.len() == 3;
+    let row = form.rows.add.is_some_and(|add| add.row);
+    let code = b.ins().iconst(types::I64, form.rows.code());
+    // At each row's addresses (output, x, then c's if in memory), the call.
+    let call = |b: &mut FunctionBuilder, addresses: &[Value], len: Value| {
+        let (c, c_row) = match (c_in_memory, row) {
+            (true, true) => (c, addresses[2]),
+            (true, false) => (
+                b.ins().load(types::F32, flags(), addresses[2], 0),
+                addresses[1],
+            ),
+            (false, _) => (c, addresses[1]),
+        };
+        let args = [code, addresses[1], c, c_row, addresses[0], len];
+        l.call(b, Import::Rows, &args);
+    };
+    if outer.is_empty() {
+        let len = l.sym(b, inner);
+        let [first, end] = l
+            .params
+            .range
+            .unwrap_or([b.ins().iconst(types::I64, 0), len]);
+        let addresses: Vec<Value> = walked
+            .iter()
+            .map(|&(base, i)| {
+                let strides = [l.sym(b, views[i][0])];
+                l.address(b, base, &strides, &[first])
+            })
+            .collect();
+        let len = b.ins().isub(end, first);
+        call(b, &addresses, len);
+        return;
+    }
+    let len = l.sym(b, inner);
+    let walked: Vec<(Value, Vec<Sym>)> = (walked.iter())
+        .map(|&(base, i)| (base, views[i][..outer.len()].to_vec()))
+        .collect();
+    l.walk(b, outer, &walked, false, &mut |b, _, _, addresses| {
+        call(b, addresses, len)
+    });
 }
 
 /// Where an elementwise value is computed: its loop indices, the output's strides, and whether
