@@ -221,10 +221,10 @@ mod avx2 {
     /// `math::exp`, operation for operation.
     #[target_feature(enable = "avx2")]
     fn exp(x: __m256) -> __m256 {
-        // `if x < bound { bound } else { x }`: a NaN compares false and stays.
-        let (lo, hi) = (splat(EXP_LO), splat(EXP_HI));
-        let x = _mm256_blendv_ps(x, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo));
-        let x = _mm256_blendv_ps(x, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(x, hi));
+        // `if x < lo { lo } else { x }` is `max(lo, x)`, which gives its second operand unless
+        // the first is greater: a NaN stays. Likewise `min(hi, x)`.
+        let x = _mm256_max_ps(splat(EXP_LO), x);
+        let x = _mm256_min_ps(splat(EXP_HI), x);
         let round = splat(ROUND);
         let sum = _mm256_add_ps(_mm256_mul_ps(x, splat(LOG2E)), round);
         let k = _mm256_sub_ps(sum, round);

@@ -397,6 +397,16 @@ impl Geometry {
         }
     }
 
+    /// Whether the windows cover every input position exactly once: a stride of the window's
+    /// size, no padding, and nothing left over.
+    pub fn tiled(&self) -> bool {
+        let w = self.window;
+        w.stride == w.kernel
+            && w.padding == [0, 0]
+            && self.height == self.out_height * w.kernel[0] as i64
+            && self.width == self.out_width * w.kernel[1] as i64
+    }
+
     /// Rows of an im2col matrix: one per (channel, kernel row, kernel column).
     pub fn patch(&self) -> i64 {
         self.channels * (self.window.kernel[0] * self.window.kernel[1]) as i64

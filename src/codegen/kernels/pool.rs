@@ -178,8 +178,13 @@ impl KernelKind for PoolGrad {
         let channels = b.ins().iconst(types::I64, conv.channels);
         let sums = &self.sums;
         let into = sums.as_ref().map(|sums| l.sums_into(b, sums, channels));
+        // Average pooling whose windows tile the input (stride = window, no padding, no
+        // remainder) writes each element once, `0 + share` as the interpreter's sum from zero
+        // gives it: nothing to zero first or to read back.
+        let tiles = op == PoolOp::Avg && conv.tiled();
         // The windows of a plane add only into that plane: a piece zeroes its own.
         match l.params.range {
+            _ if tiles => {}
             Some([first, end]) => {
                 let plane = conv.height * conv.width;
                 let lo = b.ins().imul_imm_s(first, plane);
@@ -262,9 +267,16 @@ impl KernelKind for PoolGrad {
                     PoolOp::Avg => {
                         let area = f32_const(b, area);
                         let share = b.ins().fdiv(g, area);
-                        for at in &window.cover {
-                            let v = at.keep(b, share, zero);
-                            at.add(b, dx, v);
+                        if tiles {
+                            let v = b.ins().fadd(zero, share);
+                            for at in &window.cover {
+                                at.store(b, dx, v);
+                            }
+                        } else {
+                            for at in &window.cover {
+                                let v = at.keep(b, share, zero);
+                                at.add(b, dx, v);
+                            }
                         }
                     }
                 }
@@ -300,6 +312,13 @@ impl Patch {
         let current = b.ins().load(types::F32, flags(), address, offset);
         let sum = b.ins().fadd(current, v);
         b.ins().store(flags(), sum, address, offset);
+    }
+
+    /// Writes `v` here in `base`.
+    fn store(&self, b: &mut FunctionBuilder, base: Value, v: Value) {
+        let address = element(b, base, self.source);
+        let (address, offset) = displaced(b, address, 4 * self.offset);
+        b.ins().store(flags(), v, address, offset);
     }
 
     /// The element index.
