@@ -8,6 +8,7 @@
 use crate::load;
 use netc::codegen::{Compiled, Pool, Schedule};
 use netc::interp;
+use netc::ir::{NodeId, Op, PoolOp};
 use netc::step::Step;
 use netc::tensor::{Bindings, Tensor};
 use std::path::Path;
@@ -330,6 +331,98 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
                     x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
                     "{body}: element {i}: interpreter {x}, compiled {y}"
                 );
+            }
+        }
+    }
+}
+
+/// 2×2 pooling whose windows tile the input runs four windows at a time (`kernels::pool`):
+/// its forward pass and average pooling's gradient, bit for bit the interpreter's, on rows of
+/// 5 windows (a vector and one left over) and of 8 (two vectors), over ties, NaN and
+/// infinities. A 1×1 convolution of one channel (one product per element, so the same bits
+/// on both engines) gives the pooling a parameter to send its gradient to, and the loss's
+/// gradient is elementwise (no product, whose sums would be added in another order).
+#[test]
+fn tiled_pooling_matches_the_interpreter_bit_for_bit() {
+    for (pool, [height, width]) in [
+        ("maxpool", [12, 10]),
+        ("avgpool", [12, 10]),
+        ("maxpool", [6, 16]),
+        ("avgpool", [6, 16]),
+    ] {
+        let source = netc::source::SourceFile::new(
+            "pool.net",
+            format!(
+                "net p {{\n input x: [1, {height}, {width}]\n target t: [2, {}, {}]\n \
+                 layers {{ conv2d(2, kernel: 1)  {pool}(2) }}\n loss mse\n \
+                 optimizer sgd(lr: 0.1)\n}}\n",
+                height / 2,
+                width / 2
+            ),
+        );
+        let model = netc::front_end(&source).0.expect("checks").1;
+        let step = Step::train(&model, &source);
+        let graph = step.graph.clone();
+        let pooling: Vec<NodeId> = (0..graph.nodes.len() as u32)
+            .map(NodeId)
+            .filter(|&id| match graph.node(id).op {
+                Op::Pool(..) => true,
+                Op::PoolGrad(op, _) => op == PoolOp::Avg,
+                _ => false,
+            })
+            .collect();
+        assert_eq!(pooling.len(), if pool == "avgpool" { 2 } else { 1 });
+        let step = Step::keeping(graph.clone(), pooling.clone());
+        let batch = 5;
+        let mut compiled = Compiled::new(&step, batch, false, &Pool::new(2)).expect("compiles");
+        let session = netc::runtime::Session::new(&model, &source, 5).expect("fits in memory");
+        let pixels = batch * height * width;
+        // Ties, signed zeros and (in the forward pass only: they make the loss NaN, and every
+        // gradient with it) NaN and infinities.
+        let specials = [
+            -0.0,
+            0.0,
+            3.0,
+            3.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for finite in [4, specials.len()] {
+            let x: Vec<f32> = (0..pixels)
+                .map(|i| match i % 23 {
+                    k if k < finite && i % 3 == 0 => specials[k],
+                    k => ((k as f32) * 0.71).sin() * 5.0,
+                })
+                .collect();
+            let pooled = batch * 2 * (height / 2) * (width / 2);
+            let inputs = [
+                Tensor::new(vec![batch, 1, height, width], x),
+                Tensor::new(
+                    vec![batch, 2, height / 2, width / 2],
+                    (0..pooled).map(|i| (i as f32 * 0.37).cos()).collect(),
+                ),
+            ];
+            let hypers = [0.1, 1.0, 2.0, 3.0];
+            let bind = Bindings {
+                batch,
+                inputs: &inputs,
+                params: &session.params,
+                states: &[],
+                hypers: &hypers,
+                seed: 0,
+            };
+            let expected = interp::run(&graph, &bind, &pooling, false).expect("runs");
+            let got = compiled.run(&bind).expect("bindings fit");
+            for ((e, g), id) in expected.iter().zip(&got).zip(&pooling) {
+                assert!(finite > 4 || e.data.iter().all(|v| v.is_finite()));
+                for (i, (x, y)) in e.data.iter().zip(&g.data).enumerate() {
+                    assert!(
+                        x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                        "{pool} {height}×{width}, node {id}, element {i}: interpreter {x}, \
+                         compiled {y}"
+                    );
+                }
             }
         }
     }

@@ -6,13 +6,15 @@
 
 use super::{Geometry, KernelKind, Map, Pieces, Sums};
 use crate::codegen::alloc::BufferId;
-use crate::codegen::arith::f32_const;
+use crate::codegen::arith::{f32_const, Width};
 use crate::codegen::layout::{dims, product, Sym, View};
 use crate::codegen::loops::{displaced, element, flags, fold_lanes, loops, range, zero_range};
 use crate::codegen::lower::Lowerer;
 use crate::ir::{Graph, NodeId, PoolOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_codegen::ir::{
+    types, ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, Value,
+};
 use cranelift_frontend::FunctionBuilder;
 
 /// Max or average pooling of a contiguous `[N, C, H, W]` input.
@@ -73,6 +75,12 @@ impl KernelKind for Pool {
         let x = l.memory(b, &self.input);
         let y = l.buffer_address(b, self.out);
         let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
+        if conv.tiled() && conv.window.kernel == [2, 2] {
+            by_plane(l, b, conv, &mut |b, plane| {
+                pool_pairs(b, conv, op, plane, x, y)
+            });
+            return;
+        }
         windows(l, b, conv, &mut |b, window| {
             // The interpreter's fold over the window, in its order; a position in
             // padding contributes what cannot change the result (-inf or +0).
@@ -227,6 +235,13 @@ impl KernelKind for PoolGrad {
                 b.ins().store(flags(), next, address, 0);
             }
         };
+        if tiles && conv.window.kernel == [2, 2] {
+            by_plane(l, b, conv, &mut |b, plane| {
+                spread_pairs(b, conv, plane, dy, dx);
+                after(b, plane);
+            });
+            return;
+        }
         windows_by_plane(
             l,
             b,
@@ -366,18 +381,167 @@ fn windows_by_plane(
     body: &mut dyn FnMut(&mut FunctionBuilder, &WindowAt),
     after: &mut dyn FnMut(&mut FunctionBuilder, Value),
 ) {
+    let out_dims = [
+        b.ins().iconst(types::I64, conv.out_height),
+        b.ins().iconst(types::I64, conv.out_width),
+    ];
+    by_plane(l, b, conv, &mut |b, plane| {
+        plane_windows(b, conv, plane, &out_dims, body);
+        after(b, plane);
+    });
+}
+
+/// Calls `body(plane)` for each plane of the kernel, or of the piece.
+fn by_plane(
+    l: &Lowerer,
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value),
+) {
     let planes = l.sym(b, conv.planes());
     let (first, end) = match l.params.range {
         Some([first, end]) => (first, end),
         None => (b.ins().iconst(types::I64, 0), planes),
     };
-    let out_dims = [
-        b.ins().iconst(types::I64, conv.out_height),
-        b.ins().iconst(types::I64, conv.out_width),
-    ];
-    range(b, first, end, 1, &mut |b, plane| {
-        plane_windows(b, conv, plane, &out_dims, body);
-        after(b, plane);
+    range(b, first, end, 1, body);
+}
+
+/// 2×2 pooling whose windows tile the input, on one plane, as the windows' loop computes it
+/// (from 0 or −∞, the window's four positions in order, then the average's division). Four
+/// windows at a time: two vectors of each of the two rows, their even and odd lanes taken
+/// apart; the windows left over one at a time.
+fn pool_pairs(
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    op: PoolOp,
+    plane: Value,
+    x: Value,
+    y: Value,
+) {
+    let (oh, ow, width) = (conv.out_height, conv.out_width, conv.width);
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let [even, odd] = [[0, 2, 4, 6], [1, 3, 5, 7]].map(|lanes| lane_mask(b, lanes));
+    let init = match op {
+        PoolOp::Max => f32::NEG_INFINITY,
+        PoolOp::Avg => 0.0,
+    };
+    let [init, area] = [init, 4.0].map(|v| f32_const(b, v));
+    let [init4, area4] = [init, area].map(|v| b.ins().splat(types::F32X4, v));
+    let combine = |b: &mut FunctionBuilder, acc: Value, v: Value| match op {
+        PoolOp::Max => {
+            let vector = b.func.dfg.value_type(acc) == types::F32X4;
+            Width { vector }.select(b, (v, FloatCC::GreaterThan, acc), v, acc)
+        }
+        PoolOp::Avg => b.ins().fadd(acc, v),
+    };
+    let start = b.ins().iconst(types::I64, 0);
+    let rows = b.ins().iconst(types::I64, oh);
+    range(b, start, rows, 1, &mut |b, r| {
+        let [out_row, top] = plane_rows(b, conv, plane, r, [y, x]);
+        let bottom = b.ins().iadd_imm_s(top, 4 * width);
+        for j in (0..ow - ow % 4).step_by(4) {
+            let mut acc = init4;
+            for row in [top, bottom] {
+                let halves = [0, 4].map(|k| {
+                    let v = b
+                        .ins()
+                        .load(types::F32X4, flags(), row, (4 * (2 * j + k)) as i32);
+                    b.ins().bitcast(types::I8X16, little, v)
+                });
+                for lanes in [even, odd] {
+                    let v = b.ins().shuffle(halves[0], halves[1], lanes);
+                    let v = b.ins().bitcast(types::F32X4, little, v);
+                    acc = combine(b, acc, v);
+                }
+            }
+            if op == PoolOp::Avg {
+                acc = b.ins().fdiv(acc, area4);
+            }
+            b.ins().store(flags(), acc, out_row, (4 * j) as i32);
+        }
+        for j in ow - ow % 4..ow {
+            let mut acc = init;
+            for row in [top, bottom] {
+                for k in [2 * j, 2 * j + 1] {
+                    let v = b.ins().load(types::F32, flags(), row, (4 * k) as i32);
+                    acc = combine(b, acc, v);
+                }
+            }
+            if op == PoolOp::Avg {
+                acc = b.ins().fdiv(acc, area);
+            }
+            b.ins().store(flags(), acc, out_row, (4 * j) as i32);
+        }
+    });
+}
+
+/// The addresses of output row `r` of a plane in `out` and of the first of its two input rows
+/// in `input`, for 2×2 windows that tile the input.
+fn plane_rows(
+    b: &mut FunctionBuilder,
+    conv: &Geometry,
+    plane: Value,
+    r: Value,
+    [out, input]: [Value; 2],
+) -> [Value; 2] {
+    let row = b.ins().imul_imm_s(plane, conv.out_height);
+    let row = b.ins().iadd(row, r);
+    let row = b.ins().imul_imm_s(row, conv.out_width);
+    let top = b.ins().imul_imm_s(plane, conv.height);
+    let twice = b.ins().imul_imm_s(r, 2);
+    let top = b.ins().iadd(top, twice);
+    let top = b.ins().imul_imm_s(top, conv.width);
+    [element(b, out, row), element(b, input, top)]
+}
+
+/// The `shuffle` mask that picks these four lanes of two `f32x4` vectors (0–3 the first's,
+/// 4–7 the second's), as bytes.
+fn lane_mask(b: &mut FunctionBuilder, lanes: [u8; 4]) -> Immediate {
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+        .collect();
+    b.func.dfg.immediates.push(ConstantData::from(bytes))
+}
+
+/// The gradient of 2×2 average pooling whose windows tile the input, on one plane: each
+/// output gradient's quarter, `0 + g / 4` as the interpreter sums it, written to the four
+/// positions of its window. Four windows at a time: a vector of gradients, spread to two
+/// vectors of pairs for each of the two rows; the windows left over one at a time.
+fn spread_pairs(b: &mut FunctionBuilder, conv: &Geometry, plane: Value, dy: Value, dx: Value) {
+    let (oh, ow, width) = (conv.out_height, conv.out_width, conv.width);
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let [low, high] = [[0, 0, 1, 1], [2, 2, 3, 3]].map(|lanes| lane_mask(b, lanes));
+    let [zero, area] = [0.0, 4.0].map(|v| f32_const(b, v));
+    let [zero4, area4] = [zero, area].map(|v| b.ins().splat(types::F32X4, v));
+    let start = b.ins().iconst(types::I64, 0);
+    let rows = b.ins().iconst(types::I64, oh);
+    range(b, start, rows, 1, &mut |b, r| {
+        let [g_row, top] = plane_rows(b, conv, plane, r, [dy, dx]);
+        let bottom = b.ins().iadd_imm_s(top, 4 * width);
+        for j in (0..ow - ow % 4).step_by(4) {
+            let g = b.ins().load(types::F32X4, flags(), g_row, (4 * j) as i32);
+            let share = b.ins().fdiv(g, area4);
+            let v = b.ins().fadd(zero4, share);
+            let bytes = b.ins().bitcast(types::I8X16, little, v);
+            for (mask, at) in [(low, 2 * j), (high, 2 * j + 4)] {
+                let spread = b.ins().shuffle(bytes, bytes, mask);
+                let spread = b.ins().bitcast(types::F32X4, little, spread);
+                for row in [top, bottom] {
+                    b.ins().store(flags(), spread, row, (4 * at) as i32);
+                }
+            }
+        }
+        for j in ow - ow % 4..ow {
+            let g = b.ins().load(types::F32, flags(), g_row, (4 * j) as i32);
+            let share = b.ins().fdiv(g, area);
+            let v = b.ins().fadd(zero, share);
+            for row in [top, bottom] {
+                for k in [2 * j, 2 * j + 1] {
+                    b.ins().store(flags(), v, row, (4 * k) as i32);
+                }
+            }
+        }
     });
 }
 
