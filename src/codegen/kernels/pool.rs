@@ -418,7 +418,6 @@ fn pool_pairs(
     x: Value,
     y: Value,
 ) {
-    let (oh, ow, width) = (conv.out_height, conv.out_width, conv.width);
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let [even, odd] = [[0, 2, 4, 6], [1, 3, 5, 7]].map(|lanes| lane_mask(b, lanes));
     let init = match op {
@@ -434,18 +433,19 @@ fn pool_pairs(
         }
         PoolOp::Avg => b.ins().fadd(acc, v),
     };
-    let start = b.ins().iconst(types::I64, 0);
-    let rows = b.ins().iconst(types::I64, oh);
-    range(b, start, rows, 1, &mut |b, r| {
-        let [out_row, top] = plane_rows(b, conv, plane, r, [y, x]);
-        let bottom = b.ins().iadd_imm_s(top, 4 * width);
-        for j in (0..ow - ow % 4).step_by(4) {
+    pair_rows(b, conv, plane, [y, x], &mut |b, pairs| {
+        let Pairs {
+            row: out_row,
+            rows,
+            j,
+            vector,
+        } = pairs;
+        if vector {
             let mut acc = init4;
-            for row in [top, bottom] {
+            for row in rows {
                 let halves = [0, 4].map(|k| {
-                    let v = b
-                        .ins()
-                        .load(types::F32X4, flags(), row, (4 * (2 * j + k)) as i32);
+                    let at = (4 * (2 * j + k)) as i32;
+                    let v = b.ins().load(types::F32X4, flags(), row, at);
                     b.ins().bitcast(types::I8X16, little, v)
                 });
                 for lanes in [even, odd] {
@@ -458,10 +458,9 @@ fn pool_pairs(
                 acc = b.ins().fdiv(acc, area4);
             }
             b.ins().store(flags(), acc, out_row, (4 * j) as i32);
-        }
-        for j in ow - ow % 4..ow {
+        } else {
             let mut acc = init;
-            for row in [top, bottom] {
+            for row in rows {
                 for k in [2 * j, 2 * j + 1] {
                     let v = b.ins().load(types::F32, flags(), row, (4 * k) as i32);
                     acc = combine(b, acc, v);
@@ -475,23 +474,64 @@ fn pool_pairs(
     });
 }
 
-/// The addresses of output row `r` of a plane in `out` and of the first of its two input rows
-/// in `input`, for 2×2 windows that tile the input.
-fn plane_rows(
+/// Windows of one output row of 2×2 windows that tile the input: `j..j + 4` when `vector`,
+/// else `j` alone.
+#[derive(Clone, Copy)]
+struct Pairs {
+    /// The output row's address.
+    row: Value,
+    /// The addresses of its two input rows.
+    rows: [Value; 2],
+    j: i64,
+    vector: bool,
+}
+
+/// For each output row of a plane of 2×2 windows that tile the input (addresses in `out` and
+/// `input`), `body` on its windows four at a time, then on each window left over.
+fn pair_rows(
     b: &mut FunctionBuilder,
     conv: &Geometry,
     plane: Value,
-    r: Value,
     [out, input]: [Value; 2],
-) -> [Value; 2] {
-    let row = b.ins().imul_imm_s(plane, conv.out_height);
-    let row = b.ins().iadd(row, r);
-    let row = b.ins().imul_imm_s(row, conv.out_width);
-    let top = b.ins().imul_imm_s(plane, conv.height);
-    let twice = b.ins().imul_imm_s(r, 2);
-    let top = b.ins().iadd(top, twice);
-    let top = b.ins().imul_imm_s(top, conv.width);
-    [element(b, out, row), element(b, input, top)]
+    body: &mut dyn FnMut(&mut FunctionBuilder, Pairs),
+) {
+    let ow = conv.out_width;
+    let start = b.ins().iconst(types::I64, 0);
+    let rows = b.ins().iconst(types::I64, conv.out_height);
+    range(b, start, rows, 1, &mut |b, r| {
+        let row = b.ins().imul_imm_s(plane, conv.out_height);
+        let row = b.ins().iadd(row, r);
+        let row = b.ins().imul_imm_s(row, ow);
+        let top = b.ins().imul_imm_s(plane, conv.height);
+        let twice = b.ins().imul_imm_s(r, 2);
+        let top = b.ins().iadd(top, twice);
+        let top = b.ins().imul_imm_s(top, conv.width);
+        let [row, top] = [element(b, out, row), element(b, input, top)];
+        let bottom = b.ins().iadd_imm_s(top, 4 * conv.width);
+        let rows = [top, bottom];
+        for j in (0..ow - ow % 4).step_by(4) {
+            body(
+                b,
+                Pairs {
+                    row,
+                    rows,
+                    j,
+                    vector: true,
+                },
+            );
+        }
+        for j in ow - ow % 4..ow {
+            body(
+                b,
+                Pairs {
+                    row,
+                    rows,
+                    j,
+                    vector: false,
+                },
+            );
+        }
+    });
 }
 
 /// The `shuffle` mask that picks these four lanes of two `f32x4` vectors (0–3 the first's,
@@ -509,17 +549,18 @@ fn lane_mask(b: &mut FunctionBuilder, lanes: [u8; 4]) -> Immediate {
 /// positions of its window. Four windows at a time: a vector of gradients, spread to two
 /// vectors of pairs for each of the two rows; the windows left over one at a time.
 fn spread_pairs(b: &mut FunctionBuilder, conv: &Geometry, plane: Value, dy: Value, dx: Value) {
-    let (oh, ow, width) = (conv.out_height, conv.out_width, conv.width);
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let [low, high] = [[0, 0, 1, 1], [2, 2, 3, 3]].map(|lanes| lane_mask(b, lanes));
     let [zero, area] = [0.0, 4.0].map(|v| f32_const(b, v));
     let [zero4, area4] = [zero, area].map(|v| b.ins().splat(types::F32X4, v));
-    let start = b.ins().iconst(types::I64, 0);
-    let rows = b.ins().iconst(types::I64, oh);
-    range(b, start, rows, 1, &mut |b, r| {
-        let [g_row, top] = plane_rows(b, conv, plane, r, [dy, dx]);
-        let bottom = b.ins().iadd_imm_s(top, 4 * width);
-        for j in (0..ow - ow % 4).step_by(4) {
+    pair_rows(b, conv, plane, [dy, dx], &mut |b, pairs| {
+        let Pairs {
+            row: g_row,
+            rows,
+            j,
+            vector,
+        } = pairs;
+        if vector {
             let g = b.ins().load(types::F32X4, flags(), g_row, (4 * j) as i32);
             let share = b.ins().fdiv(g, area4);
             let v = b.ins().fadd(zero4, share);
@@ -527,16 +568,15 @@ fn spread_pairs(b: &mut FunctionBuilder, conv: &Geometry, plane: Value, dy: Valu
             for (mask, at) in [(low, 2 * j), (high, 2 * j + 4)] {
                 let spread = b.ins().shuffle(bytes, bytes, mask);
                 let spread = b.ins().bitcast(types::F32X4, little, spread);
-                for row in [top, bottom] {
+                for row in rows {
                     b.ins().store(flags(), spread, row, (4 * at) as i32);
                 }
             }
-        }
-        for j in ow - ow % 4..ow {
+        } else {
             let g = b.ins().load(types::F32, flags(), g_row, (4 * j) as i32);
             let share = b.ins().fdiv(g, area);
             let v = b.ins().fadd(zero, share);
-            for row in [top, bottom] {
+            for row in rows {
                 for k in [2 * j, 2 * j + 1] {
                     b.ins().store(flags(), v, row, (4 * k) as i32);
                 }
