@@ -1,10 +1,11 @@
 //! Sigmoid and tanh over rows, which generated code calls (`netc_rows`) for a map of the form
 //! `f(x)` or `f(x + c)`, with `c` one value for the row (a convolution's bias over a channel's
-//! plane) or a row of its own (a dense layer's bias). Cranelift's vectors are four lanes wide on x86-64; here the same operations
-//! run on eight with AVX2, where exp's polynomial made LeNet's first layer cost more in its
-//! sigmoid than in its convolution. The operations are `math::exp`'s and `math::tanh`'s, in the
-//! same order and without fused multiply-adds, so results are the interpreter's bit for bit;
-//! without AVX2 the scalar functions of `math` run.
+//! plane) or a row of its own (a dense layer's bias). Cranelift's vectors are four lanes wide
+//! on x86-64; here the same operations run on eight with AVX2, where exp's polynomial made
+//! LeNet's first layer cost more in its sigmoid than in its convolution. The operations are
+//! `math::exp`'s and `math::tanh`'s, in the same order and without fused multiply-adds, so
+//! results are the interpreter's bit for bit; without AVX2 the scalar functions of `math` run
+//! (maps take this path only where AVX2 is present: see `vectorized`).
 #![allow(unsafe_code)]
 
 use crate::math;
