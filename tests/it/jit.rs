@@ -339,25 +339,28 @@ fn exp_and_tanh_kernels_match_the_interpreter_bit_for_bit() {
 /// 2×2 pooling whose windows tile the input runs four windows at a time (`kernels::pool`):
 /// its forward pass and average pooling's gradient, bit for bit the interpreter's, on rows of
 /// 5 windows (a vector and one left over) and of 8 (two vectors), over ties, NaN and
-/// infinities. A 1×1 convolution of one channel (one product per element, so the same bits
+/// infinities; and tiling 3×3 windows' average gradient, written once per element. A 1×1 convolution of one channel (one product per element, so the same bits
 /// on both engines) gives the pooling a parameter to send its gradient to, and the loss's
 /// gradient is elementwise (no product, whose sums would be added in another order).
 #[test]
 fn tiled_pooling_matches_the_interpreter_bit_for_bit() {
-    for (pool, [height, width]) in [
-        ("maxpool", [12, 10]),
-        ("avgpool", [12, 10]),
-        ("maxpool", [6, 16]),
-        ("avgpool", [6, 16]),
+    // (pooling, window, input rows and columns); a 3×3 average's gradient writes each element
+    // once too, one window at a time.
+    for (pool, k, [height, width]) in [
+        ("maxpool", 2, [12, 10]),
+        ("avgpool", 2, [12, 10]),
+        ("maxpool", 2, [6, 16]),
+        ("avgpool", 2, [6, 16]),
+        ("avgpool", 3, [12, 9]),
     ] {
         let source = netc::source::SourceFile::new(
             "pool.net",
             format!(
                 "net p {{\n input x: [1, {height}, {width}]\n target t: [2, {}, {}]\n \
-                 layers {{ conv2d(2, kernel: 1)  {pool}(2) }}\n loss mse\n \
+                 layers {{ conv2d(2, kernel: 1)  {pool}({k}) }}\n loss mse\n \
                  optimizer sgd(lr: 0.1)\n}}\n",
-                height / 2,
-                width / 2
+                height / k,
+                width / k
             ),
         );
         let model = netc::front_end(&source).0.expect("checks").1;
@@ -395,11 +398,11 @@ fn tiled_pooling_matches_the_interpreter_bit_for_bit() {
                     k => ((k as f32) * 0.71).sin() * 5.0,
                 })
                 .collect();
-            let pooled = batch * 2 * (height / 2) * (width / 2);
+            let pooled = batch * 2 * (height / k) * (width / k);
             let inputs = [
                 Tensor::new(vec![batch, 1, height, width], x),
                 Tensor::new(
-                    vec![batch, 2, height / 2, width / 2],
+                    vec![batch, 2, height / k, width / k],
                     (0..pooled).map(|i| (i as f32 * 0.37).cos()).collect(),
                 ),
             ];
