@@ -3,21 +3,43 @@
 //! `jit` binds the helpers and calls the entry point as `Entry`; `lower` reads the parameters
 //! through `Params`.
 
-use super::pool::Pool;
 use cranelift_codegen::ir::{types, AbiParam, Signature, Value};
 
-/// The compiled step as Rust calls it: `(pointers, arena, batch, hypers, seed, pool)`.
-/// `pointers` holds the bound inputs, then parameters, then states; `hypers` the step's
-/// scalars; `pool` the `Pool` its split kernels run on.
-pub type Entry =
-    unsafe extern "C" fn(*const *const f32, *mut f32, i64, *const f32, i64, *const Pool);
+/// The compiled step as Rust calls it, one link of its chain at a time (see `lower::lower`):
+/// `(pointers, arena, batch, hypers, seed, context, link, pieces) -> iterations`. `pointers`
+/// holds the bound inputs, then parameters, then states; `hypers` the step's scalars;
+/// `context` what `netc_tick` records the run in.
+pub type Entry = unsafe extern "C" fn(
+    *const *const f32,
+    *mut f32,
+    i64,
+    *const f32,
+    i64,
+    *mut std::ffi::c_void,
+    i64,
+    i64,
+) -> i64;
+
+/// A kernel's piece function: the entry point's first six arguments, then
+/// `first, end, piece, worker`.
+pub type PieceFn = unsafe extern "C" fn(
+    *const *const f32,
+    *mut f32,
+    i64,
+    *const f32,
+    i64,
+    *mut std::ffi::c_void,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 /// The imported helpers, in the order `lower` expects their references.
-pub const IMPORTS: [&str; 9] = [
+pub const IMPORTS: [&str; 8] = [
     "netc_gemm",
     "netc_logf",
     "netc_tick",
-    "netc_parallel",
     "netc_sinf",
     "netc_cosf",
     "netc_conv",
@@ -31,7 +53,6 @@ pub enum Import {
     Gemm,
     Logf,
     Tick,
-    Parallel,
     Sinf,
     Cosf,
     Conv,
@@ -71,28 +92,11 @@ pub fn import_signatures(
         s.returns.push(AbiParam::new(types::F32));
         s
     };
+    // (context, kernel)
     let tick = {
         let mut s = make();
+        s.params.push(AbiParam::new(pointer));
         s.params.push(AbiParam::new(types::I64));
-        s
-    };
-    // (pool, function, pointers, arena, batch, hypers, seed, iterations, per piece) -> pieces
-    let parallel = {
-        let mut s = make();
-        for ty in [
-            pointer,
-            pointer,
-            pointer,
-            pointer,
-            types::I64,
-            pointer,
-            types::I64,
-            types::I64,
-            types::I64,
-        ] {
-            s.params.push(AbiParam::new(ty));
-        }
-        s.returns.push(AbiParam::new(types::I64));
         s
     };
     // (input, its channel and image strides, weight, out, its strides, scratch, images, then
@@ -136,7 +140,6 @@ pub fn import_signatures(
         gemm,
         unary.clone(),
         tick,
-        parallel,
         unary.clone(),
         unary,
         conv.clone(),
@@ -145,18 +148,28 @@ pub fn import_signatures(
     ]
 }
 
-/// The signature of a kernel's piece function: the entry point's arguments
-/// `(pointers, arena, batch, hypers, seed, pool)`, then `first, end, piece, worker`.
+/// The signature of a kernel's piece function (`PieceFn`).
 pub fn piece_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
-    let mut s = entry_signature(make, pointer);
+    let mut s = common_signature(make, pointer);
     for _ in ["first", "end", "piece", "worker"] {
         s.params.push(AbiParam::new(types::I64));
     }
     s
 }
 
-/// The entry point's signature: `(pointers, arena, batch, hypers, seed, pool)`.
+/// The entry point's signature (`Entry`).
 pub fn entry_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
+    let mut s = common_signature(make, pointer);
+    for _ in ["link", "pieces"] {
+        s.params.push(AbiParam::new(types::I64));
+    }
+    s.returns.push(AbiParam::new(types::I64));
+    s
+}
+
+/// The parameters every function of a step starts with:
+/// `(pointers, arena, batch, hypers, seed, context)`.
+fn common_signature(make: impl Fn() -> Signature, pointer: types::Type) -> Signature {
     let mut s = make();
     for ty in [pointer, pointer, types::I64, pointer, types::I64, pointer] {
         s.params.push(AbiParam::new(ty));
@@ -173,7 +186,7 @@ pub struct Params {
     pub batch: Value,
     pub hypers: Value,
     pub seed: Value,
-    pub pool: Value,
+    pub context: Value,
     /// Iterations `first..end` of the loop being emitted: a piece's, or an epilogue's on it.
     pub range: Option<[Value; 2]>,
     /// In a piece function: the piece (whose sums go to its own partial result) and the worker
@@ -191,7 +204,7 @@ impl Params {
             batch: values[2],
             hypers: values[3],
             seed: values[4],
-            pool: values[5],
+            context: values[5],
             range: piece.then(|| [values[6], values[7]]),
             piece: piece.then(|| [values[8], values[9]]),
         }

@@ -2,14 +2,14 @@
 //! the one place that turns generated code into a Rust function pointer.
 #![allow(unsafe_code)]
 
-use super::abi::{self, Entry, IMPORTS};
+use super::abi::{self, Entry, PieceFn, IMPORTS};
 use super::alloc::ALIGN;
 use super::direct::{netc_conv, netc_conv_weight};
 use super::kernels::{Kernel, KernelId};
 use super::layout::Base;
 use super::lower;
 use super::plan::{CompileError, Plan};
-use super::pool::{netc_parallel, Pool};
+use super::pool::{Chain, Pool};
 use super::rows::netc_rows;
 use crate::ir::{Graph, NodeId};
 use crate::step::Step;
@@ -76,7 +76,7 @@ extern "C" fn netc_cosf(x: f32) -> f32 {
     x.cos()
 }
 
-/// The running profile of this thread's compiled steps.
+/// The running profile of a compiled step.
 #[derive(Default)]
 struct Ticks {
     /// Nanoseconds per kernel.
@@ -85,59 +85,123 @@ struct Ticks {
     last: Option<(usize, std::time::Instant)>,
 }
 
-thread_local! {
-    static TICKS: std::cell::RefCell<Ticks> = std::cell::RefCell::new(Ticks::default());
-}
-
 /// What a run reports each finished result to: its index among the results and its values.
-pub type Ready<'a> = dyn FnMut(usize, &[f32]) + 'a;
+/// It may be called on any of the pool's threads (one call at a time).
+pub type Ready<'a> = dyn FnMut(usize, &[f32]) + Send + 'a;
 
 /// Per kernel, the results it finishes: (result, offset in the arena, length).
 type FinishTable = Vec<Vec<(usize, usize, usize)>>;
 
-/// Where a run with `Compiled::run_reporting` reports finished results: set for the length of
-/// the generated code's call, on the thread that makes it.
-#[derive(Clone, Copy)]
-struct Reporting {
-    arena: *const f32,
-    /// For each kernel, the results it finishes: (result, offset in the arena, length).
-    table: *const Vec<(usize, usize, usize)>,
-    kernels: usize,
-    ready: *mut (dyn FnMut(usize, &[f32]) + 'static),
+/// What code compiled with ticks records a run in, through the entry point's `context`: the
+/// profile, and where `Compiled::run_reporting` reports finished results. The chain's serial
+/// parts, which tick, run one at a time, each after the one before it has finished (on
+/// whichever worker), so they use it in turn.
+struct Run<'a> {
+    ticks: &'a mut Ticks,
+    report: Option<Reporting<'a>>,
 }
 
-thread_local! {
-    static REPORTING: std::cell::Cell<Option<Reporting>> = const { std::cell::Cell::new(None) };
+/// Where finished results are reported: the arena, the results each kernel finishes, the
+/// callback.
+struct Reporting<'a> {
+    arena: *const f32,
+    table: &'a FinishTable,
+    ready: &'a mut Ready<'a>,
 }
 
 /// Called by code compiled with ticks before kernel `k` (and with the number of kernels at
 /// the end): the time since the previous tick goes to the previous kernel, and the results
 /// the previous kernel finished are reported when a run asked for them.
-extern "C" fn netc_tick(k: i64) {
+extern "C" fn netc_tick(run: *mut std::ffi::c_void, k: i64) {
     let now = std::time::Instant::now();
-    TICKS.with(|ticks| {
-        let ticks = &mut *ticks.borrow_mut();
-        if let Some((previous, at)) = ticks.last.take() {
-            if ticks.times.len() <= previous {
-                ticks.times.resize(previous + 1, 0);
-            }
-            ticks.times[previous] += now.duration_since(at).as_nanos() as u64;
+    // SAFETY: `run_with` passes its `Run` as the context of code compiled with ticks, and the
+    // serial parts that tick run one after another (see `Run`).
+    let run = unsafe { &mut *run.cast::<Run>() };
+    let ticks = &mut *run.ticks;
+    if let Some((previous, at)) = ticks.last.take() {
+        if ticks.times.len() <= previous {
+            ticks.times.resize(previous + 1, 0);
         }
-        ticks.last = Some((k as usize, now));
-    });
-    let Some(report) = REPORTING.get() else {
+        ticks.times[previous] += now.duration_since(at).as_nanos() as u64;
+    }
+    ticks.last = Some((k as usize, now));
+    let Some(report) = &mut run.report else {
         return;
     };
-    let Some(done) = (k as usize).checked_sub(1).filter(|&d| d < report.kernels) else {
+    let Some(done) = (k as usize).checked_sub(1) else {
         return;
     };
-    // SAFETY: `run_reporting` set these pointers for the length of the call that is running:
-    // the table has `kernels` entries of results inside the arena, the finished kernels write
-    // those results no more, and the callback is borrowed for the call.
-    unsafe {
-        for &(result, start, len) in &*report.table.add(done) {
-            let values = std::slice::from_raw_parts(report.arena.add(start), len);
-            (*report.ready)(result, values);
+    for &(result, start, len) in report.table.get(done).into_iter().flatten() {
+        // SAFETY: the table's results lie inside the arena, and the kernels that finished
+        // them write them no more.
+        let values = unsafe { std::slice::from_raw_parts(report.arena.add(start), len) };
+        (report.ready)(result, values);
+    }
+}
+
+/// A step's run as a chain on the pool: the entry point's links, and each job's pieces through
+/// its kernel's piece function.
+struct StepChain {
+    entry: Entry,
+    /// Per job: the piece function and the iterations of a piece.
+    jobs: *const [(PieceFn, i64)],
+    /// The entry point's first six arguments, as addresses.
+    args: (usize, usize, i64, usize, i64, usize),
+    /// The current job's iterations, as the link before it returned them.
+    iterations: std::sync::atomic::AtomicI64,
+}
+
+// SAFETY: the addresses are of memory `run_with` holds for the length of the chain; the
+// generated code writes only what each piece or serial part owns, one serial part at a time.
+unsafe impl Sync for StepChain {}
+
+impl Chain for StepChain {
+    fn serial(&self, link: usize, pieces: usize) -> Option<usize> {
+        let (pointers, arena, batch, hypers, seed, context) = self.args;
+        // SAFETY: `run_with` checked every size before running the chain; `entry` was compiled
+        // from `entry_signature`.
+        let iterations = unsafe {
+            (self.entry)(
+                pointers as *const *const f32,
+                arena as *mut f32,
+                batch,
+                hypers as *const f32,
+                seed,
+                context as *mut std::ffi::c_void,
+                link as i64,
+                pieces as i64,
+            )
+        };
+        let iterations = u64::try_from(iterations).ok()?;
+        // SAFETY: `jobs` is the compiled step's, alive for the run.
+        let (_, per_piece) = unsafe { &*self.jobs }[link];
+        self.iterations
+            .store(iterations as i64, std::sync::atomic::Ordering::Relaxed);
+        Some(iterations.div_ceil(per_piece as u64) as usize)
+    }
+
+    fn piece(&self, link: usize, piece: usize, worker: usize) {
+        let (pointers, arena, batch, hypers, seed, context) = self.args;
+        // SAFETY: as in `serial`.
+        let (function, per_piece) = unsafe { &*self.jobs }[link];
+        let iterations = self.iterations.load(std::sync::atomic::Ordering::Relaxed);
+        let first = piece as i64 * per_piece;
+        let end = (first + per_piece).min(iterations);
+        // SAFETY: `function` was compiled from the piece signature for this plan; each piece
+        // writes only its own part of the output, its own sums and its worker's scratch.
+        unsafe {
+            function(
+                pointers as *const *const f32,
+                arena as *mut f32,
+                batch,
+                hypers as *const f32,
+                seed,
+                context as *mut std::ffi::c_void,
+                first,
+                end,
+                piece as i64,
+                worker as i64,
+            )
         }
     }
 }
@@ -224,8 +288,12 @@ pub struct Compiled {
     entry: Entry,
     /// The generated Cranelift IR, for `emit-ir --stage clif` (empty unless asked for).
     clif: String,
+    /// Per kernel cut into pieces, in order: its piece function and the iterations of a piece.
+    jobs: Vec<(PieceFn, i64)>,
     /// Whether the code calls `netc_tick` between kernels (compiled with profiling).
     ticks: bool,
+    /// The profile of the runs so far (code compiled with profiling).
+    profile: std::sync::Mutex<Ticks>,
     /// For each wanted result, the last kernel that writes it.
     finished_by: Vec<Option<usize>>,
     /// The wanted results in the order a run finishes them (`finishing_order`).
@@ -288,7 +356,6 @@ impl Compiled {
             netc_gemm as *const u8,
             netc_logf as *const u8,
             netc_tick as *const u8,
-            netc_parallel as *const u8,
             netc_sinf as *const u8,
             netc_cosf as *const u8,
             netc_conv as *const u8,
@@ -311,15 +378,14 @@ impl Compiled {
                     .expect("distinct imports")
             })
             .collect();
-        // The piece function of each kernel cut into pieces, compiled first so the step can
-        // take its address.
+        // The piece function of each kernel cut into pieces, and the iterations of a piece.
         let mut context = module.make_context();
-        let mut piece_ids = vec![None; plan.kernels.len()];
+        let mut piece_ids = Vec::new();
         let mut piece_listing = String::new();
         for (k, kernel) in plan.kernels.iter().enumerate() {
-            if kernel.kind().pieces(graph, max_batch).is_none() {
+            let Some(pieces) = kernel.kind().pieces(graph, max_batch) else {
                 continue;
-            }
+            };
             let k = KernelId::new(k);
             let signature = abi::piece_signature(|| module.make_signature(), pointer);
             let id = module
@@ -346,7 +412,7 @@ impl Compiled {
                 .define_function(id, &mut context)
                 .map_err(|e| CompileError::Internal(format!("Cranelift rejected {k}: {e:?}")))?;
             module.clear_context(&mut context);
-            piece_ids[k.index()] = Some(id);
+            piece_ids.push((id, pieces.per_piece));
         }
         let entry_sig = abi::entry_signature(|| module.make_signature(), pointer);
         let id = module
@@ -357,43 +423,28 @@ impl Compiled {
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut context.func))
             .collect();
-        // Piece functions are passed by absolute address: the JIT's code may be placed in
-        // chunks further apart than a 32-bit displacement reaches (as it is when another
-        // thread maps a large arena while this one compiles).
-        let pieces: Vec<_> = piece_ids
-            .iter()
-            .map(|id| {
-                id.map(|id| {
-                    let f = module.declare_func_in_func(id, &mut context.func);
-                    context.func.dfg.ext_funcs[f].colocated = false;
-                    f
-                })
-            })
-            .collect();
-        let starts = lower::lower(
-            graph,
-            &plan,
-            &mut context.func,
-            &imports,
-            &pieces,
-            config,
-            profile,
-        );
-        // The function as printed, with a comment naming each kernel where its code begins.
+        let (starts, resumed) =
+            lower::lower(graph, &plan, &mut context.func, &imports, config, profile);
+        // The function as printed, with a comment naming each kernel where its code begins
+        // and each link where it resumes.
         let mut clif = String::new();
         if listing {
-            let named: std::collections::HashMap<String, usize> = starts
-                .iter()
-                .enumerate()
-                .map(|(k, s)| (s.to_string(), k))
-                .collect();
+            let starts = starts.iter().enumerate().map(|(k, block)| {
+                let kernel = plan.kernels[k].describe(graph, &plan);
+                (block.to_string(), format!("\n; kernel {k}: {kernel}\n"))
+            });
+            let resumed = resumed.iter().enumerate().map(|(j, (block, k))| {
+                let comment = format!(
+                    "\n; link {}: after the pieces of {k}, on whichever worker ran the last\n",
+                    j + 1
+                );
+                (block.to_string(), comment)
+            });
+            let named: std::collections::HashMap<String, String> = starts.chain(resumed).collect();
             for line in context.func.display().to_string().lines() {
                 let block = line.split(['(', ':']).next().unwrap_or("");
-                if let Some(&k) = named.get(block) {
-                    clif += &format!(
-                        "\n; kernel {k}: {}\n",
-                        plan.kernels[k].describe(graph, &plan)
-                    );
+                if let Some(comment) = named.get(block) {
+                    clif += comment;
                 }
                 clif += line;
                 clif.push('\n');
@@ -410,6 +461,15 @@ impl Compiled {
         let code = module.get_finalized_function(id);
         // SAFETY: `code` was compiled from `entry_signature`, which is `Entry` in the system ABI.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+        let jobs = piece_ids
+            .into_iter()
+            .map(|(id, per_piece)| {
+                let code = module.get_finalized_function(id);
+                // SAFETY: compiled from `piece_signature`, which is `PieceFn` in the system ABI.
+                let function = unsafe { std::mem::transmute::<*const u8, PieceFn>(code) };
+                (function, per_piece)
+            })
+            .collect();
         let finished_by = wanted
             .iter()
             .map(|id| {
@@ -434,7 +494,9 @@ impl Compiled {
             max_batch,
             entry,
             clif,
+            jobs,
             ticks: profile,
+            profile: std::sync::Mutex::default(),
             finished_by,
             finishing,
             reporting: None,
@@ -469,7 +531,7 @@ impl Compiled {
         &mut self,
         bind: &Bindings<f32>,
         results: &mut Vec<Tensor<f32>>,
-        ready: &mut dyn FnMut(usize, &[f32]),
+        ready: &mut Ready,
     ) -> Result<(), Rejected> {
         self.run_with(bind, results, Some(ready))
     }
@@ -516,40 +578,39 @@ impl Compiled {
         }
         let pointers: Vec<*const f32> = bound.iter().map(|t| t.data.as_ptr()).collect();
         let hypers: Vec<f32> = hypers.iter().map(|&h| h as f32).collect();
-        let report = match (&mut ready, self.ticks) {
-            (Some(ready), true) => {
-                let arena = self.arena.as_mut_ptr();
-                let table = self.reporting_table(batch);
-                let ready: *mut (dyn FnMut(usize, &[f32]) + '_) = &mut **ready;
-                Some(Reporting {
+        let arena = self.arena.as_mut_ptr();
+        if self.ticks {
+            self.reporting_table(batch);
+        }
+        let mut ticks = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        let mut run = Run {
+            ticks: &mut ticks,
+            report: match (&mut ready, &self.reporting) {
+                (Some(ready), Some((_, table))) if self.ticks => Some(Reporting {
                     arena,
-                    table: table.as_ptr(),
-                    kernels: table.len(),
-                    // SAFETY: only the lifetime is erased; the pointer is cleared below, before
-                    // the borrow it comes from ends.
-                    ready: unsafe {
-                        std::mem::transmute::<
-                            *mut (dyn FnMut(usize, &[f32]) + '_),
-                            *mut (dyn FnMut(usize, &[f32]) + 'static),
-                        >(ready)
-                    },
-                })
-            }
-            _ => None,
+                    table,
+                    ready: &mut **ready,
+                }),
+                _ => None,
+            },
         };
-        REPORTING.set(report);
-        // SAFETY: sizes were checked above; the arena holds the plan for `max_batch` ≥ `batch`.
-        unsafe {
-            (self.entry)(
-                pointers.as_ptr(),
-                self.arena.as_mut_ptr(),
+        let chain = StepChain {
+            entry: self.entry,
+            jobs: self.jobs.as_slice(),
+            args: (
+                pointers.as_ptr() as usize,
+                arena as usize,
                 batch as i64,
-                hypers.as_ptr(),
+                hypers.as_ptr() as usize,
                 seed as i64,
-                std::sync::Arc::as_ptr(&self.pool),
-            )
+                &mut run as *mut Run as usize,
+            ),
+            iterations: std::sync::atomic::AtomicI64::new(0),
         };
-        REPORTING.set(None);
+        // Sizes were checked above; the arena holds the plan for `max_batch` ≥ `batch`.
+        self.pool.chain(&chain);
+        let reported = run.report.is_some();
+        drop(ticks);
         results.resize_with(self.wanted.len(), || Tensor::scalar(0.0));
         for (id, result) in self.wanted.iter().zip(results.iter_mut()) {
             let view = self.plan.views[id.index()]
@@ -572,7 +633,7 @@ impl Compiled {
         // What no tick reported, the run reports now.
         if let Some(ready) = ready {
             for &i in &self.finishing {
-                if report.is_none() || self.finished_by[i].is_none() {
+                if !reported || self.finished_by[i].is_none() {
                     ready(i, &results[i].data);
                 }
             }
@@ -605,7 +666,8 @@ impl Compiled {
 
     /// The time each kernel has taken so far (profiled code only), and resets the count.
     pub fn take_profile(&self) -> Profile {
-        let times = TICKS.with(|ticks| std::mem::take(&mut ticks.borrow_mut().times));
+        let times =
+            std::mem::take(&mut self.profile.lock().unwrap_or_else(|e| e.into_inner()).times);
         let kernels = self
             .plan
             .kernels

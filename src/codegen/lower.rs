@@ -1,7 +1,8 @@
 //! Lowering a plan to Cranelift functions: the entry point runs every kernel in order, each
 //! emitted by its kind (see `kernels`); a kernel cut into pieces gets a piece function of its
-//! own, which the entry point hands to the pool through `netc_parallel` with what must happen
-//! once around it. `Lowerer` is what kinds emit with: addresses of views and buffers, loops
+//! own, which the pool runs, and the entry point is cut there into links of a chain
+//! (`pool::Chain`), so that whichever worker finishes a kernel's last piece runs what comes
+//! next. `Lowerer` is what kinds emit with: addresses of views and buffers, loops
 //! that walk several views at once, the piece being emitted, and running an epilogue on a
 //! piece. Results match the interpreter exactly everywhere except inside matrix products and
 //! sums over pieces, whose summation order differs.
@@ -18,23 +19,41 @@ use crate::ir::Graph;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Block, FuncRef, Function, InstBuilder, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch};
 
-/// Fills `func` (whose signature is the entry signature) with the plan's kernels and returns
-/// the block each kernel's code starts in, for the printed listing. `pieces[k]` is the piece
-/// function of kernel `k` when its work is cut into pieces (see `lower_piece`).
+/// Fills `func` (whose signature is the entry signature) with the plan's kernels as the serial
+/// parts of a chain (`pool::Chain`): called with link `j` and the number of pieces job `j - 1`
+/// ran in, it runs what comes after the `j`-th kernel cut into pieces (counting from 1) up to
+/// what comes before the next, and returns that kernel's iterations, or -1 after the last
+/// kernel. Returns, for the printed listing, the block each kernel's code starts in, and the
+/// block where each link after the first resumes with the kernel whose pieces it follows.
 pub fn lower(
     graph: &Graph,
     plan: &Plan,
     func: &mut Function,
     imports: &[FuncRef],
-    pieces: &[Option<FuncRef>],
     config: TargetFrontendConfig,
     profile: bool,
-) -> Vec<Block> {
+) -> (Vec<Block>, Vec<(Block, KernelId)>) {
     let mut starts = Vec::new();
+    let mut resumed = Vec::new();
     define(func, config, |b, params| {
-        let l = Lowerer::new(graph, plan, imports, pieces, config, (params, false));
+        let l = Lowerer::new(graph, plan, imports, config, (params, false));
+        let [link, done] = [params[6], params[7]];
+        let split = |kernel: &Kernel| kernel.kind().pieces(graph, plan.max_batch);
+        let jobs = plan.kernels.iter().filter(|k| split(k).is_some()).count();
+        let resumes: Vec<Block> = (0..=jobs).map(|_| b.create_block()).collect();
+        let mut switch = Switch::new();
+        for (j, &resume) in resumes.iter().enumerate() {
+            switch.set_entry(j as u128, resume);
+        }
+        let past_the_end = b.create_block();
+        switch.emit(b, link, past_the_end);
+        b.switch_to_block(past_the_end);
+        let over = b.ins().iconst(types::I64, -1);
+        b.ins().return_(&[over]);
+        let mut resumes = resumes.into_iter();
+        b.switch_to_block(resumes.next().expect("link 0"));
         for (k, kernel) in plan.kernels.iter().enumerate() {
             let k = KernelId::new(k);
             // Each kernel starts a block of its own, so the listing can say where it begins.
@@ -44,16 +63,34 @@ pub fn lower(
             starts.push(start);
             if profile {
                 let index = b.ins().iconst(types::I64, k.index() as i64);
-                l.call(b, Import::Tick, &[index]);
+                l.call(b, Import::Tick, &[l.params.context, index]);
             }
-            l.kernel(b, k, kernel);
+            let kind = kernel.kind();
+            kind.before_pieces(&l, b);
+            let pieces = match split(kernel) {
+                // The pool runs the pieces, then calls the next link.
+                Some(pieces) => {
+                    let iterations = l.iterations(b, pieces.along);
+                    b.ins().return_(&[iterations]);
+                    let resume = resumes.next().expect("a link per job");
+                    b.switch_to_block(resume);
+                    resumed.push((resume, k));
+                    done
+                }
+                None => {
+                    kind.emit(&l, b);
+                    b.ins().iconst(types::I64, 1)
+                }
+            };
+            l.after_pieces(b, kind, pieces);
         }
         if profile {
             let end = b.ins().iconst(types::I64, plan.kernels.len() as i64);
-            l.call(b, Import::Tick, &[end]);
+            l.call(b, Import::Tick, &[l.params.context, end]);
         }
+        vec![b.ins().iconst(types::I64, -1)]
     });
-    starts
+    (starts, resumed)
 }
 
 /// Fills `func` (whose signature is the piece signature) with a piece of kernel `k`: iterations
@@ -67,16 +104,18 @@ pub fn lower_piece(
     config: TargetFrontendConfig,
 ) {
     define(func, config, |b, params| {
-        let l = Lowerer::new(graph, plan, imports, &[], config, (params, true));
+        let l = Lowerer::new(graph, plan, imports, config, (params, true));
         plan.kernels[k.index()].kind().emit(&l, b);
+        Vec::new()
     });
 }
 
-/// Builds `func`: `body` emits its code from the entry block's parameters; a return ends it.
+/// Builds `func`: `body` emits its code from the entry block's parameters and gives the values
+/// the function returns at its end.
 fn define(
     func: &mut Function,
     config: TargetFrontendConfig,
-    body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]) -> Vec<Value>,
 ) {
     let mut context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(func, &mut context);
@@ -84,8 +123,8 @@ fn define(
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let params = b.block_params(entry).to_vec();
-    body(&mut b, &params);
-    b.ins().return_(&[]);
+    let returns = body(&mut b, &params);
+    b.ins().return_(&returns);
     b.seal_all_blocks();
     b.finalize(config);
 }
@@ -97,8 +136,6 @@ pub struct Lowerer<'a> {
     pub graph: &'a Graph,
     plan: &'a Plan,
     imports: &'a [FuncRef],
-    /// Each kernel's piece function, in the entry point (whose kernels dispatch to them).
-    pieces: &'a [Option<FuncRef>],
     pointer: types::Type,
     pub params: Params,
 }
@@ -110,7 +147,6 @@ impl<'a> Lowerer<'a> {
         graph: &'a Graph,
         plan: &'a Plan,
         imports: &'a [FuncRef],
-        pieces: &'a [Option<FuncRef>],
         config: TargetFrontendConfig,
         (params, piece): (&[Value], bool),
     ) -> Lowerer<'a> {
@@ -118,7 +154,6 @@ impl<'a> Lowerer<'a> {
             graph,
             plan,
             imports,
-            pieces,
             pointer: config.pointer_type(),
             params: Params::of(params, piece),
         }
@@ -216,19 +251,10 @@ impl Lowerer<'_> {
         b.inst_results(call).first().copied()
     }
 
-    /// Emits the plan's kernel `k`: what its kind does once before its pieces, then either all
-    /// of its work here or its pieces on the pool (through its piece function), then what the
-    /// kind does once after them, and its sums' partial results added in piece order.
-    fn kernel(&self, b: &mut FunctionBuilder, k: KernelId, kernel: &Kernel) {
-        let kind = kernel.kind();
-        kind.before_pieces(self, b);
-        let pieces = match self.pieces.get(k.index()).copied().flatten() {
-            Some(function) => self.dispatch(b, kind, function),
-            None => {
-                kind.emit(self, b);
-                b.ins().iconst(types::I64, 1)
-            }
-        };
+    /// What a kernel does once after its pieces (or all of its work, unsplit), given their
+    /// number: its kind's own part, then its sums' partial results added in piece order and
+    /// the maps that follow them.
+    fn after_pieces(&self, b: &mut FunctionBuilder, kind: &dyn KernelKind, pieces: Value) {
         kind.after_pieces(self, b, pieces);
         if let Some(sums) = kind.sums() {
             if let Some(partial) = sums.partial {
@@ -316,7 +342,6 @@ impl Lowerer<'_> {
     /// Iterations `first..end` of `map`'s outermost loop: a piece of an epilogue.
     pub fn piece_of(&self, b: &mut FunctionBuilder, map: &Map, range: [Value; 2]) {
         let piece = Lowerer {
-            pieces: &[],
             params: Params {
                 range: Some(range),
                 ..self.params
@@ -338,27 +363,6 @@ impl Lowerer<'_> {
             }
             Share::Loop(extent) => self.sym(b, extent),
         }
-    }
-
-    /// Runs a kernel's pieces on the pool through `netc_parallel` and returns their number.
-    fn dispatch(
-        &self,
-        b: &mut FunctionBuilder,
-        kernel: &dyn KernelKind,
-        function: FuncRef,
-    ) -> Value {
-        let pieces = kernel
-            .pieces(self.graph, self.plan.max_batch)
-            .expect("a kernel with a piece function has pieces");
-        let iterations = self.iterations(b, pieces.along);
-        let per_piece = b.ins().iconst(types::I64, pieces.per_piece);
-        let address = b.ins().func_addr(self.pointer, function);
-        let p = self.params;
-        let args = [
-            p.pool, address, p.pointers, p.arena, p.batch, p.hypers, p.seed, iterations, per_piece,
-        ];
-        self.call(b, Import::Parallel, &args)
-            .expect("netc_parallel returns the number of pieces")
     }
 
     /// A loop nest over `dims` that walks each of `views` (a base address and a stride per

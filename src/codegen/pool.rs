@@ -1,21 +1,24 @@
-//! The worker pool: `threads` workers, of which the thread that calls `Pool::run` is worker 0
-//! and the others are helper threads, started when the pool first runs a job of more than one
-//! piece. A job is a number of pieces that its caller fixes (from a kernel's shape, never from
-//! the number of workers). Each worker owns a block of consecutive pieces, which it runs from
-//! the front; a worker whose block is done takes pieces from the back of another's. Unloaded,
-//! every worker runs its own block, as a fixed split would, and finds the rows it wrote in the
-//! last kernel still in its cache; when the operating system deschedules a worker, the others
-//! take its pieces, so it holds up the job by at most the piece it is running. What a piece
-//! computes depends only on its index, and every sum over pieces is added afterwards in piece
-//! order (see `kernels::Sums`), so results are the same bits whatever the number of workers and
-//! whichever took which piece.
+//! The worker pool: `threads` workers, of which the thread that calls `Pool::chain` (or
+//! `Pool::run`) is worker 0 and the others are helper threads, started when the pool first runs
+//! a job of more than one piece. What it runs is a chain (`Chain`): a serial part, a job of
+//! pieces, the next serial part, and so on; a compiled step is one, each kernel cut into pieces
+//! a job. A job is a number of pieces that the serial part before it fixes (from a kernel's
+//! shape, never from the number of workers). Each worker owns a block of consecutive pieces,
+//! which it runs from the front; a worker whose block is done takes pieces from the back of
+//! another's; the worker that finishes a job's last piece runs the next serial part and posts
+//! the next job. Unloaded, every worker runs its own block, as a fixed split would, and finds
+//! the rows it wrote in the last kernel still in its cache; when the operating system
+//! deschedules a worker, the others take its pieces and carry the chain on, so it holds up the
+//! chain by at most the piece it is running, whichever worker it is (the caller included).
+//! What a piece computes depends only on its index, and every sum over pieces is added
+//! afterwards in piece order (see `kernels::Sums`), so results are the same bits whatever the
+//! number of workers and whichever took which piece.
 //!
-//! Waiting: a step hands the pool a job every few tens of microseconds, and waking a parked
-//! thread through the operating system costs several microseconds, so a worker that finds no
-//! piece spins for a short while (`SPIN`) and then parks; the caller waits for the pieces still
-//! running the same way. A parked worker costs nothing and leaves its core to any other thread
-//! that wants it; the spin is short enough that a core another program keeps busy loses
-//! nothing measurable to it (see `SPIN`).
+//! Waiting: a step posts a job every few tens of microseconds, and waking a parked thread
+//! through the operating system costs several microseconds, so a worker that finds no piece
+//! spins for a short while (`SPIN`) and then parks, unless other threads want the cores
+//! (`Preempted`): then it parks at once, leaving its core to them or to a worker that waits for
+//! one. A parked worker costs nothing.
 #![allow(unsafe_code)]
 
 use std::panic::AssertUnwindSafe;
@@ -31,8 +34,8 @@ pub const MAX_THREADS: usize = 256;
 /// The most pieces in one job (pieces are counted in 16 bits of a claim).
 pub const MAX_JOB_PIECES: usize = u16::MAX as usize;
 
-/// How long a worker with nothing to do spins before it parks (and the caller before it parks
-/// to wait for the last pieces), unless `NETC_SPIN_US` says otherwise. Measured with the MLP
+/// How long a worker with nothing to do spins before it parks while the cores are not contended
+/// (see `Preempted`), unless `NETC_SPIN_US` fixes a spin for every case. Measured with the MLP
 /// on this 2-core machine (best epoch of three or four runs, alone / with one core kept busy
 /// by another process): no spin 0.485 / 0.703 s, 20 µs 0.425 / 0.690 s, 50 µs 0.428 / 0.674 s,
 /// 200 µs 0.407 / 0.869 s. Spinning pays alone, and costs under load once it outlasts the gaps
@@ -71,27 +74,67 @@ pub enum Schedule {
     Strided,
 }
 
-/// A pool of workers that runs jobs of pieces (see the module header).
+/// Work the pool runs as a chain: a serial part, a job of pieces, the next serial part, and so
+/// on. A compiled step is one: each kernel cut into pieces is a job, and what runs once around
+/// those kernels (and the kernels not cut) is the serial parts between them.
+pub trait Chain: Sync {
+    /// Runs serial part `link` (after job `link - 1`, which ran in `pieces` pieces; for link 0,
+    /// `pieces` is 0) and returns the number of pieces of job `link`, or `None` when the chain
+    /// ends with this part.
+    fn serial(&self, link: usize, pieces: usize) -> Option<usize>;
+
+    /// Runs piece `piece` of job `link` as `worker`.
+    fn piece(&self, link: usize, piece: usize, worker: usize);
+}
+
+/// A single job of `pieces`, as a chain with nothing serial around it.
+struct OneJob<'a> {
+    pieces: usize,
+    job: &'a (dyn Fn(usize, usize) + Sync),
+}
+
+impl Chain for OneJob<'_> {
+    fn serial(&self, link: usize, _pieces: usize) -> Option<usize> {
+        (link == 0).then_some(self.pieces)
+    }
+
+    fn piece(&self, _link: usize, piece: usize, worker: usize) {
+        (self.job)(piece, worker)
+    }
+}
+
+/// A pool of workers that runs chains of jobs of pieces (see the module header).
 pub struct Pool {
     shared: Arc<Shared>,
-    /// The helper threads, started by the first job that can use them.
+    /// The helper threads, started by the first chain that can use them.
     helpers: OnceLock<Vec<JoinHandle<()>>>,
-    /// One job at a time; another caller waits its turn rather than run its job alone.
+    /// One chain at a time; another caller waits its turn rather than run its chain alone.
     busy: Mutex<()>,
 }
 
-/// What the workers share: the job being run, and how far it has got.
+/// What the workers share: the chain being run, its current job, and how far it has got.
 struct Shared {
     threads: usize,
     schedule: Schedule,
-    spin: Duration,
+    /// How long a worker spins before it parks, or `None` for `SPIN` but none while
+    /// contended (see `Preempted`).
+    spin: Option<Duration>,
+    /// When the pool was made: the origin of `Preempted`'s times.
+    started: Instant,
+    /// Per worker: its time waiting for a core (see `Preempted`).
+    preempted: Vec<Padded<Preempted>>,
+    /// Until when the pool counts as contended, in nanoseconds since it was made.
+    contended_until: AtomicU64,
     /// The generation of the latest job (0 before the first), on a line of its own: idle
     /// workers poll it.
     posted: Padded<AtomicU64>,
-    /// The job: a pointer to the caller's `&dyn Fn(piece, worker)`. Written by the caller
-    /// before it posts a job, read by a worker only after it claimed a piece of that job: the
-    /// job cannot finish, and its caller cannot return, before that piece is done.
-    job: AtomicUsize,
+    /// The chain: a pointer to the caller's `&dyn Chain`. Written by the caller before the
+    /// chain's first serial part; read by a worker only after it claimed a piece of one of its
+    /// jobs, or when it finished one's last piece: the chain cannot end, and its caller cannot
+    /// return, before that piece is done and the next serial part has run.
+    chain: AtomicUsize,
+    /// The link of the chain whose job is the current one.
+    link: AtomicUsize,
     /// Each worker's pieces not yet taken, as a range `front..back`: of piece indices for
     /// `Dynamic`, of `k` in `worker + k·threads` for `Strided`. A claim packs the job's
     /// generation (32 bits) with `front` and `back` (16 each), so that a worker looking at a
@@ -101,13 +144,15 @@ struct Shared {
     pieces: AtomicUsize,
     /// Pieces of the current job that have finished.
     done: Padded<AtomicUsize>,
-    /// Whether a piece of the current job panicked.
+    /// Whether a piece or a serial part of the current chain panicked.
     panicked: AtomicBool,
-    /// The caller, while it waits parked for the last pieces.
+    /// Whether the current chain has run its last serial part.
+    over: AtomicBool,
+    /// The thread that called `Pool::chain` (worker 0), for waking it.
     caller: Mutex<Option<Thread>>,
-    caller_parked: AtomicBool,
-    /// Per helper (worker `w` at `w - 1`): parked, and its thread.
+    /// Per worker: parked (or about to park) waiting for a job.
     sleeping: Vec<Padded<AtomicBool>>,
+    /// The helpers' threads (worker `w` at `w - 1`).
     threads_of: OnceLock<Vec<Thread>>,
     /// Pieces each worker has run, and the most pieces of one job, since the pool was made.
     pieces_run: Vec<Padded<AtomicU64>>,
@@ -132,9 +177,6 @@ fn padded<T: Default>(n: usize) -> Vec<Padded<T>> {
     (0..n).map(|_| Padded::default()).collect()
 }
 
-/// The job a worker runs its pieces of.
-type Job<'a> = &'a (dyn Fn(usize, usize) + Sync);
-
 impl Pool {
     /// A pool of `threads` workers (clamped to 1..=`MAX_THREADS`), taking pieces as they are
     /// free.
@@ -148,21 +190,25 @@ impl Pool {
         let spin = std::env::var("NETC_SPIN_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .map_or(SPIN, Duration::from_micros);
+            .map(Duration::from_micros);
         Arc::new(Pool {
             shared: Arc::new(Shared {
                 threads,
                 schedule,
                 spin,
+                started: Instant::now(),
+                preempted: padded(threads),
+                contended_until: AtomicU64::new(0),
                 posted: Padded::default(),
-                job: AtomicUsize::new(0),
+                chain: AtomicUsize::new(0),
+                link: AtomicUsize::new(0),
                 claims: padded(threads),
                 pieces: AtomicUsize::new(0),
                 done: Padded::default(),
                 panicked: AtomicBool::new(false),
+                over: AtomicBool::new(false),
                 caller: Mutex::new(None),
-                caller_parked: AtomicBool::new(false),
-                sleeping: padded(threads - 1),
+                sleeping: padded(threads),
                 threads_of: OnceLock::new(),
                 pieces_run: padded(threads),
                 largest_job: AtomicUsize::new(0),
@@ -192,37 +238,34 @@ impl Pool {
     /// Runs `piece(index, worker)` for every index in `0..pieces`, on the pool's workers (this
     /// thread being worker 0), and returns once all have finished. A panic in a piece is raised
     /// again here, after every other piece has finished.
-    pub fn run(&self, pieces: usize, piece: Job) {
-        assert!(pieces <= MAX_JOB_PIECES, "{pieces} pieces in one job");
+    pub fn run(&self, pieces: usize, piece: &(dyn Fn(usize, usize) + Sync)) {
+        self.chain(&OneJob { pieces, job: piece });
+    }
+
+    /// Runs `chain` on the pool's workers, this thread being worker 0, and returns once its
+    /// last serial part has run. Each serial part runs on whichever worker finished the last
+    /// piece of the job before it (this thread for the first), so that a descheduled worker
+    /// holds up the chain by at most the piece it is running, wherever it is. A panic in a
+    /// piece or a serial part ends the chain there and is raised again here.
+    pub fn chain(&self, chain: &dyn Chain) {
         let shared = &*self.shared;
-        if pieces == 0 {
-            return;
+        if shared.threads == 1 {
+            return shared.chain_alone(chain);
         }
-        shared.largest_job.fetch_max(pieces, Ordering::Relaxed);
-        if shared.threads == 1 || pieces == 1 {
-            for index in 0..pieces {
-                piece(index, 0);
-            }
-            shared.pieces_run[0].fetch_add(pieces as u64, Ordering::Relaxed);
-            return;
-        }
-        // A panic raised here poisons nothing that matters: the job is over.
+        // A panic raised here poisons nothing that matters: the chain is over.
         let _held = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         self.start_helpers();
-        let generation = shared.posted.load(Ordering::Relaxed) + 1;
-        shared.done.store(0, Ordering::Relaxed);
-        shared.panicked.store(false, Ordering::Relaxed);
+        *shared.caller.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
         shared
-            .job
-            .store(&piece as *const Job as usize, Ordering::Relaxed);
-        shared.pieces.store(pieces, Ordering::Relaxed);
-        let blocks = shared.deal(pieces, generation);
-        shared.posted.store(generation, Ordering::SeqCst);
-        shared.wake_helpers(blocks);
-        // The caller's pieces never unwind past this point, so that no helper is still
-        // running the job when its closure is gone.
-        shared.work(0, generation);
-        shared.wait_until_done(pieces);
+            .chain
+            .store(&chain as *const &dyn Chain as usize, Ordering::Relaxed);
+        shared.panicked.store(false, Ordering::Relaxed);
+        shared.over.store(false, Ordering::Relaxed);
+        let generation = shared.posted.load(Ordering::Relaxed);
+        // The caller's pieces and serial parts never unwind past this point, so that no
+        // helper is still running the chain when it is gone.
+        shared.advance(0, (0, 0), generation);
+        shared.serve(0, generation);
         if shared.panicked.load(Ordering::Relaxed) {
             panic!("a piece of a parallel job panicked");
         }
@@ -236,7 +279,7 @@ impl Pool {
                     let shared = Arc::clone(shared);
                     std::thread::Builder::new()
                         .name(format!("netc-worker-{worker}"))
-                        .spawn(move || shared.serve(worker))
+                        .spawn(move || shared.serve(worker, 0))
                         .expect("a thread for a worker")
                 })
                 .collect();
@@ -287,41 +330,147 @@ enum End {
 }
 
 impl Shared {
-    /// A helper's life: wait for a job, run pieces of it, again, until the pool is dropped.
-    fn serve(&self, worker: usize) {
-        let mut seen = 0;
-        loop {
-            let Some(generation) = self.next_job(worker, seen) else {
-                return;
-            };
+    /// A chain on a pool of one worker: everything in order on this thread.
+    fn chain_alone(&self, chain: &dyn Chain) {
+        let (mut link, mut pieces) = (0, 0);
+        while let Some(next) = chain.serial(link, pieces) {
+            self.largest_job.fetch_max(next, Ordering::Relaxed);
+            for piece in 0..next {
+                chain.piece(link, piece, 0);
+            }
+            self.pieces_run[0].fetch_add(next as u64, Ordering::Relaxed);
+            (link, pieces) = (link + 1, next);
+        }
+    }
+
+    /// A worker's life: wait for a job after generation `seen`, run pieces of it, again;
+    /// helpers until the pool is dropped, the caller (worker 0) until its chain is over.
+    fn serve(&self, worker: usize, mut seen: u64) {
+        while let Some(generation) = self.next_job(worker, seen) {
             seen = generation;
             self.work(worker, generation);
         }
     }
 
+    /// Whether `worker` is done serving: the caller when its chain is over, a helper when the
+    /// pool is dropped.
+    fn stopping(&self, worker: usize) -> bool {
+        match worker {
+            0 => self.over.load(Ordering::SeqCst),
+            _ => self.exit.load(Ordering::SeqCst),
+        }
+    }
+
     /// Waits for a job after `seen`: spins for `spin` (see `spin_until`), then parks. `None`
-    /// once the pool is dropped.
+    /// once `worker` is done serving.
     fn next_job(&self, worker: usize, seen: u64) -> Option<u64> {
-        let news =
-            || self.posted.load(Ordering::Acquire) != seen || self.exit.load(Ordering::Relaxed);
-        spin_until(self.spin, news);
+        let news = || self.posted.load(Ordering::Acquire) != seen || self.stopping(worker);
+        spin_until(self.spin_for(worker), news);
         loop {
-            if self.exit.load(Ordering::Relaxed) {
+            if self.stopping(worker) {
                 return None;
             }
             let posted = self.posted.load(Ordering::Acquire);
             if posted != seen {
                 return Some(posted);
             }
-            // Either the caller sees `sleeping` and wakes this worker, or this worker sees the
-            // new job here.
-            let sleeping = &self.sleeping[worker - 1];
+            // Either the poster (or whoever ends the chain) sees `sleeping` and wakes this
+            // worker, or this worker sees the news here.
+            let sleeping = &self.sleeping[worker];
             sleeping.store(true, Ordering::SeqCst);
-            if self.posted.load(Ordering::SeqCst) == seen && !self.exit.load(Ordering::SeqCst) {
+            if self.posted.load(Ordering::SeqCst) == seen && !self.stopping(worker) {
                 std::thread::park();
             }
             sleeping.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// How long `worker` spins before it parks: `SPIN`, or not at all while other threads want
+    /// the workers' cores (see `Preempted`), unless `NETC_SPIN_US` fixed it.
+    fn spin_for(&self, worker: usize) -> Duration {
+        if let Some(spin) = self.spin {
+            return spin;
+        }
+        let now = self.started.elapsed().as_nanos() as u64;
+        if self.preempted[worker].window_contended(now) {
+            self.contended_until
+                .fetch_max(now + CONTENDED_FOR, Ordering::Relaxed);
+        }
+        if now < self.contended_until.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            SPIN
+        }
+    }
+
+    /// Wakes `worker` if it is parked.
+    fn wake(&self, worker: usize) {
+        if !self.sleeping[worker].load(Ordering::SeqCst) {
+            return;
+        }
+        if worker == 0 {
+            if let Some(caller) = &*self.caller.lock().unwrap_or_else(|e| e.into_inner()) {
+                caller.unpark();
+            }
+        } else {
+            let threads = self.threads_of.get().expect("helpers started");
+            threads[worker - 1].unpark();
+        }
+    }
+
+    /// The chain as `worker` carries it on from `link` (after a job of `pieces`; generation
+    /// `generation` is the latest posted): serial parts, and jobs of one piece, run here, until
+    /// a job of several pieces is posted or the chain is over.
+    fn advance(&self, worker: usize, (mut link, mut pieces): (usize, usize), generation: u64) {
+        // SAFETY: the caller set `chain` before its first serial part and waits for the chain
+        // to be over; this worker is the one carrying it on (see `Shared::chain`).
+        let chain = unsafe { *(self.chain.load(Ordering::Acquire) as *const &dyn Chain) };
+        loop {
+            if self.panicked.load(Ordering::Relaxed) {
+                return self.end_chain();
+            }
+            let next =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| chain.serial(link, pieces))) {
+                    Ok(Some(next)) if next <= MAX_JOB_PIECES => next,
+                    Ok(None) => return self.end_chain(),
+                    Ok(Some(_)) | Err(_) => {
+                        self.panicked.store(true, Ordering::Relaxed);
+                        return self.end_chain();
+                    }
+                };
+            self.largest_job.fetch_max(next, Ordering::Relaxed);
+            if next >= 2 {
+                return self.post(worker, link, next, generation + 1);
+            }
+            for piece in 0..next {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| chain.piece(link, piece, worker)))
+                    .is_err()
+                {
+                    self.panicked.store(true, Ordering::Relaxed);
+                }
+            }
+            self.pieces_run[worker].fetch_add(next as u64, Ordering::Relaxed);
+            (link, pieces) = (link + 1, next);
+        }
+    }
+
+    /// Posts job `link` of `pieces` as generation `generation`, and wakes the parked workers
+    /// that have pieces of it, but for `worker`, who posts it.
+    fn post(&self, worker: usize, link: usize, pieces: usize, generation: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.pieces.store(pieces, Ordering::Relaxed);
+        self.link.store(link, Ordering::Relaxed);
+        let workers = self.deal(pieces, generation);
+        self.posted.store(generation, Ordering::SeqCst);
+        for other in (0..workers).filter(|&w| w != worker) {
+            self.wake(other);
+        }
+    }
+
+    /// Marks the chain over and wakes its caller.
+    fn end_chain(&self) {
+        self.over.store(true, Ordering::SeqCst);
+        self.wake(0);
     }
 
     /// Gives each worker its range of job `generation`'s pieces, and returns how many workers
@@ -342,17 +491,6 @@ impl Shared {
         match self.schedule {
             Schedule::Dynamic => pieces.div_ceil(per_worker),
             Schedule::Strided => threads.min(pieces),
-        }
-    }
-
-    /// Wakes the parked helpers among the first `workers`, whose ranges have pieces.
-    fn wake_helpers(&self, workers: usize) {
-        let threads = self.threads_of.get().expect("helpers started");
-        let helpers = self.sleeping.iter().zip(threads);
-        for (sleeping, thread) in helpers.take(workers.saturating_sub(1)) {
-            if sleeping.load(Ordering::SeqCst) {
-                thread.unpark();
-            }
         }
     }
 
@@ -383,7 +521,8 @@ impl Shared {
     }
 
     /// Runs pieces of job `generation` as `worker`: its own, then (for `Dynamic`) those left in
-    /// others' ranges, until none is left.
+    /// others' ranges, until none is left. The worker that finishes the job's last piece
+    /// carries the chain on (`advance`).
     fn work(&self, worker: usize, generation: u64) {
         let others = (worker + 1..self.threads).chain(0..worker);
         let others = others.filter(|_| self.schedule == Schedule::Dynamic);
@@ -391,40 +530,89 @@ impl Shared {
         let stolen = others
             .flat_map(|owner| std::iter::from_fn(move || self.claim(owner, End::Back, generation)));
         for index in own.chain(stolen) {
-            // SAFETY: this worker holds an unfinished piece of the job, so its caller is still
-            // inside `Pool::run` and the job it stored is alive (see `Shared::job`).
-            let job = unsafe { *(self.job.load(Ordering::Acquire) as *const Job) };
-            if std::panic::catch_unwind(AssertUnwindSafe(|| job(index, worker))).is_err() {
+            // SAFETY: this worker holds an unfinished piece of the chain's current job, so its
+            // caller is still inside `Pool::chain` and the chain it stored is alive.
+            let chain = unsafe { *(self.chain.load(Ordering::Acquire) as *const &dyn Chain) };
+            let link = self.link.load(Ordering::Relaxed);
+            if std::panic::catch_unwind(AssertUnwindSafe(|| chain.piece(link, index, worker)))
+                .is_err()
+            {
                 self.panicked.store(true, Ordering::Relaxed);
             }
-            // Counted before the piece is reported done, so the count is complete when `run`
-            // returns.
+            // Counted before the piece is reported done, so the count is complete when the
+            // chain is over.
             self.pieces_run[worker].fetch_add(1, Ordering::Relaxed);
             let pieces = self.pieces.load(Ordering::Relaxed);
-            if self.done.fetch_add(1, Ordering::SeqCst) + 1 == pieces
-                && worker != 0
-                && self.caller_parked.load(Ordering::SeqCst)
-            {
-                if let Some(caller) = &*self.caller.lock().unwrap_or_else(|e| e.into_inner()) {
-                    caller.unpark();
-                }
+            if self.done.fetch_add(1, Ordering::SeqCst) + 1 == pieces {
+                self.advance(worker, (link + 1, pieces), generation);
             }
         }
     }
+}
 
-    /// The caller's wait for the pieces other workers are still running: spins for `spin`,
-    /// then parks until the last one wakes it.
-    fn wait_until_done(&self, pieces: usize) {
-        spin_until(self.spin, || self.done.load(Ordering::Acquire) >= pieces);
-        while self.done.load(Ordering::Acquire) < pieces {
-            *self.caller.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
-            self.caller_parked.store(true, Ordering::SeqCst);
-            if self.done.load(Ordering::SeqCst) < pieces {
-                std::thread::park_timeout(Duration::from_millis(1));
-            }
-            self.caller_parked.store(false, Ordering::SeqCst);
+/// Whether the workers' cores are wanted by other threads: a worker waited for a core (was
+/// runnable but not running) `CONTENDED` of its time or more over one of its last `WINDOW`s. A
+/// worker that spins then takes time from those threads, or from another worker sharing its
+/// core, and keeps its core from a worker waiting for one, which an idle core would take in;
+/// so while contended every worker parks at once. Measured on this 2-core machine over windows
+/// of 20 ms, training the MLP and LeNet: alone, a worker waits under 5% of nearly every
+/// window and at most 17% (44% once, while the steps were being compiled on other threads);
+/// beside a process that keeps a core busy, the worker sharing its core waits 25 to 60% of
+/// most windows. (Counting involuntary context switches instead does not tell the two apart:
+/// netc's threads are switched out 300 times a second alone, 750 beside that process.)
+struct Preempted {
+    /// When this worker's current window started, and its time spent waiting then (`u64::MAX`:
+    /// not read yet), in nanoseconds since the pool was made.
+    window: AtomicU64,
+    waited: AtomicU64,
+}
+
+impl Default for Preempted {
+    fn default() -> Preempted {
+        Preempted {
+            window: AtomicU64::new(0),
+            waited: AtomicU64::new(u64::MAX),
         }
     }
+}
+
+/// The window a worker's waiting is measured over, in nanoseconds: a few of the scheduler's
+/// time slices.
+const WINDOW: u64 = 20_000_000;
+
+/// The share of a window spent waiting for a core that makes the pool contended.
+const CONTENDED: f64 = 0.25;
+
+/// How long the pool counts as contended after a window with `CONTENDED`, in nanoseconds.
+const CONTENDED_FOR: u64 = 100_000_000;
+
+impl Preempted {
+    /// Whether this worker's window, if it is over at `now`, says the pool is contended (a
+    /// read of the worker's scheduler statistics, once a window).
+    fn window_contended(&self, now: u64) -> bool {
+        let start = self.window.load(Ordering::Relaxed);
+        if now.saturating_sub(start) < WINDOW {
+            return false;
+        }
+        self.window.store(now, Ordering::Relaxed);
+        let Some(waited) = time_waiting() else {
+            return false;
+        };
+        let before = self.waited.swap(waited, Ordering::Relaxed);
+        before != u64::MAX
+            && waited.saturating_sub(before) as f64 >= CONTENDED * (now - start) as f64
+    }
+}
+
+/// The time the calling thread has spent runnable but waiting for a core, in nanoseconds: the
+/// second field of Linux's `/proc/thread-self/schedstat` (`None` where there is none).
+fn time_waiting() -> Option<u64> {
+    use std::io::Read;
+    let mut text = [0u8; 96];
+    let mut file = std::fs::File::open("/proc/thread-self/schedstat").ok()?;
+    let len = file.read(&mut text).ok()?;
+    let text = std::str::from_utf8(&text[..len]).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Spins until `ready()` or for `limit`, whichever comes first.
@@ -440,74 +628,17 @@ fn spin_until(limit: Duration, ready: impl Fn() -> bool) {
     }
 }
 
-// SAFETY: `job` holds the address of a `Job` that only the workers of a running job read (see
-// `Shared::job`); everything else is atomics or behind locks.
+// SAFETY: `chain` holds the address of a `&dyn Chain` that only the workers of a running chain
+// read (see `Shared::chain`); everything else is atomics or behind locks.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
-/// A kernel's piece function: the entry point's arguments
-/// `(pointers, arena, batch, hypers, seed, pool)`, then `first, end, piece, worker`.
-pub type PieceFn = unsafe extern "C" fn(
-    *const *const f32,
-    *mut f32,
-    i64,
-    *const f32,
-    i64,
-    *const Pool,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
-/// Runs a kernel's `iterations` on `pool` in pieces of `per_piece` (the last one shorter), each
-/// through `function`, and returns the number of pieces. Called by generated code.
-pub extern "C" fn netc_parallel(
-    pool: *const Pool,
-    function: PieceFn,
-    pointers: *const *const f32,
-    arena: *mut f32,
-    batch: i64,
-    hypers: *const f32,
-    seed: i64,
-    iterations: i64,
-    per_piece: i64,
-) -> i64 {
-    let per_piece = per_piece.max(1);
-    let pieces = (iterations.max(0) + per_piece - 1) / per_piece;
-    // Addresses as integers, so that the job can cross to the workers.
-    let (pointers, arena, hypers) = (pointers as usize, arena as usize, hypers as usize);
-    let address = pool as usize;
-    // SAFETY: the entry point that calls this was given a live pool by `Compiled::run_into`.
-    let pool = unsafe { &*pool };
-    pool.run(pieces as usize, &|piece, worker| {
-        let first = piece as i64 * per_piece;
-        let end = (first + per_piece).min(iterations);
-        // SAFETY: `function` was compiled from the piece signature for this plan; the entry
-        // point checked every buffer's size, and each piece writes only its own part of the
-        // output, its own sums and its worker's scratch.
-        unsafe {
-            function(
-                pointers as *const *const f32,
-                arena as *mut f32,
-                batch,
-                hypers as *const f32,
-                seed,
-                address as *const Pool,
-                first,
-                end,
-                piece as i64,
-                worker as i64,
-            )
-        }
-    });
-    pieces
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Pool, Schedule};
+    use super::{Chain, Pool, Schedule};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
 
     #[test]
     fn every_piece_runs_once_on_any_number_of_workers() {
@@ -528,6 +659,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A chain of `links` jobs of `link % 5` pieces each, which checks as it goes that its
+    /// serial parts run in order, each after every piece of the job before it, and its pieces
+    /// after the serial part before them.
+    struct Checked {
+        links: usize,
+        /// Pieces run, per link and piece.
+        runs: Vec<Vec<AtomicUsize>>,
+        /// The link whose serial part ran last.
+        current: AtomicUsize,
+        /// The threads that ran each serial part, in order, with the pieces they were given.
+        serial: Mutex<Vec<(usize, usize, ThreadId)>>,
+    }
+
+    impl Checked {
+        fn new(links: usize) -> Checked {
+            Checked {
+                links,
+                runs: (0..links)
+                    .map(|l| (0..l % 5).map(|_| AtomicUsize::new(0)).collect())
+                    .collect(),
+                current: AtomicUsize::new(usize::MAX),
+                serial: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Chain for Checked {
+        fn serial(&self, link: usize, pieces: usize) -> Option<usize> {
+            let before = link.checked_sub(1).map_or(0, |l| l % 5);
+            assert_eq!(
+                pieces, before,
+                "link {link} was told the wrong number of pieces"
+            );
+            if let Some(previous) = link.checked_sub(1) {
+                let runs = &self.runs[previous];
+                assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+            }
+            let thread = std::thread::current().id();
+            self.serial.lock().unwrap().push((link, pieces, thread));
+            self.current.store(link, Ordering::Relaxed);
+            (link < self.links).then_some(link % 5)
+        }
+
+        fn piece(&self, link: usize, piece: usize, worker: usize) {
+            assert_eq!(self.current.load(Ordering::Relaxed), link);
+            // Helpers finish last, so that they carry the chain on.
+            if worker != 0 {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            self.runs[link][piece].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_chain_runs_in_order_and_any_worker_carries_it_on() {
+        for threads in [1, 2, 3, 8] {
+            for schedule in [Schedule::Dynamic, Schedule::Strided] {
+                let pool = Pool::with_schedule(threads, schedule);
+                for _ in 0..3 {
+                    let chain = Checked::new(200);
+                    pool.chain(&chain);
+                    let serial = chain.serial.into_inner().unwrap();
+                    let links: Vec<usize> = serial.iter().map(|s| s.0).collect();
+                    assert_eq!(links, (0..=200).collect::<Vec<_>>());
+                    let caller = std::thread::current().id();
+                    let elsewhere = serial.iter().filter(|s| s.2 != caller).count();
+                    // With `Strided`, a helper's pieces are its own: it finishes nearly every
+                    // job of two or more pieces (120 of them) last and runs the next serial
+                    // part, unless the caller was descheduled in its own piece.
+                    if threads > 1 && schedule == Schedule::Strided {
+                        assert!(elsewhere >= 30, "{threads} workers: {elsewhere} on helpers");
+                    }
+                    if threads == 1 {
+                        assert_eq!(elsewhere, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_serial_part_ends_the_chain() {
+        struct Failing;
+        impl Chain for Failing {
+            fn serial(&self, link: usize, _pieces: usize) -> Option<usize> {
+                assert!(link != 3, "in a serial part");
+                Some(4)
+            }
+            fn piece(&self, _link: usize, _piece: usize, worker: usize) {
+                if worker != 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            }
+        }
+        let pool = Pool::with_schedule(2, Schedule::Strided);
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.chain(&Failing)));
+        assert!(caught.is_err());
+        let chain = Checked::new(20);
+        pool.chain(&chain);
+        assert_eq!(chain.serial.into_inner().unwrap().len(), 21);
     }
 
     #[test]

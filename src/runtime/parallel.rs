@@ -173,13 +173,23 @@ impl Comm {
     }
 
     fn send(&self, job: Job) {
-        let jobs = self.jobs.as_ref().expect("open until dropped");
-        jobs.send(job).expect("the communication thread runs");
+        send(self.outbox(), job);
+    }
+
+    /// Where jobs go: a queue any thread may send on (generated code reports finished
+    /// gradients from whichever worker runs the kernel that finished them).
+    fn outbox(&self) -> &Sender<Job> {
+        self.jobs.as_ref().expect("open until dropped")
     }
 
     fn receive(&self) -> Done {
         self.done.recv().expect("the communication thread answers")
     }
+}
+
+/// Sends `job` to the communication thread.
+fn send(jobs: &Sender<Job>, job: Job) {
+    jobs.send(job).expect("the communication thread runs");
 }
 
 impl Drop for Comm {
@@ -422,8 +432,8 @@ impl Parallel {
         // The halves' losses are means over each share: weighted by the shares, their sum is
         // the whole batch's mean, and so are the gradients.
         let weight = bind.batch as f32 / rows as f32;
-        let (comm, places, buckets, pending) = (
-            &self.comm,
+        let (outbox, places, buckets, pending) = (
+            self.comm.outbox(),
             &self.places,
             &mut self.buckets,
             &mut self.pending,
@@ -443,7 +453,7 @@ impl Parallel {
             pending[place.bucket] -= 1;
             if pending[place.bucket] == 0 {
                 let bucket = buckets[place.bucket].take().expect("sent once");
-                comm.send(Job::Sum(place.bucket, bucket));
+                send(outbox, Job::Sum(place.bucket, bucket));
             }
         };
         // The gradient half reads the model's own states, which come first. Dropout masks
