@@ -141,68 +141,55 @@ extern "C" fn netc_tick(run: *mut std::ffi::c_void, k: i64) {
 
 /// A step's run as a chain on the pool: the entry point's links, and each job's pieces through
 /// its kernel's piece function.
-struct StepChain {
+struct StepChain<'a> {
     entry: Entry,
     /// Per job: the piece function and the iterations of a piece.
-    jobs: *const [(PieceFn, i64)],
-    /// The entry point's first six arguments, as addresses.
-    args: (usize, usize, i64, usize, i64, usize),
+    jobs: &'a [(PieceFn, i64)],
+    /// The first six arguments of the entry point and the piece functions.
+    args: Args,
     /// The current job's iterations, as the link before it returned them.
     iterations: std::sync::atomic::AtomicI64,
 }
 
-// SAFETY: the addresses are of memory `run_with` holds for the length of the chain; the
-// generated code writes only what each piece or serial part owns, one serial part at a time.
-unsafe impl Sync for StepChain {}
+/// `(pointers, arena, batch, hypers, seed, context)`: see `abi::Entry`.
+type Args = (
+    *const *const f32,
+    *mut f32,
+    i64,
+    *const f32,
+    i64,
+    *mut std::ffi::c_void,
+);
 
-impl Chain for StepChain {
+// SAFETY: the pointers are to memory `run_with` holds for the length of the chain; the
+// generated code writes only what each piece or serial part owns, one serial part at a time.
+unsafe impl Sync for StepChain<'_> {}
+
+impl Chain for StepChain<'_> {
     fn serial(&self, link: usize, pieces: usize) -> Option<usize> {
-        let (pointers, arena, batch, hypers, seed, context) = self.args;
+        let (p, a, batch, h, seed, c) = self.args;
         // SAFETY: `run_with` checked every size before running the chain; `entry` was compiled
         // from `entry_signature`.
-        let iterations = unsafe {
-            (self.entry)(
-                pointers as *const *const f32,
-                arena as *mut f32,
-                batch,
-                hypers as *const f32,
-                seed,
-                context as *mut std::ffi::c_void,
-                link as i64,
-                pieces as i64,
-            )
-        };
+        let iterations =
+            unsafe { (self.entry)(p, a, batch, h, seed, c, link as i64, pieces as i64) };
         let iterations = u64::try_from(iterations).ok()?;
-        // SAFETY: `jobs` is the compiled step's, alive for the run.
-        let (_, per_piece) = unsafe { &*self.jobs }[link];
+        let (_, per_piece) = self.jobs[link];
         self.iterations
             .store(iterations as i64, std::sync::atomic::Ordering::Relaxed);
         Some(iterations.div_ceil(per_piece as u64) as usize)
     }
 
     fn piece(&self, link: usize, piece: usize, worker: usize) {
-        let (pointers, arena, batch, hypers, seed, context) = self.args;
-        // SAFETY: as in `serial`.
-        let (function, per_piece) = unsafe { &*self.jobs }[link];
+        let (p, a, batch, h, seed, c) = self.args;
+        let (function, per_piece) = self.jobs[link];
         let iterations = self.iterations.load(std::sync::atomic::Ordering::Relaxed);
         let first = piece as i64 * per_piece;
         let end = (first + per_piece).min(iterations);
-        // SAFETY: `function` was compiled from the piece signature for this plan; each piece
-        // writes only its own part of the output, its own sums and its worker's scratch.
-        unsafe {
-            function(
-                pointers as *const *const f32,
-                arena as *mut f32,
-                batch,
-                hypers as *const f32,
-                seed,
-                context as *mut std::ffi::c_void,
-                first,
-                end,
-                piece as i64,
-                worker as i64,
-            )
-        }
+        let (piece, worker) = (piece as i64, worker as i64);
+        // SAFETY: as in `serial`; `function` was compiled from the piece signature for this
+        // plan, and each piece writes only its own part of the output, its own sums and its
+        // worker's scratch.
+        unsafe { function(p, a, batch, h, seed, c, first, end, piece, worker) }
     }
 }
 
@@ -596,14 +583,14 @@ impl Compiled {
         };
         let chain = StepChain {
             entry: self.entry,
-            jobs: self.jobs.as_slice(),
+            jobs: &self.jobs,
             args: (
-                pointers.as_ptr() as usize,
-                arena as usize,
+                pointers.as_ptr(),
+                arena,
                 batch as i64,
-                hypers.as_ptr() as usize,
+                hypers.as_ptr(),
                 seed as i64,
-                &mut run as *mut Run as usize,
+                (&mut run as *mut Run).cast(),
             ),
             iterations: std::sync::atomic::AtomicI64::new(0),
         };

@@ -239,6 +239,7 @@ impl Pool {
     /// thread being worker 0), and returns once all have finished. A panic in a piece is raised
     /// again here, after every other piece has finished.
     pub fn run(&self, pieces: usize, piece: &(dyn Fn(usize, usize) + Sync)) {
+        assert!(pieces <= MAX_JOB_PIECES, "{pieces} pieces in one job");
         self.chain(&OneJob { pieces, job: piece });
     }
 
@@ -267,7 +268,7 @@ impl Pool {
         shared.advance(0, (0, 0), generation);
         shared.serve(0, generation);
         if shared.panicked.load(Ordering::Relaxed) {
-            panic!("a piece of a parallel job panicked");
+            panic!("a piece or a serial part of a chain on the pool panicked");
         }
     }
 
