@@ -658,6 +658,17 @@ pub(super) fn bench(
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let (contended, windows) = fresh.pool.contention();
+    if windows > 0 {
+        say!(
+            "cores        {}: a worker waited for a core a quarter of the time or more in {contended} of {windows} windows of 20 ms",
+            if contended > 0 {
+                "shared with other programs (figures below a quiet machine's)"
+            } else {
+                "not contended"
+            }
+        );
+    }
     say!("bits         the same after {timed_steps} steps on {threads} workers and on one");
     match peak_memory_kib() {
         Some(kib) => say!("peak memory  {:.0} MB", kib as f64 / 1024.0),

@@ -125,6 +125,8 @@ struct Shared {
     preempted: Vec<Padded<Preempted>>,
     /// Until when the pool counts as contended, in nanoseconds since it was made.
     contended_until: AtomicU64,
+    /// Windows measured since the pool was made: not contended, contended.
+    windows: [AtomicU64; 2],
     /// The generation of the latest job (0 before the first), on a line of its own: idle
     /// workers poll it.
     posted: Padded<AtomicU64>,
@@ -199,6 +201,7 @@ impl Pool {
                 started: Instant::now(),
                 preempted: padded(threads),
                 contended_until: AtomicU64::new(0),
+                windows: [AtomicU64::new(0), AtomicU64::new(0)],
                 posted: Padded::default(),
                 chain: AtomicUsize::new(0),
                 link: AtomicUsize::new(0),
@@ -228,6 +231,14 @@ impl Pool {
     pub fn pieces_run(&self) -> Vec<u64> {
         let run = &self.shared.pieces_run;
         run.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Of the windows in which workers measured their waiting for a core since the pool was
+    /// made (see `Preempted`), how many were contended, and how many there were.
+    pub fn contention(&self) -> (u64, u64) {
+        let [quiet, contended] = &self.shared.windows;
+        let contended = contended.load(Ordering::Relaxed);
+        (contended, contended + quiet.load(Ordering::Relaxed))
     }
 
     /// The most pieces of one job the pool has run.
@@ -393,9 +404,12 @@ impl Shared {
             return spin;
         }
         let now = self.started.elapsed().as_nanos() as u64;
-        if self.preempted[worker].window_contended(now) {
-            self.contended_until
-                .fetch_max(now + CONTENDED_FOR, Ordering::Relaxed);
+        if let Some(contended) = self.preempted[worker].close_window(now) {
+            self.windows[usize::from(contended)].fetch_add(1, Ordering::Relaxed);
+            if contended {
+                self.contended_until
+                    .fetch_max(now + CONTENDED_FOR, Ordering::Relaxed);
+            }
         }
         // The caller spins on: it is the thread that must come back when the chain is over,
         // and a parked thread waits for a contended core to be woken.
@@ -595,20 +609,19 @@ const CONTENDED: f64 = 0.25;
 const CONTENDED_FOR: u64 = 100_000_000;
 
 impl Preempted {
-    /// Whether this worker's window, if it is over at `now`, says the pool is contended (a
-    /// read of the worker's scheduler statistics, once a window).
-    fn window_contended(&self, now: u64) -> bool {
+    /// Closes this worker's window if it is over at `now` (a read of the worker's scheduler
+    /// statistics, once a window): whether the worker waited `CONTENDED` of it, or `None` when
+    /// no window closed or it could not be measured.
+    fn close_window(&self, now: u64) -> Option<bool> {
         let start = self.window.load(Ordering::Relaxed);
         if now.saturating_sub(start) < WINDOW {
-            return false;
+            return None;
         }
         self.window.store(now, Ordering::Relaxed);
-        let Some(waited) = time_waiting() else {
-            return false;
-        };
+        let waited = time_waiting()?;
         let before = self.waited.swap(waited, Ordering::Relaxed);
-        before != u64::MAX
-            && waited.saturating_sub(before) as f64 >= CONTENDED * (now - start) as f64
+        (before != u64::MAX)
+            .then(|| waited.saturating_sub(before) as f64 >= CONTENDED * (now - start) as f64)
     }
 }
 
@@ -770,6 +783,34 @@ mod tests {
         let chain = Checked::new(20);
         pool.chain(&chain);
         assert_eq!(chain.serial.into_inner().unwrap().len(), 21);
+    }
+
+    #[test]
+    fn workers_see_when_other_threads_want_their_cores() {
+        use std::sync::atomic::AtomicBool;
+        if super::time_waiting().is_none() {
+            return;
+        }
+        // Twice as many spinning threads as cores: a worker waits for a core most of the time.
+        let spinners = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = AtomicBool::new(false);
+        let pool = Pool::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..spinners {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                });
+            }
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_millis(400) {
+                pool.chain(&Checked::new(20));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let (contended, windows) = pool.contention();
+        assert!(contended > 0, "{contended} of {windows} windows contended");
     }
 
     #[test]
