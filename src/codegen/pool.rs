@@ -1,6 +1,6 @@
 //! The worker pool: `threads` workers, of which the thread that calls `Pool::chain` (or
-//! `Pool::run`) is worker 0 and the others are helper threads, started when the pool first runs
-//! a job of more than one piece. What it runs is a chain (`Chain`): a serial part, a job of
+//! `Pool::run`) is worker 0 and the others are helper threads, started by the pool's first
+//! chain. What it runs is a chain (`Chain`): a serial part, a job of
 //! pieces, the next serial part, and so on; a compiled step is one, each kernel cut into pieces
 //! a job. A job is a number of pieces that the serial part before it fixes (from a kernel's
 //! shape, never from the number of workers). Each worker owns a block of consecutive pieces,
@@ -9,7 +9,8 @@
 //! the next job. Unloaded, every worker runs its own block, as a fixed split would, and finds
 //! the rows it wrote in the last kernel still in its cache; when the operating system
 //! deschedules a worker, the others take its pieces and carry the chain on, so it holds up the
-//! chain by at most the piece it is running, whichever worker it is (the caller included).
+//! chain only by the piece it is in, if any (for as long as it waits for a core), whichever
+//! worker it is (the caller included).
 //! What a piece computes depends only on its index, and every sum over pieces is added
 //! afterwards in piece order (see `kernels::Sums`), so results are the same bits whatever the
 //! number of workers and whichever took which piece.
@@ -257,7 +258,7 @@ impl Pool {
     /// Runs `chain` on the pool's workers, this thread being worker 0, and returns once its
     /// last serial part has run. Each serial part runs on whichever worker finished the last
     /// piece of the job before it (this thread for the first), so that a descheduled worker
-    /// holds up the chain by at most the piece it is running, wherever it is. A panic in a
+    /// holds up the chain only by the piece it is in, if any, whichever it is. A panic in a
     /// piece or a serial part ends the chain there and is raised again here.
     pub fn chain(&self, chain: &dyn Chain) {
         let shared = &*self.shared;
