@@ -59,6 +59,7 @@ pub fn read(path: &Path) -> Result<Vec<EpochReport>, Diagnostic> {
             metrics,
             seconds: optional("seconds")?.unwrap_or(0.0),
             examples_per_second: 0.0,
+            contended: optional("contended")?,
         });
     }
     if epochs.is_empty() {

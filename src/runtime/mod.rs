@@ -358,6 +358,7 @@ impl<'a> Session<'a> {
         while self.epoch < settings.epochs {
             let epoch = self.epoch + 1;
             let started = std::time::Instant::now();
+            let windows_before = self.pool.contention();
             let mut order: Vec<usize> = (0..data.train.len).collect();
             if settings.shuffle {
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(
@@ -473,6 +474,9 @@ impl<'a> Session<'a> {
             let test = self.evaluate(&data.test, settings.batch);
             let seconds = started.elapsed().as_secs_f64();
             let seen = seen.max(1) as f64;
+            let windows = self.pool.contention();
+            let (contended, measured) =
+                (windows.0 - windows_before.0, windows.1 - windows_before.1);
             let metrics = (self
                 .model
                 .metrics
@@ -493,6 +497,7 @@ impl<'a> Session<'a> {
                 metrics,
                 seconds,
                 examples_per_second: seen / seconds,
+                contended: (measured > 0).then(|| contended as f64 / measured as f64),
             };
             reporter.finish_epoch(&report, self);
             if let Some((path, Every::Epochs(n))) = &settings.checkpoints {

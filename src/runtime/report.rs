@@ -20,6 +20,10 @@ pub struct EpochReport {
     pub metrics: Vec<Measured>,
     pub seconds: f64,
     pub examples_per_second: f64,
+    /// The share of the epoch's 20 ms windows in which a worker waited for a core a quarter of
+    /// the time or more, other programs wanting the cores (see `codegen::Pool::contention`),
+    /// when any window was measured.
+    pub contended: Option<f64>,
 }
 
 /// One metric of an epoch: on the training batches as they were trained, and on the test set.
@@ -149,6 +153,10 @@ impl Reporter {
             "  {:.2} s  {:.0} ex/s",
             report.seconds, report.examples_per_second
         );
+        // Said only when it happened: an epoch slowed by other programs says why.
+        if let Some(share) = report.contended.filter(|&share| share > 0.0) {
+            line += &format!("  cores shared {:.0}%", 100.0 * share);
+        }
         if let Some(bar) = &self.bar {
             bar.println(&line);
         } else if !self.quiet {
@@ -161,6 +169,7 @@ impl Reporter {
                 "test_loss": report.test_loss,
                 "lr": report.lr,
                 "seconds": report.seconds,
+                "contended": report.contended,
             });
             for m in &report.metrics {
                 json[format!("train_{}", m.metric.short())] = m.train.into();

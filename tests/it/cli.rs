@@ -559,6 +559,41 @@ fn bench_runs_on_many_workers_with_the_same_bits() {
     }
 }
 
+/// An epoch during which other programs keep the cores busy says so, on its line and in the
+/// log: here twice as many spinning threads as there are cores, in the test's own process.
+#[test]
+fn an_epoch_on_busy_cores_says_so() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if crate::fmnist_missing() {
+        return;
+    }
+    let log = temp("busy.jsonl");
+    let spinners = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = AtomicBool::new(false);
+    let out = std::thread::scope(|scope| {
+        for _ in 0..spinners {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let log = log.to_str().expect("a UTF-8 path");
+        let args = ["run", "models/mlp.net", "--data", "fmnist", "--epochs", "1"];
+        let out = netc(&[&args[..], &["--log", log]].concat());
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("cores shared"), "{stdout}");
+    let line = std::fs::read_to_string(&log).expect("the log");
+    let json: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let share = json["contended"].as_f64().expect("a share");
+    assert!(share > 0.0 && share <= 1.0, "{line}");
+    let _ = std::fs::remove_file(&log);
+}
+
 /// A number of threads outside 1 to 256, from the flag or the environment, is E0502.
 #[test]
 fn bad_thread_counts_are_refused() {
