@@ -579,7 +579,17 @@ fn an_epoch_on_busy_cores_says_so() {
             });
         }
         let log = log.to_str().expect("a UTF-8 path");
-        let args = ["run", "models/mlp.net", "--data", "fmnist", "--epochs", "1"];
+        // Two workers, so that the pool waits between jobs even on a single core.
+        let args = [
+            "run",
+            "models/mlp.net",
+            "--data",
+            "fmnist",
+            "--epochs",
+            "1",
+            "--threads",
+            "2",
+        ];
         let out = netc(&[&args[..], &["--log", log]].concat());
         stop.store(true, Ordering::Relaxed);
         out
