@@ -569,20 +569,22 @@ impl Shared {
 }
 
 /// Whether the workers' cores are wanted by other threads: a worker waited for a core (was
-/// runnable but not running) `CONTENDED` of its time or more over one of its last `WINDOW`s. A
-/// helper that spins then takes time from those threads, or from another worker sharing its
-/// core, and keeps its core from a worker waiting for one, which an idle core would take in;
-/// so while contended helpers park at once. The caller still spins for `SPIN`: it must come
-/// back at the end of every chain, and a parked caller is woken only when its contended core
-/// is free. Training with another process keeping one of this machine's two cores busy (median
-/// seconds per epoch over 3–4 runs, one session): every worker spinning 50 µs, MLP 0.326 and
-/// LeNet 2.239; every worker parking at once, 0.293 and 2.046; helpers parking at once and the
-/// caller spinning, 0.269 and 1.940. Measured on this 2-core machine over windows
-/// of 20 ms, training the MLP and LeNet: alone, a worker waits under 5% of nearly every
-/// window and at most 17% (44% once, while the steps were being compiled on other threads);
-/// beside a process that keeps a core busy, the worker sharing its core waits 25 to 60% of
-/// most windows. (Counting involuntary context switches instead does not tell the two apart:
-/// netc's threads are switched out 300 times a second alone, 750 beside that process.)
+/// runnable but not running) `CONTENDED` of its time or more over one of its last `WINDOW`s.
+/// Measured on this 2-core machine over windows of 20 ms, training the MLP and LeNet: alone, a
+/// worker waits under 5% of nearly every window and at most 17% (44% once, while the steps were
+/// being compiled on other threads); beside a process that keeps a core busy, the worker
+/// sharing its core waits 25 to 60% of most windows. (Counting involuntary context switches
+/// instead does not tell the two apart: netc's threads are switched out 300 times a second
+/// alone, 750 beside that process.)
+///
+/// While contended, helpers park at once: a helper that spins takes time from those threads,
+/// or from another worker sharing its core, and keeps its core from a worker waiting for one,
+/// which an idle core would take in. The caller still spins for `SPIN`: it must come back at
+/// the end of every chain, and a parked caller is woken only when its contended core is free.
+/// Training with another process keeping one of the two cores busy (median seconds per epoch
+/// over 3–4 runs, one session): every worker spinning 50 µs, MLP 0.326 and LeNet 2.239; every
+/// worker parking at once, 0.293 and 2.046; helpers parking at once and the caller spinning,
+/// 0.269 and 1.940.
 struct Preempted {
     /// When this worker's current window started, and its time spent waiting then (`u64::MAX`:
     /// not read yet), in nanoseconds since the pool was made.
