@@ -407,6 +407,12 @@ impl Geometry {
             && self.width == self.out_width * w.kernel[1] as i64
     }
 
+    /// Whether the windows are 2×2 and tile the input: what pooling runs four windows at a
+    /// time (`kernels::pool`).
+    pub fn tiled_pairs(&self) -> bool {
+        self.tiled() && self.window.kernel == [2, 2]
+    }
+
     /// Rows of an im2col matrix: one per (channel, kernel row, kernel column).
     pub fn patch(&self) -> i64 {
         self.channels * (self.window.kernel[0] * self.window.kernel[1]) as i64

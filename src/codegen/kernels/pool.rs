@@ -75,7 +75,7 @@ impl KernelKind for Pool {
         let x = l.memory(b, &self.input);
         let y = l.buffer_address(b, self.out);
         let area = (conv.window.kernel[0] * conv.window.kernel[1]) as f32;
-        if conv.tiled() && conv.window.kernel == [2, 2] {
+        if conv.tiled_pairs() {
             by_plane(l, b, conv, &mut |b, plane| {
                 pool_pairs(b, conv, op, plane, x, y)
             });
@@ -235,7 +235,7 @@ impl KernelKind for PoolGrad {
                 b.ins().store(flags(), next, address, 0);
             }
         };
-        if tiles && conv.window.kernel == [2, 2] {
+        if op == PoolOp::Avg && conv.tiled_pairs() {
             by_plane(l, b, conv, &mut |b, plane| {
                 spread_pairs(b, conv, plane, dy, dx);
                 after(b, plane);
