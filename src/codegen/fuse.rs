@@ -106,6 +106,12 @@ pub fn with_epilogues(
                     });
                     continue;
                 }
+                // Left a kernel of its own: cut into pieces when it is worth it, with room
+                // for the parts of pieces after the first.
+                let mut reduce = reduce;
+                reduce.partial = reduce
+                    .cut(max_batch)
+                    .map(|pieces| new_buffer(sizes, reduce.out_floats().scaled(pieces.most - 1)));
                 Kernel::Reduce(reduce)
             }
             Kernel::Map(map) => match joined(graph, &mut result, map) {

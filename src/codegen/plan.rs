@@ -223,6 +223,7 @@ pub fn plan(
                         input,
                         input_dims,
                         axes,
+                        partial: None,
                     })
                 })
             }

@@ -37,6 +37,12 @@ use cranelift_frontend::FunctionBuilder;
 const DIRECT_TAPS: usize = 16;
 const DIRECT_CHANNELS: usize = 8;
 
+/// Multiply-adds per weight that a piece of a weight gradient computes at least: its partial
+/// sum, as large as the weight, is zeroed, updated by each chunk's product and added to the
+/// others, which costs more than the product itself where the weight is large and the images
+/// small (ResNet's 128-channel 4×4 layers: 43 pieces of 3 images, 128 × 1152 partial sums).
+const SUM_DEPTH: i64 = 256;
+
 /// Floats in a convolution's im2col buffer: a chunk of images whose patches fit the core's
 /// cache next to the chunk's output.
 const SCRATCH: i64 = 1 << 16;
@@ -114,7 +120,7 @@ impl Conv {
         workers: usize,
         max_batch: usize,
     ) -> i64 {
-        let partial = match (pass, geometry.chunk_pieces(max_batch)) {
+        let partial = match (pass, geometry.chunk_pieces(pass, max_batch)) {
             (ConvPass::GradWeight, Some(pieces)) => {
                 (pieces.most - 1).saturating_mul(geometry.weight_floats())
             }
@@ -165,7 +171,7 @@ impl KernelKind for Conv {
     }
 
     fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
-        self.geometry.chunk_pieces(max_batch)
+        self.geometry.chunk_pieces(self.pass, max_batch)
     }
 
     /// Each chunk of the input gradient adds into its own images' rows (col2im): zeroed first.
@@ -474,16 +480,21 @@ impl Geometry {
         self.outputs * self.patch()
     }
 
-    /// A convolution's pieces: runs of chunks of images, of at least `PIECE_MACS`
-    /// multiply-adds each.
-    pub fn chunk_pieces(&self, max_batch: usize) -> Option<Pieces> {
+    /// A pass's pieces: runs of chunks of images, of at least `PIECE_MACS` multiply-adds
+    /// each, and for the weight gradient at least `SUM_DEPTH` per weight, since each piece
+    /// writes a partial sum as large as the weight that is then read back.
+    pub fn chunk_pieces(&self, pass: ConvPass, max_batch: usize) -> Option<Pieces> {
         let chunk = self.chunk();
         let work = self.outputs.saturating_mul(self.im2col_floats(chunk));
         let along = Share::Chunks {
             images: self.batch,
             chunk,
         };
-        Pieces::cut(along, work, PIECE_MACS, 1, max_batch)
+        let least = match pass {
+            ConvPass::GradWeight => PIECE_MACS.max(self.weight_floats().saturating_mul(SUM_DEPTH)),
+            ConvPass::Forward | ConvPass::GradInput => PIECE_MACS,
+        };
+        Pieces::cut(along, work, least, 1, max_batch)
     }
 
     /// Output positions of the batch: every position of every image.

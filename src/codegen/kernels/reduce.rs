@@ -1,13 +1,15 @@
 //! Reductions (sum, mean, max) of a view over some of its axes. A loss (a whole small tensor)
 //! is summed in one register in the interpreter's order; otherwise the axes are merged and the
 //! innermost runs four lanes wide, folding a reduced axis in registers or updating four kept
-//! outputs at a time.
+//! outputs at a time. A sum over the outermost merged axis (batch norm's gradients, per channel
+//! over the images) is cut into pieces along that axis, each summing into its own part, added
+//! in piece order afterwards.
 
-use super::KernelKind;
+use super::{KernelKind, Pieces, Share, PIECE_FLOATS};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::Width;
-use crate::codegen::layout::{coalesce, product, row_major, Sym, View};
-use crate::codegen::loops::{flags, fold, fold_lanes, lanes, loops};
+use crate::codegen::layout::{coalesce, product, row_major, Base, Sym, View};
+use crate::codegen::loops::{flags, fold, fold_lanes, lanes, loops, loops_within};
 use crate::codegen::lower::{Lowerer, Reader};
 use crate::ir::{Graph, NodeId, ReduceOp};
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -27,6 +29,58 @@ pub struct Reduce {
     pub input: View,
     pub input_dims: Vec<Sym>,
     pub axes: Vec<usize>,
+    /// The sums of pieces after the first, when the reduction is cut into pieces (see
+    /// `Reduce::cut`).
+    pub partial: Option<BufferId>,
+}
+
+impl Reduce {
+    /// The output's dimensions: the input's that are kept.
+    fn out_dims(&self) -> Vec<Sym> {
+        (self.input_dims.iter().enumerate())
+            .filter(|(i, _)| !self.axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect()
+    }
+
+    /// Floats of the output.
+    pub fn out_floats(&self) -> Sym {
+        product(&self.out_dims())
+    }
+
+    /// The input's axes merged where both the input and the output walk them as one: the
+    /// dimensions, then the input's strides and the output's (zero along reduced axes).
+    fn merged(&self) -> (Vec<Sym>, Vec<Vec<Sym>>) {
+        let mut kept = row_major(&self.out_dims()).into_iter();
+        let out: Vec<Sym> = (0..self.input_dims.len())
+            .map(|i| match self.axes.contains(&i) {
+                true => Sym::ZERO,
+                false => kept.next().expect("one stride per kept axis"),
+            })
+            .collect();
+        coalesce(&self.input_dims, &[self.input.strides.clone(), out])
+    }
+
+    /// How a sum over the outermost merged axis is cut into pieces along it, each of at least
+    /// `PIECE_FLOATS` floats: a sum of a view in memory, into a batch-independent output (each
+    /// piece after the first needs room for its part), and not a whole tensor, which is summed
+    /// in its own order. A maximum is left whole, and so is a mean: batch norm's mean is
+    /// subtracted from values nearly equal to it in a channel that barely varies, where the
+    /// difference is mostly the mean's rounding, and summing in pieces rounded ResNet's
+    /// gradients there further from the exact ones than the interpreter's (`tests/it/jit.rs`).
+    pub fn cut(&self, max_batch: usize) -> Option<Pieces> {
+        let (dims, views) = self.merged();
+        let read = matches!(self.input.base, Base::Buffer(_) | Base::External(_))
+            && self.input.strides.iter().any(|&s| s != Sym::ZERO);
+        let out = self.out_floats();
+        let (&outer, inner) = dims.split_first()?;
+        let summed_outermost = views[1].first() == Some(&Sym::ZERO) && !inner.is_empty();
+        if self.op != ReduceOp::Sum || !read || out.batch || !summed_outermost {
+            return None;
+        }
+        let floats = product(inner).at(max_batch as i64);
+        Pieces::cut(Share::Loop(outer), floats, PIECE_FLOATS, 1, max_batch)
+    }
 }
 
 impl KernelKind for Reduce {
@@ -50,6 +104,40 @@ impl KernelKind for Reduce {
         String::new()
     }
 
+    /// Cut only when there is room for the parts (see `Reduce::cut`).
+    fn pieces(&self, _graph: &Graph, max_batch: usize) -> Option<Pieces> {
+        self.partial.and_then(|_| self.cut(max_batch))
+    }
+
+    fn scratch(&self) -> Option<BufferId> {
+        self.partial
+    }
+
+    /// The parts of pieces after the first added in order, then a mean's division, once every
+    /// piece has summed.
+    fn after_pieces(&self, l: &Lowerer, b: &mut FunctionBuilder, pieces: Value) {
+        let out = l.buffer_address(b, self.out);
+        let len = self.out_floats();
+        if let Some(partial) = self.partial {
+            let partial = l.buffer_address(b, partial);
+            l.add_pieces(b, out, partial, len.at(0), pieces);
+        }
+        if self.op == ReduceOp::Mean {
+            let in_dims: Vec<Value> = self.input_dims.iter().map(|&d| l.sym(b, d)).collect();
+            let count = (self.axes.iter()).fold(b.ins().iconst(types::I64, 1), |acc, &a| {
+                b.ins().imul(acc, in_dims[a])
+            });
+            let count = b.ins().fcvt_from_sint(types::F32, count);
+            let floats = l.sym(b, len);
+            let [zero, one] = [0, 1].map(|v| b.ins().iconst(types::I64, v));
+            lanes(b, zero, floats, false, &[out], &[one], &mut |b, _, _, a| {
+                let v = b.ins().load(types::F32, flags(), a[0], 0);
+                let mean = b.ins().fdiv(v, count);
+                b.ins().store(flags(), mean, a[0], 0);
+            });
+        }
+    }
+
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
         let (op, input, input_dims, axes) = (self.op, &self.input, &self.input_dims, &self.axes);
         let in_dims: Vec<Value> = input_dims.iter().map(|&d| l.sym(b, d)).collect();
@@ -59,7 +147,15 @@ impl KernelKind for Reduce {
             .filter(|(i, _)| !axes.contains(i))
             .map(|(_, &d)| d)
             .collect();
-        let out_base = l.buffer_address(b, self.out);
+        // A piece sums into its own part (see `Lowerer::piece_sums`).
+        let out_base = match self.partial {
+            Some(partial) => {
+                let out = l.buffer_address(b, self.out);
+                let partial = l.buffer_address(b, partial);
+                l.piece_sums(b, out, partial, self.out_floats().at(0))
+            }
+            None => l.buffer_address(b, self.out),
+        };
         let out_contiguous = l.contiguous(b, &out_dims);
         let zero = b.ins().iconst(types::I64, 0);
         let mut kept = out_contiguous.iter();
@@ -118,23 +214,7 @@ impl KernelKind for Reduce {
             // registers (four partial results, then the remainder), an innermost kept
             // axis updates four outputs at a time.
             Reader::Memory { base, .. } => {
-                let kept_dims: Vec<Sym> = input_dims
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !axes.contains(i))
-                    .map(|(_, &d)| d)
-                    .collect();
-                let mut kept = row_major(&kept_dims).into_iter();
-                let out_sym: Vec<Sym> = (0..input_dims.len())
-                    .map(|i| {
-                        if axes.contains(&i) {
-                            Sym::ZERO
-                        } else {
-                            kept.next().expect("one stride per kept axis")
-                        }
-                    })
-                    .collect();
-                let (dims, views) = coalesce(input_dims, &[input.strides.clone(), out_sym]);
+                let (dims, views) = self.merged();
                 let reduced_inner = views[1].last() == Some(&Sym::ZERO);
                 let vector = views[0].last() == Some(&Sym::ONE)
                     && (reduced_inner || views[1].last() == Some(&Sym::ONE));
@@ -142,7 +222,9 @@ impl KernelKind for Reduce {
                 let [in_strides, out_strides] = [&views[0], &views[1]]
                     .map(|v| v.iter().map(|&s| l.sym(b, s)).collect::<Vec<_>>());
                 let (&inner, outer) = dims.split_last().expect("a reduced axis");
-                loops(b, outer, &mut |b, outer_index| {
+                // In a piece, only its iterations of the outermost axis.
+                let range = l.params.range.map(|[first, end]| (first, end));
+                loops_within(b, outer, range, &mut |b, outer_index| {
                     let at = |b: &mut FunctionBuilder, base: Value, strides: &[Value], z: Value| {
                         let mut index = outer_index.to_vec();
                         index.push(z);
@@ -196,18 +278,6 @@ impl KernelKind for Reduce {
                 let next = combine(b, current, v);
                 b.ins().store(flags(), next, address, 0);
             }),
-        }
-        if op == ReduceOp::Mean {
-            let count = axes.iter().fold(b.ins().iconst(types::I64, 1), |acc, &a| {
-                b.ins().imul(acc, in_dims[a])
-            });
-            let count = b.ins().fcvt_from_sint(types::F32, count);
-            loops(b, &out_dims, &mut |b, index| {
-                let address = l.address(b, out_base, &out_contiguous, index);
-                let v = b.ins().load(types::F32, flags(), address, 0);
-                let mean = b.ins().fdiv(v, count);
-                b.ins().store(flags(), mean, address, 0);
-            });
         }
     }
 }
