@@ -190,9 +190,12 @@ impl KernelKind for PoolGrad {
         // remainder) writes each element once, `0 + share` as the interpreter's sum from zero
         // gives it: nothing to zero first or to read back.
         let tiles = op == PoolOp::Avg && conv.tiled();
+        // So does the 2×2 maximum's gradient that `pick_pairs` computes: its window's first
+        // maximum gets `0 + g`, the others zero.
+        let once = tiles || conv.tiled_pairs();
         // The windows of a plane add only into that plane: a piece zeroes its own.
         match l.params.range {
-            _ if tiles => {}
+            _ if once => {}
             Some([first, end]) => {
                 let plane = conv.height * conv.width;
                 let lo = b.ins().imul_imm_s(first, plane);
@@ -235,9 +238,12 @@ impl KernelKind for PoolGrad {
                 b.ins().store(flags(), next, address, 0);
             }
         };
-        if op == PoolOp::Avg && conv.tiled_pairs() {
+        if conv.tiled_pairs() {
             by_plane(l, b, conv, &mut |b, plane| {
-                spread_pairs(b, conv, plane, dy, dx);
+                match op {
+                    PoolOp::Avg => spread_pairs(b, conv, plane, dy, dx),
+                    PoolOp::Max => pick_pairs(b, conv, plane, [x, dy, dx]),
+                }
                 after(b, plane);
             });
             return;
@@ -578,6 +584,108 @@ fn spread_pairs(b: &mut FunctionBuilder, conv: &Geometry, plane: Value, dy: Valu
             let v = b.ins().fadd(zero, share);
             for row in rows {
                 for k in [2 * j, 2 * j + 1] {
+                    b.ins().store(flags(), v, row, (4 * k) as i32);
+                }
+            }
+        }
+    });
+}
+
+/// The gradient of 2×2 max pooling whose windows tile the input, on one plane, as the windows'
+/// loop computes it: the window's first position holding its maximum (a later one replaces it
+/// only when strictly greater) gets `0 + g`, as the interpreter adds it to zero, and the others
+/// zero; every position is written once. Four windows at a time: their positions taken apart
+/// from two vectors of each input row (as `pool_pairs` does), compared lane by lane, and the
+/// gradients put back together in the rows' order; the windows left over one at a time.
+fn pick_pairs(b: &mut FunctionBuilder, conv: &Geometry, plane: Value, [x, dy, dx]: [Value; 3]) {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let [even, odd] = [[0, 2, 4, 6], [1, 3, 5, 7]].map(|lanes| lane_mask(b, lanes));
+    let [low, high] = [[0, 4, 1, 5], [2, 6, 3, 7]].map(|lanes| lane_mask(b, lanes));
+    let zero = f32_const(b, 0.0);
+    let zero4 = b.ins().splat(types::F32X4, zero);
+    // Where a row of `x` is, the same row of `dx` is this many bytes on.
+    let to_dx = b.ins().isub(dx, x);
+    pair_rows(b, conv, plane, [dy, x], &mut |b, pairs| {
+        let Pairs {
+            row: g_row,
+            rows,
+            j,
+            vector,
+        } = pairs;
+        let (ty, zero) = if vector {
+            (types::F32X4, zero4)
+        } else {
+            (types::F32, zero)
+        };
+        // The window's four positions in order: (0, 0), (0, 1), (1, 0), (1, 1).
+        let mut positions = Vec::new();
+        for row in rows {
+            if vector {
+                let halves = [0, 4].map(|k| {
+                    let v = b.ins().load(ty, flags(), row, (4 * (2 * j + k)) as i32);
+                    b.ins().bitcast(types::I8X16, little, v)
+                });
+                for lanes in [even, odd] {
+                    let v = b.ins().shuffle(halves[0], halves[1], lanes);
+                    positions.push(b.ins().bitcast(ty, little, v));
+                }
+            } else {
+                for k in [2 * j, 2 * j + 1] {
+                    positions.push(b.ins().load(ty, flags(), row, (4 * k) as i32));
+                }
+            }
+        }
+        // Whether each later position is strictly greater than the best before it.
+        let mut best = positions[0];
+        let mut beats = Vec::new();
+        for &v in &positions[1..] {
+            let c = b.ins().fcmp(FloatCC::GreaterThan, v, best);
+            best = if vector {
+                let mask = b.ins().bitcast(ty, MemFlagsData::new(), c);
+                b.ins().bitselect(mask, v, best)
+            } else {
+                b.ins().select(c, v, best)
+            };
+            beats.push(c);
+        }
+        let g = b.ins().load(ty, flags(), g_row, (4 * j) as i32);
+        let g = b.ins().fadd(zero, g);
+        // Position k keeps the gradient when it beat the best before it and nothing after it
+        // beat it; the first keeps it when nothing beat it.
+        let mut grads = Vec::new();
+        for k in 0..4usize {
+            let mut won = k.checked_sub(1).map(|i| beats[i]);
+            for &c in &beats[k..] {
+                // Lanes are all ones or zeros; a scalar comparison is 1 or 0.
+                let lost = match vector {
+                    true => b.ins().bnot(c),
+                    false => b.ins().icmp_imm_s(IntCC::Equal, c, 0),
+                };
+                won = Some(match won {
+                    Some(w) => b.ins().band(w, lost),
+                    None => lost,
+                });
+            }
+            let won = won.expect("three comparisons");
+            grads.push(if vector {
+                let mask = b.ins().bitcast(ty, MemFlagsData::new(), won);
+                b.ins().bitselect(mask, g, zero)
+            } else {
+                b.ins().select(won, g, zero)
+            });
+        }
+        for (r, row) in rows.into_iter().enumerate() {
+            let row = b.ins().iadd(row, to_dx);
+            let [left, right] = [grads[2 * r], grads[2 * r + 1]];
+            if vector {
+                let [left, right] = [left, right].map(|v| b.ins().bitcast(types::I8X16, little, v));
+                for (mask, at) in [(low, 2 * j), (high, 2 * j + 4)] {
+                    let v = b.ins().shuffle(left, right, mask);
+                    let v = b.ins().bitcast(ty, little, v);
+                    b.ins().store(flags(), v, row, (4 * at) as i32);
+                }
+            } else {
+                for (v, k) in [(left, 2 * j), (right, 2 * j + 1)] {
                     b.ins().store(flags(), v, row, (4 * k) as i32);
                 }
             }
