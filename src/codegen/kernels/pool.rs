@@ -424,7 +424,6 @@ fn pool_pairs(
     x: Value,
     y: Value,
 ) {
-    let little = MemFlagsData::new().with_endianness(Endianness::Little);
     let [even, odd] = [[0, 2, 4, 6], [1, 3, 5, 7]].map(|lanes| lane_mask(b, lanes));
     let init = match op {
         PoolOp::Max => f32::NEG_INFINITY,
@@ -440,44 +439,50 @@ fn pool_pairs(
         PoolOp::Avg => b.ins().fadd(acc, v),
     };
     pair_rows(b, conv, plane, [y, x], &mut |b, pairs| {
-        let Pairs {
-            row: out_row,
-            rows,
-            j,
-            vector,
-        } = pairs;
-        if vector {
-            let mut acc = init4;
-            for row in rows {
-                let halves = [0, 4].map(|k| {
-                    let at = (4 * (2 * j + k)) as i32;
-                    let v = b.ins().load(types::F32X4, flags(), row, at);
-                    b.ins().bitcast(types::I8X16, little, v)
-                });
-                for lanes in [even, odd] {
-                    let v = b.ins().shuffle(halves[0], halves[1], lanes);
-                    let v = b.ins().bitcast(types::F32X4, little, v);
-                    acc = combine(b, acc, v);
-                }
-            }
-            if op == PoolOp::Avg {
-                acc = b.ins().fdiv(acc, area4);
-            }
-            b.ins().store(flags(), acc, out_row, (4 * j) as i32);
-        } else {
-            let mut acc = init;
-            for row in rows {
-                for k in [2 * j, 2 * j + 1] {
-                    let v = b.ins().load(types::F32, flags(), row, (4 * k) as i32);
-                    acc = combine(b, acc, v);
-                }
-            }
-            if op == PoolOp::Avg {
-                acc = b.ins().fdiv(acc, area);
-            }
-            b.ins().store(flags(), acc, out_row, (4 * j) as i32);
+        let (mut acc, area) = match pairs.vector {
+            true => (init4, area4),
+            false => (init, area),
+        };
+        for v in window_positions(b, pairs, [even, odd]) {
+            acc = combine(b, acc, v);
         }
+        if op == PoolOp::Avg {
+            acc = b.ins().fdiv(acc, area);
+        }
+        b.ins().store(flags(), acc, pairs.row, (4 * pairs.j) as i32);
     });
+}
+
+/// The positions of the 2×2 windows `j..j + 4` of an output row (or of window `j` alone) in the
+/// windows' order, (0, 0), (0, 1), (1, 0), (1, 1): four windows' worth in a vector each, taken
+/// apart from two vectors of each input row (its `even` and `odd` lanes, see `lane_mask`).
+fn window_positions(
+    b: &mut FunctionBuilder,
+    pairs: Pairs,
+    [even, odd]: [Immediate; 2],
+) -> Vec<Value> {
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let j = pairs.j;
+    let mut positions = Vec::with_capacity(4);
+    for row in pairs.rows {
+        if pairs.vector {
+            let halves = [0, 4].map(|k| {
+                let v = b
+                    .ins()
+                    .load(types::F32X4, flags(), row, (4 * (2 * j + k)) as i32);
+                b.ins().bitcast(types::I8X16, little, v)
+            });
+            for lanes in [even, odd] {
+                let v = b.ins().shuffle(halves[0], halves[1], lanes);
+                positions.push(b.ins().bitcast(types::F32X4, little, v));
+            }
+        } else {
+            for k in [2 * j, 2 * j + 1] {
+                positions.push(b.ins().load(types::F32, flags(), row, (4 * k) as i32));
+            }
+        }
+    }
+    positions
 }
 
 /// Windows of one output row of 2×2 windows that tile the input: `j..j + 4` when `vector`,
@@ -606,35 +611,13 @@ fn pick_pairs(b: &mut FunctionBuilder, conv: &Geometry, plane: Value, [x, dy, dx
     // Where a row of `x` is, the same row of `dx` is this many bytes on.
     let to_dx = b.ins().isub(dx, x);
     pair_rows(b, conv, plane, [dy, x], &mut |b, pairs| {
-        let Pairs {
-            row: g_row,
-            rows,
-            j,
-            vector,
-        } = pairs;
+        let (g_row, rows, j, vector) = (pairs.row, pairs.rows, pairs.j, pairs.vector);
         let (ty, zero) = if vector {
             (types::F32X4, zero4)
         } else {
             (types::F32, zero)
         };
-        // The window's four positions in order: (0, 0), (0, 1), (1, 0), (1, 1).
-        let mut positions = Vec::new();
-        for row in rows {
-            if vector {
-                let halves = [0, 4].map(|k| {
-                    let v = b.ins().load(ty, flags(), row, (4 * (2 * j + k)) as i32);
-                    b.ins().bitcast(types::I8X16, little, v)
-                });
-                for lanes in [even, odd] {
-                    let v = b.ins().shuffle(halves[0], halves[1], lanes);
-                    positions.push(b.ins().bitcast(ty, little, v));
-                }
-            } else {
-                for k in [2 * j, 2 * j + 1] {
-                    positions.push(b.ins().load(ty, flags(), row, (4 * k) as i32));
-                }
-            }
-        }
+        let positions = window_positions(b, pairs, [even, odd]);
         // Whether each later position is strictly greater than the best before it.
         let mut best = positions[0];
         let mut beats = Vec::new();
