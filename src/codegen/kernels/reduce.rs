@@ -20,6 +20,9 @@ use cranelift_frontend::FunctionBuilder;
 /// axis) add them one after another, in the interpreter's order.
 const EXACT_SUM_MAX: i64 = 1 << 14;
 
+/// Floats of input per output float that a piece of a sum reads at least (see `Reduce::cut`).
+const PARTS_DEPTH: i64 = 16;
+
 /// A reduction of `input` (in its own axes) over `axes`.
 #[derive(Clone, Debug)]
 pub struct Reduce {
@@ -78,8 +81,12 @@ impl Reduce {
         if self.op != ReduceOp::Sum || !read || out.batch || !summed_outermost {
             return None;
         }
+        // Each piece reads at least `PARTS_DEPTH` floats per output, so that zeroing and adding
+        // its part stays small beside its reading (a sum into a large output is cut into few
+        // pieces, or none, rather than given a part per piece).
+        let least = PIECE_FLOATS.max(out.coef.saturating_mul(PARTS_DEPTH));
         let floats = product(inner).at(max_batch as i64);
-        Pieces::cut(Share::Loop(outer), floats, PIECE_FLOATS, 1, max_batch)
+        Pieces::cut(Share::Loop(outer), floats, least, 1, max_batch)
     }
 }
 
@@ -279,5 +286,56 @@ impl KernelKind for Reduce {
                 b.ins().store(flags(), next, address, 0);
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codegen::alloc::new_buffer;
+
+    /// A sum of `[N, C, P]` over the images and `axes`.
+    fn sum_over_images(channels: i64, positions: i64, axes: &[usize]) -> Reduce {
+        let mut sizes = Vec::new();
+        let n = Sym {
+            coef: 1,
+            batch: true,
+        };
+        let dims = vec![n, Sym::fixed(channels), Sym::fixed(positions)];
+        let input = new_buffer(&mut sizes, product(&dims));
+        Reduce {
+            node: NodeId(0),
+            out: new_buffer(&mut sizes, Sym::fixed(channels * positions)),
+            op: ReduceOp::Sum,
+            input: View {
+                base: Base::Buffer(input),
+                strides: row_major(&dims),
+            },
+            input_dims: dims,
+            axes: axes.to_vec(),
+            partial: None,
+        }
+    }
+
+    /// Batch norm's sums (16 channels of 28×28 images) get as many pieces as their reading is
+    /// worth; a sum into a large output only pieces that read 16 of its floats per float of
+    /// their part; a sum over one image, or a mean, is not cut.
+    #[test]
+    fn pieces_read_sixteen_floats_per_float_of_their_part() {
+        let batch_norm = sum_over_images(16, 784, &[0, 2]).cut(256).expect("cut");
+        assert_eq!((batch_norm.per_piece, batch_norm.most), (4, 64));
+        for (channels, positions) in [(64, 4096), (1, 1 << 20)] {
+            let pieces = sum_over_images(channels, positions, &[0])
+                .cut(256)
+                .expect("cut");
+            assert_eq!(
+                (pieces.per_piece, pieces.most),
+                (PARTS_DEPTH, 256 / PARTS_DEPTH)
+            );
+        }
+        assert!(sum_over_images(16, 784, &[0, 2]).cut(1).is_none());
+        let mut mean = sum_over_images(16, 784, &[0, 2]);
+        mean.op = ReduceOp::Mean;
+        assert!(mean.cut(256).is_none());
     }
 }
