@@ -14,22 +14,26 @@ use crate::ir::{Elementwise, Graph, NodeId, Op, ReduceOp};
 pub const MAX_FUSED_DEPTH: usize = 32;
 
 /// Elementwise nodes to inline into their consumer: used exactly once, by an elementwise
-/// node (of the same shape, as elementwise operands always are), and not a result. A one-hot
-/// encoding is inlined into every elementwise consumer however many there are: comparing a
-/// label costs less than reading a stored value.
+/// node (of the same shape, as elementwise operands always are) or, for an operation of one
+/// or two operands, by a reduction, and not a result. A one-hot encoding is inlined into every
+/// elementwise consumer however many there are: comparing a label costs less than reading a
+/// stored value.
 pub fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
-    let consumes = |op: &Op| {
+    let arithmetic = |op: &Op| {
         matches!(
             op.elementwise(),
             Some(Elementwise::Unary(_) | Elementwise::Binary(_))
         )
+    };
+    let consumes = |consumer: &Op, producer: &Op| {
+        arithmetic(consumer) || (matches!(consumer, Op::Reduce(..)) && arithmetic(producer))
     };
     let mut uses = vec![0usize; graph.nodes.len()];
     let mut consumer_elementwise = vec![true; graph.nodes.len()];
     for node in &graph.nodes {
         for a in &node.args {
             uses[a.index()] += 1;
-            consumer_elementwise[a.index()] &= consumes(&node.op);
+            consumer_elementwise[a.index()] &= consumes(&node.op, &graph.node(*a).op);
         }
     }
     let mut result = vec![false; graph.nodes.len()];
@@ -133,10 +137,11 @@ pub fn with_epilogues(
 /// The buffer a reduction sums, when a kernel could compute the sum from its pieces: a
 /// contiguous sum of a buffer.
 fn summed(reduce: &super::kernels::Reduce) -> Option<BufferId> {
-    let Base::Buffer(input) = reduce.input.base else {
+    let view = reduce.plain()?;
+    let Base::Buffer(input) = view.base else {
         return None;
     };
-    let contiguous = reduce.input.strides == row_major(&reduce.input_dims);
+    let contiguous = view.strides == row_major(&reduce.input_dims);
     (reduce.op == ReduceOp::Sum && contiguous).then_some(input)
 }
 

@@ -212,15 +212,35 @@ pub fn plan(
                 })
             }
             Op::Reduce(op, axes) => {
-                let input = p.view(node.args[0]).clone();
-                let input_dims = dims(graph.shape(node.args[0]));
+                let a = node.args[0];
+                let input_dims = dims(graph.shape(a));
+                // An elementwise operand used only here is computed as it is read, unless it
+                // needs its element's index (a one-hot encoding, a dropout mask) or the sum
+                // is a whole tensor's, which keeps the interpreter's order on a stored one.
+                let (args, expr) = match p.pending[a.index()].take() {
+                    Some((expr, leaves)) => {
+                        let indexed = expr.nodes().iter().any(|n| {
+                            matches!(
+                                graph.node(*n).op.elementwise(),
+                                Some(Elementwise::OneHot | Elementwise::DropoutMask { .. })
+                            )
+                        });
+                        if indexed || axes.len() == input_dims.len() {
+                            (vec![p.map(a, leaves, expr)], Expr::Read(0))
+                        } else {
+                            (leaves, expr)
+                        }
+                    }
+                    None => (vec![p.view(a).clone()], Expr::Read(0)),
+                };
                 let (op, axes) = (*op, axes.clone());
                 p.kernel(id, |out| {
                     Kernel::Reduce(Reduce {
                         node: id,
                         out,
                         op,
-                        input,
+                        args,
+                        expr,
                         input_dims,
                         axes,
                         partial: None,

@@ -342,14 +342,14 @@ fn emit_rows(
 /// Where an elementwise value is computed: its loop indices, the output's strides, and whether
 /// it is four lanes wide.
 #[derive(Clone, Copy)]
-struct Element<'a> {
-    index: &'a [Value],
-    out_strides: &'a [Value],
-    vector: bool,
+pub(super) struct Element<'a> {
+    pub(super) index: &'a [Value],
+    pub(super) out_strides: &'a [Value],
+    pub(super) vector: bool,
 }
 
 /// One element of a fused expression: its reads combined by the nodes it applies.
-fn evaluate(
+pub(super) fn evaluate(
     l: &Lowerer,
     b: &mut FunctionBuilder,
     expr: &Expr,
@@ -473,7 +473,7 @@ fn uniform(l: &Lowerer, b: &mut FunctionBuilder, stream: Value, index: Value) ->
 }
 
 /// Elementwise operations that run on four lanes (no calls, no per-element random numbers).
-fn vectorizable(op: &Op) -> bool {
+pub(super) fn vectorizable(op: &Op) -> bool {
     match op.elementwise() {
         Some(Elementwise::Unary(u)) => match u {
             UnaryOp::Log | UnaryOp::Sin | UnaryOp::Cos => false,

@@ -5,7 +5,8 @@
 //! over the images) is cut into pieces along that axis, each summing into its own part, added
 //! in piece order afterwards.
 
-use super::{KernelKind, Pieces, Share, PIECE_FLOATS};
+use super::map::{evaluate, vectorizable, Element};
+use super::{Expr, KernelKind, Pieces, Share, PIECE_FLOATS};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::Width;
 use crate::codegen::layout::{coalesce, product, row_major, Base, Sym, View};
@@ -23,13 +24,16 @@ const EXACT_SUM_MAX: i64 = 1 << 14;
 /// Floats of input per output float that a piece of a sum reads at least (see `Reduce::cut`).
 const PARTS_DEPTH: i64 = 16;
 
-/// A reduction of `input` (in its own axes) over `axes`.
+/// A reduction over `axes` of `expr` of the `args` (views in the reduced input's axes): a
+/// stored input (`Expr::Read(0)` of one view), or an elementwise operation computed as it is
+/// read, whose result nothing else needs (batch norm's `(x - mean)^2` and `dy * x_hat`).
 #[derive(Clone, Debug)]
 pub struct Reduce {
     pub node: NodeId,
     pub out: BufferId,
     pub op: ReduceOp,
-    pub input: View,
+    pub args: Vec<View>,
+    pub expr: Expr,
     pub input_dims: Vec<Sym>,
     pub axes: Vec<usize>,
     /// The sums of pieces after the first, when the reduction is cut into pieces (see
@@ -38,6 +42,11 @@ pub struct Reduce {
 }
 
 impl Reduce {
+    /// The input, when it is stored rather than computed as it is read.
+    pub fn plain(&self) -> Option<&View> {
+        (self.expr == Expr::Read(0)).then(|| &self.args[0])
+    }
+
     /// The output's dimensions: the input's that are kept.
     fn out_dims(&self) -> Vec<Sym> {
         (self.input_dims.iter().enumerate())
@@ -51,8 +60,9 @@ impl Reduce {
         product(&self.out_dims())
     }
 
-    /// The input's axes merged where both the input and the output walk them as one: the
-    /// dimensions, then the input's strides and the output's (zero along reduced axes).
+    /// The input's axes merged where every argument and the output walk them as one: the
+    /// dimensions, then each argument's strides and last the output's (zero along reduced
+    /// axes).
     fn merged(&self) -> (Vec<Sym>, Vec<Vec<Sym>>) {
         let mut kept = row_major(&self.out_dims()).into_iter();
         let out: Vec<Sym> = (0..self.input_dims.len())
@@ -61,7 +71,9 @@ impl Reduce {
                 false => kept.next().expect("one stride per kept axis"),
             })
             .collect();
-        coalesce(&self.input_dims, &[self.input.strides.clone(), out])
+        let mut views: Vec<Vec<Sym>> = self.args.iter().map(|a| a.strides.clone()).collect();
+        views.push(out);
+        coalesce(&self.input_dims, &views)
     }
 
     /// How a sum over the outermost merged axis is cut into pieces along it, each of at least
@@ -73,11 +85,14 @@ impl Reduce {
     /// gradients there further from the exact ones than the interpreter's (`tests/it/jit.rs`).
     pub fn cut(&self, max_batch: usize) -> Option<Pieces> {
         let (dims, views) = self.merged();
-        let read = matches!(self.input.base, Base::Buffer(_) | Base::External(_))
-            && self.input.strides.iter().any(|&s| s != Sym::ZERO);
+        let read = self.args.iter().any(|a| {
+            matches!(a.base, Base::Buffer(_) | Base::External(_))
+                && a.strides.iter().any(|&s| s != Sym::ZERO)
+        });
         let out = self.out_floats();
         let (&outer, inner) = dims.split_first()?;
-        let summed_outermost = views[1].first() == Some(&Sym::ZERO) && !inner.is_empty();
+        let out_strides = views.last().expect("the output's strides");
+        let summed_outermost = out_strides.first() == Some(&Sym::ZERO) && !inner.is_empty();
         if self.op != ReduceOp::Sum || !read || out.batch || !summed_outermost {
             return None;
         }
@@ -104,11 +119,17 @@ impl KernelKind for Reduce {
     }
 
     fn inputs(&self) -> Vec<&View> {
-        vec![&self.input]
+        self.args.iter().collect()
     }
 
-    fn detail(&self, _graph: &Graph) -> String {
-        String::new()
+    fn detail(&self, graph: &Graph) -> String {
+        let fused: Vec<String> = (self.expr.nodes().iter())
+            .map(|n| format!("{n} {}", graph.node(*n).op))
+            .collect();
+        match fused.is_empty() {
+            true => String::new(),
+            false => format!(", fusing {}", fused.join(", ")),
+        }
     }
 
     /// Cut only when there is room for the parts (see `Reduce::cut`).
@@ -146,7 +167,7 @@ impl KernelKind for Reduce {
     }
 
     fn emit(&self, l: &Lowerer, b: &mut FunctionBuilder) {
-        let (op, input, input_dims, axes) = (self.op, &self.input, &self.input_dims, &self.axes);
+        let (op, input_dims, axes) = (self.op, &self.input_dims, &self.axes);
         let in_dims: Vec<Value> = input_dims.iter().map(|&d| l.sym(b, d)).collect();
         let out_dims: Vec<Value> = in_dims
             .iter()
@@ -194,18 +215,17 @@ impl KernelKind for Reduce {
             }
             ReduceOp::Sum | ReduceOp::Mean => b.ins().fadd(current, v),
         };
-        let contiguous = row_major(input_dims);
-        let reader = l.reader(b, input);
         let total = product(input_dims);
-        match &reader {
+        let readers: Vec<Reader> = self.args.iter().map(|a| l.reader(b, a)).collect();
+        match (self.plain(), &readers[0]) {
             // A reduction of a whole contiguous tensor (a loss) keeps its sum in a
             // register, in the same order as the interpreter, unless the tensor is
             // large (an L2 penalty over a layer's weights): there one addition waiting
             // for the last costs more than the rest of the step's elementwise work, so
             // it takes four lanes, as below.
-            Reader::Memory { base, .. }
+            (Some(input), Reader::Memory { base, .. })
                 if out_dims.is_empty()
-                    && input.strides == contiguous
+                    && input.strides == row_major(input_dims)
                     && total.coef < EXACT_SUM_MAX =>
             {
                 let total = l.sym(b, total);
@@ -217,75 +237,135 @@ impl KernelKind for Reduce {
                 });
                 b.ins().store(flags(), sum, out_base, 0);
             }
-            // Otherwise, over the merged axes: an innermost reduced axis is folded in
-            // registers (four partial results, then the remainder), an innermost kept
-            // axis updates four outputs at a time.
-            Reader::Memory { base, .. } => {
-                let (dims, views) = self.merged();
-                let reduced_inner = views[1].last() == Some(&Sym::ZERO);
-                let vector = views[0].last() == Some(&Sym::ONE)
-                    && (reduced_inner || views[1].last() == Some(&Sym::ONE));
-                let dims: Vec<Value> = dims.iter().map(|&d| l.sym(b, d)).collect();
-                let [in_strides, out_strides] = [&views[0], &views[1]]
-                    .map(|v| v.iter().map(|&s| l.sym(b, s)).collect::<Vec<_>>());
-                let (&inner, outer) = dims.split_last().expect("a reduced axis");
-                // In a piece, only its iterations of the outermost axis.
-                let range = l.params.range.map(|[first, end]| (first, end));
-                loops_within(b, outer, range, &mut |b, outer_index| {
-                    let at = |b: &mut FunctionBuilder, base: Value, strides: &[Value], z: Value| {
-                        let mut index = outer_index.to_vec();
-                        index.push(z);
-                        l.address(b, base, strides, &index)
-                    };
-                    let zero = b.ins().iconst(types::I64, 0);
-                    if reduced_inner {
-                        let acc = fold_lanes(
-                            b,
-                            inner,
-                            init,
-                            vector,
-                            &mut |b, z, ty| {
-                                let address = at(b, *base, &in_strides, z);
-                                b.ins().load(ty, flags(), address, 0)
-                            },
-                            &combine,
-                        );
-                        let address = at(b, out_base, &out_strides, zero);
-                        let current = b.ins().load(types::F32, flags(), address, 0);
-                        let next = combine(b, current, acc);
-                        b.ins().store(flags(), next, address, 0);
-                    } else {
-                        let starts = [
-                            at(b, *base, &in_strides, zero),
-                            at(b, out_base, &out_strides, zero),
-                        ];
-                        let steps =
-                            [&in_strides, &out_strides].map(|s| *s.last().expect("an inner axis"));
-                        lanes(
-                            b,
-                            zero,
-                            inner,
-                            vector,
-                            &starts,
-                            &steps,
-                            &mut |b, _, ty, a| {
-                                let v = b.ins().load(ty, flags(), a[0], 0);
-                                let current = b.ins().load(ty, flags(), a[1], 0);
-                                let next = combine(b, current, v);
-                                b.ins().store(flags(), next, a[1], 0);
-                            },
-                        );
-                    }
-                });
-            }
-            Reader::Scalar(_) => loops(b, &in_dims, &mut |b, index| {
-                let v = l.read(b, &reader, index);
+            (Some(_), reader @ Reader::Scalar(_)) => loops(b, &in_dims, &mut |b, index| {
+                let v = l.read(b, reader, index);
                 let address = l.address(b, out_base, &out_strides, index);
                 let current = b.ins().load(types::F32, flags(), address, 0);
                 let next = combine(b, current, v);
                 b.ins().store(flags(), next, address, 0);
             }),
+            // Otherwise, over the merged axes: an innermost reduced axis is folded in
+            // registers (four partial results, then the remainder), an innermost kept
+            // axis updates four outputs at a time.
+            _ => self.emit_merged(l, b, &readers, (out_base, init), &combine),
         }
+    }
+}
+
+impl Reduce {
+    /// The reduction over the merged axes (see `merged`), of the arguments read by `readers`:
+    /// an innermost reduced axis folded in registers, four lanes wide where every operation
+    /// and argument allows, or an innermost kept axis updating four outputs at a time.
+    fn emit_merged(
+        &self,
+        l: &Lowerer,
+        b: &mut FunctionBuilder,
+        readers: &[Reader],
+        (out_base, init): (Value, Value),
+        combine: &dyn Fn(&mut FunctionBuilder, Value, Value) -> Value,
+    ) {
+        let (dims, views) = self.merged();
+        let (out_view, arg_views) = views.split_last().expect("the output's strides");
+        let reduced_inner = out_view.last() == Some(&Sym::ZERO);
+        // Arguments read from memory, with their merged strides.
+        let walked: Vec<(Value, &Vec<Sym>)> = (readers.iter().zip(arg_views))
+            .filter_map(|(r, v)| match r {
+                Reader::Memory { base, .. } => Some((*base, v)),
+                Reader::Scalar(_) => None,
+            })
+            .collect();
+        let steps_by_one = |v: &Vec<Sym>| v.last() == Some(&Sym::ONE);
+        let vector = (self.expr.nodes().iter()).all(|n| vectorizable(&l.graph.node(*n).op))
+            && walked
+                .iter()
+                .all(|(_, v)| steps_by_one(v) || v.last() == Some(&Sym::ZERO))
+            && walked.iter().any(|(_, v)| steps_by_one(v))
+            && (reduced_inner || steps_by_one(out_view));
+        let dims: Vec<Value> = dims.iter().map(|&d| l.sym(b, d)).collect();
+        let strides = |b: &mut FunctionBuilder, v: &[Sym]| -> Vec<Value> {
+            v.iter().map(|&s| l.sym(b, s)).collect()
+        };
+        let walked_strides: Vec<Vec<Value>> = walked.iter().map(|(_, v)| strides(b, v)).collect();
+        let out_strides = strides(b, out_view);
+        let (&inner, outer) = dims.split_last().expect("a reduced axis");
+        // The element's value from the arguments' addresses: loaded (splat when an argument
+        // stays put along the lanes), scalars as they are, then the fused operations.
+        let value = |b: &mut FunctionBuilder, addresses: &[Value], ty: types::Type| {
+            let mut addresses = addresses.iter().zip(&walked);
+            let values: Vec<Value> = (readers.iter())
+                .map(|r| match r {
+                    Reader::Scalar(v) if ty == types::F32X4 => b.ins().splat(types::F32X4, *v),
+                    Reader::Scalar(v) => *v,
+                    Reader::Memory { .. } => {
+                        let (&address, (_, v)) = addresses.next().expect("an address per read");
+                        if ty == types::F32 || steps_by_one(v) {
+                            b.ins().load(ty, flags(), address, 0)
+                        } else {
+                            let x = b.ins().load(types::F32, flags(), address, 0);
+                            b.ins().splat(types::F32X4, x)
+                        }
+                    }
+                })
+                .collect();
+            let at = Element {
+                index: &[],
+                out_strides: &[],
+                vector: ty == types::F32X4,
+            };
+            evaluate(l, b, &self.expr, &values, &at)
+        };
+        // In a piece, only its iterations of the outermost axis.
+        let range = l.params.range.map(|[first, end]| (first, end));
+        loops_within(b, outer, range, &mut |b, outer_index| {
+            let at = |b: &mut FunctionBuilder, base: Value, strides: &[Value], z: Value| {
+                let mut index = outer_index.to_vec();
+                index.push(z);
+                l.address(b, base, strides, &index)
+            };
+            let zero = b.ins().iconst(types::I64, 0);
+            if reduced_inner {
+                let acc = fold_lanes(
+                    b,
+                    inner,
+                    init,
+                    vector,
+                    &mut |b, z, ty| {
+                        let addresses: Vec<Value> = (walked.iter().zip(&walked_strides))
+                            .map(|((base, _), s)| at(b, *base, s, z))
+                            .collect();
+                        value(b, &addresses, ty)
+                    },
+                    combine,
+                );
+                let address = at(b, out_base, &out_strides, zero);
+                let current = b.ins().load(types::F32, flags(), address, 0);
+                let next = combine(b, current, acc);
+                b.ins().store(flags(), next, address, 0);
+            } else {
+                let mut starts: Vec<Value> = (walked.iter().zip(&walked_strides))
+                    .map(|((base, _), s)| at(b, *base, s, zero))
+                    .collect();
+                starts.push(at(b, out_base, &out_strides, zero));
+                let steps: Vec<Value> = (walked_strides.iter().chain([&out_strides]))
+                    .map(|s| *s.last().expect("an inner axis"))
+                    .collect();
+                lanes(
+                    b,
+                    zero,
+                    inner,
+                    vector,
+                    &starts,
+                    &steps,
+                    &mut |b, _, ty, a| {
+                        let (out, reads) = a.split_last().expect("the output's address");
+                        let v = value(b, reads, ty);
+                        let current = b.ins().load(ty, flags(), *out, 0);
+                        let next = combine(b, current, v);
+                        b.ins().store(flags(), next, *out, 0);
+                    },
+                );
+            }
+        });
     }
 }
 
@@ -307,10 +387,11 @@ mod tests {
             node: NodeId(0),
             out: new_buffer(&mut sizes, Sym::fixed(channels * positions)),
             op: ReduceOp::Sum,
-            input: View {
+            args: vec![View {
                 base: Base::Buffer(input),
                 strides: row_major(&dims),
-            },
+            }],
+            expr: Expr::Read(0),
             input_dims: dims,
             axes: axes.to_vec(),
             partial: None,
