@@ -29,11 +29,11 @@ pub fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
         arithmetic(consumer) || (matches!(consumer, Op::Reduce(..)) && arithmetic(producer))
     };
     let mut uses = vec![0usize; graph.nodes.len()];
-    let mut consumer_elementwise = vec![true; graph.nodes.len()];
+    let mut consumer_inlines = vec![true; graph.nodes.len()];
     for node in &graph.nodes {
         for a in &node.args {
             uses[a.index()] += 1;
-            consumer_elementwise[a.index()] &= consumes(&node.op, &graph.node(*a).op);
+            consumer_inlines[a.index()] &= consumes(&node.op, &graph.node(*a).op);
         }
     }
     let mut result = vec![false; graph.nodes.len()];
@@ -51,7 +51,7 @@ pub fn fusible(graph: &Graph, wanted: &[NodeId]) -> Vec<bool> {
                 // A mask is drawn where it is stored: one kernel of its own.
                 Some(Elementwise::DropoutMask { .. }) | None => false,
             };
-            inlined && consumer_elementwise[i] && !result[i]
+            inlined && consumer_inlines[i] && !result[i]
         })
         .collect()
 }

@@ -255,7 +255,8 @@ impl KernelKind for Reduce {
 impl Reduce {
     /// The reduction over the merged axes (see `merged`), of the arguments read by `readers`:
     /// an innermost reduced axis folded in registers, four lanes wide where every operation
-    /// and argument allows, or an innermost kept axis updating four outputs at a time.
+    /// and argument allows, or an innermost kept axis updating four outputs at a time, walked
+    /// as a map walks its operands (`Lowerer::walk`).
     fn emit_merged(
         &self,
         l: &Lowerer,
@@ -281,13 +282,6 @@ impl Reduce {
                 .all(|(_, v)| steps_by_one(v) || v.last() == Some(&Sym::ZERO))
             && walked.iter().any(|(_, v)| steps_by_one(v))
             && (reduced_inner || steps_by_one(out_view));
-        let dims: Vec<Value> = dims.iter().map(|&d| l.sym(b, d)).collect();
-        let strides = |b: &mut FunctionBuilder, v: &[Sym]| -> Vec<Value> {
-            v.iter().map(|&s| l.sym(b, s)).collect()
-        };
-        let walked_strides: Vec<Vec<Value>> = walked.iter().map(|(_, v)| strides(b, v)).collect();
-        let out_strides = strides(b, out_view);
-        let (&inner, outer) = dims.split_last().expect("a reduced axis");
         // The element's value from the arguments' addresses: loaded (splat when an argument
         // stays put along the lanes), scalars as they are, then the fused operations.
         let value = |b: &mut FunctionBuilder, addresses: &[Value], ty: types::Type| {
@@ -314,6 +308,28 @@ impl Reduce {
             };
             evaluate(l, b, &self.expr, &values, &at)
         };
+        if !reduced_inner {
+            // Each element updates its output, as a map walks its operands.
+            let mut views: Vec<(Value, Vec<Sym>)> = (walked.iter())
+                .map(|(base, v)| (*base, (*v).clone()))
+                .collect();
+            views.push((out_base, out_view.clone()));
+            l.walk(b, &dims, &views, vector, &mut |b, _, ty, a| {
+                let (out, reads) = a.split_last().expect("the output's address");
+                let v = value(b, reads, ty);
+                let current = b.ins().load(ty, flags(), *out, 0);
+                let next = combine(b, current, v);
+                b.ins().store(flags(), next, *out, 0);
+            });
+            return;
+        }
+        let dims: Vec<Value> = dims.iter().map(|&d| l.sym(b, d)).collect();
+        let strides = |b: &mut FunctionBuilder, v: &[Sym]| -> Vec<Value> {
+            v.iter().map(|&s| l.sym(b, s)).collect()
+        };
+        let walked_strides: Vec<Vec<Value>> = walked.iter().map(|(_, v)| strides(b, v)).collect();
+        let out_strides = strides(b, out_view);
+        let (&inner, outer) = dims.split_last().expect("a reduced axis");
         // In a piece, only its iterations of the outermost axis.
         let range = l.params.range.map(|[first, end]| (first, end));
         loops_within(b, outer, range, &mut |b, outer_index| {
@@ -322,49 +338,24 @@ impl Reduce {
                 index.push(z);
                 l.address(b, base, strides, &index)
             };
+            let acc = fold_lanes(
+                b,
+                inner,
+                init,
+                vector,
+                &mut |b, z, ty| {
+                    let addresses: Vec<Value> = (walked.iter().zip(&walked_strides))
+                        .map(|((base, _), s)| at(b, *base, s, z))
+                        .collect();
+                    value(b, &addresses, ty)
+                },
+                combine,
+            );
             let zero = b.ins().iconst(types::I64, 0);
-            if reduced_inner {
-                let acc = fold_lanes(
-                    b,
-                    inner,
-                    init,
-                    vector,
-                    &mut |b, z, ty| {
-                        let addresses: Vec<Value> = (walked.iter().zip(&walked_strides))
-                            .map(|((base, _), s)| at(b, *base, s, z))
-                            .collect();
-                        value(b, &addresses, ty)
-                    },
-                    combine,
-                );
-                let address = at(b, out_base, &out_strides, zero);
-                let current = b.ins().load(types::F32, flags(), address, 0);
-                let next = combine(b, current, acc);
-                b.ins().store(flags(), next, address, 0);
-            } else {
-                let mut starts: Vec<Value> = (walked.iter().zip(&walked_strides))
-                    .map(|((base, _), s)| at(b, *base, s, zero))
-                    .collect();
-                starts.push(at(b, out_base, &out_strides, zero));
-                let steps: Vec<Value> = (walked_strides.iter().chain([&out_strides]))
-                    .map(|s| *s.last().expect("an inner axis"))
-                    .collect();
-                lanes(
-                    b,
-                    zero,
-                    inner,
-                    vector,
-                    &starts,
-                    &steps,
-                    &mut |b, _, ty, a| {
-                        let (out, reads) = a.split_last().expect("the output's address");
-                        let v = value(b, reads, ty);
-                        let current = b.ins().load(ty, flags(), *out, 0);
-                        let next = combine(b, current, v);
-                        b.ins().store(flags(), next, *out, 0);
-                    },
-                );
-            }
+            let address = at(b, out_base, &out_strides, zero);
+            let current = b.ins().load(types::F32, flags(), address, 0);
+            let next = combine(b, current, acc);
+            b.ins().store(flags(), next, address, 0);
         });
     }
 }
