@@ -65,6 +65,18 @@ impl Expr {
     }
 }
 
+/// What a listing says of the operations a kernel computes as it reads its operands:
+/// `, fusing %3 mul, %2 step`, or nothing.
+pub(super) fn fusing(graph: &Graph, nodes: &[NodeId]) -> String {
+    let fused: Vec<String> = (nodes.iter())
+        .map(|n| format!("{n} {}", graph.node(*n).op))
+        .collect();
+    match fused.is_empty() {
+        true => String::new(),
+        false => format!(", fusing {}", fused.join(", ")),
+    }
+}
+
 impl Map {
     /// A map's loop nest: its output's dimensions, merged where every operand allows, and the
     /// strides over them of the output and then of each argument. One-hot needs the class
@@ -104,14 +116,9 @@ impl KernelKind for Map {
     }
 
     fn detail(&self, graph: &Graph) -> String {
-        let inner: Vec<String> = (self.expr.nodes().iter().skip(1))
-            .map(|n| format!("{n} {}", graph.node(*n).op))
-            .collect();
-        if inner.is_empty() {
-            String::new()
-        } else {
-            format!(", fusing {}", inner.join(", "))
-        }
+        // The first is the map's own node; a copy (`Expr::Read`) applies none.
+        let nodes = self.expr.nodes();
+        fusing(graph, nodes.get(1..).unwrap_or_default())
     }
 
     /// The outermost axis of the loop nest, in pieces of at least `PIECE_FLOATS` floats (whole

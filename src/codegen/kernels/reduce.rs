@@ -5,7 +5,7 @@
 //! over the images) is cut into pieces along that axis, each summing into its own part, added
 //! in piece order afterwards.
 
-use super::map::{evaluate, vectorizable, Element};
+use super::map::{evaluate, fusing, vectorizable, Element};
 use super::{Expr, KernelKind, Pieces, Share, PIECE_FLOATS};
 use crate::codegen::alloc::BufferId;
 use crate::codegen::arith::Width;
@@ -123,13 +123,7 @@ impl KernelKind for Reduce {
     }
 
     fn detail(&self, graph: &Graph) -> String {
-        let fused: Vec<String> = (self.expr.nodes().iter())
-            .map(|n| format!("{n} {}", graph.node(*n).op))
-            .collect();
-        match fused.is_empty() {
-            true => String::new(),
-            false => format!(", fusing {}", fused.join(", ")),
-        }
+        fusing(graph, &self.expr.nodes())
     }
 
     /// Cut only when there is room for the parts (see `Reduce::cut`).
