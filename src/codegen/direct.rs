@@ -1,16 +1,18 @@
 //! The direct convolution that generated code calls (`netc_conv`, and `netc_conv_weight` for
-//! weight gradients) where a convolution's im2col matrix would be skinny: one input channel
-//! under a window of 16 taps or more (LeNet's first layer, 1 → 6 channels, 5×5), or an input
-//! gradient of a few channels (LeNet's second layer, 16 → 6). There im2col writes each pixel
-//! out 25 times and the product that follows has a dimension of 6 or 25, so the pass is bound
-//! by memory; a direct convolution reads each pixel once from a padded copy of the image in
-//! the core's cache and keeps a block of outputs in registers (a row's columns × a few
-//! channels). It computes a stride-1 correlation, image by image, writing each output element
-//! once: the forward pass, or the input gradient as the correlation of the zero-padded output
-//! gradient with the weight flipped and transposed; and the weight gradient, each weight summed
-//! by lane over the images in order. Images and gradients are read in their own layouts, so no
-//! reordering copy is needed. What a call computes depends only on its images, whatever thread
-//! runs it.
+//! weight gradients) for stride-1 passes whose output rows fill 16-lane vectors (ResNet's and
+//! VGG's 3×3 layers at 28×28 and 14×14), and where a convolution's im2col matrix would be
+//! skinny: one input channel under a window of 16 taps or more (LeNet's first layer, 1 → 6
+//! channels, 5×5), or an input gradient of a few channels (LeNet's second layer, 16 → 6).
+//! im2col writes each pixel out once per tap and the product reads it back; a direct
+//! convolution reads each pixel from a padded copy of the image in the core's cache and keeps a
+//! block of outputs in registers (a few rows' columns × a few channels, or for the weight
+//! gradient a few channels × a few taps). It computes a stride-1 correlation, image by image,
+//! writing each output element once: the forward pass, or the input gradient as the
+//! correlation of the zero-padded output gradient with the weight flipped and transposed; and
+//! the weight gradient, each weight summed by lane over a call's images in order, then across
+//! its lanes. Images and gradients are read in their own layouts, so no reordering copy is
+//! needed. Kernels for AVX-512 (32 registers of 16 lanes), AVX2 with FMA, and plain loops; what
+//! a call computes depends only on its images and the processor, whatever thread runs it.
 #![allow(unsafe_code)]
 
 /// A stride-1 correlation of `channels` planes of `height × width` with `outputs` filters of
@@ -28,8 +30,32 @@ pub struct Direct {
     pub transposed: bool,
 }
 
-/// Columns of outputs computed at once: one AVX2 vector.
-const LANES: usize = 8;
+/// Floats in the widest vector any kernel here uses (AVX-512): tile rows hold whole vectors of
+/// output columns of this width.
+const WIDEST: usize = 16;
+
+/// The kernels this processor runs: 512-bit vectors with 32 registers, 256-bit vectors with 16,
+/// or plain loops. Each gives the same results on every call (a weight gradient's lanes are
+/// added in a fixed order), whichever thread runs it, but not the same bits as the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The widest this processor has (the standard library caches what it detects).
+    fn detect() -> Isa {
+        if avx512::available() {
+            Isa::Avx512
+        } else if avx2::available() {
+            Isa::Avx2
+        } else {
+            Isa::Portable
+        }
+    }
+}
 
 impl Direct {
     /// Output rows and columns: the padded plane less the kernel, plus one.
@@ -43,7 +69,7 @@ impl Direct {
     /// Floats of one row of the padded copy of a plane: whole vectors of output columns, and
     /// the kernel's width past them (zeros beyond the plane), so every load is inside it.
     fn tile_row(&self) -> usize {
-        self.out_size()[1].div_ceil(LANES) * LANES + self.kernel[1] - 1
+        self.out_size()[1].div_ceil(WIDEST) * WIDEST + self.kernel[1] - 1
     }
 
     /// Floats of the padded copy of one plane.
@@ -69,14 +95,22 @@ impl Direct {
                 .max(first)
     }
 
-    /// Floats of a call's scratch memory: the padded copy of an image's planes, then room for a
-    /// vector per weight (the weight gradient's partial sums by lane; the convolutions use the
-    /// first eighth for the weight laid out `[channels, KH, KW, outputs]`). `None` past `i64`.
-    pub fn scratch_floats(&self) -> Option<usize> {
+    /// Floats of a call's scratch memory: `tiles` padded copies of an image's planes (one for a
+    /// convolution, one per image for a weight gradient), then the weight laid out
+    /// `[channels, KH, KW, outputs]`. `None` past `i64`.
+    pub fn scratch_floats(&self, tiles: usize) -> Option<usize> {
         let total = self
             .tile_floats()?
-            .checked_add(self.weight_floats()?.checked_mul(LANES)?)?;
+            .checked_mul(tiles)?
+            .checked_add(self.weight_floats()?)?;
         i64::try_from(total).ok().map(|_| total)
+    }
+
+    /// Floats a call works on per image: its padded copy, or its output where that is larger.
+    pub fn image_floats(&self) -> Option<usize> {
+        let [oh, ow] = self.out_size();
+        let out = self.outputs.checked_mul(oh)?.checked_mul(ow)?;
+        Some(self.tile_floats()?.max(out))
     }
 
     fn tile_floats(&self) -> Option<usize> {
@@ -88,6 +122,13 @@ impl Direct {
         self.channels
             .checked_mul(self.outputs)?
             .checked_mul(kh.checked_mul(kw)?)
+    }
+
+    /// Whether output rows fill at least three quarters of the lanes of the widest vectors
+    /// (rows of 12 to 16 columns, 24 to 32, 36 to 48, …).
+    pub fn fills_vectors(&self) -> bool {
+        let width = self.out_size()[1];
+        4 * width >= 3 * width.div_ceil(WIDEST) * WIDEST
     }
 
     /// Whether a stride-1 convolution of this shape can run directly: its numbers fit the call,
@@ -143,7 +184,7 @@ pub extern "C" fn netc_conv(
         strides(in_channel, in_image),
         strides(out_channel, out_image),
     );
-    let fast = avx2::available();
+    let isa = Isa::detect();
     // SAFETY: the plan sized the scratch for `direct` and each worker its own; the input and
     // output of every image in the call lie in buffers checked before the step ran.
     unsafe {
@@ -154,7 +195,7 @@ pub extern "C" fn netc_conv(
             weight,
             (out, to),
             scratch,
-            fast,
+            isa,
         )
     }
 }
@@ -195,12 +236,12 @@ fn unpack(planes: i64, size: i64, kernel: i64, padding: i64, images: i64) -> (Di
     (direct, usize::try_from(images).unwrap_or(0))
 }
 
-/// See `netc_conv`; `fast` runs the AVX2 kernel, else the portable one.
+/// See `netc_conv`; `isa` says which kernels run.
 ///
 /// # Safety
 /// Every input and output plane of the `images` images, the weight and `scratch_floats` of
-/// scratch must be valid, and the output must not overlap the rest; `fast` only where AVX2
-/// and FMA are available.
+/// scratch must be valid, and the output must not overlap the rest; `isa` one this processor
+/// has.
 unsafe fn run(
     d: &Direct,
     images: usize,
@@ -208,11 +249,11 @@ unsafe fn run(
     weight: *const f32,
     (out, to): (*mut f32, Strides),
     scratch: *mut f32,
-    fast: bool,
+    isa: Isa,
 ) {
     let weights = d.weight_floats().expect("sizes the plan checked");
     // SAFETY (all blocks below): the scratch holds the tile, then the packed weight.
-    let (tile, packed) = unsafe { split_scratch(d, scratch, weights) };
+    let (tile, packed) = unsafe { split_scratch(d, scratch, 1, weights) };
     pack_weight(
         d,
         unsafe { std::slice::from_raw_parts(weight, weights) },
@@ -231,37 +272,36 @@ unsafe fn run(
             out_channel: to.channel,
             out_width: ow,
         };
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            unsafe { avx2::image(d, &place, oh) };
-            continue;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::image(d, &place, oh) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::image(d, &place, oh) },
+            _ => unsafe { portable(d, &place, oh) },
         }
-        unsafe { portable(d, &place, oh) };
     }
 }
 
-/// The scratch as the tile (zeroed: its padding stays zero, as only the planes' insides are
-/// written, image after image) and `floats` floats after it.
+/// The scratch as `tiles` tiles and `floats` floats after them.
 ///
 /// # Safety
-/// `scratch` must hold `Direct::scratch_floats` floats, and `floats` be at most 8 per weight.
+/// `scratch` must hold `Direct::scratch_floats(tiles)` floats, and `floats` be at most one
+/// per weight.
 unsafe fn split_scratch<'a>(
     d: &Direct,
     scratch: *mut f32,
+    tiles: usize,
     floats: usize,
 ) -> (&'a mut [f32], &'a mut [f32]) {
-    let tile_len = d.tile_floats().expect("sizes the plan checked");
+    let tiles = d.tile_floats().expect("sizes the plan checked") * tiles;
     // SAFETY: as the caller promised.
-    let (tile, rest) = unsafe {
-        let tile = std::slice::from_raw_parts_mut(scratch, tile_len);
-        let rest = std::slice::from_raw_parts_mut(scratch.add(tile_len), floats);
-        (tile, rest)
-    };
-    tile.fill(0.0);
-    (tile, rest)
+    unsafe {
+        let rest = std::slice::from_raw_parts_mut(scratch.add(tiles), floats);
+        (std::slice::from_raw_parts_mut(scratch, tiles), rest)
+    }
 }
 
-/// Copies image `image`'s planes into the inside of the padded tile.
+/// Writes image `image`'s planes into a padded tile: each plane, and zeros around it.
 ///
 /// # Safety
 /// Every plane of the image must be valid at `input` and `from`.
@@ -271,15 +311,21 @@ unsafe fn fill_tile(
     (input, from): (*const f32, Strides),
     image: usize,
 ) {
-    let (plane, row) = (d.tile_plane(), d.tile_row());
-    for c in 0..d.channels {
-        for y in 0..d.height {
-            let at = c * plane + (y + d.padding[0]) * row + d.padding[1];
+    let row = d.tile_row();
+    let [top, left] = d.padding;
+    for (c, plane) in tile.chunks_exact_mut(d.tile_plane()).enumerate() {
+        let (above, rest) = plane.split_at_mut(top * row);
+        above.fill(0.0);
+        let (inside, below) = rest.split_at_mut(d.height * row);
+        below.fill(0.0);
+        for (y, row) in inside.chunks_exact_mut(row).enumerate() {
             let offset = [(image, from.image), (c, from.channel), (y, d.width)];
             // SAFETY: as the caller promised.
             let source =
                 unsafe { std::slice::from_raw_parts(input.add(position(&offset)), d.width) };
-            tile[at..at + d.width].copy_from_slice(source);
+            row[..left].fill(0.0);
+            row[left..left + d.width].copy_from_slice(source);
+            row[left + d.width..].fill(0.0);
         }
     }
 }
@@ -308,9 +354,9 @@ pub extern "C" fn netc_conv_weight(
 ) {
     let (direct, images) = unpack(planes, size, kernel, padding, images);
     let (from, by) = (strides(in_channel, in_image), strides(dy_channel, dy_image));
-    let fast = avx2::available();
+    let isa = Isa::detect();
     // SAFETY: as for `netc_conv`; `sum` is the piece's own partial result.
-    unsafe { run_weight(&direct, images, (input, from), (dy, by), sum, scratch, fast) }
+    unsafe { run_weight(&direct, images, (input, from), (dy, by), sum, scratch, isa) }
 }
 
 fn strides(channel: i64, image: i64) -> Strides {
@@ -321,7 +367,7 @@ fn strides(channel: i64, image: i64) -> Strides {
     }
 }
 
-/// See `netc_conv_weight`; `fast` runs the AVX2 kernel, else the portable one.
+/// See `netc_conv_weight`; `isa` says which kernels run.
 ///
 /// # Safety
 /// As `run`'s, with `sum` holding a float per weight.
@@ -332,81 +378,101 @@ unsafe fn run_weight(
     (dy, by): (*const f32, Strides),
     sum: *mut f32,
     scratch: *mut f32,
-    fast: bool,
+    isa: Isa,
 ) {
-    let weights = d.weight_floats().expect("sizes the plan checked");
-    // SAFETY (all blocks below): the scratch holds the tile, then a vector per weight.
-    let (tile, lanes) = unsafe { split_scratch(d, scratch, weights * LANES) };
-    lanes.fill(0.0);
-    let [kh, kw] = d.kernel;
-    for image in 0..images {
+    // SAFETY (all blocks below): the scratch holds a tile per image.
+    let (tiles, _) = unsafe { split_scratch(d, scratch, images, 0) };
+    let tile_floats = d.tile_floats().expect("sizes the plan checked");
+    for (image, tile) in tiles.chunks_exact_mut(tile_floats).enumerate() {
         unsafe { fill_tile(d, tile, (input, from), image) };
-        let dy = unsafe { dy.add(position(&[(image, by.image)])) };
+    }
+    let [kh, kw] = d.kernel;
+    // Each block of weights sums every image in registers, image after image; a block of
+    // output channels goes through every input channel and kernel row while its gradient
+    // planes are in the core's first cache.
+    let block = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::output_block(d),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::output_block(d),
+        _ => d.outputs,
+    };
+    for o in (0..d.outputs).step_by(block) {
         for c in 0..d.channels {
             for ky in 0..kh {
                 let taps = Taps {
-                    tile: unsafe { tile.as_ptr().add(c * d.tile_plane() + ky * d.tile_row()) },
+                    tile: unsafe { tiles.as_ptr().add(c * d.tile_plane() + ky * d.tile_row()) },
+                    tile_image: tile_floats,
                     row: d.tile_row(),
-                    dy,
+                    images,
+                    dy: unsafe { dy.add(o * by.channel) },
+                    dy_image: by.image,
                     dy_channel: by.channel,
-                    outputs: d.outputs,
-                    lanes: unsafe { lanes.as_mut_ptr().add((c * kh + ky) * kw * LANES) },
-                    lane_channel: d.channels * kh * kw,
+                    outputs: block.min(d.outputs - o),
+                    sum: unsafe { sum.add(((o * d.channels + c) * kh + ky) * kw) },
+                    sum_output: d.channels * kh * kw,
                     rows: d.rows_of_tap(ky),
                     width: d.out_size()[1],
                     taps: kw,
                 };
-                #[cfg(target_arch = "x86_64")]
-                if fast {
-                    unsafe { avx2::taps(&taps) };
-                    continue;
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { avx512::taps(&taps) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { avx2::taps(&taps) },
+                    _ => unsafe { portable_taps(&taps) },
                 }
-                unsafe { portable_taps(&taps) };
             }
         }
     }
-    for (w, lanes) in lanes.chunks_exact(LANES).enumerate() {
-        let total = lanes.iter().fold(0.0f32, |total, &v| total + v);
-        // SAFETY: `sum` holds a float per weight.
-        unsafe { *sum.add(w) += total };
-    }
 }
 
-/// The output gradient's planes against one row of kernel taps of one input plane: `lanes`
-/// holds a vector of partial sums per weight, from the first output channel's first tap of this
-/// row, `lane_channel` weights apart from one output channel to the next; `tile` is the padded
-/// plane from the taps' kernel row; `dy` the first output channel's gradient plane.
+/// The output gradient's planes against one row of kernel taps of one input plane, over a
+/// call's images, added to the weight gradient at `sum` (the first output channel's first tap
+/// of this row, `sum_output` weights apart from one output channel to the next); `tile` is the
+/// first image's padded plane from the taps' kernel row, the next image's `tile_image` floats
+/// on; `dy` the first image's first output channel's gradient plane. Each weight is summed by
+/// lane (the output column modulo the vector's width) over the images in order, then its lanes
+/// are added in a fixed order, so a call's result depends only on its images.
 struct Taps {
     tile: *const f32,
+    tile_image: usize,
     row: usize,
+    images: usize,
     dy: *const f32,
+    dy_image: usize,
     dy_channel: usize,
     outputs: usize,
-    lanes: *mut f32,
-    lane_channel: usize,
+    sum: *mut f32,
+    sum_output: usize,
     /// The output rows whose inputs at this kernel row are inside the plane.
     rows: std::ops::Range<usize>,
     width: usize,
     taps: usize,
 }
 
-/// `Taps` in plain loops, lane by lane as the vectors add.
+/// `Taps` in plain loops, in eight lanes as AVX2's vectors add.
 ///
 /// # Safety
 /// As `run_weight`'s.
 unsafe fn portable_taps(t: &Taps) {
     for o in 0..t.outputs {
         for tap in 0..t.taps {
-            for y in t.rows.clone() {
-                for x in 0..t.width {
-                    // SAFETY: inside the planes, the tile and the taps' lanes.
-                    unsafe {
-                        let g = *t.dy.add(o * t.dy_channel + y * t.width + x);
-                        let product = g * *t.tile.add(y * t.row + x + tap);
-                        *t.lanes.add((o * t.lane_channel + tap) * LANES + x % LANES) += product;
+            let mut lanes = [0.0f32; 8];
+            for image in 0..t.images {
+                let (tile, dy) = (image * t.tile_image, image * t.dy_image);
+                for y in t.rows.clone() {
+                    for x in 0..t.width {
+                        // SAFETY: inside the planes and the tiles.
+                        unsafe {
+                            let g = *t.dy.add(dy + o * t.dy_channel + y * t.width + x);
+                            lanes[x % 8] += g * *t.tile.add(tile + y * t.row + x + tap);
+                        }
                     }
                 }
             }
+            // SAFETY: the weight (o, tap) of the taps' row.
+            unsafe { *t.sum.add(o * t.sum_output + tap) += lanes.iter().sum::<f32>() };
         }
     }
 }
@@ -478,6 +544,24 @@ unsafe fn portable(d: &Direct, p: &Place, out_height: usize) {
     }
 }
 
+/// Calls `f::<A, B>(args)` for a block of `(A, B)` among those listed (`A: B B …;`), each
+/// shape its own code with its accumulators in registers.
+macro_rules! by_block {
+    ($shape:expr, $f:ident $args:tt; $($a:literal: $($b:literal)*;)*) => {
+        match $shape {
+            $($(($a, $b) => unsafe { $f::<$a, $b> $args },)*)*
+            (a, b) => unreachable!("a block of {a} × {b}"),
+        }
+    };
+}
+
+/// `n` items in blocks of at most `most`, as even as they can be: the size of the first blocks
+/// (the last may be smaller). Seven channels in blocks of up to six are 4 + 3, not 6 + 1,
+/// whose block of one would load as much as it computes.
+fn even_blocks(n: usize, most: usize) -> usize {
+    n.div_ceil(n.div_ceil(most).max(1))
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
     /// Elsewhere than x86-64 the portable loops run.
@@ -486,24 +570,20 @@ mod avx2 {
     }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    /// Elsewhere than x86-64 the portable loops run.
+    pub fn available() -> bool {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Direct, Place, Taps, LANES};
+    use super::{Direct, Place, Taps};
     use std::arch::x86_64::*;
 
-    /// Calls `f::<A, B>(args)` for a block of `(A, B)`: one or two (vectors or channels) × up
-    /// to `ACCUMULATORS / A` (channels or taps), each shape its own code.
-    macro_rules! by_block {
-        ($shape:expr, $f:ident $args:tt) => {
-            by_block!(@arms $shape, $f $args; 1: 1 2 3 4 5 6 7 8 9 10 11 12; 2: 1 2 3 4 5 6;)
-        };
-        (@arms $shape:expr, $f:ident $args:tt; $($a:literal: $($b:literal)*;)*) => {
-            match $shape {
-                $($(($a, $b) => unsafe { $f::<$a, $b> $args },)*)*
-                (a, b) => unreachable!("a block of {a} × {b}"),
-            }
-        };
-    }
+    const LANES: usize = 8;
 
     /// Whether this processor has AVX2 and FMA (the standard library caches the answer).
     pub fn available() -> bool {
@@ -533,12 +613,18 @@ mod avx2 {
                 let mut o = 0;
                 while o < d.outputs {
                     let outputs = most.min(d.outputs - o);
-                    by_block!((vectors, outputs), kernel(d, p, [y, x, o]));
+                    by_block!((vectors, outputs), kernel(d, p, [y, x, o]);
+                        1: 1 2 3 4 5 6 7 8 9 10 11 12; 2: 1 2 3 4 5 6;);
                     o += outputs;
                 }
                 x += vectors * LANES;
             }
         }
+    }
+
+    /// Output channels of a weight-gradient block.
+    pub fn output_block(d: &Direct) -> usize {
+        d.outputs.min(2)
     }
 
     /// `Taps`: blocks of up to two output channels × up to `ACCUMULATORS / channels` taps,
@@ -555,7 +641,8 @@ mod avx2 {
             let mut first = 0;
             while first < t.taps {
                 let taps = (ACCUMULATORS / outputs).min(t.taps - first);
-                by_block!((outputs, taps), tap_block(t, o, first));
+                by_block!((outputs, taps), tap_block(t, o, first);
+                    1: 1 2 3 4 5 6 7 8 9 10 11 12; 2: 1 2 3 4 5 6;);
                 first += taps;
             }
             o += outputs;
@@ -566,43 +653,48 @@ mod avx2 {
     /// beside a vector of each channel's gradient and the tile's.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tap_block<const OUTPUTS: usize, const TAPS: usize>(t: &Taps, o: usize, first: usize) {
-        let lanes = |j: usize, tap: usize| (j * t.lane_channel + (first + tap)) * LANES;
         let mut acc = [[_mm256_setzero_ps(); TAPS]; OUTPUTS];
-        // SAFETY (all blocks): the taps' lanes, rows inside the plane, columns inside the
+        // SAFETY (all blocks): the taps' weights, rows inside the plane, columns inside the
         // tile row (whole vectors of output columns plus the kernel's width).
-        for (j, acc) in acc.iter_mut().enumerate() {
-            for (tap, acc) in acc.iter_mut().enumerate() {
-                *acc = unsafe { _mm256_loadu_ps(t.lanes.add(lanes(o + j, tap))) };
-            }
-        }
         let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for y in t.rows.clone() {
-            let line = unsafe { t.tile.add(y * t.row + first) };
-            let mut x = 0;
-            while x < t.width {
-                let left = (t.width - x).min(LANES) as i32;
-                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), index);
-                let mut g = [_mm256_setzero_ps(); OUTPUTS];
-                for (j, g) in g.iter_mut().enumerate() {
-                    let at = unsafe { t.dy.add((o + j) * t.dy_channel + y * t.width + x) };
-                    *g = if left == LANES as i32 {
-                        unsafe { _mm256_loadu_ps(at) }
-                    } else {
-                        unsafe { _mm256_maskload_ps(at, mask) }
-                    };
-                }
-                for tap in 0..TAPS {
-                    let v = unsafe { _mm256_loadu_ps(line.add(x + tap)) };
-                    for (acc, g) in acc.iter_mut().zip(&g) {
-                        acc[tap] = _mm256_fmadd_ps(*g, v, acc[tap]);
+        for image in 0..t.images {
+            let (tile, dy) = unsafe {
+                (
+                    t.tile.add(image * t.tile_image),
+                    t.dy.add(image * t.dy_image),
+                )
+            };
+            for y in t.rows.clone() {
+                let line = unsafe { tile.add(y * t.row + first) };
+                let mut x = 0;
+                while x < t.width {
+                    let left = (t.width - x).min(LANES) as i32;
+                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), index);
+                    let mut g = [_mm256_setzero_ps(); OUTPUTS];
+                    for (j, g) in g.iter_mut().enumerate() {
+                        let at = unsafe { dy.add((o + j) * t.dy_channel + y * t.width + x) };
+                        *g = if left == LANES as i32 {
+                            unsafe { _mm256_loadu_ps(at) }
+                        } else {
+                            unsafe { _mm256_maskload_ps(at, mask) }
+                        };
                     }
+                    for tap in 0..TAPS {
+                        let v = unsafe { _mm256_loadu_ps(line.add(x + tap)) };
+                        for (acc, g) in acc.iter_mut().zip(&g) {
+                            acc[tap] = _mm256_fmadd_ps(*g, v, acc[tap]);
+                        }
+                    }
+                    x += LANES;
                 }
-                x += LANES;
             }
         }
         for (j, acc) in acc.iter().enumerate() {
             for (tap, acc) in acc.iter().enumerate() {
-                unsafe { _mm256_storeu_ps(t.lanes.add(lanes(o + j, tap)), *acc) };
+                let mut lanes = [0.0f32; LANES];
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
+                let weight = unsafe { t.sum.add((o + j) * t.sum_output + first + tap) };
+                unsafe { *weight += lanes.iter().sum::<f32>() };
             }
         }
     }
@@ -657,9 +749,232 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{even_blocks, Direct, Place, Taps};
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 16;
+
+    /// Whether this processor has AVX-512 (the standard library caches the answer).
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+
+    /// Accumulators in a block: 24 of the 32 registers, the rest for the block's inputs and
+    /// a weight. A block of 2 rows × 2 vectors of columns × 6 channels loads 4 vectors and 6
+    /// weights for 24 multiply-adds.
+    const ACCUMULATORS: usize = 24;
+    /// Output rows, and vectors of columns of a row, in a block.
+    const ROWS: usize = 2;
+    const COLUMNS: usize = 2;
+    /// Kernel columns of a weight-gradient block (wider kernels are cut into several).
+    const TAPS: usize = 6;
+
+    /// Output channels of a weight-gradient block of `taps` kernel columns: as many as fit
+    /// the accumulators, and at most 8 (one gradient vector each beside them).
+    fn outputs_most(taps: usize) -> usize {
+        (ACCUMULATORS / taps).min(8)
+    }
+
+    /// Output channels of a weight-gradient block, evenly.
+    pub fn output_block(d: &Direct) -> usize {
+        let taps = even_blocks(d.kernel[1], TAPS);
+        even_blocks(d.outputs, outputs_most(taps))
+    }
+
+    /// The lanes of a vector from column `x` of a row of `width` that lie inside it.
+    fn inside(width: usize, x: usize) -> __mmask16 {
+        let left = width - x;
+        if left >= LANES {
+            u16::MAX
+        } else {
+            (1u16 << left) - 1
+        }
+    }
+
+    /// One image: blocks of up to `ROWS` output rows × `COLUMNS` vectors of their columns,
+    /// each in even blocks of channels.
+    ///
+    /// # Safety
+    /// As `run`'s, on a processor with AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn image(d: &Direct, p: &Place, out_height: usize) {
+        for y in (0..out_height).step_by(ROWS) {
+            let rows = (out_height - y).min(ROWS);
+            for x in (0..p.out_width).step_by(COLUMNS * LANES) {
+                let columns = (p.out_width - x).div_ceil(LANES).min(COLUMNS);
+                let vectors = rows * columns;
+                let size = even_blocks(d.outputs, ACCUMULATORS / vectors);
+                let mut o = 0;
+                while o < d.outputs {
+                    let outputs = size.min(d.outputs - o);
+                    let block = Block { y, x, o, columns };
+                    by_block!((vectors, outputs), kernel(d, p, block);
+                        1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24;
+                        2: 1 2 3 4 5 6 7 8 9 10 11 12; 4: 1 2 3 4 5 6;);
+                    o += outputs;
+                }
+            }
+        }
+    }
+
+    /// A block's first output (row `y`, column `x`, channel `o`), and how many vectors of
+    /// columns each of its rows has.
+    #[derive(Clone, Copy)]
+    struct Block {
+        y: usize,
+        x: usize,
+        o: usize,
+        columns: usize,
+    }
+
+    /// Outputs `o..o + OUTPUTS` at `VECTORS` vectors, `columns` to a row, from row `y` and
+    /// column `x` (their columns inside the row): the sum over channels, kernel rows and kernel
+    /// columns, in that order. The block reads the kernel rows any of its rows needs (the
+    /// tile's padding rows are zeros).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel<const VECTORS: usize, const OUTPUTS: usize>(
+        d: &Direct,
+        p: &Place,
+        block: Block,
+    ) {
+        let Block { y, x, o, columns } = block;
+        let [kh, kw] = d.kernel;
+        let (first, last) = (d.rows(y), d.rows(y + VECTORS / columns - 1));
+        let kernel_rows = first.start.min(last.start)..first.end.max(last.end);
+        // Each vector's row and first column, from the block's first.
+        let at: [[usize; 2]; VECTORS] = std::array::from_fn(|i| [i / columns, i % columns * LANES]);
+        let mut acc = [[_mm512_setzero_ps(); VECTORS]; OUTPUTS];
+        for c in 0..d.channels {
+            for ky in kernel_rows.clone() {
+                // SAFETY: rows y + ky + the block's rows < the padded height, columns
+                // x + kx + 16·columns ≤ the tile row; taps and channels inside the packed
+                // weight.
+                let line = unsafe { p.tile.add(c * p.plane + (y + ky) * p.row + x) };
+                let taps = unsafe { p.weight.add((c * kh + ky) * kw * d.outputs + o) };
+                for kx in 0..kw {
+                    let mut v = [_mm512_setzero_ps(); VECTORS];
+                    for (v, [row, column]) in v.iter_mut().zip(at) {
+                        *v = unsafe { _mm512_loadu_ps(line.add(row * p.row + column + kx)) };
+                    }
+                    let w = unsafe { taps.add(kx * d.outputs) };
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let wj = _mm512_set1_ps(unsafe { *w.add(j) });
+                        for (acc, v) in acc.iter_mut().zip(&v) {
+                            *acc = _mm512_fmadd_ps(wj, *v, *acc);
+                        }
+                    }
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            // SAFETY: channel o + j < outputs, rows inside the plane, columns inside the row
+            // (masked at its end).
+            let to = unsafe { p.out.add((o + j) * p.out_channel + y * p.out_width + x) };
+            for (acc, [row, column]) in acc.iter().zip(at) {
+                let mask = inside(p.out_width, x + column);
+                unsafe { _mm512_mask_storeu_ps(to.add(row * p.out_width + column), mask, *acc) };
+            }
+        }
+    }
+
+    /// `Taps`: even blocks of up to `TAPS` taps × up to `ACCUMULATORS / taps` output channels
+    /// (eight at most, as many gradient vectors as fit beside the accumulators).
+    ///
+    /// # Safety
+    /// As `run_weight`'s, on a processor with AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn taps(t: &Taps) {
+        let tap_size = even_blocks(t.taps, TAPS);
+        let mut first = 0;
+        while first < t.taps {
+            let taps = tap_size.min(t.taps - first);
+            let size = even_blocks(t.outputs, outputs_most(taps));
+            let mut o = 0;
+            while o < t.outputs {
+                let outputs = size.min(t.outputs - o);
+                by_block!((outputs, taps), tap_block(t, o, first);
+                    1: 1 2 3 4 5 6; 2: 1 2 3 4 5 6; 3: 1 2 3 4 5 6; 4: 1 2 3 4 5 6;
+                    5: 1 2 3 4; 6: 1 2 3 4; 7: 1 2 3; 8: 1 2 3;);
+                o += outputs;
+            }
+            first += taps;
+        }
+    }
+
+    /// Output channels `o..o + OUTPUTS` × taps `first..first + TAPS`: one accumulator each,
+    /// beside a vector of each channel's gradient and the tile's. Lanes past the end of a row
+    /// are left as they are (a masked multiply-add), so what lies past it never enters a sum.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tap_block<const OUTPUTS: usize, const TAPS: usize>(t: &Taps, o: usize, first: usize) {
+        let mut acc = [[_mm512_setzero_ps(); TAPS]; OUTPUTS];
+        // SAFETY (all blocks): the taps' weights, rows inside the plane, columns inside the
+        // tile row (whole vectors of output columns plus the kernel's width), gradient
+        // columns inside the row (masked at its end).
+        for image in 0..t.images {
+            let (tile, dy) = unsafe {
+                (
+                    t.tile.add(image * t.tile_image),
+                    t.dy.add(image * t.dy_image),
+                )
+            };
+            for y in t.rows.clone() {
+                let line = unsafe { tile.add(y * t.row + first) };
+                let mut x = 0;
+                while x < t.width {
+                    let mask = inside(t.width, x);
+                    let mut v = [_mm512_setzero_ps(); TAPS];
+                    for (tap, v) in v.iter_mut().enumerate() {
+                        *v = unsafe { _mm512_loadu_ps(line.add(x + tap)) };
+                    }
+                    // One channel's gradient at a time: TAPS + 1 registers beside the
+                    // accumulators, where all the block's gradients would spill them.
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let at = unsafe { dy.add((o + j) * t.dy_channel + y * t.width + x) };
+                        let g = unsafe { _mm512_maskz_loadu_ps(mask, at) };
+                        for (acc, v) in acc.iter_mut().zip(&v) {
+                            *acc = _mm512_fmadd_ps(g, *v, *acc);
+                        }
+                    }
+                    x += LANES;
+                }
+            }
+        }
+        unsafe { add_lanes(t, o, first, &acc) };
+    }
+
+    /// Adds each accumulator's lanes to its weight. Not inlined into `tap_block`: there the
+    /// reduction's shuffles made the register allocator spill the accumulators in the loop.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_lanes<const OUTPUTS: usize, const TAPS: usize>(
+        t: &Taps,
+        o: usize,
+        first: usize,
+        acc: &[[__m512; TAPS]; OUTPUTS],
+    ) {
+        for (j, acc) in acc.iter().enumerate() {
+            for (tap, acc) in acc.iter().enumerate() {
+                // SAFETY: the weight (o + j, first + tap) of the taps' row.
+                let weight = unsafe { t.sum.add((o + j) * t.sum_output + first + tap) };
+                unsafe { *weight += _mm512_reduce_add_ps(*acc) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernels this processor can run: each is checked against the definition.
+    fn available() -> Vec<Isa> {
+        let mut isas = vec![Isa::Portable];
+        isas.extend(avx2::available().then_some(Isa::Avx2));
+        isas.extend(avx512::available().then_some(Isa::Avx512));
+        isas
+    }
 
     /// `n` values in [−1.64, 1.64], spread differently for each `seed`.
     fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -758,6 +1073,9 @@ mod tests {
             (1, 12, 13, 3, [3, 3], [1, 1]),
             (2, 9, 7, 2, [5, 4], [4, 0]),
             (1, 5, 21, 1, [1, 14], [0, 3]),
+            (16, 28, 28, 16, [3, 3], [1, 1]),
+            (5, 14, 14, 13, [3, 3], [1, 1]),
+            (2, 9, 20, 9, [7, 7], [3, 3]),
         ];
         for (channels, height, width, outputs, kernel, padding) in shapes {
             let d = Direct {
@@ -776,10 +1094,10 @@ mod tests {
             let dy = values(images * outputs * oh * ow, 5);
             let weights = d.weight_floats().unwrap();
             let want = weight_reference(&d, &input, &dy, images);
-            for fast in [false, avx2::available()] {
+            for isa in available() {
                 // Added to what is there.
                 let mut sum = vec![1.0f32; weights];
-                let mut scratch = vec![f32::NAN; d.scratch_floats().unwrap()];
+                let mut scratch = vec![f32::NAN; d.scratch_floats(images).unwrap()];
                 let (from, by) = layouts(&d);
                 // SAFETY: every buffer is as large as the call reads and writes.
                 unsafe {
@@ -790,13 +1108,13 @@ mod tests {
                         (dy.as_ptr(), by),
                         sum.as_mut_ptr(),
                         scratch.as_mut_ptr(),
-                        fast,
+                        isa,
                     )
                 };
                 for (got, want) in sum.iter().zip(&want) {
                     assert!(
                         (*got as f64 - 1.0 - want).abs() <= 1e-3 * (1.0 + want.abs()),
-                        "{d:?}, fast {fast}: {got} against 1 + {want}"
+                        "{d:?}, {isa:?}: {got} against 1 + {want}"
                     );
                 }
             }
@@ -811,6 +1129,9 @@ mod tests {
             (1, 28, 28, 16, [3, 3], [1, 1], false),
             (3, 7, 40, 13, [3, 2], [0, 1], false),
             (2, 5, 9, 25, [1, 1], [0, 0], true),
+            (16, 28, 28, 16, [3, 3], [1, 1], false),
+            (32, 14, 14, 32, [3, 3], [1, 1], true),
+            (7, 9, 33, 19, [3, 3], [1, 1], false),
         ];
         for (channels, height, width, outputs, kernel, padding, transposed) in shapes {
             let d = Direct {
@@ -828,9 +1149,9 @@ mod tests {
             let weight = values(d.weight_floats().unwrap(), 3);
             let [oh, ow] = d.out_size();
             let want = reference(&d, &input, &weight, images);
-            for fast in [false, avx2::available()] {
+            for isa in available() {
                 let mut out = vec![f32::NAN; images * outputs * oh * ow];
-                let mut scratch = vec![f32::NAN; d.scratch_floats().unwrap()];
+                let mut scratch = vec![f32::NAN; d.scratch_floats(1).unwrap()];
                 let [planes, size, kernel, padding] = packed(&d);
                 assert_eq!(
                     unpack(planes, size, kernel, padding, images as i64),
@@ -846,13 +1167,13 @@ mod tests {
                         weight.as_ptr(),
                         (out.as_mut_ptr(), to),
                         scratch.as_mut_ptr(),
-                        fast,
+                        isa,
                     )
                 };
                 for (got, want) in out.iter().zip(&want) {
                     assert!(
                         (*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "{d:?}, fast {fast}: {got} against {want}"
+                        "{d:?}, {isa:?}: {got} against {want}"
                     );
                 }
             }

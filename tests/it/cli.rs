@@ -156,7 +156,7 @@ fn emit_ir_prints_each_stage() {
     let lenet = netc(&["emit-ir", "models/lenet.net", "--stage", "clif"]);
     let listing = text(&lenet.stdout);
     let start = "; kernel 1: conv %12 = conv2d(kernel [5, 5], stride [1, 1], padding [2, 2])";
-    let chunk = "Forward pass, 3 images per direct chunk (line 7) in up to 43 pieces of 2 chunks \
+    let chunk = "Forward pass, 2 images per direct chunk (line 7) in up to 64 pieces of 2 chunks \
                  -> arena[16..]";
     let epilogue = "then on each chunk, map %16 = sigmoid : f32[N, 6, 28, 28], fusing %15 add";
     let lines: Vec<&str> = listing.lines().collect();

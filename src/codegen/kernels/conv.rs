@@ -8,8 +8,9 @@
 //! GFLOP/s for the chunked forward products, 38–46 unchunked). The forward output is laid out
 //! `[O, N, OH·OW]`, which downstream kernels read as an `[N, O, OH, OW]` view through strides,
 //! so the bias and activation that follow are one pass that also writes the usual layout.
-//! Where im2col's matrix is skinny (one input channel, or an input gradient of few channels),
-//! a pass calls the direct convolution of `codegen::direct` on each chunk instead.
+//! Stride-1 passes whose output rows fill 16-lane vectors, and those where im2col's matrix is
+//! skinny (one input channel, or an input gradient of few channels), call the direct
+//! convolution of `codegen::direct` on each chunk instead.
 
 use super::{KernelKind, Map, Pieces, Share, PIECE_FLOATS, PIECE_MACS};
 use crate::codegen::abi::Import;
@@ -33,7 +34,14 @@ use cranelift_frontend::FunctionBuilder;
 /// 256 images: 93 GFLOP/s forward, against 21 for im2col and a product written the same way in
 /// Rust; with 3×3 windows, 1 → 16, 24 and 32 channels, the product won, 46–74 against 22–43
 /// GFLOP/s), and in an input gradient of at most `DIRECT_CHANNELS` channels (LeNet's 16 → 6,
-/// 5×5: the pass took 0.195 s per epoch against 0.26).
+/// 5×5: the pass took 0.195 s per epoch against 0.26). And every stride-1 pass whose output
+/// rows fill at least three quarters of 16-lane vectors (`Direct::fills_vectors`): four 3×3
+/// layers of 16 channels at 28×28, per 6,400 images with AVX-512, forward 0.48–0.60 s with
+/// im2col → 0.37 s, weight gradient 0.67–0.78 → 0.36 s, input gradient 0.52–0.60 → 0.27 s;
+/// of 32 channels at 14×14, 0.38–0.42 → 0.29, 0.46–0.51 → 0.33, 0.39–0.43 → 0.26 s; of 64
+/// channels at 14×14, 1.25 → 1.08, 1.45 → 1.32, 1.28 → 1.01 s; at 7×7 (7 of 16 lanes) the
+/// product stays. The AVX2 kernels, for processors without AVX-512, ran these at the speed
+/// of im2col with AVX-512's product here.
 const DIRECT_TAPS: usize = 16;
 const DIRECT_CHANNELS: usize = 8;
 
@@ -46,6 +54,12 @@ const SUM_DEPTH: i64 = 256;
 /// Floats in a convolution's im2col buffer: a chunk of images whose patches fit the core's
 /// cache next to the chunk's output.
 const SCRATCH: i64 = 1 << 16;
+
+/// Output positions (images × OH·OW) a call of the direct convolution covers at least, where
+/// `SCRATCH` holds their images: it packs the weight, and adds each weight gradient's lanes,
+/// once per call. 14×14 outputs of 32 channels: weight gradient 0.45 s per 6,400 images with
+/// a call per image, 0.31 with 7 images per call; 28×28: the same for 1 and 4.
+const DIRECT_POSITIONS: i64 = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPass {
@@ -103,7 +117,7 @@ impl Conv {
             pass,
             input,
             other,
-            chunk: geometry.chunk(),
+            chunk: geometry.chunk(pass),
             workers: workers as i64,
             direct: geometry.direct(pass),
             geometry,
@@ -128,16 +142,16 @@ impl Conv {
         };
         // Saturating: a size past any arena is refused by the allocator, not wrapped.
         (workers as i64)
-            .saturating_mul(geometry.im2col_floats(geometry.chunk()))
+            .saturating_mul(geometry.worker_floats(pass))
             .saturating_add(partial)
     }
 
     /// Where the weight-gradient sums of pieces after the first begin: after every worker's
-    /// im2col buffer.
+    /// scratch.
     fn partial(&self, l: &Lowerer, b: &mut FunctionBuilder) -> Value {
         let scratch = l.buffer_address(b, self.scratch);
-        let im2col = self.workers * self.geometry.im2col_floats(self.chunk);
-        b.ins().iadd_imm_s(scratch, 4 * im2col)
+        let workers = self.workers * self.geometry.worker_floats(self.pass);
+        b.ins().iadd_imm_s(scratch, 4 * workers)
     }
 }
 
@@ -237,7 +251,7 @@ impl KernelKind for Conv {
         let scratch_base = l.buffer_address(b, self.scratch);
         let scratch = match l.params.piece {
             Some([_, worker]) => {
-                let own = b.ins().imul_imm_s(worker, conv.im2col_floats(chunk));
+                let own = b.ins().imul_imm_s(worker, conv.worker_floats(pass));
                 element(b, scratch_base, own)
             }
             None => scratch_base,
@@ -453,14 +467,49 @@ impl Geometry {
             },
         };
         let one_channel = pass == ConvPass::GradInput || direct.channels == 1;
-        let faster = one_channel && kh * kw >= DIRECT_TAPS && direct.outputs <= DIRECT_CHANNELS;
+        let skinny = one_channel && kh * kw >= DIRECT_TAPS && direct.outputs <= DIRECT_CHANNELS;
+        let faster = skinny || direct.fills_vectors();
         if !direct.fits() {
             return None;
         }
-        let scratch = direct.scratch_floats()? as i64 <= self.im2col_floats(self.chunk());
+        // Sizes past `i64` stay with im2col, whose sizes the allocator refuses.
+        direct.scratch_floats(1)?;
         // A forward padding past the kernel would make the input gradient's negative.
         let inside = w.padding.iter().zip(&w.kernel).all(|(p, k)| p < k);
-        (w.stride == [1, 1] && inside && faster && scratch).then_some(direct)
+        (w.stride == [1, 1] && inside && faster).then_some(direct)
+    }
+
+    /// Images per chunk of a pass: for the direct convolution, enough for `DIRECT_POSITIONS`
+    /// output positions, as many as `SCRATCH` floats hold of their padded copies or outputs;
+    /// for im2col, as many as fit `SCRATCH` floats of patches. At least one.
+    pub fn chunk(&self, pass: ConvPass) -> i64 {
+        match self.direct(pass) {
+            Some(direct) => {
+                let per_image = direct.image_floats().map_or(i64::MAX, |f| f as i64);
+                let fit = (SCRATCH / per_image.max(1)).max(1);
+                (DIRECT_POSITIONS / self.positions().max(1) + 1).min(fit)
+            }
+            None => (SCRATCH / self.im2col_floats(1).max(1)).max(1),
+        }
+    }
+
+    /// Floats of one worker's scratch for `pass`: an im2col buffer, or the direct
+    /// convolution's (with a padded copy of each image of a chunk for a weight gradient).
+    pub fn worker_floats(&self, pass: ConvPass) -> i64 {
+        let chunk = self.chunk(pass);
+        match self.direct(pass) {
+            Some(direct) => {
+                let tiles = if pass == ConvPass::GradWeight {
+                    chunk
+                } else {
+                    1
+                };
+                direct
+                    .scratch_floats(tiles as usize)
+                    .map_or(i64::MAX, |f| f as i64)
+            }
+            None => self.im2col_floats(chunk),
+        }
     }
 
     /// Output positions per image.
@@ -484,7 +533,7 @@ impl Geometry {
     /// each, and for the weight gradient at least `SUM_DEPTH` per weight, since each piece
     /// writes a partial sum as large as the weight that is then read back.
     pub fn chunk_pieces(&self, pass: ConvPass, max_batch: usize) -> Option<Pieces> {
-        let chunk = self.chunk();
+        let chunk = self.chunk(pass);
         let work = self.outputs.saturating_mul(self.im2col_floats(chunk));
         let along = Share::Chunks {
             images: self.batch,
@@ -505,11 +554,6 @@ impl Geometry {
     /// Floats of an output (or output gradient) laid out `[O, N, OH·OW]`.
     pub fn by_channel(&self) -> Sym {
         self.columns().scaled(self.outputs)
-    }
-
-    /// Images per im2col chunk: as many as fit `SCRATCH` floats, at least one.
-    pub fn chunk(&self) -> i64 {
-        (SCRATCH / self.im2col_floats(1)).max(1)
     }
 
     /// Planes of the input: one per image and channel.
