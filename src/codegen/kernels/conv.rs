@@ -487,7 +487,11 @@ impl Geometry {
             Some(direct) => {
                 let per_image = direct.image_floats().map_or(i64::MAX, |f| f as i64);
                 let fit = (SCRATCH / per_image.max(1)).max(1);
-                (DIRECT_POSITIONS / self.positions().max(1) + 1).min(fit)
+                let [oh, ow] = direct.out_size();
+                let positions = i64::try_from(oh.saturating_mul(ow))
+                    .unwrap_or(i64::MAX)
+                    .max(1);
+                (DIRECT_POSITIONS / positions + 1).min(fit)
             }
             None => (SCRATCH / self.im2col_floats(1).max(1)).max(1),
         }
