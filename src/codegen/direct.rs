@@ -912,6 +912,8 @@ mod avx512 {
         // SAFETY (all blocks): the taps' weights, rows inside the plane, columns inside the
         // tile row (whole vectors of output columns plus the kernel's width), gradient
         // columns inside the row (masked at its end).
+        // The loops over images and rows are written out here as in the AVX2 kernel: an
+        // iterator over both, shared by the two, made the accumulators spill in the loop.
         for image in 0..t.images {
             let (tile, dy) = unsafe {
                 (

@@ -77,8 +77,9 @@ pub enum ConvPass {
 }
 
 /// One pass of a convolution, a chunk of `chunk` images at a time through an im2col buffer
-/// (`[C·KH·KW, chunk·OH·OW]`, one per worker in `scratch`): see `ConvPass` for what `input`
-/// and `other` are. Its pieces are runs of chunks (`Geometry::chunk_pieces`).
+/// (`[C·KH·KW, chunk·OH·OW]`) or the direct convolution's padded copies, one worker's in each
+/// part of `scratch`: see `ConvPass` for what `input` and `other` are. Its pieces are runs of
+/// chunks (`Geometry::chunk_pieces`).
 #[derive(Clone, Debug)]
 pub struct Conv {
     pub node: NodeId,
@@ -89,7 +90,7 @@ pub struct Conv {
     pub other: View,
     pub geometry: Geometry,
     pub chunk: i64,
-    /// The pool's workers, each with its own im2col buffer.
+    /// The pool's workers, each with its own part of the scratch.
     pub workers: i64,
     /// The direct convolution this pass runs instead of im2col and a product, if it does (see
     /// `Geometry::direct`).
@@ -439,8 +440,7 @@ impl Geometry {
     }
 
     /// The direct convolution that runs `pass` where it is faster than im2col and a product
-    /// (see `DIRECT_TAPS`): a stride-1 window, with scratch that fits in the im2col buffer it
-    /// replaces.
+    /// (see `DIRECT_TAPS`): a stride-1 window whose sizes fit the call.
     pub fn direct(&self, pass: ConvPass) -> Option<Direct> {
         let w = self.window;
         let [kh, kw] = w.kernel.map(|k| k as usize);
@@ -485,7 +485,10 @@ impl Geometry {
     pub fn chunk(&self, pass: ConvPass) -> i64 {
         match self.direct(pass) {
             Some(direct) => {
-                let per_image = direct.image_floats().map_or(i64::MAX, |f| f as i64);
+                let per_image = direct
+                    .image_floats()
+                    .and_then(|f| i64::try_from(f).ok())
+                    .unwrap_or(i64::MAX);
                 let fit = (SCRATCH / per_image.max(1)).max(1);
                 let [oh, ow] = direct.out_size();
                 let positions = i64::try_from(oh.saturating_mul(ow))
@@ -508,6 +511,7 @@ impl Geometry {
                 } else {
                     1
                 };
+                // `scratch_floats` is within `i64`, or `None`: then past any arena.
                 direct
                     .scratch_floats(tiles as usize)
                     .map_or(i64::MAX, |f| f as i64)
