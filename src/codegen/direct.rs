@@ -161,7 +161,7 @@ struct Strides {
 
 /// Runs `direct` on `images` images: input plane `c` of image `i` at `input + c·in_channel +
 /// i·in_image`, output plane `o` at `out + o·out_channel + i·out_image`, the weight at `weight`,
-/// and `scratch` holding `Direct::scratch_floats` floats that no other thread uses meanwhile.
+/// and `scratch` holding `Direct::scratch_floats(1)` floats that no other thread uses meanwhile.
 /// Called by generated code; the geometry comes packed as its parameters.
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn netc_conv(
@@ -239,7 +239,7 @@ fn unpack(planes: i64, size: i64, kernel: i64, padding: i64, images: i64) -> (Di
 /// See `netc_conv`; `isa` says which kernels run.
 ///
 /// # Safety
-/// Every input and output plane of the `images` images, the weight and `scratch_floats` of
+/// Every input and output plane of the `images` images, the weight and `scratch_floats(1)` of
 /// scratch must be valid, and the output must not overlap the rest; `isa` one this processor
 /// has.
 unsafe fn run(
@@ -293,7 +293,8 @@ unsafe fn split_scratch<'a>(
     tiles: usize,
     floats: usize,
 ) -> (&'a mut [f32], &'a mut [f32]) {
-    let tiles = d.tile_floats().expect("sizes the plan checked") * tiles;
+    let tiles = d.tile_floats().and_then(|f| f.checked_mul(tiles));
+    let tiles = tiles.expect("sizes the plan checked");
     // SAFETY: as the caller promised.
     unsafe {
         let rest = std::slice::from_raw_parts_mut(scratch.add(tiles), floats);
@@ -333,9 +334,11 @@ unsafe fn fill_tile(
 /// Adds the weight gradient of `images` images to `sum` (`[outputs, channels, KH, KW]`): for
 /// each weight, the sum over images and positions of the output gradient times the input it
 /// multiplied, input plane `c` of image `i` at `input + c·in_channel + i·in_image` and output
-/// gradient plane `o` at `dy + o·dy_channel + i·dy_image`. Each weight is summed by lane (the
-/// output column modulo 8) over the images in order, then the lanes are added in order, so a
-/// call's result depends only on its images. Called by generated code, as `netc_conv`.
+/// gradient plane `o` at `dy + o·dy_channel + i·dy_image`, with `scratch` holding
+/// `Direct::scratch_floats(images)` floats. Each weight is summed by lane (the output column
+/// modulo the vector's width) over the images in order, then its lanes are added in a fixed
+/// order, so a call's result depends only on its images and the processor. Called by generated
+/// code, as `netc_conv`.
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn netc_conv_weight(
     input: *const f32,
@@ -370,7 +373,7 @@ fn strides(channel: i64, image: i64) -> Strides {
 /// See `netc_conv_weight`; `isa` says which kernels run.
 ///
 /// # Safety
-/// As `run`'s, with `sum` holding a float per weight.
+/// As `run`'s, with `sum` holding a float per weight and `scratch` `scratch_floats(images)`.
 unsafe fn run_weight(
     d: &Direct,
     images: usize,
